@@ -1,0 +1,427 @@
+"""The ASEN split format: reading the official files, writing our own datasets in the same form.
+
+A dataset folder holds (0-based indices everywhere):
+
+- ``filenames_<split>.txt``: one image path per line, relative to the image root; line = image id (fid).
+- ``label_<split>.txt``: ``fid a1 v1 [a2 v2 ...]``. The official files only have ``label_train.txt``;
+  our own datasets (synthetic, CSV imports) also write ``label_valid.txt`` and ``label_test.txt`` so the
+  app can show every known value of a retrieved item.
+- ``query_<split>.txt`` / ``candidate_<split>.txt``: ``fid attr value`` (valid and test splits).
+- ``meta.json``: attribute names and value counts. Official layout: one level up, keyed by dataset
+  name (``{"FashionAI": {"ATTRIBUTES": [...], "ATTRIBUTES_NUM": {...}}}``) with value names in
+  ``values.json`` beside the split files. Our layout: in the folder itself, with ``VALUES`` (names) and
+  ``IMAGE_ROOT`` (relative to the folder) added.
+
+Files are read as published: CRLF endings, missing final newline, blank trailing lines. A malformed
+line raises :class:`DatasetError` naming the file and the line number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+EVAL_SPLITS = ("valid", "test")
+
+
+class DatasetError(ValueError):
+    """A dataset folder or file that cannot be used as it is; the message says what to fix."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+
+
+@dataclass(frozen=True)
+class AttributeSchema:
+    """Attribute names (index order) and the value names of each attribute."""
+
+    names: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self):
+        if len(self.names) != len(self.values):
+            raise DatasetError(f"{len(self.names)} attribute names but {len(self.values)} value lists")
+        if len(set(self.names)) != len(self.names):
+            raise DatasetError(f"attribute names are not unique: {list(self.names)}")
+        for name, vals in zip(self.names, self.values):
+            if len(vals) < 1:
+                raise DatasetError(f"attribute {name!r} has no values")
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.names)
+
+    @property
+    def num_values(self) -> list[int]:
+        return [len(v) for v in self.values]
+
+    def attribute_index(self, name_or_index: str | int) -> int:
+        """Index of an attribute given by name or index, with a clear error for an unknown one."""
+        if isinstance(name_or_index, (int, np.integer)):
+            i = int(name_or_index)
+            if not 0 <= i < len(self.names):
+                raise DatasetError(
+                    f"attribute index {i} is out of range: this dataset has {len(self.names)} attributes "
+                    f"(0..{len(self.names) - 1}: {', '.join(self.names)})"
+                )
+            return i
+        key = str(name_or_index).strip()
+        if key in self.names:
+            return self.names.index(key)
+        norm = key.lower().replace(" ", "_").replace("-", "_")
+        for i, n in enumerate(self.names):
+            if n.lower().replace(" ", "_").replace("-", "_") == norm:
+                return i
+        raise DatasetError(f"unknown attribute {key!r}; known attributes: {', '.join(self.names)}")
+
+    def value_name(self, attribute: int, value: int) -> str:
+        return self.values[attribute][value]
+
+    def to_json(self) -> dict:
+        return {
+            "ATTRIBUTES": list(self.names),
+            "ATTRIBUTES_NUM": {n: len(v) for n, v in zip(self.names, self.values)},
+            "VALUES": {n: list(v) for n, v in zip(self.names, self.values)},
+        }
+
+    @classmethod
+    def from_json(cls, meta: dict, values: dict | None = None, where: str = "meta.json") -> AttributeSchema:
+        try:
+            names = [str(n) for n in meta["ATTRIBUTES"]]
+            counts = meta.get("ATTRIBUTES_NUM") or {}
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"{where}: expected an object with 'ATTRIBUTES' (and 'ATTRIBUTES_NUM')") from exc
+        values = values if values is not None else meta.get("VALUES")
+        value_lists = []
+        for n in names:
+            if values and n in values:
+                vals = tuple(str(v) for v in values[n])
+                if n in counts and int(counts[n]) != len(vals):
+                    raise DatasetError(f"{where}: attribute {n!r} has {counts[n]} values but {len(vals)} names")
+            elif n in counts:
+                vals = tuple(str(i) for i in range(int(counts[n])))
+            else:
+                raise DatasetError(f"{where}: attribute {n!r} has neither a value count nor value names")
+            value_lists.append(vals)
+        return cls(tuple(names), tuple(value_lists))
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """(1-based line number, stripped line) for every non-blank line; CRLF and no final newline are fine."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DatasetError(f"missing file: {path}") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+    return [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+
+
+def read_filenames(path: Path) -> list[str]:
+    """Image paths of a ``filenames_<split>.txt``; the list index is the image id."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DatasetError(f"missing file: {path}") from exc
+    lines = [ln.strip() for ln in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    for i, ln in enumerate(lines):
+        if not ln:
+            raise DatasetError(f"{path}, line {i + 1}: empty image path (line numbers are image ids)")
+    return lines
+
+
+def read_pairs(path: Path, schema: AttributeSchema, num_images: int | None = None) -> np.ndarray:
+    """``fid attr value`` lines (query/candidate files) as an int64 array of shape (n, 3), validated."""
+    rows = []
+    for lineno, ln in _lines(Path(path)):
+        parts = ln.split()
+        if len(parts) != 3:
+            raise DatasetError(f"{path}, line {lineno}: expected 'fid attribute value', got {ln!r}")
+        try:
+            fid, a, v = (int(p) for p in parts)
+        except ValueError as exc:
+            raise DatasetError(f"{path}, line {lineno}: expected three integers, got {ln!r}") from exc
+        _check_label(path, lineno, schema, a, v)
+        _check_fid(path, lineno, fid, num_images)
+        rows.append((fid, a, v))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def read_labels(path: Path, schema: AttributeSchema, num_images: int | None = None) -> np.ndarray:
+    """``fid a1 v1 [a2 v2 ...]`` lines as an (n, 3) int64 array, one row per (fid, attribute, value)."""
+    rows = []
+    for lineno, ln in _lines(Path(path)):
+        parts = ln.split()
+        if len(parts) < 3 or len(parts) % 2 == 0:
+            raise DatasetError(f"{path}, line {lineno}: expected 'fid a1 v1 [a2 v2 ...]', got {ln!r}")
+        try:
+            nums = [int(p) for p in parts]
+        except ValueError as exc:
+            raise DatasetError(f"{path}, line {lineno}: expected integers, got {ln!r}") from exc
+        fid = nums[0]
+        _check_fid(path, lineno, fid, num_images)
+        for a, v in zip(nums[1::2], nums[2::2]):
+            _check_label(path, lineno, schema, a, v)
+            rows.append((fid, a, v))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def _check_label(path, lineno, schema: AttributeSchema, a: int, v: int) -> None:
+    if not 0 <= a < schema.num_attributes:
+        raise DatasetError(
+            f"{path}, line {lineno}: attribute {a} is out of range (the dataset has {schema.num_attributes})"
+        )
+    if not 0 <= v < schema.num_values[a]:
+        raise DatasetError(
+            f"{path}, line {lineno}: value {v} is out of range for attribute {schema.names[a]!r} "
+            f"({schema.num_values[a]} values)"
+        )
+
+
+def _check_fid(path, lineno, fid: int, num_images: int | None) -> None:
+    if fid < 0 or (num_images is not None and fid >= num_images):
+        raise DatasetError(
+            f"{path}, line {lineno}: image id {fid} is out of range"
+            + (f" (the split has {num_images} images)" if num_images is not None else "")
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The dataset object
+
+
+@dataclass
+class Split:
+    """One split of a dataset: its image paths and labels."""
+
+    name: str
+    filenames: list[str] | None  # None when the filenames file is not published (FashionAI train)
+    labels: np.ndarray  # (n, 3) fid, attribute, value: every known label of the split
+    queries: np.ndarray | None = None  # (n, 3), eval splits only
+    candidates: np.ndarray | None = None
+
+    @property
+    def num_images(self) -> int:
+        if self.filenames is not None:
+            return len(self.filenames)
+        return int(self.labels[:, 0].max()) + 1 if len(self.labels) else 0
+
+    def known_values(self, num_attributes: int) -> np.ndarray:
+        """(num_images, A) int64 matrix of known values, -1 where unknown."""
+        out = np.full((self.num_images, num_attributes), -1, dtype=np.int64)
+        for rows in (self.labels, self.queries, self.candidates):
+            if rows is not None and len(rows):
+                out[rows[:, 0], rows[:, 1]] = rows[:, 2]
+        return out
+
+
+@dataclass
+class SplitDataset:
+    """A dataset in the ASEN split format, loaded and validated."""
+
+    root: Path
+    name: str
+    schema: AttributeSchema
+    image_root: Path | None
+    splits: dict[str, Split] = field(default_factory=dict)
+    mask_root: Path | None = None  # synthetic datasets: ground-truth attribute masks
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise DatasetError(
+                f"{self.root} has no {name!r} split (it has: {', '.join(self.splits) or 'none'})"
+            )
+        return self.splits[name]
+
+    def image_path(self, split: str, fid: int) -> Path:
+        s = self.split(split)
+        if s.filenames is None:
+            raise DatasetError(f"{self.root}: filenames_{split}.txt is missing, so images cannot be found")
+        if self.image_root is None:
+            raise DatasetError(f"{self.root}: no image root; pass --image-root DIR")
+        return self.image_root / s.filenames[fid]
+
+    def mask_path(self, split: str, fid: int) -> Path | None:
+        if self.mask_root is None:
+            return None
+        return self.mask_root / Path(self.split(split).filenames[fid]).with_suffix(".png")
+
+    def missing_images(self, split: str, fids: Iterable[int] | None = None) -> list[Path]:
+        s = self.split(split)
+        fids = range(s.num_images) if fids is None else fids
+        return [p for p in (self.image_path(split, int(f)) for f in fids) if not p.is_file()]
+
+    def check_images(self, split: str, fids: Iterable[int] | None = None) -> None:
+        """Raise one error naming how many images are missing and the first few."""
+        missing = self.missing_images(split, fids)
+        if missing:
+            first = ", ".join(str(p) for p in missing[:3])
+            raise DatasetError(
+                f"{len(missing)} image(s) of the {split} split are missing under {self.image_root} "
+                f"(first: {first}); check --image-root"
+            )
+
+
+def _find_meta(root: Path) -> tuple[AttributeSchema, str, dict]:
+    own = root / "meta.json"
+    if own.is_file():
+        meta = _read_json(own)
+        if "ATTRIBUTES" in meta:
+            values = _read_json(root / "values.json") if (root / "values.json").is_file() else None
+            return AttributeSchema.from_json(meta, values, where=str(own)), str(meta.get("NAME", root.name)), meta
+    parent = root.parent / "meta.json"
+    if parent.is_file():
+        meta = _read_json(parent)
+        if root.name in meta:
+            values = _read_json(root / "values.json") if (root / "values.json").is_file() else None
+            return AttributeSchema.from_json(meta[root.name], values, where=f"{parent}[{root.name!r}]"), root.name, {}
+        raise DatasetError(f"{parent} has no entry for dataset {root.name!r} (it has: {', '.join(meta)})")
+    raise DatasetError(f"{root}: no meta.json in the folder or one level up; is this an ASEN split folder?")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def load_dataset(root: str | os.PathLike, image_root: str | os.PathLike | None = None) -> SplitDataset:
+    """Load a dataset folder in the ASEN split format.
+
+    ``image_root`` defaults to the ``IMAGE_ROOT`` of our own meta.json (relative to the folder), else
+    none (labels only: enough for ``eval --embeddings random``).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}")
+    schema, name, meta = _find_meta(root)
+    if image_root is None and meta.get("IMAGE_ROOT"):
+        image_root = root / meta["IMAGE_ROOT"]
+    mask_root = root / meta["MASK_ROOT"] if meta.get("MASK_ROOT") else None
+    ds = SplitDataset(root=root, name=name, schema=schema,
+                      image_root=Path(image_root) if image_root is not None else None, mask_root=mask_root)
+    for split in SPLITS:
+        fn = root / f"filenames_{split}.txt"
+        lab = root / f"label_{split}.txt"
+        q, c = root / f"query_{split}.txt", root / f"candidate_{split}.txt"
+        if not (fn.is_file() or lab.is_file() or q.is_file()):
+            continue
+        filenames = read_filenames(fn) if fn.is_file() else None
+        n = len(filenames) if filenames is not None else None
+        labels = read_labels(lab, schema, n) if lab.is_file() else np.zeros((0, 3), np.int64)
+        queries = read_pairs(q, schema, n) if q.is_file() else None
+        candidates = read_pairs(c, schema, n) if c.is_file() else None
+        if (queries is None) != (candidates is None):
+            raise DatasetError(f"{root}: {split} has one of query_{split}.txt / candidate_{split}.txt but not both")
+        ds.splits[split] = Split(split, filenames, labels, queries, candidates)
+    if not ds.splits:
+        raise DatasetError(f"{root}: no split files (filenames_*.txt, label_*.txt, query_*.txt) found")
+    return ds
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing (atomically: a dataset is written to a temporary folder and renamed into place)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def format_labels(labels: Sequence[Sequence[tuple[int, int]]]) -> str:
+    """Label lines ``fid a1 v1 ...`` from, per image, its list of known (attribute, value) pairs."""
+    lines = []
+    for fid, pairs in enumerate(labels):
+        if pairs:
+            lines.append(" ".join([str(fid)] + [f"{a} {v}" for a, v in pairs]))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def format_pairs(rows: np.ndarray) -> str:
+    return "".join(f"{int(f)} {int(a)} {int(v)}\n" for f, a, v in np.asarray(rows).reshape(-1, 3))
+
+
+def write_split_files(
+    out: Path,
+    split: str,
+    filenames: Sequence[str],
+    labels: Sequence[Sequence[tuple[int, int]]],
+    queries: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
+) -> None:
+    """Write one split's files into ``out`` (a folder that is itself renamed into place by the caller)."""
+    out = Path(out)
+    atomic_write_text(out / f"filenames_{split}.txt", "".join(f"{f}\n" for f in filenames))
+    atomic_write_text(out / f"label_{split}.txt", format_labels(labels))
+    if queries is not None:
+        atomic_write_text(out / f"query_{split}.txt", format_pairs(queries))
+        atomic_write_text(out / f"candidate_{split}.txt", format_pairs(candidates))
+
+
+def write_meta(out: Path, schema: AttributeSchema, name: str, image_root: str = "images",
+               mask_root: str | None = None, extra: dict | None = None) -> None:
+    meta = {"NAME": name, **schema.to_json(), "IMAGE_ROOT": image_root}
+    if mask_root:
+        meta["MASK_ROOT"] = mask_root
+    if extra:
+        meta.update(extra)
+    atomic_write_text(Path(out) / "meta.json", json.dumps(meta, indent=2) + "\n")
+
+
+def query_candidate_split(
+    labels: np.ndarray, num_attributes: int, rng: np.random.Generator, query_fraction: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Assign each image of an eval split to ONE attribute, then to query or candidate, stratified.
+
+    ``labels`` is (n, 3) fid/attribute/value with every known label. Each image gets one attribute
+    among those it has a label for (the attribute with the fewest images so far, ties at random,
+    so the attributes stay balanced); then, per (attribute, value), about ``query_fraction`` of its
+    images become queries (at least one when the value has two or more images, so every query can
+    have a relevant candidate). Returns (queries, candidates), each (m, 3), sorted by fid.
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1, 3)
+    by_fid: dict[int, list[tuple[int, int]]] = {}
+    for f, a, v in labels:
+        by_fid.setdefault(int(f), []).append((int(a), int(v)))
+    counts = np.zeros(num_attributes, dtype=np.int64)
+    chosen = []
+    for f in rng.permutation(np.array(sorted(by_fid), dtype=np.int64)):
+        pairs = by_fid[int(f)]
+        order = rng.permutation(len(pairs))
+        a, v = min((pairs[i] for i in order), key=lambda p: counts[p[0]])
+        counts[a] += 1
+        chosen.append((int(f), a, v))
+    chosen = np.asarray(chosen, dtype=np.int64).reshape(-1, 3)
+    is_query = np.zeros(len(chosen), dtype=bool)
+    for key in {(a, v) for _, a, v in chosen}:
+        idx = np.flatnonzero((chosen[:, 1] == key[0]) & (chosen[:, 2] == key[1]))
+        if len(idx) < 2:
+            continue
+        k = max(1, int(round(query_fraction * len(idx))))
+        k = min(k, len(idx) - 1)
+        is_query[rng.choice(idx, size=k, replace=False)] = True
+    q, c = chosen[is_query], chosen[~is_query]
+    return q[np.argsort(q[:, 0], kind="stable")], c[np.argsort(c[:, 0], kind="stable")]

@@ -1,0 +1,1 @@
+"""Evaluation: the ASEN retrieval mAP protocol, triplet accuracy, localisation scores."""

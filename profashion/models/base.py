@@ -1,0 +1,285 @@
+"""The one interface every retrieval model implements, the registry, and checkpoints.
+
+Every method (triplet, csn, asen, and later cca1/cca2/tf-csn/tf-asen/profashion) is a
+:class:`RetrievalModel`:
+
+- ``embed(images, attribute_ids) -> (B, D)``: each image conditioned on its own attribute, L2-normalised;
+- ``embed_all(images) -> (B, A, D)``: every attribute at once, sharing whatever does not depend on it;
+- ``explain(image, attribute_id) -> dict``: maps of the method at work; ``"heatmap"`` (H x W floats at
+  the input image's resolution) is always present.
+
+A model is built from a name, a preset and its dataset's value counts; its whole configuration is a
+JSON-serialisable dataclass, so a checkpoint (``config.json`` + ``model.safetensors``) rebuilds it
+without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from profashion.data.images import Preprocess
+
+CHECKPOINT_FORMAT = 1
+
+
+class ModelError(ValueError):
+    """An unknown model, preset or a checkpoint that cannot be loaded; the message says what to do."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Fields shared by every method; methods subclass it with their own fields."""
+
+    num_values: list[int]
+    preset: str = "demo"
+    embed_dim: int = 64
+    backbone: str = "small_cnn"
+    pretrained: str | None = None  # None, a hub tag, or a local file (see backbones.py)
+    image_size: int = 96
+    resize: int = 96
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.num_values)
+
+    def preprocess(self) -> Preprocess:
+        return Preprocess(self.resize, self.image_size)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class RetrievalModel(nn.Module):
+    """Base class: subclasses implement ``embed_all`` (and usually ``embed`` more cheaply) and ``explain``."""
+
+    name: str = ""
+    config_class: type[ModelConfig] = ModelConfig
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    # -- the interface -----------------------------------------------------------------------------
+    def embed(self, images: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
+        """(B, D) L2-normalised embeddings of each image under its own attribute."""
+        attribute_ids = self.check_attributes(attribute_ids, len(images))
+        all_ = self.embed_all(images)
+        return all_[torch.arange(len(images), device=all_.device), attribute_ids]
+
+    def embed_all(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
+        """Maps of the method at work for one (3, H, W) image; ``"heatmap"`` is (H, W) in [0, 1]."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def forward(self, images: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(images, attribute_ids)
+
+    # -- helpers shared by the methods ---------------------------------------------------------------
+    @property
+    def num_attributes(self) -> int:
+        return self.config.num_attributes
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.config.preprocess()
+
+    def check_attributes(self, attribute_ids, batch: int) -> torch.Tensor:
+        """Attribute ids as a long tensor on the model's device, with one clear error when out of range."""
+        ids = torch.as_tensor(attribute_ids, dtype=torch.long)
+        if ids.ndim == 0:
+            ids = ids.expand(batch)
+        if ids.shape != (batch,):
+            raise ModelError(f"expected {batch} attribute ids, got shape {tuple(ids.shape)}")
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= self.num_attributes):
+            bad = int(ids[(ids < 0) | (ids >= self.num_attributes)][0])
+            raise ModelError(
+                f"attribute id {bad} is out of range: this model knows {self.num_attributes} attributes "
+                f"(0..{self.num_attributes - 1})"
+            )
+        return ids.to(self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @staticmethod
+    def normalise(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1, eps=1e-12)
+
+    @staticmethod
+    def upsample_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(h, w) map -> (H, W) at image resolution, rescaled to [0, 1]."""
+        m = F.interpolate(m[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+        lo, hi = m.min(), m.max()
+        return (m - lo) / (hi - lo) if float(hi - lo) > 1e-12 else torch.zeros_like(m)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry: name -> builder. Each method file registers itself.
+
+_REGISTRY: dict[str, tuple[type[RetrievalModel], dict[str, dict]]] = {}
+
+
+def register(name: str, presets: dict[str, dict]) -> Callable[[type[RetrievalModel]], type[RetrievalModel]]:
+    """Class decorator: ``@register("csn", presets={"demo": {...}, "paper": {...}})``."""
+
+    def wrap(cls: type[RetrievalModel]) -> type[RetrievalModel]:
+        cls.name = name
+        _REGISTRY[name] = (cls, presets)
+        return cls
+
+    return wrap
+
+
+def _ensure_registered() -> None:
+    # Importing the package registers every method.
+    import profashion.models  # noqa: F401
+
+
+def available_models() -> list[str]:
+    _ensure_registered()
+    return sorted(_REGISTRY)
+
+
+def model_presets(name: str) -> list[str]:
+    return sorted(_lookup(name)[1])
+
+
+def _lookup(name: str):
+    _ensure_registered()
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown model {name!r}; available models: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def build_model(name: str, preset: str = "demo", num_values: list[int] | None = None, **overrides) -> RetrievalModel:
+    """Build a fresh model: ``build_model("asen", preset="demo", num_values=[6, 9, 8])``."""
+    cls, presets = _lookup(name)
+    if preset not in presets:
+        raise ModelError(f"model {name!r} has no preset {preset!r}; presets: {', '.join(sorted(presets))}")
+    if not num_values:
+        raise ModelError("num_values is required: the number of values of each attribute, e.g. [6, 9, 8]")
+    if any(int(n) < 1 for n in num_values):
+        raise ModelError(f"every attribute needs at least one value, got num_values={list(num_values)}")
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ModelError(f"unknown setting(s) for {name!r}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(fields))}")
+    kwargs = {**presets[preset], **overrides, "num_values": [int(n) for n in num_values], "preset": preset}
+    return cls(cls.config_class(**kwargs))
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints: a folder with config.json and model.safetensors, written atomically.
+
+
+def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into ``out_dir`` atomically (temp folder + rename)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        cfg = {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.name,
+            "config": model.config.to_json(),
+            "preprocess": model.preprocess.to_json(),
+            **(extra or {}),
+        }
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            if old.exists():
+                import shutil
+
+                shutil.rmtree(old)
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_checkpoint_config(ckpt_dir: str | os.PathLike) -> dict:
+    ckpt_dir = Path(ckpt_dir)
+    cfg_path = ckpt_dir / "config.json"
+    if not ckpt_dir.is_dir():
+        raise ModelError(f"checkpoint folder not found: {ckpt_dir}")
+    if not cfg_path.is_file():
+        raise ModelError(f"{ckpt_dir} is not a checkpoint: it has no config.json")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{cfg_path} is corrupt (not valid JSON): {exc}") from exc
+    if not isinstance(cfg, dict) or "model" not in cfg or "config" not in cfg:
+        raise ModelError(f"{cfg_path} is not a profashion checkpoint config (no 'model'/'config' entries)")
+    return cfg
+
+
+def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
+               expect_model: str | None = None) -> RetrievalModel:
+    """Rebuild a model from a checkpoint folder; the model's ``preprocess`` is its image transform."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    ckpt_dir = Path(ckpt_dir)
+    cfg = read_checkpoint_config(ckpt_dir)
+    name = cfg["model"]
+    if expect_model is not None and name != expect_model:
+        raise ModelError(f"{ckpt_dir} holds a {name!r} model, not {expect_model!r}")
+    cls, _ = _lookup(name)
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    conf = {k: v for k, v in cfg["config"].items() if k in fields}
+    try:
+        config = cls.config_class(**conf)
+    except TypeError as exc:
+        raise ModelError(f"{ckpt_dir}/config.json does not match model {name!r}: {exc}") from exc
+    model = cls(config)
+    weights = ckpt_dir / "model.safetensors"
+    if not weights.is_file():
+        raise ModelError(f"{ckpt_dir} has no model.safetensors")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{weights} is corrupt or truncated ({exc}); retrain or copy the checkpoint again") from exc
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s) (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape mismatch for {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} expected")
+        raise ModelError(f"{weights} does not match its config.json ({name!r}): " + "; ".join(parts))
+    model.load_state_dict(state)
+    model.checkpoint_info = cfg
+    return model.to(device).eval()

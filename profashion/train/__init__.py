@@ -1,0 +1,1 @@
+"""Training: conditioned triplet loss, sampler, trainer, checkpoints."""

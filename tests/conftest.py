@@ -29,3 +29,17 @@ def asen_splits(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def fashion_product(shared_data) -> Path:
     return shared_data / "fashion-product-small"
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """A tiny synthetic garment dataset (48 px) shared by the training and CLI tests."""
+    from profashion.data.synth import generate_synth
+
+    out = tmp_path_factory.mktemp("data") / "synth"
+    return generate_synth(out, 160, 48, 48, size=48, seed=0)
+
+
+# Tiny models for tests: the demo presets at 48 px with small batches.
+TINY_TRAIN = ["--model-config", '{"image_size": 48, "resize": 48}', "--batch-size", "16",
+              "--triplets-per-epoch", "64", "--quiet"]

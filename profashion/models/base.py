@@ -185,8 +185,13 @@ def build_model(name: str, preset: str = "demo", num_values: list[int] | None = 
 # Checkpoints: a folder with config.json and model.safetensors, written atomically.
 
 
-def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` into ``out_dir`` atomically (temp folder + rename)."""
+def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: dict | None = None,
+                    extra_writer: Callable[[Path], None] | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into ``out_dir`` atomically (temp folder + rename).
+
+    ``extra`` entries go into config.json; ``extra_writer(folder)`` may add files (the trainer's
+    optimizer state) before the folder is renamed into place.
+    """
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -203,6 +208,8 @@ def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: di
             **(extra or {}),
         }
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        if extra_writer is not None:
+            extra_writer(tmp)
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
@@ -224,8 +231,16 @@ def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: di
     return out_dir
 
 
+def _recover(ckpt_dir: Path) -> None:
+    """A save killed between its two renames leaves ``.NAME.old`` and no ``NAME``: put the old one back."""
+    old = ckpt_dir.with_name(f".{ckpt_dir.name}.old")
+    if not ckpt_dir.exists() and old.is_dir():
+        os.replace(old, ckpt_dir)
+
+
 def read_checkpoint_config(ckpt_dir: str | os.PathLike) -> dict:
     ckpt_dir = Path(ckpt_dir)
+    _recover(ckpt_dir)
     cfg_path = ckpt_dir / "config.json"
     if not ckpt_dir.is_dir():
         raise ModelError(f"checkpoint folder not found: {ckpt_dir}")
@@ -258,7 +273,9 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
         config = cls.config_class(**conf)
     except TypeError as exc:
         raise ModelError(f"{ckpt_dir}/config.json does not match model {name!r}: {exc}") from exc
-    model = cls(config)
+    # The weights come from the checkpoint: do not fetch the backbone's pretrained weights again.
+    model = cls(dataclasses.replace(config, pretrained=None))
+    model.config = config
     weights = ckpt_dir / "model.safetensors"
     if not weights.is_file():
         raise ModelError(f"{ckpt_dir} has no model.safetensors")
@@ -266,6 +283,10 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{weights} is corrupt or truncated ({exc}); retrain or copy the checkpoint again") from exc
+    recorded = state.get("num_values")  # models that record their value counts are checked against config.json
+    if recorded is not None and recorded.tolist() != [int(n) for n in config.num_values]:
+        raise ModelError(f"{weights} was trained with num_values={recorded.tolist()} but its config.json says "
+                         f"{list(config.num_values)}: the two files come from different checkpoints")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -1,0 +1,5 @@
+import sys
+
+from profashion.cli import main
+
+sys.exit(main())

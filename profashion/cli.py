@@ -1,0 +1,185 @@
+"""The ``profashion`` command: generate | import-csv | train | eval | models.
+
+Every command fails with one line ``error: ...`` (exit status 2) on bad input, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _cmd_generate(args) -> int:
+    from profashion.data.synth import generate_synth
+
+    t0 = time.perf_counter()
+    out = generate_synth(Path(args.out), args.train, args.valid, args.test, size=args.size, seed=args.seed,
+                         overwrite=args.overwrite, progress=not args.quiet)
+    n = args.train + args.valid + args.test
+    print(f"wrote {n} synthetic garments ({args.size} px, seed {args.seed}) to {out} "
+          f"in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _cmd_import_csv(args) -> int:
+    from profashion.data.csv_import import import_csv
+
+    t0 = time.perf_counter()
+    attributes = [a.strip() for a in args.attributes.split(",") if a.strip()]
+    out = import_csv(Path(args.csv), Path(args.image_root), attributes, Path(args.out), seed=args.seed,
+                     image_column=args.image_column, overwrite=args.overwrite)
+    print(f"wrote {out} ({len(attributes)} attributes) in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from profashion.train.trainer import TrainConfig, train
+
+    overrides = json.loads(args.model_config) if args.model_config else {}
+    cfg = TrainConfig(model=args.model, dataset=args.dataset, out=args.out, preset=args.preset,
+                      image_root=args.image_root, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                      triplets_per_epoch=args.triplets_per_epoch, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
+                      seed=args.seed, device=args.device, model_overrides=overrides)
+    run = train(cfg, resume=args.resume, progress=not args.quiet)
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run finished: best checkpoint in {run / 'best'}, metrics in {run / 'metrics.jsonl'}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from profashion.data.splits import atomic_write_text, load_dataset
+    from profashion.evaluation.retrieval_map import evaluate_random, published_random
+
+    ds = load_dataset(args.dataset, args.image_root)
+    t0 = time.perf_counter()
+    if args.embeddings == "random":
+        result = evaluate_random(ds, args.split, seed=args.seed)
+        label = f"random embeddings (seed {args.seed})"
+    else:
+        from profashion.evaluation.evaluate import evaluate_model
+        from profashion.train.trainer import resolve_device
+
+        model = load_model_for_dataset(args.checkpoint, ds, resolve_device(args.device))
+        result = evaluate_model(model, ds, args.split, batch_size=args.batch_size, progress=not args.quiet)
+        label = f"{model.name} from {args.checkpoint}"
+    published = published_random(ds.name) if args.embeddings == "random" else None
+    print(f"{ds.name} {args.split}: {label}  [{time.perf_counter() - t0:.1f}s]")
+    print(result.format_table(ds.schema, published=published))
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(result.to_json(ds.schema), indent=2) + "\n")
+    return 0
+
+
+def load_model_for_dataset(checkpoint, ds, device="cpu"):
+    """Load a checkpoint and check that it was trained on the attributes of ``ds``."""
+    from profashion.models.base import ModelError, load_model
+
+    model = load_model(checkpoint, device=device)
+    info = getattr(model, "checkpoint_info", {}).get("dataset")
+    if model.config.num_values != ds.schema.num_values:
+        raise ModelError(
+            f"{checkpoint} was trained for {len(model.config.num_values)} attributes with value counts "
+            f"{model.config.num_values}, but {ds.root} has {ds.schema.num_values}"
+        )
+    if info and list(info.get("attributes", [])) != list(ds.schema.names):
+        raise ModelError(f"{checkpoint} was trained on attributes {info['attributes']}, "
+                         f"but {ds.root} has {list(ds.schema.names)}")
+    return model
+
+
+def _cmd_models(args) -> int:
+    from profashion.models.base import available_models, model_presets
+
+    for name in available_models():
+        print(f"{name:12s} presets: {', '.join(model_presets(name))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="profashion", description="Attribute-specific fashion retrieval, made visible.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate a dataset")
+    gsub = g.add_subparsers(dest="kind", required=True)
+    s = gsub.add_parser("synth", help="synthetic garments with attribute masks (the embedded default)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--train", type=int, default=4000)
+    s.add_argument("--valid", type=int, default=500)
+    s.add_argument("--test", type=int, default=1000)
+    s.add_argument("--size", type=int, default=112, help="image size in pixels (default 112)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_generate)
+
+    c = sub.add_parser("import-csv", help="turn a CSV catalogue into the split format")
+    c.add_argument("csv")
+    c.add_argument("--image-root", required=True, help="folder the CSV's image paths are relative to")
+    c.add_argument("--attributes", required=True, help="comma-separated attribute columns, e.g. baseColour,usage")
+    c.add_argument("--out", required=True)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--image-column", default="image")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=_cmd_import_csv)
+
+    t = sub.add_parser("train", help="train a model with the conditioned triplet loss")
+    t.add_argument("--model", required=True, help="triplet, csn, asen, ... (see `profashion models`)")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--image-root", default=None)
+    t.add_argument("--preset", default="demo", choices=["demo", "paper"])
+    t.add_argument("--out", required=True, help="run folder (best/, last/, metrics.jsonl)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--lr-step", type=int, help="decay the learning rate every N epochs")
+    t.add_argument("--lr-gamma", type=float, help="decay factor")
+    t.add_argument("--batch-size", type=int, help="global batch of triplets")
+    t.add_argument("--triplets-per-epoch", type=int)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    t.add_argument("--model-config", default=None, help='JSON overrides of the model preset, e.g. \'{"embed_dim": 32}\'')
+    t.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="retrieval mAP with the ASEN protocol")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--image-root", default=None)
+    e.add_argument("--split", default="test", choices=["valid", "test"])
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint")
+    src.add_argument("--embeddings", choices=["random"])
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--json", help="write the result as JSON here")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_cmd_eval)
+
+    m = sub.add_parser("models", help="list the models and their presets")
+    m.set_defaults(func=_cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from profashion.data.images import ImageError
+    from profashion.data.splits import DatasetError
+    from profashion.models.base import ModelError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetError, ModelError, ImageError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Zappos50K with the fixed triplet lists of Conditional Similarity Networks (CSN, Veit et al. 2017).
+
+The layout CSN's loader (``triplet_image_loader.py`` of andreasveit/conditional-similarity-networks)
+reads, and that its ``get_data.py`` unpacks into ``data/``::
+
+    <root>/filenames.json                      one image path per line (despite the name); line = index
+    <root>/tripletlists/<cond>_tripletlist_<split>.txt
+    <root>/ut-zap50k-images/<path from filenames.json>
+
+with ``<cond>`` in ``class, closure, gender, heel`` (condition indices 0..3, in that order) and
+``<split>`` in ``train, val, test``. A triplet line ``a b c`` (indices into the filenames list) means:
+under that condition, anchor ``a`` is more similar to ``c`` than to ``b`` (CSN names them anchor, far,
+close). Accuracy on these lists is :func:`profashion.evaluation.triplet_accuracy.triplet_accuracy`.
+
+``filenames.json`` is also accepted as a real JSON list of paths, and ``filenames.txt`` as its name.
+Malformed lines raise :class:`~profashion.data.splits.DatasetError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from profashion.data.splits import DatasetError
+
+CONDITIONS = ("class", "closure", "gender", "heel")
+ZAPPOS_SPLITS = ("train", "val", "test")
+IMAGE_FOLDER = "ut-zap50k-images"
+_SPLIT_ALIASES = {"valid": "val", "validation": "val"}
+
+
+@dataclass
+class ZapposTriplets:
+    """One split's triplets: ``triplets[i] = (anchor, far, close, condition)`` (int64)."""
+
+    filenames: list[str]
+    conditions: list[str]
+    triplets: np.ndarray  # (n, 4): a, b, c, condition index into ``conditions``
+    image_root: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.triplets)
+
+    def image_path(self, index: int) -> Path:
+        if self.image_root is None:
+            raise DatasetError("no image root for these triplets")
+        return self.image_root / self.filenames[int(index)]
+
+
+def triplet_list_path(root, condition: str, split: str) -> Path:
+    """Where CSN keeps the triplet list of ``condition`` for ``split``."""
+    return Path(root) / "tripletlists" / f"{condition}_tripletlist_{split}.txt"
+
+
+def read_zappos_filenames(path) -> list[str]:
+    """Image paths, the list index being the image index: one per line, or a JSON list of strings."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DatasetError(f"missing file: {path} (CSN's list of Zappos image paths)") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+    if text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path} starts like a JSON list but is not valid JSON: {exc}") from exc
+        if not all(isinstance(n, str) and n.strip() for n in names):
+            raise DatasetError(f"{path}: expected a JSON list of non-empty image paths")
+        return [n.strip() for n in names]
+    lines = [ln.strip() for ln in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    for i, ln in enumerate(lines):
+        if not ln:
+            raise DatasetError(f"{path}, line {i + 1}: empty image path (line numbers are image indices)")
+    if not lines:
+        raise DatasetError(f"{path} lists no image")
+    return lines
+
+
+def read_triplet_list(path, num_images: int | None = None) -> np.ndarray:
+    """``a b c`` lines of one triplet list as an (n, 3) int64 array, validated."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DatasetError(f"missing triplet list: {path}") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3:
+            raise DatasetError(f"{path}, line {lineno}: expected three image indices 'a b c', got {line.strip()!r}")
+        try:
+            a, b, c = (int(p) for p in parts)
+        except ValueError as exc:
+            raise DatasetError(f"{path}, line {lineno}: expected three integers, got {line.strip()!r}") from exc
+        for idx in (a, b, c):
+            if idx < 0 or (num_images is not None and idx >= num_images):
+                raise DatasetError(
+                    f"{path}, line {lineno}: image index {idx} is out of range"
+                    + (f" (the filenames list has {num_images} images)" if num_images is not None else "")
+                )
+        rows.append((a, b, c))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def _filenames_file(root: Path) -> Path:
+    for name in ("filenames.json", "filenames.txt"):
+        if (root / name).is_file():
+            return root / name
+    raise DatasetError(f"{root}: no filenames.json (CSN's list of image paths); is this CSN's Zappos data folder?")
+
+
+def load_zappos_triplets(root, split: str, conditions=CONDITIONS, image_root=None) -> ZapposTriplets:
+    """Read CSN's Zappos triplet lists of ``split`` (``train``, ``val``/``valid`` or ``test``).
+
+    ``conditions`` selects and orders the condition lists (names from :data:`CONDITIONS`); the fourth
+    column of ``triplets`` indexes into that tuple. ``image_root`` defaults to ``<root>/ut-zap50k-images``
+    when that folder exists.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"Zappos folder not found: {root}")
+    split = _SPLIT_ALIASES.get(split, split)
+    if split not in ZAPPOS_SPLITS:
+        raise DatasetError(f"unknown Zappos split {split!r}; CSN's splits are {', '.join(ZAPPOS_SPLITS)}")
+    conditions = [str(c) for c in conditions]
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown or not conditions:
+        raise DatasetError(f"unknown condition(s) {unknown or conditions}; CSN's conditions are {', '.join(CONDITIONS)}")
+    filenames = read_zappos_filenames(_filenames_file(root))
+    parts = []
+    for k, cond in enumerate(conditions):
+        trip = read_triplet_list(triplet_list_path(root, cond, split), len(filenames))
+        parts.append(np.concatenate([trip, np.full((len(trip), 1), k, dtype=np.int64)], axis=1))
+    if image_root is None and (root / IMAGE_FOLDER).is_dir():
+        image_root = root / IMAGE_FOLDER
+    return ZapposTriplets(
+        filenames=filenames,
+        conditions=conditions,
+        triplets=np.concatenate(parts, axis=0),
+        image_root=Path(os.fspath(image_root)) if image_root is not None else None,
+    )

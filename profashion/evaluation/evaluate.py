@@ -1,0 +1,50 @@
+"""Evaluating a model on a split with the ASEN protocol (see retrieval_map.py for the protocol itself)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from profashion.data.loading import SplitImages, to_model_input
+from profashion.data.splits import SplitDataset
+from profashion.evaluation.retrieval_map import MAPResult, mean_average_precision
+from profashion.models.base import RetrievalModel
+
+
+@torch.no_grad()
+def embed_rows(model: RetrievalModel, images: SplitImages, rows: np.ndarray, batch_size: int = 256,
+               progress: bool = False, desc: str = "embedding") -> np.ndarray:
+    """Embeddings of ``rows`` (n, >=2: fid, attribute, ...) each conditioned on its own attribute."""
+    was_training = model.training
+    model.eval()
+    device = model.device
+    out = np.empty((len(rows), 0), dtype=np.float32)
+    chunks = []
+    it = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=desc, unit="batch", leave=False)
+    for i in it:
+        r = rows[i:i + batch_size]
+        x = to_model_input(images.get(r[:, 0]), images.preprocess, device=device)
+        chunks.append(model.embed(x, torch.as_tensor(r[:, 1], device=device)).float().cpu().numpy())
+    if chunks:
+        out = np.concatenate(chunks)
+    model.train(was_training)
+    return out
+
+
+def evaluate_model(model: RetrievalModel, dataset: SplitDataset, split: str = "valid", batch_size: int = 256,
+                   images: SplitImages | None = None, progress: bool = False) -> MAPResult:
+    """Retrieval mAP of ``model`` on the query/candidate files of ``split`` (PROTOCOL.md)."""
+    s = dataset.split(split)
+    if s.queries is None:
+        raise ValueError(f"the {split} split of {dataset.root} has no query/candidate files")
+    if images is None:
+        fids = np.concatenate([s.queries[:, 0], s.candidates[:, 0]])
+        images = SplitImages(dataset, split, model.preprocess, fids=fids, progress=progress)
+    q = embed_rows(model, images, s.queries, batch_size, progress, f"{split} queries")
+    c = embed_rows(model, images, s.candidates, batch_size, progress, f"{split} candidates")
+    return mean_average_precision(q, s.queries[:, 1], s.queries[:, 2], c, s.candidates[:, 1], s.candidates[:, 2],
+                                  dataset.schema.num_attributes)

@@ -1,0 +1,88 @@
+"""Triplet network: one embedding for every attribute, the unconditional baseline.
+
+Hoffer & Ailon, "Deep metric learning using Triplet network", SIMBAD 2015; used as the "Triplet
+Network" baseline of CSN (Veit et al., CVPR 2017) and ASEN (Ma et al., AAAI 2020). The network ignores
+the attribute: backbone -> global average pooling -> FC -> L2 norm, and the same vector answers every
+attribute, which is exactly what the conditional methods are measured against.
+
+Presets:
+
+- ``demo``: ``small_cnn`` at 96 px, 64-D; trains from scratch on 2 CPU cores in minutes.
+- ``paper``: timm ResNet-50 (all four stages, 2048 channels, 7 x 7 at 224 px) at 224 px, 1024-D, the
+  ASEN comparison setting (Resize(224) + CenterCrop(224), ImageNet statistics), so the three baselines
+  differ only in their heads. The published runs start from ImageNet weights: pass
+  ``pretrained="tv_in1k"`` (torchvision's weights, from the local hub cache) or a local file; the
+  default ``None`` trains from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from profashion.models.backbones import create_backbone
+from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
+
+
+@dataclasses.dataclass
+class TripletConfig(ModelConfig):
+    """No fields beyond :class:`ModelConfig`: the embedding does not depend on the attribute."""
+
+
+@register(
+    "triplet",
+    presets={
+        "demo": {"backbone": "small_cnn", "image_size": 96, "resize": 96, "embed_dim": 64},
+        "paper": {"backbone": "timm:resnet50", "image_size": 224, "resize": 224, "embed_dim": 1024},
+    },
+)
+class TripletNet(RetrievalModel):
+    """backbone -> GAP -> FC -> L2 norm; ``embed_all`` repeats the one vector for every attribute."""
+
+    config_class = TripletConfig
+
+    def __init__(self, config: TripletConfig):
+        super().__init__(config)
+        self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size)
+        self.fc = nn.Linear(self.backbone.out_channels, config.embed_dim)
+        # Recorded so a checkpoint whose config.json names other attributes is refused on load.
+        self.register_buffer("num_values", torch.tensor(config.num_values, dtype=torch.long))
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D) L2-normalised embeddings, the same for every attribute."""
+        return self.normalise(self.fc(self.backbone(images).mean(dim=(2, 3))))
+
+    def embed(self, images: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
+        self.check_attributes(attribute_ids, len(images))
+        return self._embed(images)
+
+    def embed_all(self, images: torch.Tensor) -> torch.Tensor:
+        return self._embed(images)[:, None].repeat(1, self.num_attributes, 1)
+
+    @torch.no_grad()
+    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
+        """Where the embedding comes from: each location's share of the final vector.
+
+        GAP and FC are linear, so ``e = mean_p (W f_p + b)``; location ``p`` contributes
+        ``(W f_p + b) . e / |e|`` to the embedding's length. Negative contributions are clipped.
+        """
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ModelError(f"explain expects one (3, H, W) image, got shape {tuple(image.shape)}")
+        self.check_attributes(attribute_id, 1)
+        was_training = self.training
+        self.eval()
+        try:
+            fmap = self.backbone(image[None].to(self.device))[0]  # (C, h, w)
+            per_location = self.fc(fmap.flatten(1).T)  # (h*w, D)
+            direction = self.normalise(per_location.mean(0))
+            contribution = (per_location @ direction).clamp_min(0).view(fmap.shape[1:])
+        finally:
+            self.train(was_training)
+        return {
+            "heatmap": self.upsample_map(contribution, tuple(image.shape[1:])).cpu(),
+            "contribution": contribution.cpu(),
+            "feature_map_size": tuple(fmap.shape[1:]),
+        }

@@ -1,0 +1,350 @@
+"""Conditioned triplet training (PROTOCOL.md), the same code on CPU, one GPU, or several under torchrun.
+
+A run folder holds::
+
+    RUN/args.json        the resolved training settings (what `--resume` continues with)
+    RUN/metrics.jsonl    one JSON object per finished epoch (loss, validation mAP, lr, seconds)
+    RUN/last/            checkpoint after the last finished epoch + optimizer state (resume point)
+    RUN/best/            checkpoint with the best validation overall mAP (model selection)
+
+Every checkpoint folder is written to a temporary name and renamed into place, so a job killed at any
+moment leaves the previous ``last/`` and ``best/`` intact; ``--resume`` restarts at the epoch after
+``last/``. Triplets and flips of epoch ``e`` are drawn from ``(seed, e)``, so a resumed run draws what the
+uninterrupted run would have drawn.
+
+Under ``torchrun --nproc_per_node N`` (gloo on CPU, nccl on GPU) ``--batch-size`` stays the GLOBAL
+batch: each rank takes its slice of every batch of the same triplet list, DDP averages the gradients,
+so a step is the same mean loss over the same triplets as in one process (BatchNorm statistics are
+per rank, as in ordinary DDP). Rank 0 validates and writes; the others wait.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from profashion.data.loading import SplitImages, to_model_input
+from profashion.data.sampler import TripletSampler
+from profashion.data.splits import DatasetError, atomic_write_text, load_dataset
+from profashion.evaluation.evaluate import evaluate_model
+from profashion.models.base import (
+    ModelError,
+    RetrievalModel,
+    build_model,
+    load_model,
+    read_checkpoint_config,
+    save_checkpoint,
+)
+
+# Schedule defaults per preset: the paper preset follows the published set-ups (Adam 1e-4, step decay,
+# ~100k triplets an epoch); the demo preset is scaled to train on 2 CPU cores in minutes.
+TRAIN_PRESETS: dict[str, dict] = {
+    "demo": {"epochs": 8, "lr": 1e-3, "lr_step": 3, "lr_gamma": 0.5, "batch_size": 64,
+             "triplets_per_epoch": 12_800},
+    "paper": {"epochs": 50, "lr": 1e-4, "lr_step": 3, "lr_gamma": 0.3, "batch_size": 32,
+              "triplets_per_epoch": 100_000},
+}
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    dataset: str
+    out: str
+    preset: str = "demo"
+    image_root: str | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    lr_step: int | None = None
+    lr_gamma: float | None = None
+    batch_size: int | None = None
+    triplets_per_epoch: int | None = None
+    margin: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    eval_batch_size: int = 256
+    num_workers: int = 0
+    model_overrides: dict = field(default_factory=dict)
+
+    def resolved(self) -> TrainConfig:
+        if self.preset not in TRAIN_PRESETS:
+            raise ModelError(f"unknown preset {self.preset!r}; presets: {', '.join(TRAIN_PRESETS)}")
+        d = dataclasses.asdict(self)
+        for k, v in TRAIN_PRESETS[self.preset].items():
+            if d[k] is None:
+                d[k] = v
+        cfg = TrainConfig(**d)
+        for name in ("epochs", "batch_size", "triplets_per_epoch", "lr_step"):
+            if int(getattr(cfg, name)) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+        if not cfg.lr > 0:
+            raise ValueError(f"--lr must be positive, got {cfg.lr}")
+        return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# Loss
+
+
+def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                 margin: float = 0.2) -> torch.Tensor:
+    """max(0, s(a, n) - s(a, p) + margin) with cosine similarity s, averaged over the batch."""
+    s_ap = F.cosine_similarity(anchor, positive, dim=-1)
+    s_an = F.cosine_similarity(anchor, negative, dim=-1)
+    return F.relu(s_an - s_ap + margin).mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# Distributed set-up
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def setup_distributed(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(0, 1, resolve_device(device))
+    dev = resolve_device(device)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if dev.type == "cuda":
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), dev)
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimizer state <-> safetensors + JSON (no pickles)
+
+
+def _optimizer_to_files(opt: torch.optim.Optimizer, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    (folder / "optimizer.json").write_text(json.dumps({"param_groups": sd["param_groups"], "scalars": scalars}))
+
+
+def _optimizer_from_files(opt: torch.optim.Optimizer, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    meta = json.loads((folder / "optimizer.json").read_text())
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    for key, v in meta["scalars"].items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer
+
+
+def _log(msg: str, d: Dist) -> None:
+    if d.main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train ``cfg.model`` on ``cfg.dataset``; returns the run folder (``best/`` is the selected model)."""
+    d = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, resume, progress, d)
+    finally:
+        if d.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
+    out = Path(cfg.out)
+    args_path = out / "args.json"
+    if resume:
+        try:
+            read_checkpoint_config(out / "last")  # also recovers a save killed between its renames
+        except ModelError:
+            pass
+        if not (out / "last" / "config.json").is_file():
+            raise ModelError(f"nothing to resume in {out}: it has no last/ checkpoint; start without --resume")
+        saved = json.loads(args_path.read_text())
+        # the run's own settings win; only the epoch count may be extended and the device changed
+        saved["epochs"] = cfg.epochs if cfg.epochs is not None else saved["epochs"]
+        saved["device"] = cfg.device
+        cfg = TrainConfig(**saved)
+    else:
+        if out.exists() and any(out.iterdir()):
+            raise ModelError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+    cfg = cfg.resolved()
+
+    ds = load_dataset(cfg.dataset, cfg.image_root)
+    train_split = ds.split("train")
+    if len(train_split.labels) == 0:
+        raise DatasetError(f"{cfg.dataset}: the train split has no labels (label_train.txt)")
+    schema = ds.schema
+    sampler = TripletSampler(train_split.labels, schema.num_values)
+    if sampler.skipped_attributes:
+        _log("attributes without a usable (anchor, positive, negative) triple are not trained: "
+             + ", ".join(schema.names[a] for a in sampler.skipped_attributes), d)
+    has_valid = "valid" in ds.splits and ds.splits["valid"].queries is not None
+
+    torch.manual_seed(cfg.seed)
+    start_epoch, best, history = 0, -math.inf, []
+    if resume:
+        model = load_model(out / "last", device="cpu", expect_model=cfg.model)
+        info = read_checkpoint_config(out / "last")["trainer"]
+        start_epoch, best = int(info["epoch"]) + 1, float(info["best"])
+        if (out / "metrics.jsonl").is_file():
+            history = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+            history = [h for h in history if h["epoch"] < start_epoch]
+    else:
+        model = build_model(cfg.model, preset=cfg.preset, num_values=schema.num_values, **cfg.model_overrides)
+    model.to(d.device).train()
+    pre = model.preprocess
+
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args_path, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+    train_fids = np.unique(train_split.labels[:, 0])
+    images = SplitImages(ds, "train", pre, fids=train_fids, progress=progress and d.main)
+    val_images = None
+    if has_valid and d.main:
+        v = ds.split("valid")
+        val_images = SplitImages(ds, "valid", pre, fids=np.concatenate([v.queries[:, 0], v.candidates[:, 0]]),
+                                 progress=progress and d.main)
+
+    net: torch.nn.Module = model
+    if d.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+            find_unused_parameters=getattr(model, "find_unused_parameters", False))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if resume:
+        _optimizer_from_files(opt, out / "last")
+    for g in opt.param_groups:
+        g["lr"] = cfg.lr * cfg.lr_gamma ** (start_epoch // cfg.lr_step)
+
+    if cfg.batch_size % d.world:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({d.world})")
+    per_rank = cfg.batch_size // d.world
+    steps = max(1, cfg.triplets_per_epoch // cfg.batch_size)
+    extra = {"dataset": {"name": ds.name, "attributes": list(schema.names),
+                         "values": [list(v) for v in schema.values]}}
+
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        t0 = time.perf_counter()
+        triplets = sampler.sample(steps * cfg.batch_size, cfg.seed, epoch)
+        flips = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        flip_all = torch.rand(len(triplets), 3, generator=flips) < 0.5
+        model.train()
+        losses = []
+        it = range(steps)
+        bar = None
+        if progress and d.main:
+            from tqdm import tqdm
+
+            bar = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, file=sys.stderr)
+            it = bar
+        for s in it:
+            lo = s * cfg.batch_size + d.rank * per_rank
+            rows = triplets[lo:lo + per_rank]
+            fl = flip_all[lo:lo + per_rank]
+            fids = np.concatenate([rows[:, 0], rows[:, 1], rows[:, 2]])
+            flip = torch.cat([fl[:, 0], fl[:, 1], fl[:, 2]])
+            x = to_model_input(images.get(fids), pre, flip=flip, device=d.device)
+            attrs = torch.as_tensor(np.tile(rows[:, 3], 3), device=d.device)
+            emb = net(x, attrs)
+            a, p, n = emb.split(len(rows))
+            loss = triplet_loss(a, p, n, cfg.margin)
+            reg = getattr(model, "regularization", None)
+            if reg is not None:
+                loss = loss + reg()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if bar is not None and s % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if bar is not None:
+            bar.close()
+        mean_loss = float(np.mean(losses))
+        if d.world > 1:
+            t = torch.tensor([mean_loss], device=d.device)
+            dist.all_reduce(t)
+            mean_loss = float(t) / d.world
+
+        record = {"epoch": epoch, "loss": mean_loss, "lr": lr, "triplets": steps * cfg.batch_size,
+                  "processes": d.world}
+        if d.main:
+            if val_images is not None:
+                res = evaluate_model(model, ds, "valid", cfg.eval_batch_size, images=val_images)
+                record["val_map"] = res.overall
+                record["val_per_attribute"] = res.to_json(schema)["per_attribute"]
+                score = res.overall
+            else:
+                score = -mean_loss  # no validation split: keep the lowest training loss
+            record["seconds"] = round(time.perf_counter() - t0, 2)
+            improved = score > best
+            if improved:
+                best = score
+            record["best"] = improved
+            state = {"trainer": {"epoch": epoch, "best": best, "score": score}, **extra}
+            if improved:
+                save_checkpoint(model, out / "best", extra=state)
+            ckpt = save_checkpoint(model, out / "last", extra=state,
+                                   extra_writer=lambda folder: _optimizer_to_files(opt, folder))
+            assert ckpt.exists()
+            history.append(record)
+            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            val = f"  val mAP {record['val_map']:.2f}" if "val_map" in record else ""
+            _log(f"epoch {epoch + 1}/{cfg.epochs}  loss {mean_loss:.4f}{val}  lr {lr:.2e}  "
+                 f"{record['seconds']:.1f}s{'  *best*' if improved else ''}", d)
+        if d.world > 1:
+            dist.barrier()
+    return out

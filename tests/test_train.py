@@ -1,0 +1,130 @@
+"""The trainer end to end: metrics, checkpoints, resume after a kill, torchrun, the CLI around it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_TRAIN
+from profashion.cli import main
+from profashion.models.base import load_model
+from profashion.train.trainer import triplet_loss
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(run):
+    return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_triplet_loss_is_the_cosine_hinge():
+    a = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[0.0, 1.0]])  # s(a, p) = 0
+    n = torch.tensor([[1.0, 0.0]])  # s(a, n) = 1
+    assert triplet_loss(a, p, n, 0.2).item() == pytest.approx(1.2)
+    assert triplet_loss(a, n, p, 0.2).item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("model", ["triplet", "csn", "asen"])
+def test_train_writes_metrics_and_checkpoints(tiny_synth, tmp_path, model, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "--model", model, "--dataset", str(tiny_synth), "--out", str(run), "--epochs", "2",
+               *TINY_TRAIN])
+    assert rc == 0
+    m = _metrics(run)
+    assert [r["epoch"] for r in m] == [0, 1]
+    assert all(np.isfinite(r["loss"]) and 0 <= r["val_map"] <= 100 for r in m)
+    assert set(m[0]["val_per_attribute"]) <= set(json.loads((tiny_synth / "meta.json").read_text())["ATTRIBUTES"])
+    best = load_model(run / "best")
+    assert best.name == model
+    assert (run / "last" / "optimizer.safetensors").is_file()
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--dataset", str(tiny_synth), "--split", "test", "--checkpoint", str(run / "best"),
+                 "--json", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {"overall", "per_attribute", "n_queries"}
+    assert 0 <= res["overall"] <= 100
+    assert sum(res["n_queries"].values()) > 0
+    assert "overall" in capsys.readouterr().out.lower()
+
+
+def test_resume_continues_exactly(tiny_synth, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    args = ["train", "--model", "csn", "--dataset", str(tiny_synth), *TINY_TRAIN]
+    assert main([*args, "--out", str(full), "--epochs", "2"]) == 0
+    assert main([*args, "--out", str(split), "--epochs", "1"]) == 0
+    assert main(["train", "--model", "csn", "--dataset", str(tiny_synth), "--out", str(split), "--resume",
+                 "--epochs", "2", "--quiet"]) == 0
+    a, b = _metrics(full), _metrics(split)
+    assert [r["epoch"] for r in b] == [0, 1]
+    assert b[1]["loss"] == pytest.approx(a[1]["loss"], rel=1e-5, abs=1e-6)
+    assert b[1]["val_map"] == pytest.approx(a[1]["val_map"], abs=1e-4)
+
+
+def test_an_existing_run_is_not_overwritten(tiny_synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--model", "triplet", "--dataset", str(tiny_synth), "--out", str(run), "--epochs", "1",
+            *TINY_TRAIN]
+    assert main(args) == 0
+    before = (run / "metrics.jsonl").read_text()
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_killed_job_resumes_from_its_last_checkpoint(tiny_synth, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "profashion", "train", "--model", "triplet", "--dataset", str(tiny_synth),
+           "--out", str(run), "--epochs", "30", *TINY_TRAIN]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        (run / "metrics.jsonl").is_file() and len(_metrics(run)) >= 2
+    ):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(_metrics(run))
+    assert 2 <= done < 30, "the job should have been killed mid-run"
+    cfg = json.loads((run / "last" / "config.json").read_text())
+    assert cfg["trainer"]["epoch"] == done - 1
+    load_model(run / "last")  # the checkpoint survived the kill intact
+    assert main(["train", "--model", "triplet", "--dataset", str(tiny_synth), "--out", str(run), "--resume",
+                 "--epochs", str(done + 1), "--quiet"]) == 0
+    assert [r["epoch"] for r in _metrics(run)] == list(range(done + 1))
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_torchrun_two_processes(tiny_synth, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "profashion", "train", "--model", "asen", "--dataset", str(tiny_synth), "--out", str(run),
+           "--epochs", "2", "--device", "cpu", *TINY_TRAIN]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = _metrics(run)
+    assert [x["epoch"] for x in m] == [0, 1]
+    assert all(x["processes"] == 2 and x["triplets"] == 64 for x in m)
+    model = load_model(run / "best")
+    assert model.name == "asen"
+
+
+def test_cli_errors_are_one_line(tiny_synth, tmp_path, capsys):
+    assert main(["train", "--model", "nope", "--dataset", str(tiny_synth), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown model 'nope'") and "asen" in err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+    assert main(["eval", "--dataset", str(tmp_path / "missing"), "--embeddings", "random"]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+    bad = tmp_path / "bad_ckpt"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    assert main(["eval", "--dataset", str(tiny_synth), "--checkpoint", str(bad)]) == 2
+    assert "corrupt" in capsys.readouterr().err

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_TRAIN
+
 from profashion.cli import main
 from profashion.models.base import load_model
 from profashion.train.trainer import triplet_loss

@@ -40,7 +40,6 @@ from profashion.data.splits import DatasetError, atomic_write_text, load_dataset
 from profashion.evaluation.evaluate import evaluate_model
 from profashion.models.base import (
     ModelError,
-    RetrievalModel,
     build_model,
     load_model,
     read_checkpoint_config,

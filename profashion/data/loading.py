@@ -9,6 +9,7 @@ Normalisation and the training flip happen on whole batches in torch (:func:`to_
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,7 +47,8 @@ class SplitImages(torch.utils.data.Dataset):
                 if progress:
                     from tqdm import tqdm
 
-                    results = tqdm(results, total=len(self.fids), desc=f"decoding {split} images", unit="img")
+                    results = tqdm(results, total=len(self.fids), desc=f"decoding {split} images", unit="img",
+                                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
                 for _ in results:
                     pass
 

@@ -288,7 +288,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
         if progress and d.main:
             from tqdm import tqdm
 
-            bar = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, file=sys.stderr)
+            bar = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, file=sys.stderr,
+                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
             it = bar
         for s in it:
             lo = s * cfg.batch_size + d.rank * per_rank

@@ -63,7 +63,7 @@ def test_loads_with_the_schema_images_and_masks(dataset):
     assert dataset.image_root == dataset.root / "images" and dataset.mask_root == dataset.root / "masks"
     meta = __import__("json").loads((dataset.root / "meta.json").read_text())
     assert meta["ATTRIBUTE_KIND"]["colour"] == "global" and meta["ATTRIBUTE_KIND"]["neck_design"] == "local"
-    assert meta["GENERATOR"] == {"seed": 3, "size": 64, "version": 1}
+    assert meta["GENERATOR"] == {"seed": 3, "size": 64, "version": synth.GENERATOR_VERSION}
     for split, n in (("train", 200), ("valid", 50), ("test", 50)):
         s = dataset.split(split)
         assert s.filenames == [f"{split}/{i:06d}.png" for i in range(n)]
@@ -96,6 +96,16 @@ def test_each_eval_image_is_in_exactly_one_of_query_and_candidate(dataset):
         for rows in (s.queries, s.candidates):
             assert (known[rows[:, 0], rows[:, 1]] == rows[:, 2]).all()
         assert len(s.queries) > 0
+
+
+def test_eval_images_are_mostly_judged_on_a_part_they_show(dataset):
+    """"Invisible" is the majority of all local labels but a minority of the eval assignment."""
+    rows = np.concatenate([np.concatenate([dataset.split(x).queries, dataset.split(x).candidates])
+                           for x in ("valid", "test")])
+    local = rows[rows[:, 1] < 8]
+    assert 0 < np.mean(local[:, 2] == 0) < 0.3
+    all_local = np.concatenate([_values(dataset, x)[:, :8] for x in ("valid", "test")])
+    assert np.mean(all_local == 0) > 0.4
 
 
 def test_every_value_of_every_attribute_occurs(dataset):

@@ -42,4 +42,4 @@ def tiny_synth(tmp_path_factory) -> Path:
 
 # Tiny models for tests: the demo presets at 48 px with small batches.
 TINY_TRAIN = ["--model-config", '{"image_size": 48, "resize": 48}', "--batch-size", "16",
-              "--triplets-per-epoch", "64", "--quiet"]
+              "--triplets-per-epoch", "64", "--warmup-steps", "2", "--quiet"]

@@ -13,8 +13,10 @@ import torch
 from conftest import TINY_TRAIN
 
 from profashion.cli import main
-from profashion.models.base import load_model
-from profashion.train.trainer import triplet_loss
+from profashion.data.loading import SplitImages
+from profashion.data.splits import load_dataset
+from profashion.models.base import build_model, load_model
+from profashion.train.trainer import triplet_loss, warmup_backbone
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +54,28 @@ def test_train_writes_metrics_and_checkpoints(tiny_synth, tmp_path, model, capsy
     assert 0 <= res["overall"] <= 100
     assert sum(res["n_queries"].values()) > 0
     assert "overall" in capsys.readouterr().out.lower()
+
+
+def test_warmup_teaches_the_backbone_and_leaves_the_heads(tiny_synth):
+    ds = load_dataset(tiny_synth)
+    torch.manual_seed(0)
+    model = build_model("csn", "demo", num_values=ds.schema.num_values, image_size=48, resize=48)
+    head_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    bb_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    images = SplitImages(ds, "train", model.preprocess)
+    info = warmup_backbone(model, images, ds.split("train").known_values(ds.schema.num_attributes), steps=40,
+                           batch_size=32, lr=1e-3, seed=0, device=torch.device("cpu"))
+    assert info["steps"] == 40 and info["loss_end"] < info["loss_start"]
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in head_before.items())  # only the backbone moved
+    assert any(not torch.equal(model.backbone.state_dict()[k], v) for k, v in bb_before.items())
+
+
+def test_first_epoch_records_the_warmup(tiny_synth, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "triplet", "--dataset", str(tiny_synth), "--out", str(run), "--epochs", "1",
+                 *TINY_TRAIN]) == 0
+    assert _metrics(run)[0]["warmup"]["steps"] == 2
 
 
 def test_resume_continues_exactly(tiny_synth, tmp_path):

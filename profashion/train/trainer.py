@@ -40,6 +40,7 @@ from profashion.data.splits import DatasetError, atomic_write_text, load_dataset
 from profashion.evaluation.evaluate import evaluate_model
 from profashion.models.base import (
     ModelError,
+    RetrievalModel,
     build_model,
     load_model,
     read_checkpoint_config,
@@ -50,9 +51,9 @@ from profashion.models.base import (
 # ~100k triplets an epoch); the demo preset is scaled to train on 2 CPU cores in minutes.
 TRAIN_PRESETS: dict[str, dict] = {
     "demo": {"epochs": 6, "lr": 1e-3, "lr_step": 2, "lr_gamma": 0.5, "batch_size": 64,
-             "triplets_per_epoch": 4096},
+             "triplets_per_epoch": 4096, "warmup_steps": 300},
     "paper": {"epochs": 50, "lr": 1e-4, "lr_step": 3, "lr_gamma": 0.3, "batch_size": 32,
-              "triplets_per_epoch": 100_000},
+              "triplets_per_epoch": 100_000, "warmup_steps": 0},
 }
 
 
@@ -69,6 +70,7 @@ class TrainConfig:
     lr_gamma: float | None = None
     batch_size: int | None = None
     triplets_per_epoch: int | None = None
+    warmup_steps: int | None = None  # backbone warm-up by attribute classification (see warmup_backbone)
     margin: float = 0.2
     seed: int = 0
     device: str = "auto"
@@ -87,6 +89,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "triplets_per_epoch", "lr_step"):
             if int(getattr(cfg, name)) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+        if int(cfg.warmup_steps) < 0:
+            raise ValueError(f"--warmup-steps must be 0 or more, got {cfg.warmup_steps}")
         if not cfg.lr > 0:
             raise ValueError(f"--lr must be positive, got {cfg.lr}")
         return cfg
@@ -102,6 +106,51 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
     s_ap = F.cosine_similarity(anchor, positive, dim=-1)
     s_an = F.cosine_similarity(anchor, negative, dim=-1)
     return F.relu(s_an - s_ap + margin).mean()
+
+
+def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarray, steps: int, batch_size: int,
+                    lr: float, seed: int, device: torch.device, progress: bool = False) -> dict:
+    """Warm the backbone up by classifying every known attribute value (then drop the classifiers).
+
+    The published methods all start from ImageNet weights; a backbone trained from scratch with the
+    conditioned triplet loss alone on many attributes collapses (every embedding alike, loss = margin)
+    before it learns to see anything, because for the attributes it cannot tell apart yet the hinge is
+    smallest when all similarities are equal. A few hundred steps of multi-attribute classification on
+    the training labels stand in for that pre-training in the demo presets (off in the paper presets,
+    which take ``pretrained=...`` instead); every model gets the same warm-up, so comparisons stay fair.
+    ``known`` is (num_images, A) with -1 where a value is unknown.
+    """
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        raise ModelError(f"model {model.name!r} has no .backbone to warm up; use --warmup-steps 0")
+    heads = torch.nn.ModuleList(torch.nn.Linear(backbone.out_channels, n) for n in model.config.num_values)
+    heads.to(device)
+    opt = torch.optim.Adam([*backbone.parameters(), *heads.parameters()], lr=lr)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x3A7]))
+    fids = images.fids[(known[images.fids] >= 0).any(1)]
+    backbone.train()
+    losses, t0 = [], time.perf_counter()
+    it = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="backbone warm-up", unit="step", leave=False, file=sys.stderr,
+                  mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    for _ in it:
+        idx = fids[rng.integers(0, len(fids), size=batch_size)]
+        x = to_model_input(images.get(idx), images.preprocess, flip=torch.as_tensor(rng.random(len(idx)) < 0.5),
+                           device=device)
+        feat = backbone(x).mean(dim=(2, 3))
+        target = torch.as_tensor(known[idx], device=device)
+        loss = sum(F.cross_entropy(h(feat), target[:, a], ignore_index=-1)
+                   for a, h in enumerate(heads) if (target[:, a] >= 0).any()) / len(heads)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    k = max(1, min(20, len(losses) // 5))
+    return {"steps": steps, "loss_start": float(np.mean(losses[:k])), "loss_end": float(np.mean(losses[-k:])),
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,6 +304,14 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
         val_images = SplitImages(ds, "valid", pre, fids=np.concatenate([v.queries[:, 0], v.candidates[:, 0]]),
                                  progress=progress and d.main)
 
+    warmup = None
+    if not resume and cfg.warmup_steps:
+        # every rank runs the same seeded warm-up (DDP then starts from identical weights anyway)
+        warmup = warmup_backbone(model, images, train_split.known_values(schema.num_attributes), cfg.warmup_steps,
+                                 cfg.batch_size, cfg.lr, cfg.seed, d.device, progress=progress and d.main)
+        _log(f"backbone warm-up: {warmup['steps']} steps, classification loss {warmup['loss_start']:.3f} -> "
+             f"{warmup['loss_end']:.3f} in {warmup['seconds']:.0f}s", d)
+
     net: torch.nn.Module = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -321,6 +378,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
 
         record = {"epoch": epoch, "loss": mean_loss, "lr": lr, "triplets": steps * cfg.batch_size,
                   "processes": d.world}
+        if warmup is not None and epoch == start_epoch:
+            record["warmup"] = warmup
         if d.main:
             if val_images is not None:
                 res = evaluate_model(model, ds, "valid", cfg.eval_batch_size, images=val_images)

@@ -41,7 +41,9 @@ def _cmd_train(args) -> int:
     overrides = json.loads(args.model_config) if args.model_config else {}
     cfg = TrainConfig(model=args.model, dataset=args.dataset, out=args.out, preset=args.preset,
                       image_root=args.image_root, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                      triplets_per_epoch=args.triplets_per_epoch, warmup_steps=args.warmup_steps, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
+                      triplets_per_epoch=args.triplets_per_epoch, warmup_steps=args.warmup_steps,
+                      attributes=[a.strip() for a in args.attributes.split(",") if a.strip()] if args.attributes else None,
+                      lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       seed=args.seed, device=args.device, model_overrides=overrides)
     run = train(cfg, resume=args.resume, progress=not args.quiet)
     import os
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-steps", type=int,
                    help="steps of backbone warm-up by attribute classification before the triplet epochs "
                         "(demo preset 300, paper 0: it uses pretrained weights instead)")
+    t.add_argument("--attributes", help="train on these attributes only, comma-separated (default: all)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     t.add_argument("--model-config", default=None, help='JSON overrides of the model preset, e.g. \'{"embed_dim": 32}\'')

@@ -78,6 +78,17 @@ def test_first_epoch_records_the_warmup(tiny_synth, tmp_path):
     assert _metrics(run)[0]["warmup"]["steps"] == 2
 
 
+def test_training_on_a_subset_of_attributes(tiny_synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "asen", "--dataset", str(tiny_synth), "--out", str(run), "--epochs", "1",
+                 "--attributes", "colour,Sleeve Length", *TINY_TRAIN]) == 0
+    assert "training on sleeve_length, colour only" in capsys.readouterr().err
+    assert json.loads((run / "args.json").read_text())["attributes"] == ["colour", "Sleeve Length"]
+    assert main(["train", "--model", "asen", "--dataset", str(tiny_synth), "--out", str(tmp_path / "r2"),
+                 "--attributes", "hat", *TINY_TRAIN]) == 2
+    assert "unknown attribute 'hat'" in capsys.readouterr().err
+
+
 def test_resume_continues_exactly(tiny_synth, tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
     args = ["train", "--model", "csn", "--dataset", str(tiny_synth), *TINY_TRAIN]

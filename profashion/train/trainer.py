@@ -71,6 +71,7 @@ class TrainConfig:
     batch_size: int | None = None
     triplets_per_epoch: int | None = None
     warmup_steps: int | None = None  # backbone warm-up by attribute classification (see warmup_backbone)
+    attributes: list[str] | None = None  # train on these attributes only (default: all)
     margin: float = 0.2
     seed: int = 0
     device: str = "auto"
@@ -272,7 +273,13 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
     if len(train_split.labels) == 0:
         raise DatasetError(f"{cfg.dataset}: the train split has no labels (label_train.txt)")
     schema = ds.schema
-    sampler = TripletSampler(train_split.labels, schema.num_values)
+    train_labels = train_split.labels
+    chosen = list(range(schema.num_attributes))
+    if cfg.attributes:
+        chosen = sorted({schema.attribute_index(a) for a in cfg.attributes})
+        train_labels = train_labels[np.isin(train_labels[:, 1], chosen)]
+        _log("training on " + ", ".join(schema.names[a] for a in chosen) + " only", d)
+    sampler = TripletSampler(train_labels, schema.num_values)
     if sampler.skipped_attributes:
         _log("attributes without a usable (anchor, positive, negative) triple are not trained: "
              + ", ".join(schema.names[a] for a in sampler.skipped_attributes), d)
@@ -296,7 +303,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args_path, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
-    train_fids = np.unique(train_split.labels[:, 0])
+    train_fids = np.unique(train_labels[:, 0])
     images = SplitImages(ds, "train", pre, fids=train_fids, progress=progress and d.main)
     val_images = None
     if has_valid and d.main:
@@ -307,7 +314,9 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
     warmup = None
     if not resume and cfg.warmup_steps:
         # every rank runs the same seeded warm-up (DDP then starts from identical weights anyway)
-        warmup = warmup_backbone(model, images, train_split.known_values(schema.num_attributes), cfg.warmup_steps,
+        known = train_split.known_values(schema.num_attributes)
+        known[:, np.setdiff1d(np.arange(schema.num_attributes), chosen)] = -1  # warm up on what is trained
+        warmup = warmup_backbone(model, images, known, cfg.warmup_steps,
                                  cfg.batch_size, cfg.lr, cfg.seed, d.device, progress=progress and d.main)
         _log(f"backbone warm-up: {warmup['steps']} steps, classification loss {warmup['loss_start']:.3f} -> "
              f"{warmup['loss_end']:.3f} in {warmup['seconds']:.0f}s", d)

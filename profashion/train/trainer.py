@@ -280,9 +280,10 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
         train_labels = train_labels[np.isin(train_labels[:, 1], chosen)]
         _log("training on " + ", ".join(schema.names[a] for a in chosen) + " only", d)
     sampler = TripletSampler(train_labels, schema.num_values)
-    if sampler.skipped_attributes:
+    skipped = [a for a in sampler.skipped_attributes if a in chosen]
+    if skipped:
         _log("attributes without a usable (anchor, positive, negative) triple are not trained: "
-             + ", ".join(schema.names[a] for a in sampler.skipped_attributes), d)
+             + ", ".join(schema.names[a] for a in skipped), d)
     has_valid = "valid" in ds.splits and ds.splits["valid"].queries is not None
 
     torch.manual_seed(cfg.seed)

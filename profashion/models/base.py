@@ -118,6 +118,28 @@ class RetrievalModel(nn.Module):
     def normalise(x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1, eps=1e-12)
 
+    @torch.no_grad()
+    def pooled_linear_contribution(self, image: torch.Tensor,
+                                   project: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, tuple]:
+        """Each location's share of an embedding built as ``mean_p project(f_p)`` (GAP, then linear maps).
+
+        Location ``p`` contributes ``project(f_p) . e / |e|`` to the embedding's length; negative shares are
+        clipped. Runs the backbone in eval mode (BatchNorm statistics untouched). Returns the (h, w) map and
+        the feature-map size.
+        """
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ModelError(f"explain expects one (3, H, W) image, got shape {tuple(image.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            fmap = self.backbone(image[None].to(self.device))[0]  # (C, h, w)
+            per_location = project(fmap.flatten(1).T)  # (h*w, D)
+            direction = self.normalise(per_location.mean(0))
+            contribution = (per_location @ direction).clamp_min(0).view(fmap.shape[1:])
+        finally:
+            self.train(was_training)
+        return contribution, tuple(fmap.shape[1:])
+
     @staticmethod
     def upsample_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(h, w) map -> (H, W) at image resolution, rescaled to [0, 1]."""

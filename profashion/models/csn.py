@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from profashion.models.backbones import create_backbone
-from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
+from profashion.models.base import ModelConfig, RetrievalModel, register
 
 
 @dataclasses.dataclass
@@ -101,22 +101,12 @@ class CSN(RetrievalModel):
         negative contributions are clipped. CSN's mask acts on channels, not places: the heatmap only
         changes with the attribute through which embedding dimensions count.
         """
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ModelError(f"explain expects one (3, H, W) image, got shape {tuple(image.shape)}")
         a = int(self.check_attributes(attribute_id, 1)[0])
-        was_training = self.training
-        self.eval()
-        try:
-            fmap = self.backbone(image[None].to(self.device))[0]  # (C, h, w)
-            mask = F.relu(self.masks[a])
-            per_location = self.fc(fmap.flatten(1).T) * mask  # (h*w, D)
-            direction = self.normalise(per_location.mean(0))
-            contribution = (per_location @ direction).clamp_min(0).view(fmap.shape[1:])
-        finally:
-            self.train(was_training)
+        mask = F.relu(self.masks[a]).detach()
+        contribution, size = self.pooled_linear_contribution(image, lambda f: self.fc(f) * mask)
         return {
             "heatmap": self.upsample_map(contribution, tuple(image.shape[1:])).cpu(),
             "contribution": contribution.cpu(),
             "mask": mask.cpu(),
-            "feature_map_size": tuple(fmap.shape[1:]),
+            "feature_map_size": size,
         }

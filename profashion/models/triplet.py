@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from profashion.models.backbones import create_backbone
-from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
+from profashion.models.base import ModelConfig, RetrievalModel, register
 
 
 @dataclasses.dataclass
@@ -69,20 +69,10 @@ class TripletNet(RetrievalModel):
         GAP and FC are linear, so ``e = mean_p (W f_p + b)``; location ``p`` contributes
         ``(W f_p + b) . e / |e|`` to the embedding's length. Negative contributions are clipped.
         """
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ModelError(f"explain expects one (3, H, W) image, got shape {tuple(image.shape)}")
         self.check_attributes(attribute_id, 1)
-        was_training = self.training
-        self.eval()
-        try:
-            fmap = self.backbone(image[None].to(self.device))[0]  # (C, h, w)
-            per_location = self.fc(fmap.flatten(1).T)  # (h*w, D)
-            direction = self.normalise(per_location.mean(0))
-            contribution = (per_location @ direction).clamp_min(0).view(fmap.shape[1:])
-        finally:
-            self.train(was_training)
+        contribution, size = self.pooled_linear_contribution(image, self.fc)
         return {
             "heatmap": self.upsample_map(contribution, tuple(image.shape[1:])).cpu(),
             "contribution": contribution.cpu(),
-            "feature_map_size": tuple(fmap.shape[1:]),
+            "feature_map_size": size,
         }

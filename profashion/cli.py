@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--triplets-per-epoch", type=int)
     t.add_argument("--warmup-steps", type=int,
                    help="steps of backbone warm-up by attribute classification before the triplet epochs "
-                        "(demo preset 300, paper 0: it uses pretrained weights instead)")
+                        "(demo preset 2000, paper 0: it uses pretrained weights instead)")
     t.add_argument("--attributes", help="train on these attributes only, comma-separated (default: all)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

@@ -51,7 +51,7 @@ from profashion.models.base import (
 # ~100k triplets an epoch); the demo preset is scaled to train on 2 CPU cores in minutes.
 TRAIN_PRESETS: dict[str, dict] = {
     "demo": {"epochs": 6, "lr": 1e-3, "lr_step": 2, "lr_gamma": 0.5, "batch_size": 64,
-             "triplets_per_epoch": 4096, "warmup_steps": 300},
+             "triplets_per_epoch": 4096, "warmup_steps": 2000},
     "paper": {"epochs": 50, "lr": 1e-4, "lr_step": 3, "lr_gamma": 0.3, "batch_size": 32,
               "triplets_per_epoch": 100_000, "warmup_steps": 0},
 }

@@ -36,7 +36,6 @@ import csv
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,7 @@ import numpy as np
 from profashion.data.splits import (
     AttributeSchema,
     DatasetError,
+    move_folder_into_place,
     query_candidate_split,
     write_meta,
     write_split_files,
@@ -168,21 +168,6 @@ def _check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
                 )
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``out``, replacing an existing ``out`` only at the end."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def import_csv(
     csv_path,
     image_root,
@@ -284,7 +269,7 @@ def import_csv(
             }
         }
         write_meta(tmp, schema, out.name, image_root=Path(image_root_rel).as_posix(), extra=extra)
-        _move_into_place(tmp, out)
+        move_folder_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

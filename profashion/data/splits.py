@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -356,6 +357,28 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def move_folder_into_place(tmp: Path, out: Path) -> None:
+    """Rename a finished ``tmp`` folder onto ``out``; an existing ``out`` is replaced only at the very end.
+
+    An empty ``out`` is simply taken over; a non-empty one is moved aside, replaced, then deleted (and
+    put back if the replacing rename fails), so ``out`` is never half-written.
+    """
+    tmp, out = Path(tmp), Path(out)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old)  # onto the empty placeholder
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def format_labels(labels: Sequence[Sequence[tuple[int, int]]]) -> str:

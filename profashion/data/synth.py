@@ -923,7 +923,7 @@ def generate_synth(
     try:
         os.chmod(tmp, 0o755)
         _build(tmp, {"train": n_train, "valid": n_valid, "test": n_test}, size, seed, progress, workers)
-        _move_into_place(tmp, out)
+        splits.move_folder_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -984,20 +984,3 @@ def _build(root: Path, counts: dict[str, int], size: int, seed: int, progress: b
     for f in root.iterdir():  # the split writer's temporary files are private (0600); datasets are shared
         if f.is_file():
             os.chmod(f, 0o644)
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished folder onto ``out``; an existing dataset there is replaced."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old)  # onto the empty placeholder
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

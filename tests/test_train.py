@@ -78,6 +78,27 @@ def test_first_epoch_records_the_warmup(tiny_synth, tmp_path):
     assert _metrics(run)[0]["warmup"]["steps"] == 2
 
 
+def test_auxiliary_loss_gets_each_rows_value(tiny_synth, tmp_path, monkeypatch):
+    """A method's batch-level loss (ProFashion's cluster losses) sees anchors, positives, negatives' values."""
+    from profashion.models.triplet import TripletNet
+
+    seen = []
+
+    def auxiliary_loss(self, values):
+        seen.append(values.clone())
+        return values.float().sum() * 0.0 + 1.0  # constant: shifts the loss without changing the gradients
+
+    monkeypatch.setattr(TripletNet, "auxiliary_loss", auxiliary_loss, raising=False)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "triplet", "--dataset", str(tiny_synth), "--out", str(run), "--epochs", "1",
+                 *TINY_TRAIN]) == 0
+    assert len(seen) == 4  # 64 triplets / batch 16
+    for values in seen:
+        a, p, n = values.split(16)
+        assert (a >= 0).all() and torch.equal(a, p) and (a != n).all()
+    assert _metrics(run)[0]["loss"] >= 1.0
+
+
 def test_training_on_a_subset_of_attributes(tiny_synth, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--model", "asen", "--dataset", str(tiny_synth), "--out", str(run), "--epochs", "1",

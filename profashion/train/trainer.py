@@ -312,12 +312,13 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
         val_images = SplitImages(ds, "valid", pre, fids=np.concatenate([v.queries[:, 0], v.candidates[:, 0]]),
                                  progress=progress and d.main)
 
+    known = train_split.known_values(schema.num_attributes)  # (images, A) values, -1 where unknown
     warmup = None
     if not resume and cfg.warmup_steps:
         # every rank runs the same seeded warm-up (DDP then starts from identical weights anyway)
-        known = train_split.known_values(schema.num_attributes)
-        known[:, np.setdiff1d(np.arange(schema.num_attributes), chosen)] = -1  # warm up on what is trained
-        warmup = warmup_backbone(model, images, known, cfg.warmup_steps,
+        trained = known.copy()
+        trained[:, np.setdiff1d(np.arange(schema.num_attributes), chosen)] = -1  # warm up on what is trained
+        warmup = warmup_backbone(model, images, trained, cfg.warmup_steps,
                                  cfg.batch_size, cfg.lr, cfg.seed, d.device, progress=progress and d.main)
         _log(f"backbone warm-up: {warmup['steps']} steps, classification loss {warmup['loss_start']:.3f} -> "
              f"{warmup['loss_end']:.3f} in {warmup['seconds']:.0f}s", d)
@@ -372,6 +373,12 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
             reg = getattr(model, "regularization", None)
             if reg is not None:
                 loss = loss + reg()
+            aux = getattr(model, "auxiliary_loss", None)
+            if aux is not None:
+                # batch-level losses of the method (e.g. ProFashion's cluster losses) get each row's
+                # value under its attribute: anchors, positives, then negatives
+                values = torch.as_tensor(known[fids, np.tile(rows[:, 3], 3)], device=d.device)
+                loss = loss + aux(values)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

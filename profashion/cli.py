@@ -1,4 +1,4 @@
-"""The ``profashion`` command: generate | import-csv | train | eval | models.
+"""The ``profashion`` command: generate | import-csv | train | eval | localise | models.
 
 Every command fails with one line ``error: ...`` (exit status 2) on bad input, never a traceback.
 """
@@ -102,6 +102,25 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_localise(args) -> int:
+    from profashion.data.splits import load_dataset
+    from profashion.evaluation.localisation import evaluate_localisation, write_localisation_json
+    from profashion.models.base import load_model
+    from profashion.train.trainer import resolve_device
+
+    ds = load_dataset(args.dataset, args.image_root)
+    model = load_model(args.checkpoint, device=resolve_device(args.device))
+    res = evaluate_localisation(model, ds, args.split, key=args.map, max_pairs=args.max_pairs, seed=args.seed,
+                                progress=not args.quiet)
+    print(f"localisation of {model.name}'s {args.map!r} map on the {args.split} split of {ds.name} "
+          f"(% of the map's mass inside the attribute's ground-truth region)")
+    print(res.format_table())
+    if args.json:
+        write_localisation_json(res, args.json, {"model": model.name, "checkpoint": str(args.checkpoint),
+                                                 "dataset": ds.name, "split": args.split})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="profashion", description="Attribute-specific fashion retrieval, made visible.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -165,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the result as JSON here")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_eval)
+
+    lo = sub.add_parser("localise", help="how much of a model's map falls on the attribute (synthetic data)")
+    lo.add_argument("--checkpoint", required=True)
+    lo.add_argument("--dataset", required=True, help="a synthetic dataset (it has attribute masks)")
+    lo.add_argument("--image-root", default=None)
+    lo.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    lo.add_argument("--map", default="heatmap", help="which map of the model's explain (default: heatmap)")
+    lo.add_argument("--max-pairs", type=int, default=None, help="score a seeded sample of (image, attribute) pairs")
+    lo.add_argument("--seed", type=int, default=0)
+    lo.add_argument("--device", default="auto")
+    lo.add_argument("--json", help="write the result as JSON here")
+    lo.add_argument("--quiet", action="store_true")
+    lo.set_defaults(func=_cmd_localise)
 
     m = sub.add_parser("models", help="list the models and their presets")
     m.set_defaults(func=_cmd_models)

@@ -136,16 +136,32 @@ class Preprocess:
     def from_json(cls, d: dict) -> Preprocess:
         return cls(int(d["resize"]), int(d["crop"]), tuple(d["mean"]), tuple(d["std"]))
 
+    def _box(self, w: int, h: int) -> tuple[int, int, int, int]:
+        s = self.resize / min(w, h)
+        nw, nh = max(self.crop, round(w * s)), max(self.crop, round(h * s))
+        left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
+        return nw, nh, left, top
+
     def geometry(self, img: Image.Image) -> Image.Image:
         """Resize the short side to ``resize`` and centre-crop ``crop`` x ``crop`` (no normalisation)."""
         img = load_image(img)
-        w, h = img.size
-        s = self.resize / min(w, h)
-        nw, nh = max(self.crop, round(w * s)), max(self.crop, round(h * s))
-        if (nw, nh) != (w, h):
+        nw, nh, left, top = self._box(*img.size)
+        if (nw, nh) != img.size:
             img = img.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
         return img.crop((left, top, left + self.crop, top + self.crop))
+
+    def geometry_mask(self, mask: np.ndarray) -> np.ndarray:
+        """The same resize + centre crop for an (H, W) boolean mask (nearest neighbour), so it aligns with
+        the model's input and with every map a model's ``explain`` returns."""
+        mask = np.asarray(mask)
+        if mask.ndim != 2:
+            raise ImageError(f"a mask must be (H, W), got shape {mask.shape}")
+        h, w = mask.shape
+        nw, nh, left, top = self._box(w, h)
+        img = Image.fromarray(mask.astype(np.uint8) * 255, "L")
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), Image.NEAREST)
+        return np.asarray(img.crop((left, top, left + self.crop, top + self.crop))) > 127
 
     def to_tensor(self, img: Image.Image, flip: bool = False) -> torch.Tensor:
         """(3, crop, crop) float tensor, normalised; ``flip`` mirrors it (training augmentation)."""

@@ -66,8 +66,6 @@ def test_mask_geometry_matches_the_image_geometry():
     assert (red & m).sum() / red.sum() > 0.95 and (m & ~red).sum() <= 0.3 * m.sum()
 
 
-
-
 def test_an_oracle_map_scores_100_and_a_uniform_map_its_area(tiny_synth, monkeypatch):
     ds = load_dataset(tiny_synth)
     pre = Preprocess(48, 48)

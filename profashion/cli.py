@@ -1,4 +1,4 @@
-"""The ``profashion`` command: generate | import-csv | train | eval | localise | models.
+"""The ``profashion`` command: generate | import-csv | train | eval | localise | index | search | models.
 
 Every command fails with one line ``error: ...`` (exit status 2) on bad input, never a traceback.
 """
@@ -44,7 +44,7 @@ def _cmd_train(args) -> int:
                       triplets_per_epoch=args.triplets_per_epoch, warmup_steps=args.warmup_steps,
                       attributes=[a.strip() for a in args.attributes.split(",") if a.strip()] if args.attributes else None,
                       lr_step=args.lr_step, lr_gamma=args.lr_gamma,
-                      seed=args.seed, device=args.device, model_overrides=overrides)
+                      seed=args.seed, device=args.device, model_overrides=overrides, frozen_trunk=args.frozen_trunk)
     run = train(cfg, resume=args.resume, progress=not args.quiet)
     import os
 
@@ -121,6 +121,54 @@ def _cmd_localise(args) -> int:
     return 0
 
 
+def _cmd_index(args) -> int:
+    from profashion.retrieval.index import GalleryIndex, build_index
+    from profashion.train.trainer import resolve_device
+
+    t0 = time.perf_counter()
+    out = build_index(args.checkpoint, args.dataset, args.out, split=args.split, image_root=args.image_root,
+                      kind=args.index, storage=args.storage, batch_size=args.batch_size,
+                      device=resolve_device(args.device), overwrite=args.overwrite, progress=not args.quiet)
+    ix = GalleryIndex.load(out)
+    recall = ix.manifest["index"].get("recall_at_5")
+    print(f"indexed {len(ix)} images x {ix.schema.num_attributes} attributes ({ix.model_name}, {args.index}/"
+          f"{args.storage}, {ix.dim}-D) into {out} in {time.perf_counter() - t0:.1f}s")
+    if recall:
+        print("recall@5 against exact search: " + ", ".join(f"{k} {v:.1f}%" for k, v in recall.items()))
+    return 0
+
+
+def _cmd_search(args) -> int:
+    from profashion.data.splits import atomic_write_text
+    from profashion.retrieval.search import RetrievalEngine
+    from profashion.train.trainer import resolve_device
+
+    engine = RetrievalEngine(device=resolve_device(args.device))
+    names = []
+    for i, index in enumerate(args.index):
+        name = Path(index).name or f"index{i}"
+        while name in names:
+            name += "'"
+        engine.add(name, index, checkpoint=args.checkpoint if len(args.index) == 1 else None)
+        names.append(name)
+    results = engine.search_all(args.image, args.attribute, k=args.k)
+    for name, r in results.items():
+        head = f"{name} ({r.method}) - {r.attribute}"
+        if r.query_value:
+            head += f" (query: {r.query_value})"
+        print(head)
+        if r.error:
+            print(f"  error: {r.error}")
+        for h in r.hits:
+            mark = {True: " hit", False: " miss", None: ""}[h.match]
+            print(f"  {h.rank}. {h.score:.4f}  {h.value or '?':24s} {h.path}{mark}")
+    if args.json:
+        payload = {"query": str(args.image), "attribute": args.attribute, "k": args.k,
+                   "results": [r.to_json() for r in results.values()]}
+        atomic_write_text(Path(args.json), json.dumps(payload, indent=2) + "\n")
+    return 0 if all(r.error is None for r in results.values()) else 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="profashion", description="Attribute-specific fashion retrieval, made visible.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -168,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     t.add_argument("--model-config", default=None, help='JSON overrides of the model preset, e.g. \'{"embed_dim": 32}\'')
     t.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
+    t.add_argument("--frozen-trunk", action="store_true",
+                   help="cache the trunk's features once and train only the head (ViT models: cca1, cca2, tf-csn, "
+                        "tf-asen); the practical way to fine-tune a big pretrained ViT on a CPU")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 
@@ -198,6 +249,32 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--quiet", action="store_true")
     lo.set_defaults(func=_cmd_localise)
 
+    ix = sub.add_parser("index", help="embed a gallery under every attribute and build its faiss indexes")
+    ix.add_argument("--checkpoint", required=True)
+    ix.add_argument("--dataset", required=True)
+    ix.add_argument("--image-root", default=None)
+    ix.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
+    ix.add_argument("--out", required=True, help="index folder")
+    ix.add_argument("--index", default="flat", choices=["flat", "hnsw", "ivf"],
+                    help="flat = exact (default); hnsw / ivf = approximate, for large galleries")
+    ix.add_argument("--storage", default="fp32", choices=["fp32", "fp16", "sq8"])
+    ix.add_argument("--batch-size", type=int, default=128)
+    ix.add_argument("--device", default="auto")
+    ix.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
+    ix.add_argument("--quiet", action="store_true")
+    ix.set_defaults(func=_cmd_index)
+
+    se = sub.add_parser("search", help="top-k of a query image under an attribute")
+    se.add_argument("--index", required=True, action="append",
+                    help="index folder (repeat to compare several models on the same query)")
+    se.add_argument("--image", required=True)
+    se.add_argument("--attribute", required=True)
+    se.add_argument("-k", type=int, default=5)
+    se.add_argument("--checkpoint", default=None, help="the index's checkpoint, if it moved (one --index only)")
+    se.add_argument("--device", default="cpu")
+    se.add_argument("--json", help="write the results as JSON here")
+    se.set_defaults(func=_cmd_search)
+
     m = sub.add_parser("models", help="list the models and their presets")
     m.set_defaults(func=_cmd_models)
     return p
@@ -207,11 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     from profashion.data.images import ImageError
     from profashion.data.splits import DatasetError
     from profashion.models.base import ModelError
+    from profashion.retrieval.index import GalleryIndexError
+    from profashion.retrieval.search import QueryError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, ModelError, ImageError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (DatasetError, ModelError, ImageError, GalleryIndexError, QueryError, ValueError, FileNotFoundError,
+            FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,505 @@
+"""Gallery indexes: every image of a split embedded under every attribute, one faiss index per attribute.
+
+``build_index(checkpoint, dataset, out)`` embeds the gallery with the model's ``embed_all`` (the trunk
+runs once per image for all attributes), in batches whose images are decoded by a thread pool while the
+model runs on the previous batch, and writes a folder::
+
+    manifest.json      what was indexed: model, checkpoint + dataset fingerprints, schema, index kind,
+                       recall of an approximate index against exact search, sha256 of every file
+    items.json         per item: split, image id, image path
+    values.npy         (n, A) int64 known attribute values, -1 where unknown
+    embeddings.npy     (n, A, D) float32, L2-normalised (projections and disentanglement read them)
+    attr_XX.faiss      one index per attribute, inner product (= cosine) search
+
+Embedding is resumable: finished chunks of images are kept in ``<out>.partial/`` and a rerun with the
+same checkpoint and dataset continues after the last one; the finished folder replaces ``out`` in one
+rename. ``GalleryIndex.load`` refuses an index whose files changed (sha256) and, when told the
+checkpoint or dataset it should belong to, an index built from another one.
+
+Index kinds: ``flat`` (exact, the default), ``hnsw`` (graph, 32 links) or ``ivf`` (inverted lists,
+``nlist ~ 4 sqrt(n)``), each with ``fp32``, ``fp16`` or ``sq8`` storage. An approximate index records its
+recall@k against exact search on a sample of the gallery, per attribute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from profashion.data.images import ImageError, load_image
+from profashion.data.splits import (
+    AttributeSchema,
+    DatasetError,
+    SplitDataset,
+    atomic_write_text,
+    load_dataset,
+)
+
+INDEX_FORMAT = 1
+KINDS = ("flat", "hnsw", "ivf")
+STORAGES = ("fp32", "fp16", "sq8")
+SPLIT_ORDER = ("train", "valid", "test")
+CHUNK = 2048  # images per resumable chunk
+
+
+class GalleryIndexError(ValueError):
+    """An index that cannot be built, loaded or searched; the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Fingerprints
+
+
+def _sha256_file(path: Path, h=None) -> str:
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_fingerprint(ckpt_dir: str | os.PathLike) -> str:
+    """sha256 of a checkpoint's config.json and model.safetensors (what the embeddings depend on)."""
+    ckpt_dir = Path(ckpt_dir)
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        p = ckpt_dir / name
+        if not p.is_file():
+            raise GalleryIndexError(f"{ckpt_dir} is not a checkpoint: it has no {name}")
+        _sha256_file(p, h)
+    return h.hexdigest()
+
+
+def dataset_fingerprint(dataset: SplitDataset, splits: Sequence[str]) -> str:
+    """sha256 of the schema and of the indexed splits' file names and labels."""
+    h = hashlib.sha256(json.dumps(dataset.schema.to_json(), sort_keys=True).encode())
+    for name in splits:
+        s = dataset.split(name)
+        h.update(name.encode())
+        h.update("\n".join(s.filenames or []).encode())
+        for rows in (s.labels, s.queries, s.candidates):
+            if rows is not None:
+                h.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# The gallery's items
+
+
+@dataclasses.dataclass
+class Items:
+    splits: list[str]
+    fids: np.ndarray  # (n,) image id within its split
+    paths: list[str]
+    values: np.ndarray  # (n, A) known values, -1 unknown
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def gallery_items(dataset: SplitDataset, split: str) -> tuple[Items, list[str]]:
+    """The images of ``split`` ("train", "valid", "test" or "all"), with their known values."""
+    names = [s for s in SPLIT_ORDER if s in dataset.splits] if split == "all" else [split]
+    splits, fids, paths, values = [], [], [], []
+    A = dataset.schema.num_attributes
+    for name in names:
+        s = dataset.split(name)
+        if s.filenames is None:
+            if split == "all":
+                continue
+            raise DatasetError(f"{dataset.root}: filenames_{name}.txt is missing, so the {name} images cannot be indexed")
+        n = s.num_images
+        splits += [name] * n
+        fids.append(np.arange(n))
+        paths += [os.path.abspath(dataset.image_path(name, i)) for i in range(n)]
+        values.append(s.known_values(A))
+    if not paths:
+        raise GalleryIndexError(f"the {split} split of {dataset.root} has no images: there is nothing to index")
+    return Items(splits, np.concatenate(fids), paths, np.concatenate(values)), names
+
+
+# --------------------------------------------------------------------------------------------------
+# faiss
+
+
+def faiss_description(kind: str, storage: str, n: int) -> tuple[str, dict]:
+    """index_factory string and search parameters for a gallery of ``n`` vectors."""
+    if kind not in KINDS:
+        raise GalleryIndexError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if storage not in STORAGES:
+        raise GalleryIndexError(f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
+    code = {"fp32": "Flat", "fp16": "SQfp16", "sq8": "SQ8"}[storage]
+    if kind == "flat":
+        return code, {}
+    if kind == "hnsw":
+        return ("HNSW32" if storage == "fp32" else f"HNSW32_{code}"), {"efSearch": 64}
+    nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
+    return f"IVF{nlist},{code}", {"nprobe": max(1, min(nlist, max(8, nlist // 8)))}
+
+
+def make_faiss_index(vectors: np.ndarray, kind: str = "flat", storage: str = "fp32"):
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    desc, params = faiss_description(kind, storage, len(x))
+    index = faiss.index_factory(x.shape[1], desc, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        index.train(x)
+    index.add(x)
+    apply_search_params(index, params)
+    return index
+
+
+def apply_search_params(index, params: dict) -> None:
+    import faiss
+
+    for key, value in params.items():
+        faiss.ParameterSpace().set_index_parameter(index, key, value)
+
+
+def recall_at_k(approx, vectors: np.ndarray, queries: np.ndarray, k: int = 5) -> float:
+    """Share of the exact top-k (inner product) that ``approx`` also returns, in percent."""
+    import faiss
+
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    k = min(k, len(vectors))
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    _, truth = exact.search(q, k)
+    _, got = approx.search(q, k)
+    hits = sum(len(set(t) & set(g)) for t, g in zip(truth.tolist(), got.tolist()))
+    return 100.0 * hits / (len(q) * k)
+
+
+# --------------------------------------------------------------------------------------------------
+# Embedding the gallery
+
+
+def _decode(path: str, preprocess) -> np.ndarray:
+    try:
+        return np.asarray(preprocess.geometry(load_image(path)), dtype=np.uint8)
+    except ImageError as exc:
+        raise DatasetError(f"gallery image {path} cannot be read: {exc}") from exc
+
+
+def prefetched_batches(paths: Sequence[str], preprocess, batch_size: int, workers: int = 2,
+                       depth: int = 2) -> Iterator[np.ndarray]:
+    """(B, H, W, 3) uint8 batches, decoded by ``workers`` threads ``depth`` batches ahead of the consumer."""
+    starts = list(range(0, len(paths), batch_size))
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        def submit(i):
+            return [pool.submit(_decode, p, preprocess) for p in paths[starts[i]:starts[i] + batch_size]]
+
+        pending = [submit(i) for i in range(min(depth, len(starts)))]
+        for i in range(len(starts)):
+            futures = pending.pop(0)
+            if i + depth < len(starts):
+                pending.append(submit(i + depth))
+            yield np.stack([f.result() for f in futures])
+
+
+@torch.no_grad()
+def embed_images(model, batches: Iterator[np.ndarray], total: int, progress: bool = False,
+                 desc: str = "embedding gallery") -> np.ndarray:
+    """(n, A, D) float32 ``embed_all`` of uint8 batches."""
+    from profashion.data.loading import to_model_input
+
+    model.eval()
+    pre, device = model.preprocess, model.device
+    out = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    for b in batches:
+        x = to_model_input(torch.from_numpy(b).permute(0, 3, 1, 2), pre, device=device)
+        out.append(model.embed_all(x).float().cpu().numpy())
+        if bar is not None:
+            bar.update(len(b))
+    if bar is not None:
+        bar.close()
+    return np.concatenate(out) if out else np.zeros((0, model.num_attributes, 0), np.float32)
+
+
+def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | SplitDataset, out: str | os.PathLike,
+                split: str = "test", image_root: str | None = None, kind: str = "flat", storage: str = "fp32",
+                batch_size: int = 128, device: str | torch.device = "cpu", overwrite: bool = False,
+                workers: int = 2, progress: bool = False, recall_k: int = 5,
+                on_chunk: Callable[[int, int], None] | None = None) -> Path:
+    """Embed ``split`` of ``dataset`` with the checkpoint's model and write the index folder ``out``."""
+    from profashion.models.base import load_model
+
+    out = Path(out)
+    faiss_description(kind, storage, 1000)  # validate the options before any work
+    if batch_size < 1:
+        raise GalleryIndexError(f"batch size must be at least 1, got {batch_size}")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise GalleryIndexError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    ds = dataset if isinstance(dataset, SplitDataset) else load_dataset(dataset, image_root)
+    items, split_names = gallery_items(ds, split)
+    ckpt = Path(checkpoint)
+    ckpt_fp = checkpoint_fingerprint(ckpt)
+    data_fp = dataset_fingerprint(ds, split_names)
+    model = load_model(ckpt, device=device)
+    if model.num_attributes != ds.schema.num_attributes:
+        raise GalleryIndexError(f"{ckpt} was trained on {model.num_attributes} attributes but {ds.root} has "
+                          f"{ds.schema.num_attributes}: index a dataset with the model's attributes")
+    for path in (items.paths[0], items.paths[-1]):
+        if not Path(path).is_file():
+            raise DatasetError(f"gallery image not found: {path}; check the dataset's image root")
+
+    # resumable embedding: finished chunks live in <out>.partial/ with the fingerprints they belong to
+    partial = out.parent / f"{out.name}.partial"
+    stamp = {"checkpoint": ckpt_fp, "dataset": data_fp, "n": len(items), "chunk": CHUNK,
+             "preprocess": model.preprocess.to_json()}
+    if partial.is_dir():
+        try:
+            same = json.loads((partial / "stamp.json").read_text()) == stamp
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(partial / "stamp.json", json.dumps(stamp, indent=2) + "\n")
+
+    t0 = time.perf_counter()
+    chunks = []
+    n_chunks = math.ceil(len(items) / CHUNK)
+    for c in range(n_chunks):
+        lo, hi = c * CHUNK, min(len(items), (c + 1) * CHUNK)
+        path = partial / f"chunk_{c:06d}.npy"
+        emb = None
+        if path.is_file():
+            try:
+                emb = np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                emb = None  # a chunk cut short: embed it again
+            if emb is not None and emb.shape[0] != hi - lo:
+                emb = None
+        if emb is None:
+            batches = prefetched_batches(items.paths[lo:hi], model.preprocess, batch_size, workers)
+            emb = embed_images(model, batches, hi - lo, progress=progress,
+                               desc=f"embedding gallery {c + 1}/{n_chunks}")
+            _atomic_save_npy(path, emb)
+        chunks.append(emb)
+        if on_chunk is not None:
+            on_chunk(c, n_chunks)
+    embeddings = np.concatenate(chunks)
+    embed_seconds = time.perf_counter() - t0
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        A, D = embeddings.shape[1], embeddings.shape[2]
+        _atomic_save_npy(tmp / "embeddings.npy", embeddings.astype(np.float32))
+        _atomic_save_npy(tmp / "values.npy", items.values.astype(np.int64))
+        atomic_write_text(tmp / "items.json", json.dumps(
+            {"split": items.splits, "fid": items.fids.tolist(), "path": items.paths}) + "\n")
+        import faiss
+
+        desc, params = faiss_description(kind, storage, len(items))
+        recall = {}
+        rng = np.random.default_rng(0)
+        sample = rng.choice(len(items), size=min(len(items), 500), replace=False)
+        for a in range(A):
+            index = make_faiss_index(embeddings[:, a], kind, storage)
+            if kind != "flat" or storage != "fp32":
+                recall[ds.schema.names[a]] = round(recall_at_k(index, embeddings[:, a], embeddings[sample, a],
+                                                               recall_k), 2)
+            faiss.write_index(index, str(tmp / f"attr_{a:02d}.faiss"))
+        files = {p.name: _sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        manifest = {
+            "format": INDEX_FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model": model.name,
+            "checkpoint": {"path": str(ckpt.resolve()), "fingerprint": ckpt_fp,
+                           "relative": os.path.relpath(ckpt.resolve(), out.resolve())},
+            "dataset": {"root": str(Path(ds.root).resolve()), "name": ds.name, "split": split,
+                        "splits": split_names, "fingerprint": data_fp,
+                        "image_root": str(ds.image_root) if ds.image_root else None},
+            "schema": ds.schema.to_json(),
+            "items": len(items),
+            "dim": D,
+            "index": {"kind": kind, "storage": storage, "faiss": desc, "params": params,
+                      f"recall_at_{recall_k}": recall or None},
+            "embed_seconds": round(embed_seconds, 2),
+            "preprocess": model.preprocess.to_json(),
+            "files": files,
+        }
+        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        os.chmod(tmp, 0o755)
+        from profashion.data.splits import move_folder_into_place
+
+        move_folder_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(partial, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and searching
+
+
+class GalleryIndex:
+    """A loaded index folder: the per-attribute faiss indexes, the items and their known values."""
+
+    def __init__(self, root: Path, manifest: dict, items: dict, values: np.ndarray, indexes: list):
+        self.root, self.manifest = root, manifest
+        self.schema = AttributeSchema.from_json(manifest["schema"])
+        self.splits: list[str] = items["split"]
+        self.fids = np.asarray(items["fid"], dtype=np.int64)
+        self.paths: list[str] = items["path"]
+        self.values = values
+        self._indexes = indexes
+        self._embeddings: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def model_name(self) -> str:
+        return self.manifest["model"]
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The checkpoint the index was built from: beside the index as it was then (so a folder holding
+        both can move), else at its absolute path."""
+        c = self.manifest["checkpoint"]
+        rel = self.root / c.get("relative", "")
+        return rel if c.get("relative") and (rel / "config.json").is_file() else Path(c["path"])
+
+    @classmethod
+    def load(cls, root: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+             dataset: SplitDataset | None = None, verify: bool = True) -> GalleryIndex:
+        """Load ``root``; refuse it when its files changed, or when it was built from another
+        ``checkpoint`` / ``dataset`` than the ones given."""
+        import faiss
+
+        root = Path(root)
+        mpath = root / "manifest.json"
+        if not mpath.is_file():
+            raise GalleryIndexError(f"{root} is not an index folder (no manifest.json); build one with `profashion index`")
+        try:
+            manifest = json.loads(mpath.read_text())
+            files = dict(manifest["files"])
+            A = len(manifest["schema"]["ATTRIBUTES"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GalleryIndexError(f"{mpath} is corrupt ({exc}); rebuild the index with `profashion index --overwrite`") from exc
+        if manifest.get("format") != INDEX_FORMAT:
+            raise GalleryIndexError(f"{root} has index format {manifest.get('format')!r}, this version reads "
+                              f"{INDEX_FORMAT}; rebuild it with `profashion index --overwrite`")
+        if verify:
+            for name, digest in files.items():
+                p = root / name
+                if not p.is_file():
+                    raise GalleryIndexError(f"{root} is incomplete: {name} is missing; rebuild it with `profashion index --overwrite`")
+                if name != "embeddings.npy" and _sha256_file(p) != digest:
+                    raise GalleryIndexError(f"{p} is corrupt (its checksum does not match the manifest); rebuild "
+                                      "the index with `profashion index --overwrite`")
+        if checkpoint is not None:
+            fp = checkpoint_fingerprint(checkpoint)
+            if fp != manifest["checkpoint"]["fingerprint"]:
+                raise GalleryIndexError(f"{root} was built from another checkpoint ({manifest['checkpoint']['path']}), "
+                                  f"not from {checkpoint}; rebuild it with `profashion index --checkpoint {checkpoint}`")
+        if dataset is not None:
+            fp = dataset_fingerprint(dataset, manifest["dataset"]["splits"]) if all(
+                s in dataset.splits for s in manifest["dataset"]["splits"]) else None
+            if fp != manifest["dataset"]["fingerprint"]:
+                raise GalleryIndexError(f"{root} was built from another dataset ({manifest['dataset']['root']}), not "
+                                  f"from {dataset.root}; rebuild it with `profashion index --dataset {dataset.root}`")
+        try:
+            items = json.loads((root / "items.json").read_text())
+            values = np.load(root / "values.npy", allow_pickle=False)
+            indexes = [faiss.read_index(str(root / f"attr_{a:02d}.faiss")) for a in range(A)]
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise GalleryIndexError(f"{root} cannot be read ({exc}); rebuild it with `profashion index --overwrite`") from exc
+        if len(items["path"]) == 0 or any(ix.ntotal != len(items["path"]) for ix in indexes):
+            raise GalleryIndexError(f"{root} is empty or inconsistent (its indexes do not hold one vector per item); "
+                              "rebuild it with `profashion index --overwrite`")
+        for ix in indexes:
+            apply_search_params(ix, manifest["index"].get("params") or {})
+        if dataset is not None:  # the dataset may have moved since: take the image paths from it
+            items["path"] = [str(dataset.image_path(s, f)) for s, f in zip(items["split"], items["fid"])]
+        return cls(root, manifest, items, values, indexes)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """(n, A, D) gallery embeddings, memory-mapped on first use."""
+        if self._embeddings is None:
+            p = self.root / "embeddings.npy"
+            try:
+                emb = np.load(p, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise GalleryIndexError(f"{p} cannot be read ({exc}); rebuild the index with `profashion index --overwrite`") from exc
+            if emb.shape[:2] != (len(self), self.schema.num_attributes):
+                raise GalleryIndexError(f"{p} has shape {emb.shape}, not ({len(self)}, {self.schema.num_attributes}, D); "
+                                  "rebuild the index with `profashion index --overwrite`")
+            self._embeddings = emb
+        return self._embeddings
+
+    def search_vectors(self, queries: np.ndarray, attribute: int, k: int = 5,
+                       exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, item ids) of (m, D) query vectors in ``attribute``'s index."""
+        if k < 1:
+            raise GalleryIndexError(f"k must be at least 1, got {k}")
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.shape[1] != self.dim:
+            raise GalleryIndexError(f"query vectors have dimension {q.shape[1]}, the index {self.dim}")
+        exclude = set(int(e) for e in exclude)
+        kk = min(len(self), k + len(exclude))
+        scores, ids = self._indexes[attribute].search(q, kk)
+        out_s, out_i = [], []
+        for s_row, i_row in zip(scores, ids):
+            keep = [(s, i) for s, i in zip(s_row.tolist(), i_row.tolist()) if i >= 0 and i not in exclude][:k]
+            out_s.append([s for s, _ in keep])
+            out_i.append([i for _, i in keep])
+        width = max((len(r) for r in out_i), default=0)
+        S = np.full((len(q), width), np.nan, np.float32)
+        I_ = np.full((len(q), width), -1, np.int64)
+        for r, (s, i) in enumerate(zip(out_s, out_i)):
+            S[r, :len(s)], I_[r, :len(i)] = s, i
+        return S, I_
+
+    def item_values(self, item: int) -> dict[str, str]:
+        """The known attribute values of an item, by attribute name."""
+        return {self.schema.names[a]: self.schema.values[a][int(v)]
+                for a, v in enumerate(self.values[item]) if v >= 0}
+
+    def find_path(self, path: str | os.PathLike) -> int | None:
+        """The item id of an image path in this gallery, if it is one."""
+        if not hasattr(self, "_by_path"):
+            self._by_path = {str(Path(p).resolve()): i for i, p in enumerate(self.paths)}
+        return self._by_path.get(str(Path(path).resolve()))

@@ -1,0 +1,211 @@
+"""Searching gallery indexes: one query image and attribute, one or several models, top-k with their values.
+
+``RetrievalEngine`` holds loaded (model, index) pairs by name and answers queries for the CLI and the app::
+
+    engine = RetrievalEngine()
+    engine.add("asen", "indexes/asen")                # the index remembers its checkpoint
+    result = engine.search("asen", "query.jpg", "sleeve_length", k=5)
+    results = engine.search_all("query.jpg", "sleeve_length", k=5)   # every model on the same query
+
+A bad query (not an image, a decompression bomb, an unknown attribute) raises one ``QueryError`` with a
+clear message; in ``search_all`` a model that fails reports its error in its own result and the others
+still answer, so the engine keeps serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from profashion.data.images import ImageError, load_image
+from profashion.data.splits import DatasetError
+from profashion.retrieval.index import GalleryIndex, GalleryIndexError, checkpoint_fingerprint
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered: a bad image, an unknown attribute or model, a bad k."""
+
+
+@dataclasses.dataclass
+class Hit:
+    rank: int  # 1-based
+    item: int  # item id in the gallery
+    score: float  # cosine similarity
+    path: str
+    split: str
+    fid: int
+    value: str | None  # the item's known value of the queried attribute
+    values: dict[str, str]  # all its known values
+    match: bool | None = None  # equal to the query's value, when both are known
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class SearchResult:
+    model: str  # the engine's name for the model
+    method: str  # the registered method (asen, cca2, ...)
+    attribute: str
+    hits: list[Hit]
+    query_value: str | None = None
+    embed_ms: float = 0.0
+    search_ms: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hits"] = [h.to_json() for h in self.hits]
+        return d
+
+
+@dataclasses.dataclass
+class _Entry:
+    index: GalleryIndex
+    model: torch.nn.Module
+
+
+class RetrievalEngine:
+    """Loaded (model, gallery index) pairs by name; thread-safe for concurrent queries."""
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, index: str | os.PathLike | GalleryIndex, checkpoint: str | os.PathLike | None = None,
+            model: torch.nn.Module | None = None) -> None:
+        """Serve ``index`` under ``name``, with ``model`` or the model of ``checkpoint`` (default: the
+        checkpoint the index was built from); an index of another checkpoint is refused."""
+        from profashion.models.base import load_model
+
+        if not isinstance(index, GalleryIndex):
+            index = GalleryIndex.load(index, checkpoint=checkpoint)
+        elif checkpoint is not None:
+            index = GalleryIndex.load(index.root, checkpoint=checkpoint)
+        if model is None:
+            ckpt = Path(checkpoint) if checkpoint is not None else index.checkpoint_path
+            if checkpoint is None and checkpoint_fingerprint(ckpt) != index.manifest["checkpoint"]["fingerprint"]:
+                raise GalleryIndexError(f"the checkpoint {ckpt} changed since {index.root} was built; rebuild "
+                                        f"the index with `profashion index --checkpoint {ckpt} --overwrite`")
+            model = load_model(ckpt, device=self.device)
+        model.eval()
+        if model.num_attributes != index.schema.num_attributes:
+            raise GalleryIndexError(f"model {name!r} knows {model.num_attributes} attributes, its index "
+                                    f"{index.schema.num_attributes}")
+        with self._lock:
+            self._entries[name] = _Entry(index, model)
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._entries.pop(name, None)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def entry(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise QueryError(f"unknown model {name!r}; loaded: {', '.join(self._entries) or 'none'}") from None
+
+    def index(self, name: str) -> GalleryIndex:
+        return self.entry(name).index
+
+    def model(self, name: str):
+        return self.entry(name).model
+
+    # -- queries ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _attribute(index: GalleryIndex, attribute: str | int) -> int:
+        try:
+            return index.schema.attribute_index(attribute)
+        except DatasetError as exc:
+            raise QueryError(str(exc)) from None
+
+    @staticmethod
+    def load_query(image):
+        """The query as an RGB PIL image (path, bytes, PIL image or array), or one clear QueryError."""
+        if image is None:
+            raise QueryError("no query image: upload an image or pick an example")
+        try:
+            return load_image(image)
+        except ImageError as exc:
+            raise QueryError(str(exc)) from None
+        except FileNotFoundError as exc:
+            raise QueryError(f"query image not found: {exc.filename}") from None
+
+    @torch.no_grad()
+    def embed_query(self, name: str, image, attribute: str | int) -> np.ndarray:
+        e = self.entry(name)
+        a = self._attribute(e.index, attribute)
+        img = self.load_query(image)
+        x = e.model.preprocess.to_tensor(img)[None].to(next(e.model.parameters()).device)
+        return e.model.embed(x, torch.tensor([a])).float().cpu().numpy()[0]
+
+    def search(self, name: str, image, attribute: str | int, k: int = 5, exclude: Sequence[int] = (),
+               query_value: str | None = None, exclude_query: bool = True) -> SearchResult:
+        """Top-``k`` of model ``name`` for ``image`` under ``attribute``.
+
+        A query that is a gallery image (given by its path) is left out of its own results unless
+        ``exclude_query`` is False, and its known value marks each hit as a match or not; ``exclude``
+        drops further items; ``query_value`` gives the value of an uploaded query.
+        """
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise QueryError(f"k must be a positive integer, got {k!r}")
+        e = self.entry(name)
+        a = self._attribute(e.index, attribute)
+        ix = e.index
+        if isinstance(image, (str, os.PathLike)):
+            item = ix.find_path(image)
+            if item is not None:
+                if exclude_query:
+                    exclude = [*exclude, item]
+                if query_value is None and ix.values[item, a] >= 0:
+                    query_value = ix.schema.values[a][int(ix.values[item, a])]
+        t0 = time.perf_counter()
+        q = self.embed_query(name, image, a)
+        t1 = time.perf_counter()
+        scores, ids = ix.search_vectors(q[None], a, k, exclude)
+        t2 = time.perf_counter()
+        hits = []
+        for rank, (s, i) in enumerate(zip(scores[0].tolist(), ids[0].tolist()), start=1):
+            if i < 0:
+                break
+            v = int(ix.values[i, a])
+            value = ix.schema.values[a][v] if v >= 0 else None
+            hits.append(Hit(rank, i, float(s), ix.paths[i], ix.splits[i], int(ix.fids[i]), value,
+                            ix.item_values(i),
+                            None if value is None or query_value is None else value == query_value))
+        return SearchResult(name, ix.model_name, ix.schema.names[a], hits, query_value,
+                            round(1000 * (t1 - t0), 3), round(1000 * (t2 - t1), 3))
+
+    def search_all(self, image, attribute: str | int, k: int = 5, names: Sequence[str] | None = None,
+                   exclude: Sequence[int] = (), query_value: str | None = None,
+                   exclude_query: bool = True) -> dict[str, SearchResult]:
+        """Every (or the named) model on the same query. A bad image or k fails once for all; a model that
+        cannot answer (e.g. it lacks the attribute) reports its error in its own result."""
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise QueryError(f"k must be a positive integer, got {k!r}")
+        names = list(self._entries) if names is None else list(names)
+        if not names:
+            raise QueryError("no model is loaded: build an index with `profashion index` and add it")
+        img = image if isinstance(image, (str, os.PathLike)) else self.load_query(image)
+        if isinstance(image, (str, os.PathLike)):
+            self.load_query(image)  # one clear error for a bad file, before any model runs
+        out = {}
+        for n in names:
+            try:
+                out[n] = self.search(n, img, attribute, k, exclude, query_value, exclude_query)
+            except (QueryError, GalleryIndexError, RuntimeError) as exc:
+                method = self._entries[n].index.model_name if n in self._entries else "?"
+                out[n] = SearchResult(n, method, str(attribute), [], query_value, error=str(exc))
+        return out

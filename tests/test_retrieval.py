@@ -228,3 +228,39 @@ def test_index_and_search_commands(tiny_synth, ckpts, tmp_path, capsys):
     assert main(["index", "--checkpoint", str(ckpts["asen"]), "--dataset", str(tiny_synth), "--out", str(out),
                  "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_projections_are_seeded_cached_and_scored(asen_index, tmp_path):
+    import shutil
+
+    from profashion.retrieval.projection import attribute_projection, disentanglement, disentanglement_table
+
+    root = tmp_path / "ix"
+    shutil.copytree(asen_index, root)
+    ix = GalleryIndex.load(root)
+    p = attribute_projection(ix, "colour", "tsne", seed=0)
+    labelled = np.flatnonzero(ix.values[:, ix.schema.attribute_index("colour")] >= 0)
+    assert np.array_equal(p.items, labelled) and p.xy.shape == (len(labelled), 2) and np.isfinite(p.xy).all()
+    assert not p.cached and 0 <= p.knn_accuracy <= 100 and -1 <= p.silhouette <= 1
+    again = attribute_projection(GalleryIndex.load(root), "colour", "tsne", seed=0)
+    assert again.cached and np.array_equal(again.xy, p.xy) and again.knn_accuracy == p.knn_accuracy
+    cache = next((root / "projections").glob("tsne-colour-*.npz"))
+    cache.write_bytes(b"damaged")
+    redo = attribute_projection(GalleryIndex.load(root), "colour", "tsne", seed=0)
+    assert not redo.cached and np.allclose(redo.xy, p.xy, atol=1e-4)
+    u = attribute_projection(ix, "colour", "umap", seed=0, max_points=20, cache=False)
+    assert u.xy.shape == (20, 2) and np.isfinite(u.xy).all()
+    with pytest.raises(GalleryIndexError, match="unknown projection"):
+        attribute_projection(ix, "colour", "pca")
+    table = disentanglement_table(ix)
+    assert set(table) == set(ix.schema.names)
+    # the measure itself: separated clusters score 100 and 1, shuffled labels score near chance
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 30)
+    centres = np.eye(8)[:3] * 5
+    x = centres[y] + rng.normal(size=(90, 8)) * 0.1
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    good = disentanglement(x, y)
+    assert good["knn_accuracy"] == 100.0 and good["silhouette"] > 0.9 and good["chance"] == pytest.approx(100 / 3)
+    bad = disentanglement(x, rng.permutation(y))
+    assert bad["knn_accuracy"] < 60 and bad["silhouette"] < 0.1

@@ -128,11 +128,14 @@ def _cmd_index(args) -> int:
     t0 = time.perf_counter()
     out = build_index(args.checkpoint, args.dataset, args.out, split=args.split, image_root=args.image_root,
                       kind=args.index, storage=args.storage, batch_size=args.batch_size,
-                      device=resolve_device(args.device), overwrite=args.overwrite, progress=not args.quiet)
+                      device=resolve_device(args.device), overwrite=args.overwrite, progress=not args.quiet,
+                      backend=args.backend)
     ix = GalleryIndex.load(out)
     recall = ix.manifest["index"].get("recall_at_5")
+    b = ix.manifest["backend"]
     print(f"indexed {len(ix)} images x {ix.schema.num_attributes} attributes ({ix.model_name}, {args.index}/"
-          f"{args.storage}, {ix.dim}-D) into {out} in {time.perf_counter() - t0:.1f}s")
+          f"{args.storage}, {ix.dim}-D, inference {b['used']}) into {out} in {time.perf_counter() - t0:.1f}s"
+          + (f" ({b['note']})" if b["note"] else ""))
     if recall:
         print("recall@5 against exact search: " + ", ".join(f"{k} {v:.1f}%" for k, v in recall.items()))
     return 0
@@ -149,7 +152,7 @@ def _cmd_search(args) -> int:
         name = Path(index).name or f"index{i}"
         while name in names:
             name += "'"
-        engine.add(name, index, checkpoint=args.checkpoint if len(args.index) == 1 else None)
+        engine.add(name, index, checkpoint=args.checkpoint if len(args.index) == 1 else None, backend=args.backend)
         names.append(name)
     results = engine.search_all(args.image, args.attribute, k=args.k)
     for name, r in results.items():
@@ -259,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="flat = exact (default); hnsw / ivf = approximate, for large galleries")
     ix.add_argument("--storage", default="fp32", choices=["fp32", "fp16", "sq8"])
     ix.add_argument("--batch-size", type=int, default=128)
+    ix.add_argument("--backend", default="auto", choices=["auto", "fp32", "bf16", "onnx"],
+                    help="inference backend (auto: ONNX Runtime on CPU when the model exports, else PyTorch fp32)")
     ix.add_argument("--device", default="auto")
     ix.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
     ix.add_argument("--quiet", action="store_true")
@@ -272,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("-k", type=int, default=5)
     se.add_argument("--checkpoint", default=None, help="the index's checkpoint, if it moved (one --index only)")
     se.add_argument("--device", default="cpu")
+    se.add_argument("--backend", default="auto", choices=["auto", "fp32", "bf16", "onnx"])
     se.add_argument("--json", help="write the results as JSON here")
     se.set_defaults(func=_cmd_search)
 

@@ -35,7 +35,7 @@ def ckpts(tiny_synth, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def asen_index(tiny_synth, ckpts, tmp_path_factory):
-    return build_index(ckpts["asen"], tiny_synth, tmp_path_factory.mktemp("ix") / "asen", batch_size=16)
+    return build_index(ckpts["asen"], tiny_synth, tmp_path_factory.mktemp("ix") / "asen", batch_size=16, backend="fp32")
 
 
 def test_index_holds_the_models_embeddings_of_every_image(tiny_synth, ckpts, asen_index):
@@ -65,7 +65,7 @@ def test_index_holds_the_models_embeddings_of_every_image(tiny_synth, ckpts, ase
 def test_search_returns_ranked_hits_with_values_and_leaves_the_query_out(tiny_synth, asen_index):
     ds = load_dataset(tiny_synth)
     engine = RetrievalEngine()
-    engine.add("asen", asen_index)
+    engine.add("asen", asen_index, backend="fp32")
     query = ds.image_path("test", 3)
     colour = ds.schema.attribute_index("colour")
     r = engine.search("asen", query, "colour", k=5)
@@ -86,10 +86,10 @@ def test_search_returns_ranked_hits_with_values_and_leaves_the_query_out(tiny_sy
 
 
 def test_several_models_answer_the_same_query(tiny_synth, ckpts, asen_index, tmp_path):
-    csn = build_index(ckpts["csn"], tiny_synth, tmp_path / "csn", batch_size=64)
+    csn = build_index(ckpts["csn"], tiny_synth, tmp_path / "csn", batch_size=64, backend="fp32")
     engine = RetrievalEngine()
-    engine.add("asen", asen_index)
-    engine.add("csn", csn)
+    engine.add("asen", asen_index, backend="fp32")
+    engine.add("csn", csn, backend="fp32")
     query = load_dataset(tiny_synth).image_path("test", 0)
     out = engine.search_all(query, "sleeve_length", k=3)
     assert list(out) == ["asen", "csn"]
@@ -101,7 +101,7 @@ def test_several_models_answer_the_same_query(tiny_synth, ckpts, asen_index, tmp
 
 def test_bad_queries_get_one_clear_error_and_the_engine_keeps_serving(tiny_synth, asen_index):
     engine = RetrievalEngine()
-    engine.add("asen", asen_index)
+    engine.add("asen", asen_index, backend="fp32")
     with pytest.raises(QueryError, match="not an image|cannot be read|cannot identify"):
         engine.search("asen", b"this is not an image", "colour")
     with pytest.raises(QueryError):
@@ -138,7 +138,7 @@ def test_an_index_from_another_checkpoint_or_dataset_is_refused(tiny_synth, ckpt
         GalleryIndex.load(asen_index, checkpoint=ckpts["csn"])
     engine = RetrievalEngine()
     with pytest.raises(GalleryIndexError, match="another checkpoint"):
-        engine.add("x", asen_index, checkpoint=ckpts["csn"])
+        engine.add("x", asen_index, checkpoint=ckpts["csn"], backend="fp32")
     ds = load_dataset(tiny_synth)
     other = dataclasses.replace(ds, splits={**ds.splits, "test": ds.splits["valid"]})
     with pytest.raises(GalleryIndexError, match="another dataset"):
@@ -167,14 +167,14 @@ def test_corrupt_or_missing_index_files_are_refused(asen_index, tmp_path):
 
 def test_existing_index_needs_overwrite_and_empty_gallery_is_refused(tiny_synth, ckpts, asen_index):
     with pytest.raises(GalleryIndexError, match="--overwrite"):
-        build_index(ckpts["asen"], tiny_synth, asen_index)
+        build_index(ckpts["asen"], tiny_synth, asen_index, backend="fp32")
     ds = load_dataset(tiny_synth)
     empty = dataclasses.replace(ds.splits["test"], filenames=[], labels=np.zeros((0, 3), np.int64),
                                 queries=None, candidates=None)
     with pytest.raises(GalleryIndexError, match="nothing to index"):
         gallery_items(dataclasses.replace(ds, splits={**ds.splits, "test": empty}), "test")
     with pytest.raises(GalleryIndexError, match="unknown index kind"):
-        build_index(ckpts["asen"], tiny_synth, asen_index.parent / "x", kind="lsh")
+        build_index(ckpts["asen"], tiny_synth, asen_index.parent / "x", kind="lsh", backend="fp32")
 
 
 def test_indexing_resumes_after_an_interruption(tiny_synth, ckpts, tmp_path, monkeypatch):
@@ -189,20 +189,20 @@ def test_indexing_resumes_after_an_interruption(tiny_synth, ckpts, tmp_path, mon
 
     out = tmp_path / "ix"
     with pytest.raises(KeyboardInterrupt):
-        build_index(ckpts["asen"], tiny_synth, out, on_chunk=stop_after_two)
+        build_index(ckpts["asen"], tiny_synth, out, on_chunk=stop_after_two, backend="fp32")
     assert not out.exists() and len(list((tmp_path / "ix.partial").glob("chunk_*.npy"))) == 2
     calls.clear()
-    build_index(ckpts["asen"], tiny_synth, out)
+    build_index(ckpts["asen"], tiny_synth, out, backend="fp32")
     n = load_dataset(tiny_synth).split("test").num_images
     assert len(calls) == -(-n // 16) - 2  # only the chunks not done before
     assert not (tmp_path / "ix.partial").exists()
-    ref = build_index(ckpts["asen"], tiny_synth, tmp_path / "ref")
+    ref = build_index(ckpts["asen"], tiny_synth, tmp_path / "ref", backend="fp32")
     np.testing.assert_allclose(GalleryIndex.load(out).embeddings, GalleryIndex.load(ref).embeddings, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind,storage", [("hnsw", "fp32"), ("ivf", "sq8"), ("flat", "fp16")])
 def test_approximate_indexes_record_their_recall(tiny_synth, ckpts, tmp_path, kind, storage):
-    out = build_index(ckpts["asen"], tiny_synth, tmp_path / kind, kind=kind, storage=storage)
+    out = build_index(ckpts["asen"], tiny_synth, tmp_path / kind, kind=kind, storage=storage, backend="fp32")
     ix = GalleryIndex.load(out)
     recall = ix.manifest["index"]["recall_at_5"]
     assert set(recall) == set(ix.schema.names) and all(0 <= v <= 100 for v in recall.values())
@@ -264,3 +264,30 @@ def test_projections_are_seeded_cached_and_scored(asen_index, tmp_path):
     assert good["knn_accuracy"] == 100.0 and good["silhouette"] > 0.9 and good["chance"] == pytest.approx(100 / 3)
     bad = disentanglement(x, rng.permutation(y))
     assert bad["knn_accuracy"] < 60 and bad["silhouette"] < 0.1
+
+
+def test_onnx_runtime_backend_matches_pytorch(tiny_synth, ckpts, asen_index, tmp_path):
+    from profashion.models.base import load_model
+    from profashion.retrieval.accel import Embedder
+
+    out = build_index(ckpts["asen"], tiny_synth, tmp_path / "onnx", backend="onnx")
+    ix = GalleryIndex.load(out)
+    assert ix.manifest["backend"]["used"] == "onnx"
+    np.testing.assert_allclose(ix.embeddings, GalleryIndex.load(asen_index).embeddings, atol=1e-5)
+    graphs = list((out / "accel").glob("*.onnx"))
+    assert len(graphs) == 1
+    stamp = graphs[0].stat().st_mtime_ns
+    engine = RetrievalEngine()
+    engine.add("asen", out, backend="auto")  # reuses the graph exported while indexing
+    assert engine.model("asen").backend == "onnx" and graphs[0].stat().st_mtime_ns == stamp
+    query = load_dataset(tiny_synth).image_path("test", 7)
+    ref = RetrievalEngine()
+    ref.add("asen", asen_index, backend="fp32")
+    assert [h.item for h in engine.search("asen", query, "colour").hits] == \
+        [h.item for h in ref.search("asen", query, "colour").hits]
+    model = load_model(ckpts["asen"])
+    x = torch.randn(4, 3, 48, 48)
+    bf = Embedder(model, "bf16")
+    assert bf.backend == "bf16" and torch.allclose(bf.embed_all(x), model.embed_all(x), atol=2e-2)
+    with pytest.raises(ValueError, match="unknown inference backend"):
+        Embedder(model, "tpu")

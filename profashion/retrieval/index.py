@@ -252,10 +252,15 @@ def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
 def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | SplitDataset, out: str | os.PathLike,
                 split: str = "test", image_root: str | None = None, kind: str = "flat", storage: str = "fp32",
                 batch_size: int = 128, device: str | torch.device = "cpu", overwrite: bool = False,
-                workers: int = 2, progress: bool = False, recall_k: int = 5,
+                workers: int = 2, progress: bool = False, recall_k: int = 5, backend: str = "auto",
                 on_chunk: Callable[[int, int], None] | None = None) -> Path:
-    """Embed ``split`` of ``dataset`` with the checkpoint's model and write the index folder ``out``."""
+    """Embed ``split`` of ``dataset`` with the checkpoint's model and write the index folder ``out``.
+
+    ``backend`` is the inference backend of accel.Embedder (``auto``: ONNX Runtime on CPU when the model
+    exports, else PyTorch fp32); its exported graph is kept in ``out/accel/`` for the search engine.
+    """
     from profashion.models.base import load_model
+    from profashion.retrieval.accel import Embedder
 
     out = Path(out)
     faiss_description(kind, storage, 1000)  # validate the options before any work
@@ -289,6 +294,7 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     atomic_write_text(partial / "stamp.json", json.dumps(stamp, indent=2) + "\n")
+    embedder = Embedder(model, backend, cache_dir=partial / "accel", fingerprint=ckpt_fp)
 
     t0 = time.perf_counter()
     chunks = []
@@ -306,7 +312,7 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
                 emb = None
         if emb is None:
             batches = prefetched_batches(items.paths[lo:hi], model.preprocess, batch_size, workers)
-            emb = embed_images(model, batches, hi - lo, progress=progress,
+            emb = embed_images(embedder, batches, hi - lo, progress=progress,
                                desc=f"embedding gallery {c + 1}/{n_chunks}")
             _atomic_save_npy(path, emb)
         chunks.append(emb)
@@ -335,6 +341,8 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
                                                                recall_k), 2)
             faiss.write_index(index, str(tmp / f"attr_{a:02d}.faiss"))
         files = {p.name: _sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        if (partial / "accel").is_dir():
+            shutil.copytree(partial / "accel", tmp / "accel")  # a cache: not part of the checked files
         manifest = {
             "format": INDEX_FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -350,6 +358,7 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
             "index": {"kind": kind, "storage": storage, "faiss": desc, "params": params,
                       f"recall_at_{recall_k}": recall or None},
             "embed_seconds": round(embed_seconds, 2),
+            "backend": {"requested": backend, "used": embedder.backend, "note": embedder.note},
             "preprocess": model.preprocess.to_json(),
             "files": files,
         }

@@ -81,10 +81,12 @@ class RetrievalEngine:
         self._lock = threading.Lock()
 
     def add(self, name: str, index: str | os.PathLike | GalleryIndex, checkpoint: str | os.PathLike | None = None,
-            model: torch.nn.Module | None = None) -> None:
+            model: torch.nn.Module | None = None, backend: str = "auto") -> None:
         """Serve ``index`` under ``name``, with ``model`` or the model of ``checkpoint`` (default: the
-        checkpoint the index was built from); an index of another checkpoint is refused."""
+        checkpoint the index was built from); an index of another checkpoint is refused. Queries are
+        embedded through ``backend`` (accel.Embedder; ``auto`` = ONNX Runtime on CPU when it exports)."""
         from profashion.models.base import load_model
+        from profashion.retrieval.accel import Embedder
 
         if not isinstance(index, GalleryIndex):
             index = GalleryIndex.load(index, checkpoint=checkpoint)
@@ -97,6 +99,10 @@ class RetrievalEngine:
                                         f"the index with `profashion index --checkpoint {ckpt} --overwrite`")
             model = load_model(ckpt, device=self.device)
         model.eval()
+        cache = index.root / "accel"
+        if not os.access(index.root, os.W_OK):
+            cache = None
+        model = Embedder(model, backend, cache_dir=cache, fingerprint=index.manifest["checkpoint"]["fingerprint"])
         if model.num_attributes != index.schema.num_attributes:
             raise GalleryIndexError(f"model {name!r} knows {model.num_attributes} attributes, its index "
                                     f"{index.schema.num_attributes}")
@@ -148,7 +154,7 @@ class RetrievalEngine:
         e = self.entry(name)
         a = self._attribute(e.index, attribute)
         img = self.load_query(image)
-        x = e.model.preprocess.to_tensor(img)[None].to(next(e.model.parameters()).device)
+        x = e.model.preprocess.to_tensor(img)[None].to(e.model.device)
         return e.model.embed(x, torch.tensor([a])).float().cpu().numpy()[0]
 
     def search(self, name: str, image, attribute: str | int, k: int = 5, exclude: Sequence[int] = (),

@@ -146,7 +146,7 @@ def faiss_description(kind: str, storage: str, n: int) -> tuple[str, dict]:
     if kind == "flat":
         return code, {}
     if kind == "hnsw":
-        return ("HNSW32" if storage == "fp32" else f"HNSW32_{code}"), {"efSearch": 64}
+        return ("HNSW32" if storage == "fp32" else f"HNSW32_{code}"), {"efSearch": 128}
     nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
     return f"IVF{nlist},{code}", {"nprobe": max(1, min(nlist, max(8, nlist // 8)))}
 

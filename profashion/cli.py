@@ -1,4 +1,4 @@
-"""The ``profashion`` command: generate | import-csv | train | eval | localise | index | search | models.
+"""The ``profashion`` command: generate | import-csv | train | eval | localise | index | search | project | models.
 
 Every command fails with one line ``error: ...`` (exit status 2) on bad input, never a traceback.
 """
@@ -172,6 +172,34 @@ def _cmd_search(args) -> int:
     return 0 if all(r.error is None for r in results.values()) else 2
 
 
+def _cmd_project(args) -> int:
+    from profashion.data.splits import atomic_write_text
+    from profashion.retrieval.index import GalleryIndex
+    from profashion.retrieval.projection import attribute_projection
+
+    ix = GalleryIndex.load(args.index)
+    names = [ix.schema.names[ix.schema.attribute_index(a.strip())] for a in args.attribute.split(",")] \
+        if args.attribute else list(ix.schema.names)
+    print(f"{ix.model_name} on {ix.manifest['dataset']['name']} ({len(ix)} images), {args.method} seed {args.seed}")
+    print(f"{'attribute':24s} {'points':>6s} {'kNN acc %':>9s} {'chance %':>8s} {'silhouette':>10s}  cached")
+    payload = {}
+    for name in names:
+        t0 = time.perf_counter()
+        p = attribute_projection(ix, name, args.method, seed=args.seed, max_points=args.max_points)
+        sil = "-" if p.silhouette is None else f"{p.silhouette:.3f}"
+        knn = "-" if p.knn_accuracy is None else f"{p.knn_accuracy:.1f}"
+        chance = "-" if p.chance is None else f"{p.chance:.1f}"
+        print(f"{name:24s} {len(p.items):6d} {knn:>9s} {chance:>8s} {sil:>10s}  "
+              f"{'yes' if p.cached else f'no ({time.perf_counter() - t0:.1f}s)'}")
+        payload[name] = {"items": p.items.tolist(), "xy": p.xy.round(4).tolist(),
+                         "values": [p.value_names[v] for v in p.values], "knn_accuracy": p.knn_accuracy,
+                         "chance": p.chance, "silhouette": p.silhouette}
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps({"index": str(args.index), "method": args.method,
+                                                       "attributes": payload}) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="profashion", description="Attribute-specific fashion retrieval, made visible.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -280,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--backend", default="auto", choices=["auto", "fp32", "bf16", "onnx"])
     se.add_argument("--json", help="write the results as JSON here")
     se.set_defaults(func=_cmd_search)
+
+    pr = sub.add_parser("project", help="2-D t-SNE/UMAP of each attribute space of an index, and how "
+                                         "well each separates its values")
+    pr.add_argument("--index", required=True)
+    pr.add_argument("--attribute", default=None, help="comma-separated attributes (default: all)")
+    pr.add_argument("--method", default="tsne", choices=["tsne", "umap"])
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--max-points", type=int, default=1000)
+    pr.add_argument("--json", help="write the coordinates and scores as JSON here")
+    pr.set_defaults(func=_cmd_project)
 
     m = sub.add_parser("models", help="list the models and their presets")
     m.set_defaults(func=_cmd_models)

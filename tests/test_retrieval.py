@@ -291,3 +291,17 @@ def test_onnx_runtime_backend_matches_pytorch(tiny_synth, ckpts, asen_index, tmp
     assert bf.backend == "bf16" and torch.allclose(bf.embed_all(x), model.embed_all(x), atol=2e-2)
     with pytest.raises(ValueError, match="unknown inference backend"):
         Embedder(model, "tpu")
+
+
+def test_project_command(asen_index, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "ix"
+    shutil.copytree(asen_index, root)
+    out = tmp_path / "p.json"
+    assert main(["project", "--index", str(root), "--attribute", "colour,texture", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "kNN acc %" in text and "colour" in text and "texture" in text
+    res = json.loads(out.read_text())["attributes"]
+    assert set(res) == {"colour", "texture"} and len(res["colour"]["xy"]) == len(res["colour"]["items"])
+    assert main(["project", "--index", str(root), "--attribute", "hat"]) == 2

@@ -126,6 +126,8 @@ class Embedder:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or torch.get_num_threads()
         so.log_severity_level = 3
+        # no busy-waiting between runs: the decoding threads of the gallery pipeline need those cores
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         # trust the graph only if it computes what the model computes
         x = torch.randn(3, 3, s, s, generator=torch.Generator().manual_seed(0))

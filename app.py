@@ -1,7 +1,15 @@
 """ProFashion Explorer: the app entry point (`make demo`, Hugging Face Spaces).
 
-The Gradio app itself (Retrieve / Explore / Embeddings / Fine-tune / Results tabs) is being built;
-until it lands this entry point checks that the library is installed and tells you what already works.
+Builds the catalog of the embedded default (a synthetic gallery generated into the cache folder, and
+every checkpoint under `checkpoints/`) and launches the Gradio app. Environment:
+
+- `PORT`: the port to listen on (default 7860);
+- `PROFASHION_CHECKPOINTS`: the checkpoints folder (default `checkpoints/` beside this file);
+- `PROFASHION_CACHE`: where the gallery, its indexes and projections are cached (default
+  `~/.cache/profashion`).
+
+On Hugging Face Spaces (`SPACE_ID` set) it listens on 0.0.0.0, elsewhere on 127.0.0.1 unless
+`GRADIO_SERVER_NAME` says otherwise.
 """
 
 from __future__ import annotations
@@ -9,19 +17,23 @@ from __future__ import annotations
 import os
 import sys
 
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 def main() -> int:
-    import profashion
+    from profashion.ui import Catalog, build_demo, launch_kwargs
 
-    port = os.environ.get("PORT", "7860")
-    print(f"ProFashion Explorer {profashion.__version__}: the library is installed; models: "
-          f"{', '.join(profashion.available_models())}.")
-    print(f"The Gradio app (port {port}) is not built yet. What works today, from this folder:")
-    print("  .venv/bin/profashion generate synth --out data/synth          # synthetic garments + masks")
-    print("  .venv/bin/profashion train --model asen --dataset data/synth --out runs/asen")
-    print("  .venv/bin/profashion eval --dataset data/synth --checkpoint runs/asen/best")
-    print("  .venv/bin/profashion eval --dataset ../shared/data/asen-splits/FashionAI --embeddings random")
-    print("See README.md for the measured results.")
+    catalog = Catalog().load(log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if catalog.models:
+        print(f"models: {', '.join(catalog.models)}", file=sys.stderr, flush=True)
+    else:
+        print(catalog.empty_message(), file=sys.stderr, flush=True)
+    for entry in catalog.skipped:
+        print(f"skipped: {entry.error}", file=sys.stderr, flush=True)
+    demo = build_demo(catalog)
+    host = "0.0.0.0" if os.environ.get("SPACE_ID") else os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    demo.launch(server_name=host, server_port=int(os.environ.get("PORT", 7860)), **launch_kwargs(catalog))
     return 0
 
 

@@ -1,0 +1,376 @@
+"""Pure picture functions for a model's ``explain`` maps; numpy/PIL in, uint8 RGB arrays out.
+
+``model.explain(x, a)`` returns a dict whose entries differ per method (ASEN's attention, CCA's
+per-head cross-attention, ProFashion's correlation map, OT map and plan, superpixels, ...). Nothing
+here knows a model by name: :func:`classify_maps` sorts the entries by what they ARE:
+
+- a 2-D float array shaped like the image (same aspect ratio, at most its size): a spatial **map**,
+  drawn as a colour overlay and scored for localisation;
+- a 3-D float array of such maps (e.g. one per attention head): **maps**, drawn as a montage;
+- a 2-D integer array shaped like the image: a **segmentation** (superpixel labels), drawn as
+  boundaries; a list of ``(segment id, weight)`` pairs beside it marks the **selected** segments;
+- any other 2-D (or 1-D) float array, or one whose key names a plan: a **matrix** (e.g. a transport
+  plan), drawn with ``imshow``; rows are labelled with the attribute names when there is one row per
+  attribute, and the queried attribute's row is marked;
+- four increasing numbers ``(y0, x0, y1, x1)``: a **box** drawn on the image;
+- scalars: kept as numbers; anything else is ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+DISPLAY = 192  # pixels of one panel's image side in a strip
+TITLE_H = 22
+
+
+@dataclasses.dataclass
+class Panel:
+    key: str
+    kind: str  # map | maps | segments | matrix | box
+    data: object
+    selection: list[tuple[int, float]] | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Conversions
+
+
+def to_numpy(value) -> np.ndarray | None:
+    """A torch tensor or array-like as a numpy array (None for what is not numeric)."""
+    if hasattr(value, "detach"):
+        value = value.detach().float().cpu().numpy() if value.dtype.is_floating_point else value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError):
+        return None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        return None
+    return arr
+
+
+def as_rgb(image) -> np.ndarray:
+    """(H, W, 3) uint8 from a PIL image or an array (gray, RGB, RGBA; float in [0, 1] or 0-255)."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"an image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+    arr = arr[..., :3]
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255)
+    return np.ascontiguousarray(arr.astype(np.uint8))
+
+
+def resize_map(m: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """A 2-D map resized to ``shape`` (bilinear, or nearest to keep a coarse grid visible)."""
+    m = np.asarray(m, dtype=np.float32)
+    if m.shape == tuple(shape):
+        return m
+    img = Image.fromarray(m, "F").resize((shape[1], shape[0]), Image.NEAREST if nearest else Image.BILINEAR)
+    return np.asarray(img, dtype=np.float32)
+
+
+def normalise01(m: np.ndarray) -> np.ndarray:
+    m = np.nan_to_num(np.asarray(m, dtype=np.float32))
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi - lo > 1e-12 else np.zeros_like(m)
+
+
+def _upscale(rgb: np.ndarray, side: int = DISPLAY) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    s = side / max(h, w)
+    if abs(s - 1.0) < 1e-6:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((max(1, round(w * s)), max(1, round(h * s))), Image.NEAREST))
+
+
+# --------------------------------------------------------------------------------------------------
+# Single pictures
+
+
+def heatmap_overlay(image, heatmap, alpha: float = 0.5, cmap: str = "jet", nearest: bool = False) -> np.ndarray:
+    """The image with a (min-max normalised) map blended on top through a matplotlib colormap."""
+    import matplotlib
+
+    rgb = as_rgb(image)
+    m = normalise01(resize_map(to_numpy(heatmap), rgb.shape[:2], nearest=nearest))
+    colour = matplotlib.colormaps[cmap](m)[..., :3] * 255.0
+    out = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colour
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _labels_at(labels, shape: tuple[int, int]) -> np.ndarray:
+    lab = np.asarray(to_numpy(labels)).astype(np.int32)
+    if lab.shape != tuple(shape):
+        lab = np.asarray(Image.fromarray(lab, "I").resize((shape[1], shape[0]), Image.NEAREST)).astype(np.int32)
+    return lab
+
+
+def segmentation_overlay(image, labels, selected: Sequence[int] | None = None,
+                         colour=(255, 235, 0), dim: float = 0.3) -> np.ndarray:
+    """Segment boundaries drawn on the image; with ``selected``, the other segments are darkened."""
+    from skimage.segmentation import find_boundaries
+
+    rgb = as_rgb(image).astype(np.float32)
+    lab = _labels_at(labels, rgb.shape[:2])
+    if selected is not None:
+        keep = np.isin(lab, np.asarray(list(selected), dtype=np.int32))
+        rgb[~keep] *= dim
+    edges = find_boundaries(lab, mode="inner")
+    rgb[edges] = colour
+    return rgb.astype(np.uint8)
+
+
+def mask_outline(image, mask, colour=(0, 255, 0), width: int = 1) -> np.ndarray:
+    """The outline of a boolean mask (the ground-truth attribute region) drawn on the image."""
+    from scipy.ndimage import binary_dilation
+    from skimage.segmentation import find_boundaries
+
+    rgb = as_rgb(image).copy()
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != rgb.shape[:2]:
+        m = resize_map(m.astype(np.float32), rgb.shape[:2], nearest=True) > 0.5
+    edges = find_boundaries(m, mode="inner")
+    if width > 1:
+        edges = binary_dilation(edges, iterations=width - 1)
+    rgb[edges] = colour
+    return rgb
+
+
+def box_overlay(image, box: Sequence[float], colour=(255, 0, 255)) -> np.ndarray:
+    """A (y0, x0, y1, x1) box, in the image's pixels, drawn on it."""
+    img = Image.fromarray(as_rgb(image))
+    y0, x0, y1, x1 = (float(v) for v in box)
+    ImageDraw.Draw(img).rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=2)
+    return np.asarray(img)
+
+
+def matrix_image(matrix, title: str = "", row_labels: Sequence[str] | None = None,
+                 highlight_row: int | None = None, xlabel: str = "column", ylabel: str = "row",
+                 size: tuple[float, float] = (4.0, 3.0)) -> np.ndarray:
+    """A matrix (e.g. a transport plan) drawn with imshow and a colour bar, as an RGB array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m = np.atleast_2d(np.asarray(to_numpy(matrix), dtype=np.float32))
+    fig = Figure(figsize=size, dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(111)
+    im = ax.imshow(m, aspect="auto", cmap="viridis", interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    if row_labels is not None and len(row_labels) == m.shape[0]:
+        ax.set_yticks(range(m.shape[0]))
+        ax.set_yticklabels(list(row_labels), fontsize=6)
+    else:
+        ax.set_ylabel(ylabel, fontsize=8)
+    if highlight_row is not None and 0 <= highlight_row < m.shape[0] and m.shape[0] > 1:
+        ax.axhline(highlight_row - 0.5, color="red", lw=2)
+        ax.axhline(highlight_row + 0.5, color="red", lw=2)
+    ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def hit_thumbnail(image, match: bool | None, side: int = 128, border: int = 6) -> np.ndarray:
+    """A retrieved image with a green (hit), red (miss) or grey (unknown) frame."""
+    colour = {True: (22, 163, 74), False: (220, 38, 38), None: (148, 163, 184)}[match]
+    img = Image.fromarray(as_rgb(image))
+    img.thumbnail((side - 2 * border, side - 2 * border), Image.BILINEAR)
+    frame = Image.new("RGB", (img.width + 2 * border, img.height + 2 * border), colour)
+    frame.paste(img, (border, border))
+    return np.asarray(frame)
+
+
+# --------------------------------------------------------------------------------------------------
+# A model's explain dict, generically
+
+
+def _spatial(shape: tuple[int, int], image_hw: tuple[int, int]) -> bool:
+    h, w = shape
+    H, W = image_hw
+    return 2 <= min(h, w) and h <= H and w <= W and abs(h / w - H / W) <= 0.15 * (H / W)
+
+
+def _selection(value) -> list[tuple[int, float]] | None:
+    if not isinstance(value, (list, tuple)) or not value:
+        return None
+    out = []
+    for item in value:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            return None
+        i, w = item
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not isinstance(w, (int, float, np.number)):
+            return None
+        out.append((int(i), float(w)))
+    return out
+
+
+def _box(value) -> tuple[float, ...] | None:
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in value):
+        return None
+    y0, x0, y1, x1 = (float(v) for v in value)
+    return (y0, x0, y1, x1) if y1 > y0 and x1 > x0 else None
+
+
+def classify_maps(maps: dict, image_hw: tuple[int, int]) -> tuple[list[Panel], dict[str, float]]:
+    """Sort an ``explain`` dict into drawable panels (heatmap first) and plain numbers."""
+    panels: list[Panel] = []
+    numbers: dict[str, float] = {}
+    selections: list[list[tuple[int, float]]] = []
+    for key, value in maps.items():
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            numbers[key] = float(value)
+            continue
+        sel = _selection(value)
+        if sel is not None:
+            selections.append(sel)
+            continue
+        box = _box(value)
+        if box is not None and "size" not in key:
+            panels.append(Panel(key, "box", box))
+            continue
+        if isinstance(value, (list, tuple)) and not hasattr(value, "shape"):
+            continue  # sizes and other tuples: nothing to draw
+        arr = to_numpy(value)
+        if arr is None or arr.size < 2:
+            continue
+        if arr.ndim == 2 and (np.issubdtype(arr.dtype, np.integer)) and _spatial(arr.shape, image_hw):
+            panels.append(Panel(key, "segments", arr))
+        elif arr.ndim == 2 and "plan" not in key.lower() and _spatial(arr.shape, image_hw):
+            panels.append(Panel(key, "map", arr.astype(np.float32)))
+        elif arr.ndim == 3 and _spatial(arr.shape[1:], image_hw) and arr.shape[0] <= 64:
+            panels.append(Panel(key, "maps", arr.astype(np.float32)))
+        elif arr.ndim in (1, 2) and np.isfinite(arr.astype(np.float64)).all():
+            panels.append(Panel(key, "matrix", np.atleast_2d(arr.astype(np.float32))))
+    segs = [p for p in panels if p.kind == "segments"]
+    if len(segs) == 1 and len(selections) == 1:
+        segs[0].selection = selections[0]
+    panels.sort(key=lambda p: p.key != "heatmap")
+    return panels, numbers
+
+
+@dataclasses.dataclass
+class RenderedPanel:
+    title: str
+    image: np.ndarray  # uint8 RGB
+    key: str
+    kind: str
+    localisation: float | None = None  # percent of the map's mass in the ground-truth mask
+    pointing: bool | None = None
+
+
+def _montage(tiles: list[np.ndarray], cols: int) -> np.ndarray:
+    h, w = tiles[0].shape[:2]
+    rows = (len(tiles) + cols - 1) // cols
+    out = np.full((rows * h + (rows - 1) * 2, cols * w + (cols - 1) * 2, 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = t
+    return out
+
+
+def explain_panels(image, maps: dict, mask: np.ndarray | None = None, attribute: int | None = None,
+                   attribute_names: Sequence[str] | None = None) -> tuple[list[RenderedPanel], dict[str, float]]:
+    """Every drawable entry of ``maps`` as a picture of the (model-input-sized) ``image``.
+
+    With a ground-truth ``mask`` (same size as the image), each spatial map gets its localisation score
+    and pointing-game hit, and the first panel is the image with the mask's outline.
+    """
+    from profashion.evaluation.localisation import localisation_score, pointing_hit
+
+    small = as_rgb(image)
+    hw = small.shape[:2]
+    panels, numbers = classify_maps(maps, hw)
+    # drawn at display size (boundaries and outlines one display pixel wide); scored at the model's size
+    rgb = _upscale(small, max(DISPLAY, max(hw)))
+    scale = rgb.shape[0] / hw[0]
+    big_mask = None
+    if mask is not None and np.asarray(mask).any():
+        big_mask = resize_map(np.asarray(mask, np.float32), rgb.shape[:2], nearest=True) > 0.5
+        share = 100.0 * float(np.asarray(mask, bool).mean())
+        out = [RenderedPanel(f"ground truth ({share:.0f}% of image)", mask_outline(rgb, big_mask, width=2),
+                             "ground_truth", "mask")]
+    else:
+        out = [RenderedPanel("input", rgb, "input", "image")]
+    for p in panels:
+        if p.kind == "map":
+            coarse = p.data.shape != hw
+            score = hit = None
+            title = p.key + (f" ({p.data.shape[0]}x{p.data.shape[1]})" if coarse else "")
+            if mask is not None and np.asarray(mask).any() and np.isfinite(p.data).all():
+                score = localisation_score(p.data, mask)
+                hit = pointing_hit(p.data, mask)
+                title += f": {score:.0f}% in mask"
+            out.append(RenderedPanel(title, heatmap_overlay(rgb, p.data, nearest=coarse), p.key, p.kind, score, hit))
+        elif p.kind == "maps":
+            tiles = [heatmap_overlay(rgb, m, nearest=m.shape != hw) for m in p.data[:16]]
+            cols = int(np.ceil(np.sqrt(len(tiles))))
+            out.append(RenderedPanel(f"{p.key} ({len(p.data)})", _montage(tiles, cols), p.key, p.kind))
+        elif p.kind == "segments":
+            n = len(np.unique(p.data))
+            out.append(RenderedPanel(f"{p.key} ({n})", segmentation_overlay(rgb, p.data), p.key, p.kind))
+            if p.selection is not None:
+                ids = [i for i, _ in p.selection]
+                out.append(RenderedPanel(f"selected {p.key} ({len(ids)})",
+                                         segmentation_overlay(rgb, p.data, selected=ids), p.key, "selection"))
+        elif p.kind == "box":
+            out.append(RenderedPanel(p.key, box_overlay(rgb, [v * scale for v in p.data]), p.key, p.kind))
+        elif p.kind == "matrix":
+            rows = attribute_names if attribute_names is not None and len(attribute_names) == p.data.shape[0] else None
+            img = matrix_image(p.data, f"{p.key} {p.data.shape[0]}x{p.data.shape[1]}", row_labels=rows,
+                               highlight_row=attribute if rows is not None else None)
+            out.append(RenderedPanel(p.key, img, p.key, p.kind))
+    return out, numbers
+
+
+def _font(size: int = 12):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def strip(panels: Sequence[RenderedPanel], title: str = "", per_row: int = 5, side: int = DISPLAY) -> np.ndarray:
+    """The panels side by side (wrapped after ``per_row``), each titled, with an optional header line."""
+    tiles = []
+    font = _font(12)
+    for p in panels:
+        img = p.image if p.kind in ("matrix", "maps") else _upscale(p.image, side)
+        im = Image.fromarray(img)
+        if im.height > side or im.width > side * 1.4:
+            im.thumbnail((int(side * 1.4) if p.kind == "matrix" else side, side), Image.BILINEAR)
+        tile = Image.new("RGB", (max(im.width, side), im.height + TITLE_H), "white")
+        tile.paste(im, ((tile.width - im.width) // 2, TITLE_H))
+        ImageDraw.Draw(tile).text((4, 4), p.title[:40], fill=(20, 20, 20), font=font)
+        tiles.append(tile)
+    if not tiles:
+        tiles = [Image.new("RGB", (side, side + TITLE_H), "white")]
+    rows = [tiles[i:i + per_row] for i in range(0, len(tiles), per_row)]
+    gap = 6
+    width = max(sum(t.width for t in r) + gap * (len(r) - 1) for r in rows)
+    head = 26 if title else 0
+    height = head + sum(max(t.height for t in r) for r in rows) + gap * (len(rows) - 1)
+    canvas = Image.new("RGB", (width, height), "white")
+    if title:
+        ImageDraw.Draw(canvas).text((4, 5), title, fill=(0, 0, 0), font=_font(15))
+    y = head
+    for r in rows:
+        x = 0
+        for t in r:
+            canvas.paste(t, (x, y))
+            x += t.width + gap
+        y += max(t.height for t in r) + gap
+    return np.asarray(canvas)

@@ -1,0 +1,455 @@
+"""The app's model catalog (no Gradio here): the embedded gallery, the checkpoints found, their indexes.
+
+``Catalog(checkpoints_root, cache_root).load()``
+
+1. generates the embedded gallery, a synthetic garment dataset, deterministically into the cache
+   folder (``gallery-v<GENERATOR_VERSION>-s<seed>-<size>px-<train>-<valid>-<test>``), once; its test
+   split is the gallery;
+2. discovers the models: every sub-folder of the checkpoints root holding ``config.json`` and
+   ``model.safetensors`` is a model, named by its folder; a new folder is a new model, no UI change;
+3. per model, builds (once, cached in ``indexes/<name>-<checkpoint fp>-<dataset fp>``) and loads a
+   gallery index, and serves it from one :class:`RetrievalEngine`. A checkpoint that cannot serve the
+   gallery (other attributes, corrupt files) is listed in ``skipped`` with the reason; the others load.
+
+Everything the tabs compute goes through here: search, explain maps with the ground-truth region,
+projections, nearest neighbours, the measured mAP (cached per checkpoint) and the published numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from profashion.data.images import ImageError, load_image
+from profashion.data.splits import DatasetError, SplitDataset, atomic_write_text, load_dataset
+from profashion.retrieval.index import (
+    GalleryIndex,
+    GalleryIndexError,
+    build_index,
+    checkpoint_fingerprint,
+    dataset_fingerprint,
+)
+from profashion.retrieval.search import QueryError, RetrievalEngine, SearchResult
+
+REPO = Path(__file__).resolve().parents[2]
+ENV_CHECKPOINTS = "PROFASHION_CHECKPOINTS"
+ENV_CACHE = "PROFASHION_CACHE"
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+GALLERY_SPLIT = "test"
+
+# Registered method -> its row in retrieval_map.PUBLISHED (PROTOCOL.md). A method without a row simply
+# shows no published number.
+PUBLISHED_NAME = {
+    "triplet": "Triplet network", "csn": "CSN", "asen": "ASEN", "tf-csn": "TF-CSN (ViT)",
+    "tf-asen": "TF-ASEN (ViT)", "cca1": "CCA Type-1", "cca2": "CCA Type-2", "profashion": "ProFashion",
+}
+
+EXAMPLE_ATTRIBUTES = ("skirt_length", "sleeve_length", "pant_length", "coat_length", "neckline_design",
+                      "collar_design", "lapel_design", "neck_design")
+
+
+def default_checkpoints_root() -> Path:
+    return Path(os.environ.get(ENV_CHECKPOINTS) or REPO / "checkpoints")
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "profashion"
+
+
+@dataclasses.dataclass(frozen=True)
+class GallerySpec:
+    """The embedded synthetic gallery: image counts per split, image size, seed."""
+
+    n_train: int = 16
+    n_valid: int = 16
+    n_test: int = 400
+    size: int = 112
+    seed: int = 12345
+
+    def folder_name(self) -> str:
+        from profashion.data.synth import GENERATOR_VERSION
+
+        return f"gallery-v{GENERATOR_VERSION}-s{self.seed}-{self.size}px-{self.n_train}-{self.n_valid}-{self.n_test}"
+
+
+@dataclasses.dataclass
+class ModelEntry:
+    """One discovered checkpoint folder, loaded or not (``error`` says why not)."""
+
+    name: str
+    checkpoint: Path
+    config: dict
+    fingerprint: str = ""
+    index_dir: Path | None = None
+    error: str | None = None
+    load_seconds: float = 0.0
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("model", "?"))
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name == self.method else f"{self.name} ({self.method})"
+
+    @property
+    def published_name(self) -> str | None:
+        return PUBLISHED_NAME.get(self.method)
+
+    def describe(self) -> str:
+        """One line: method, preset, backbone, input size, training data and best validation score."""
+        c = self.config.get("config", {})
+        parts = [f"method {self.method}"]
+        if c.get("preset"):
+            parts.append(f"preset {c['preset']}")
+        if c.get("backbone"):
+            parts.append(f"backbone {c['backbone']}")
+        if c.get("image_size"):
+            parts.append(f"{c['image_size']} px")
+        ds = self.config.get("dataset") or {}
+        if isinstance(ds, dict) and ds.get("name"):
+            parts.append(f"trained on {ds['name']}")
+        tr = self.config.get("trainer") or {}
+        if isinstance(tr, dict) and tr.get("epoch") is not None:
+            parts.append(f"epoch {int(tr['epoch']) + 1}")
+            if isinstance(tr.get("best"), (int, float)):
+                parts.append(f"best valid mAP {tr['best']:.2f}")
+        return ", ".join(parts)
+
+
+@dataclasses.dataclass
+class Explained:
+    """One model's maps for one image and attribute, as pictures, with localisation scores."""
+
+    model: str
+    panels: list  # explain.render.RenderedPanel
+    numbers: dict[str, float]
+    mask_share: float | None  # percent of the image inside the ground-truth region (None: no mask)
+    note: str = ""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Catalog:
+    """The embedded gallery, the discovered models and everything the app asks of them."""
+
+    def __init__(self, checkpoints_root: str | os.PathLike | None = None, cache_root: str | os.PathLike | None = None,
+                 gallery: GallerySpec = GallerySpec(), backend: str = "fp32", max_points: int = 400,
+                 device: str = "cpu"):
+        self.checkpoints_root = Path(checkpoints_root) if checkpoints_root is not None else default_checkpoints_root()
+        self.cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
+        self.spec = gallery
+        self.backend = backend
+        self.max_points = max_points
+        self.engine = RetrievalEngine(device)
+        self.models: dict[str, ModelEntry] = {}
+        self.skipped: list[ModelEntry] = []
+        self.dataset: SplitDataset | None = None
+        self.examples: list[tuple[int, str, str]] = []  # (item, path, caption)
+        self._by_hash: dict[str, int] | None = None
+        self._lock = threading.Lock()
+        self._results: dict[str, dict] = {}
+
+    # -- loading ---------------------------------------------------------------------------------------
+    @property
+    def gallery_root(self) -> Path:
+        return self.cache_root / self.spec.folder_name()
+
+    def load(self, log=None) -> Catalog:
+        """Generate (or reuse) the gallery, discover checkpoints, build or load their indexes."""
+        log = log or (lambda msg: None)
+        self.dataset = self._ensure_gallery(log)
+        self.examples = self._pick_examples()
+        for entry in self.discover():
+            self._add(entry, log)
+        return self
+
+    def _ensure_gallery(self, log) -> SplitDataset:
+        from profashion.data.synth import generate_synth
+
+        root = self.gallery_root
+        if not (root / "meta.json").is_file():
+            t0 = time.perf_counter()
+            s = self.spec
+            log(f"generating the embedded gallery ({s.n_train + s.n_valid + s.n_test} synthetic images) in {root}")
+            try:
+                generate_synth(root, s.n_train, s.n_valid, s.n_test, size=s.size, seed=s.seed)
+            except (DatasetError, OSError):
+                if not (root / "meta.json").is_file():  # not another process that finished first
+                    raise
+            log(f"gallery ready in {time.perf_counter() - t0:.1f} s")
+        return load_dataset(root)
+
+    def discover(self) -> list[ModelEntry]:
+        """Every sub-folder of the checkpoints root with config.json + model.safetensors, by name."""
+        from profashion.models.base import ModelError, read_checkpoint_config
+
+        out = []
+        root = self.checkpoints_root
+        if not root.is_dir():
+            return out
+        for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not ((d / "config.json").is_file() and (d / "model.safetensors").is_file()):
+                continue
+            try:
+                cfg = read_checkpoint_config(d)
+            except ModelError as exc:
+                out.append(ModelEntry(d.name, d, {}, error=str(exc)))
+                continue
+            out.append(ModelEntry(d.name, d, cfg))
+        return out
+
+    def _add(self, entry: ModelEntry, log) -> None:
+        from profashion.models.base import ModelError, load_model
+
+        if entry.error:
+            self.skipped.append(entry)
+            return
+        t0 = time.perf_counter()
+        ds = self.dataset
+        try:
+            entry.fingerprint = checkpoint_fingerprint(entry.checkpoint)
+            data_fp = dataset_fingerprint(ds, [GALLERY_SPLIT])
+            out = self.cache_root / "indexes" / f"{entry.name}-{entry.fingerprint[:12]}-{data_fp[:12]}"
+            index = None
+            if (out / "manifest.json").is_file():
+                try:
+                    index = GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=ds)
+                except GalleryIndexError:
+                    index = None  # damaged: build it again
+            if index is None:
+                log(f"indexing the gallery with {entry.name}")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                build_index(entry.checkpoint, ds, out, split=GALLERY_SPLIT, backend=self.backend, batch_size=64,
+                            overwrite=True)
+                index = GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=ds)
+            self.engine.add(entry.name, index, model=load_model(entry.checkpoint, device=self.engine.device),
+                            backend=self.backend)
+            entry.index_dir = out
+        except (GalleryIndexError, ModelError, DatasetError, RuntimeError, OSError, KeyError, TypeError) as exc:
+            entry.error = f"checkpoint {entry.name!r} cannot serve the gallery: {exc}"
+            self.skipped.append(entry)
+            log(entry.error)
+            return
+        entry.load_seconds = time.perf_counter() - t0
+        self.models[entry.name] = entry
+
+    def _pick_examples(self, n: int = 8) -> list[tuple[int, str, str]]:
+        """Gallery images, one per local attribute in turn, each showing that attribute (lowest ids)."""
+        ds = self.dataset
+        schema = ds.schema
+        values = ds.split(GALLERY_SPLIT).known_values(schema.num_attributes)
+        chosen: list[tuple[int, str, str]] = []
+        names = [a for a in EXAMPLE_ATTRIBUTES if a in schema.names] or list(schema.names)
+        for name in (names * 2)[:n]:
+            a = schema.attribute_index(name)
+            taken = {c[0] for c in chosen}
+            for item in range(len(values)):
+                v = int(values[item, a])
+                if v > 0 and item not in taken:
+                    path = str(ds.image_path(GALLERY_SPLIT, item))
+                    chosen.append((item, path, f"#{item} {name}: {schema.values[a][v]}"))
+                    break
+        return chosen
+
+    # -- what the UI lists -------------------------------------------------------------------------------
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.dataset.schema.names) if self.dataset is not None else []
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    def empty_message(self) -> str | None:
+        """Why no model can be shown and what to do, or None when at least one is loaded."""
+        if self.models:
+            return None
+        msg = (f"No trained model checkpoint was found in `{self.checkpoints_root}`. Run `make checkpoints` to "
+               "train every implemented model with the documented presets (or copy a checkpoint folder holding "
+               "`config.json` and `model.safetensors` there), then restart the app.")
+        if self.skipped:
+            msg += " Checkpoints found but not usable: " + "; ".join(e.error or e.name for e in self.skipped)
+        return msg
+
+    def check_models(self, names) -> list[str]:
+        if not self.models:
+            raise QueryError(self.empty_message())
+        names = [n for n in (names or []) if n]
+        if not names:
+            raise QueryError("no model selected: tick at least one model")
+        unknown = [n for n in names if n not in self.models]
+        if unknown:
+            raise QueryError(f"unknown model {unknown[0]!r}; loaded models: {', '.join(self.models)}")
+        return names
+
+    def attribute_index(self, attribute) -> int:
+        if attribute is None or attribute == "":
+            raise QueryError("no attribute chosen: pick one from the list")
+        try:
+            return self.dataset.schema.attribute_index(attribute)
+        except DatasetError as exc:
+            raise QueryError(str(exc)) from None
+
+    def item_path(self, item: int) -> str:
+        return str(self.dataset.image_path(GALLERY_SPLIT, int(item)))
+
+    def item_values(self, item: int) -> dict[str, str]:
+        schema = self.dataset.schema
+        vals = self.dataset.split(GALLERY_SPLIT).known_values(schema.num_attributes)[int(item)]
+        return {schema.names[a]: schema.values[a][int(v)] for a, v in enumerate(vals) if v >= 0}
+
+    @property
+    def num_items(self) -> int:
+        return self.dataset.split(GALLERY_SPLIT).num_images if self.dataset is not None else 0
+
+    # -- queries -----------------------------------------------------------------------------------------
+    def check_query(self, path) -> Path:
+        """The query file, refused with one clear sentence when missing, too big or not an image."""
+        if path is None or path == "":
+            raise QueryError("no query image: upload an image or click one of the examples")
+        p = Path(path)
+        if not p.is_file():
+            raise QueryError(f"the query image {p.name} is no longer available; upload it again")
+        size = p.stat().st_size
+        if size > MAX_UPLOAD_BYTES:
+            raise QueryError(f"the upload is {size / 2**20:.1f} MB, more than the {MAX_UPLOAD_BYTES // 2**20} MB "
+                             "we accept; resize it and try again")
+        try:
+            load_image(p)
+        except ImageError as exc:
+            raise QueryError(str(exc).replace(str(p), "the upload")) from None
+        return p
+
+    def identify(self, path) -> int | None:
+        """The gallery item a query file is (same path or same bytes), else None."""
+        if path is None:
+            return None
+        p = Path(path)
+        try:
+            rp = p.resolve()
+            root = (self.gallery_root / "images" / GALLERY_SPLIT).resolve()
+            if rp.parent == root:
+                stem = rp.stem
+                if stem.isdigit() and int(stem) < self.num_items and str(self.dataset.image_path(
+                        GALLERY_SPLIT, int(stem)).resolve()) == str(rp):
+                    return int(stem)
+            if not p.is_file() or p.stat().st_size > MAX_UPLOAD_BYTES:
+                return None
+            with self._lock:
+                if self._by_hash is None:
+                    self._by_hash = {_sha256(Path(self.item_path(i))): i for i in range(self.num_items)}
+            return self._by_hash.get(_sha256(p))
+        except OSError:
+            return None
+
+    def query_value(self, item: int | None, a: int) -> str | None:
+        if item is None:
+            return None
+        v = int(self.dataset.split(GALLERY_SPLIT).known_values(self.dataset.schema.num_attributes)[item, a])
+        return self.dataset.schema.values[a][v] if v >= 0 else None
+
+    def search(self, path, attribute, names, k: int = 5) -> tuple[dict[str, SearchResult], int | None]:
+        """Top-``k`` of each named model for the query file; the query's own gallery item is left out."""
+        names = self.check_models(names)
+        a = self.attribute_index(attribute)
+        p = self.check_query(path)
+        item = self.identify(p)
+        results = self.engine.search_all(str(p), a, k=k, names=names, exclude=[item] if item is not None else (),
+                                         query_value=self.query_value(item, a), exclude_query=False)
+        return results, item
+
+    @torch.no_grad()
+    def explain(self, name: str, path, attribute, item: int | None = None) -> Explained:
+        """The model's ``explain`` maps for the query, drawn, with the ground-truth region when known."""
+        from profashion.data.synth import load_attribute_masks
+        from profashion.explain.render import explain_panels
+
+        a = self.attribute_index(attribute)
+        model = self.engine.model(name)
+        pre = model.preprocess
+        img = load_image(path)
+        maps = model.explain(pre.to_tensor(img).to(model.device), a)
+        shown = np.asarray(pre.geometry(img))
+        mask, share, note = None, None, ""
+        if item is not None and self.dataset.mask_path(GALLERY_SPLIT, item) is not None:
+            masks = load_attribute_masks(self.dataset.mask_path(GALLERY_SPLIT, item), self.dataset.schema.num_attributes)
+            m = pre.geometry_mask(masks[a])
+            if m.any():
+                mask, share = m, 100.0 * float(m.mean())
+            else:
+                note = f"{self.attributes[a]} is not visible in this image: there is no region to localise"
+        elif item is None:
+            note = "an uploaded image has no ground-truth region; pick a gallery example to see localisation scores"
+        panels, numbers = explain_panels(shown, maps, mask, a, self.attributes)
+        return Explained(name, panels, numbers, share, note)
+
+    def projection(self, name: str, attribute, method: str = "tsne"):
+        from profashion.retrieval.projection import METHODS, attribute_projection
+
+        if method not in METHODS:
+            raise QueryError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
+        a = self.attribute_index(attribute)
+        self.check_models([name])
+        return attribute_projection(self.engine.index(name), a, method=method, seed=0, max_points=self.max_points)
+
+    def neighbours(self, name: str, attribute, item: int, k: int = 5) -> list[tuple[int, float]]:
+        """The ``k`` nearest gallery items of ``item`` in the model's space of ``attribute`` (cosine)."""
+        a = self.attribute_index(attribute)
+        self.check_models([name])
+        if item is None or not (0 <= int(item) < self.num_items):
+            raise QueryError(f"item must be a gallery item id between 0 and {self.num_items - 1}")
+        index = self.engine.index(name)
+        vec = np.asarray(index.embeddings[int(item), a], dtype=np.float32)
+        scores, ids = index.search_vectors(vec[None], a, k, exclude=[int(item)])
+        return [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+
+    # -- results -----------------------------------------------------------------------------------------
+    def measured(self, name: str, compute: bool = True) -> dict | None:
+        """mAP (percent) per attribute and overall of ``name`` on the gallery dataset's test split
+        (PROTOCOL.md), cached per checkpoint and dataset; None when not computed and ``compute`` is False."""
+        from profashion.evaluation.evaluate import evaluate_model
+
+        self.check_models([name])
+        entry = self.models[name]
+        data_fp = dataset_fingerprint(self.dataset, [GALLERY_SPLIT])
+        key = f"{name}-{entry.fingerprint[:12]}-{data_fp[:12]}"
+        if key in self._results:
+            return self._results[key]
+        path = self.cache_root / "results" / f"{key}.json"
+        if path.is_file():
+            try:
+                res = json.loads(path.read_text())
+                self._results[key] = res
+                return res
+            except ValueError:
+                pass
+        if not compute:
+            return None
+        t0 = time.perf_counter()
+        model = self.engine.model(name).model
+        r = evaluate_model(model, self.dataset, split=GALLERY_SPLIT)
+        res = {**r.to_json(self.dataset.schema), "seconds": round(time.perf_counter() - t0, 2),
+               "dataset": self.dataset.name, "split": GALLERY_SPLIT}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(res, indent=2) + "\n")
+        self._results[key] = res
+        return res

@@ -1,0 +1,264 @@
+"""The Gradio app driven like a user through its API (gradio_client against a launched app)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from profashion.data.synth import SYNTH_SCHEMA
+from profashion.models.base import build_model, save_checkpoint
+
+pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from profashion.ui import Catalog, GallerySpec, build_demo, launch_kwargs  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("asen", "csn", "triplet")
+TINY_GALLERY = GallerySpec(n_train=0, n_valid=8, n_test=60, size=48, seed=1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    for name in MODELS:
+        save_checkpoint(build_model(name, "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), root / name,
+                        extra={"dataset": {"name": "synth"}})
+    (root / "not-a-model").mkdir()  # a folder without config.json + model.safetensors is not a model
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def catalog(ckpt_root, cache_root) -> Catalog:
+    return Catalog(ckpt_root, cache_root, gallery=TINY_GALLERY, max_points=60).load()
+
+
+def _launch(catalog):
+    demo = build_demo(catalog)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(catalog))
+    return demo, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def client(catalog):
+    demo, url = _launch(catalog)
+    try:
+        yield Client(url, verbose=False)
+    finally:
+        demo.close()
+
+
+def _rows(table) -> list[list]:
+    return table["data"] if isinstance(table, dict) else table
+
+
+def test_catalog_discovers_every_checkpoint_folder(catalog, ckpt_root):
+    assert catalog.names == sorted(MODELS)
+    assert not catalog.skipped
+    assert catalog.models["asen"].method == "asen" and "48 px" in catalog.models["asen"].describe()
+    assert len(catalog.examples) == 8 and len({e[0] for e in catalog.examples}) == 8
+    # the gallery is reused and the indexes are loaded from the cache the second time
+    again = Catalog(ckpt_root, catalog.cache_root, gallery=TINY_GALLERY).load()
+    assert again.names == catalog.names
+    assert all(again.models[n].index_dir == catalog.models[n].index_dir for n in MODELS)
+
+
+def test_every_compute_event_is_named_and_page_events_are_private(client):
+    info = client.view_api(print_info=False, return_format="dict")
+    assert set(info["named_endpoints"]) == {"/retrieve", "/explore", "/embeddings", "/neighbours", "/results"}
+    assert not info["unnamed_endpoints"]
+
+
+def test_retrieve_returns_the_top5_of_every_model(client, catalog):
+    item, path, _ = catalog.examples[0]
+    gallery, table, status = client.predict(handle_file(path), "colour", list(MODELS), api_name="/retrieve")
+    rows = _rows(table)
+    assert len(gallery) == 3 * 5 and len(rows) == 3 * 5
+    colour = SYNTH_SCHEMA.attribute_index("colour")
+    query_value = catalog.query_value(item, colour)
+    assert f"gallery item #{item}" in status and query_value in status  # an upload of a gallery image is recognised
+    for name in MODELS:
+        mine = [r for r in rows if r[0] == name]
+        assert [r[1] for r in mine] == [1, 2, 3, 4, 5]
+        scores = [r[2] for r in mine]
+        assert scores == sorted(scores, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in scores)
+        for r in mine:
+            assert r[3] in SYNTH_SCHEMA.values[colour]
+            assert r[4] == ("✓" if r[3] == query_value else "✗")
+            assert r[5] != item  # the query is not its own result
+    first = gallery[0]
+    assert first["caption"].startswith("asen #1")
+    with Image.open(first["image"]) as im:
+        assert im.size[0] > 40 and im.mode in ("RGB", "RGBA")
+
+
+def test_explore_draws_every_models_maps_with_localisation(client, catalog, tmp_path):
+    # an example chosen for a visible local attribute: its ground-truth region exists
+    item, path, caption = catalog.examples[0]
+    attribute = caption.split()[1].rstrip(":")
+    strips, table, md = client.predict(handle_file(path), attribute, list(MODELS), api_name="/explore")
+    assert len(strips) == 3 and [s["caption"] for s in strips] == sorted(MODELS)
+    for s in strips:
+        with Image.open(s["image"]) as im:
+            assert im.height >= 192 and im.width >= 3 * 192  # ground truth + heatmap + at least one more map
+    rows = _rows(table)
+    assert {r[0] for r in rows} == set(MODELS)
+    assert {r[1] for r in rows} >= {"heatmap"}
+    for r in rows:
+        assert 0.0 <= r[2] <= 100.0 and 0.0 < r[3] < 100.0 and r[4] in ("yes", "no")
+    assert "ground-truth region covers" in md
+    # an upload that is not a gallery image: the maps, but no region to score
+    upload = tmp_path / "mirrored.jpg"
+    with Image.open(path) as im:
+        im.transpose(Image.FLIP_LEFT_RIGHT).convert("RGB").save(upload, quality=90)
+    strips, table, md = client.predict(handle_file(str(upload)), attribute, ["asen"], api_name="/explore")
+    assert len(strips) == 1 and not _rows(table) and "no ground-truth region" in md
+
+
+def test_embeddings_projects_two_models_with_disentanglement_numbers(client, catalog):
+    plot_a, md_a, plot_b, md_b = client.predict("asen", "csn", "colour", "tsne", api_name="/embeddings")
+    for plot, md, name in ((plot_a, md_a, "asen"), (plot_b, md_b, "csn")):
+        assert name in md
+        knn, chance = (float(x) for x in re.search(r"kNN accuracy \*\*([\d.]+)%\*\* \(chance ([\d.]+)%\)", md).groups())
+        sil = float(re.search(r"silhouette \*\*(-?[\d.]+)\*\*", md).group(1))
+        assert 0 <= knn <= 100 and 0 < chance <= 100 and -1 <= sil <= 1
+        assert plot.startswith("<svg") and plot.count("<circle") == catalog.num_items  # every item knows its colour
+        items = {int(i) for i in re.findall(r'data-item="(\d+)"', plot)}
+        assert items == set(range(catalog.num_items))
+    # the second call is served from the projection cache
+    _, md_a2, _, _ = client.predict("asen", "csn", "colour", "tsne", api_name="/embeddings")
+    assert "(cached)" in md_a2
+    image, nn, md = client.predict("asen", "csn", "colour", 3, api_name="/neighbours")
+    assert Path(image).is_file() and len(nn) == 10 and "Item #3" in md
+
+
+def test_results_measures_map_beside_random(client):
+    table, md = client.predict(list(MODELS), api_name="/results")
+    rows = _rows(table)
+    assert [r[0] for r in rows] == [*MODELS, "random (seed 0)"]
+    for r in rows:
+        assert 0.0 <= r[-1] <= 100.0 and len(r) == 1 + SYNTH_SCHEMA.num_attributes + 1
+    assert "queries" in md
+
+
+def test_bad_requests_get_one_clear_message_and_the_app_keeps_serving(client, catalog, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is a text file, not a picture")
+    with pytest.raises(AppError, match="not an image we can read"):
+        client.predict(handle_file(str(fake)), "colour", list(MODELS), api_name="/retrieve")
+    huge = tmp_path / "huge.png"
+    Image.new("L", (9000, 8000)).save(huge, "PNG")
+    with pytest.raises(AppError, match="9000x8000 pixels"):
+        client.predict(handle_file(str(huge)), "colour", list(MODELS), api_name="/retrieve")
+    with pytest.raises(AppError, match="not an image we can read"):
+        client.predict(handle_file(str(fake)), "colour", list(MODELS), api_name="/explore")
+    path = catalog.examples[1][1]
+    with pytest.raises(AppError, match="(?i)no model selected"):
+        client.predict(handle_file(path), "colour", [], api_name="/retrieve")
+    with pytest.raises(AppError, match="hat"):
+        client.predict(handle_file(path), "hat", list(MODELS), api_name="/retrieve")
+    with pytest.raises(AppError, match="(?i)greater than maximum|item must be"):
+        client.predict("asen", "csn", "colour", 10_000, api_name="/neighbours")
+    gallery, _, _ = client.predict(handle_file(path), "colour", ["csn"], api_name="/retrieve")
+    assert len(gallery) == 5
+
+
+def test_an_app_without_checkpoints_starts_and_says_how_to_get_them(tmp_path, cache_root):
+    empty = Catalog(tmp_path / "checkpoints", cache_root, gallery=TINY_GALLERY).load()
+    assert empty.names == [] and "make checkpoints" in empty.empty_message()
+    demo, url = _launch(empty)
+    try:
+        config = json.loads(urllib.request.urlopen(url + "config", timeout=30).read())
+        assert "No trained model checkpoint was found" in json.dumps(config)
+        c = Client(url, verbose=False)
+        with pytest.raises(AppError, match="make checkpoints"):
+            c.predict(handle_file(empty.examples[0][1]), "colour", [], api_name="/retrieve")
+    finally:
+        demo.close()
+
+
+def test_app_py_listens_on_port(tmp_path, cache_root):
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "PROFASHION_CHECKPOINTS": str(tmp_path / "none"),
+           "PROFASHION_CACHE": str(tmp_path / "cache"), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env.pop("SPACE_ID", None)
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 150
+        info = None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                info = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=5).read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert info is not None, proc.stdout.read().decode(errors="replace") if proc.poll() is not None else "timeout"
+        assert {"/retrieve", "/explore", "/embeddings", "/results"} <= set(info["named_endpoints"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_explain_pictures_are_generic():
+    from profashion.explain.render import classify_maps, explain_panels
+
+    rng = np.random.default_rng(0)
+    maps = {
+        "heatmap": torch.rand(32, 32),
+        "attention_heads": torch.rand(4, 4, 4),
+        "ot_plan": torch.rand(10, 16),
+        "superpixels": torch.randint(0, 6, (32, 32), dtype=torch.int32),
+        "selected_superpixels": [(2, 0.7), (4, 0.2)],
+        "crop_box": (4, 4, 20, 24),
+        "prefix_attention": 0.25,
+        "feature_map_size": (4, 4),
+        "mask": torch.rand(64),
+    }
+    panels, numbers = classify_maps(maps, (32, 32))
+    kinds = {p.key: p.kind for p in panels}
+    assert kinds == {"heatmap": "map", "attention_heads": "maps", "ot_plan": "matrix", "superpixels": "segments",
+                     "crop_box": "box", "mask": "matrix"}
+    assert panels[0].key == "heatmap" and numbers == {"prefix_attention": 0.25}
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[8:16, 8:16] = True
+    rendered, _ = explain_panels(image, maps, mask, attribute=3, attribute_names=[f"a{i}" for i in range(10)])
+    assert [r.kind for r in rendered][:2] == ["mask", "map"]
+    assert any(r.kind == "selection" for r in rendered)
+    heat = next(r for r in rendered if r.key == "heatmap")
+    assert 0 <= heat.localisation <= 100 and heat.pointing in (True, False)
+    assert all(r.image.dtype == np.uint8 and r.image.ndim == 3 for r in rendered)
+    buf = io.BytesIO()
+    Image.fromarray(rendered[0].image).save(buf, "PNG")

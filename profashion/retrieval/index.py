@@ -377,6 +377,27 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
 # --------------------------------------------------------------------------------------------------
 # Loading and searching
 
+SINGLE_THREAD_BELOW = 16  # queries; see _search
+
+
+def _search(index, q: np.ndarray, k: int):
+    """faiss search; a handful of queries runs on one OpenMP thread.
+
+    Measured on the 44k-item catalogue (benchmarks/bench_retrieval.py latency): one query on 2 threads
+    took 0.6-1.0 ms median and 64 ms p95 on a busy machine, on 1 thread 0.22 ms and 23 ms, because the
+    threads' start-up and spin-waiting cost more than the 44k x 64 dot products they share.
+    """
+    import faiss
+
+    if len(q) >= SINGLE_THREAD_BELOW:
+        return index.search(q, k)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(q, k)
+    finally:
+        faiss.omp_set_num_threads(before)
+
 
 class GalleryIndex:
     """A loaded index folder: the per-attribute faiss indexes, the items and their known values."""
@@ -489,7 +510,7 @@ class GalleryIndex:
             raise GalleryIndexError(f"query vectors have dimension {q.shape[1]}, the index {self.dim}")
         exclude = set(int(e) for e in exclude)
         kk = min(len(self), k + len(exclude))
-        scores, ids = self._indexes[attribute].search(q, kk)
+        scores, ids = _search(self._indexes[attribute], q, kk)
         out_s, out_i = [], []
         for s_row, i_row in zip(scores, ids):
             keep = [(s, i) for s, i in zip(s_row.tolist(), i_row.tolist()) if i >= 0 and i not in exclude][:k]

@@ -11,12 +11,14 @@ measured in the same run.
   reach >= 80% of the forward;
 - ``scaling``: search time per query and recall@5 against exact search as the gallery grows
   (10^3 .. 10^6 random unit vectors), exact (flat) vs HNSW vs IVF, fp32 and SQ8;
+- ``ann``: the approximate indexes on a real gallery's embeddings, recall@5 against exact search;
 - ``peak``: the fraction of this machine's measured fp32 matmul rate (a 2048^3 sgemm) that the paper
   preset's forward reaches, with PyTorch and with ONNX Runtime.
 
     .venv/bin/python benchmarks/bench_retrieval.py latency --index runs/index/asen --index runs/index/csn
     .venv/bin/python benchmarks/bench_retrieval.py indexing --checkpoint runs/synth-asen/best --dataset data/synth
     .venv/bin/python benchmarks/bench_retrieval.py scaling [--max-n 1000000]
+    .venv/bin/python benchmarks/bench_retrieval.py ann --index runs/index/products-asen
     .venv/bin/python benchmarks/bench_retrieval.py peak [--model asen]
 """
 
@@ -144,6 +146,32 @@ def bench_scaling(args) -> dict:
     return out
 
 
+def bench_ann(args) -> dict:
+    """Approximate indexes on a real gallery's embeddings: recall@5 against exact search and time per query."""
+    from profashion.retrieval.index import GalleryIndex, _search, make_faiss_index, recall_at_k
+
+    gi = GalleryIndex.load(args.index, verify=False)
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(gi), size=min(args.queries, len(gi)), replace=False)
+    out = {"index": str(args.index), "model": gi.model_name, "items": len(gi)}
+    for a, name in enumerate(gi.schema.names):
+        x = np.ascontiguousarray(gi.embeddings[:, a], dtype=np.float32)
+        q = x[sample]
+        row = {}
+        for kind, storage in (("flat", "fp32"), ("flat", "sq8"), ("hnsw", "fp32"), ("ivf", "fp32"), ("ivf", "sq8")):
+            ix = make_faiss_index(x, kind, storage)
+            _search(ix, q[:1], 5)
+            ts = []
+            for v in q:
+                t0 = time.perf_counter()
+                _search(ix, v[None], 5)
+                ts.append(time.perf_counter() - t0)
+            row[f"{kind}-{storage}"] = {"p50_ms": _pct(ts, 50),
+                                        "recall_at_5": round(recall_at_k(ix, x, q, 5), 2)}
+        out[name] = row
+    return out
+
+
 def _index_bytes(ix) -> int:
     import faiss
 
@@ -210,13 +238,17 @@ def main() -> None:
     sc.add_argument("--max-n", type=int, default=1_000_000)
     sc.add_argument("--dim", type=int, default=64)
     sc.add_argument("--queries", type=int, default=200)
+    an = sub.add_parser("ann")
+    an.add_argument("--index", required=True)
+    an.add_argument("--queries", type=int, default=500)
     pk = sub.add_parser("peak")
     pk.add_argument("--model", action="append", default=None)
     pk.add_argument("--batch", type=int, default=8)
     args = p.parse_args()
     if args.what == "peak" and not args.model:
         args.model = ["asen"]
-    fn = {"latency": bench_latency, "indexing": bench_indexing, "scaling": bench_scaling, "peak": bench_peak}
+    fn = {"latency": bench_latency, "indexing": bench_indexing, "scaling": bench_scaling, "ann": bench_ann,
+          "peak": bench_peak}
     print(json.dumps({args.what: fn[args.what](args), "torch_threads": torch.get_num_threads()}, indent=2))
 
 

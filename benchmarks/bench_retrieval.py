@@ -199,7 +199,7 @@ def bench_peak(args) -> dict:
         model = build_model(name, "paper", num_values=[5] * 8).eval()
         s = model.preprocess.crop
         x = torch.randn(args.batch, 3, s, s)
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        with FlopCounterMode(display=False) as fc:  # (its module tracker needs autograd on)
             model.embed_all(x)
         flops = fc.get_total_flops()
         row = {"image_size": s, "batch": args.batch, "gflop_per_image": round(flops / args.batch / 1e9, 2)}

@@ -21,9 +21,19 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# The browser tests drive Debian's Chromium (never a downloaded browser): installed here when missing;
+# where apt-get is unavailable or fails, the browser tests skip with one message.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium could not be installed with apt-get: the browser tests will be skipped"
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(VENV)/bin/pytest -q
+
+# Trains every registered model with its demo preset (hours on a CPU) and installs each best checkpoint
+# into checkpoints/<model>/ with checkpoints/manifest.json; an interrupted run continues where it stopped.
+checkpoints: $(STAMP)
+	$(PY) -m profashion.train.demo_checkpoints --resume
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-output

@@ -92,7 +92,8 @@ def test_catalog_discovers_every_checkpoint_folder(catalog, ckpt_root):
 
 def test_every_compute_event_is_named_and_page_events_are_private(client):
     info = client.view_api(print_info=False, return_format="dict")
-    assert set(info["named_endpoints"]) == {"/retrieve", "/explore", "/embeddings", "/neighbours", "/results"}
+    assert set(info["named_endpoints"]) == {"/retrieve", "/explore", "/embeddings", "/neighbours", "/results",
+                                            "/launch_job", "/job_status", "/stop_job", "/resume_job", "/list_jobs"}
     assert not info["unnamed_endpoints"]
 
 

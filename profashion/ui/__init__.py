@@ -6,10 +6,10 @@ The catalog (``profashion.ui.catalog``, no gradio) is importable alone; the Bloc
 from profashion.ui.catalog import Catalog, GallerySpec  # noqa: F401
 
 
-def build_demo(catalog):
+def build_demo(catalog, jobs=None):
     from profashion.ui.demo import build_demo as _build
 
-    return _build(catalog)
+    return _build(catalog, jobs)
 
 
 def launch_kwargs(catalog) -> dict:

@@ -166,6 +166,7 @@ class Catalog:
         self.examples: list[tuple[int, str, str]] = []  # (item, path, caption)
         self._by_hash: dict[str, int] | None = None
         self._lock = threading.Lock()
+        self._add_lock = threading.Lock()
         self._results: dict[str, dict] = {}
 
     # -- loading ---------------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ class Catalog:
         from profashion.models.base import ModelError, load_model
 
         if entry.error:
-            self.skipped.append(entry)
+            self.skipped = [*self.skipped, entry]
             return
         t0 = time.perf_counter()
         ds = self.dataset
@@ -246,11 +247,28 @@ class Catalog:
             entry.index_dir = out
         except (GalleryIndexError, ModelError, DatasetError, RuntimeError, OSError, KeyError, TypeError) as exc:
             entry.error = f"checkpoint {entry.name!r} cannot serve the gallery: {exc}"
-            self.skipped.append(entry)
+            self.skipped = [*self.skipped, entry]
             log(entry.error)
             return
         entry.load_seconds = time.perf_counter() - t0
-        self.models[entry.name] = entry
+        self.models = {**self.models, entry.name: entry}  # rebound, not mutated: readers never see it change
+
+    def add_checkpoint(self, name: str, checkpoint: str | os.PathLike, log=None) -> ModelEntry:
+        """Serve one more checkpoint (e.g. a fine-tuning job's best) under ``name``: index the gallery with it
+        and add it to the models; a checkpoint that cannot serve the gallery is listed in ``skipped``."""
+        from profashion.models.base import ModelError, read_checkpoint_config
+
+        with self._add_lock:
+            if name in self.models:
+                return self.models[name]
+            self.skipped = [e for e in self.skipped if e.name != name]
+            path = Path(checkpoint)
+            try:
+                entry = ModelEntry(name, path, read_checkpoint_config(path))
+            except ModelError as exc:
+                entry = ModelEntry(name, path, {}, error=str(exc))
+            self._add(entry, log or (lambda msg: None))
+            return entry
 
     def _pick_examples(self, n: int = 8) -> list[tuple[int, str, str]]:
         """Gallery images, one per local attribute in turn, each showing that attribute (lowest ids)."""

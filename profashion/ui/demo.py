@@ -1,8 +1,9 @@
-"""The Gradio Blocks of ProFashion Explorer: Retrieve, Explore, Embeddings and Results tabs.
+"""The Gradio Blocks of ProFashion Explorer: Retrieve, Explore, Embeddings, Fine-tune and Results tabs.
 
-``build_demo(catalog)`` lays out whatever models the catalog loaded (no model is named here), and wires
+``build_demo(catalog, jobs=None)`` lays out whatever models the catalog loaded (no model is named here), and wires
 every compute event to a named API endpoint (``/retrieve``, ``/explore``, ``/embeddings``,
-``/neighbours``, ``/results``); events that only move things around in the page are private. A bad
+``/neighbours``, ``/results``, and for fine-tuning ``/launch_job``, ``/job_status``, ``/stop_job``,
+``/resume_job``, ``/list_jobs``); events that only move things around in the page are private. A bad
 request raises ``gr.Error`` with one sentence (a toast in the browser, ``AppError`` in gradio_client)
 and the app keeps serving.
 """
@@ -22,6 +23,7 @@ from profashion.explain.scatter import scatter_svg
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
 from profashion.ui.catalog import MAX_UPLOAD_BYTES, Catalog
+from profashion.ui.jobs import JobError, JobManager, default_data_roots, default_jobs_root
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,15 @@ NOTES = {
         "nearest neighbours, leave-one-out) against chance (the most common value's share) and the "
         "silhouette (-1..1, higher = better separated). Click a point (hover shows its item id and value) to "
         "see that image and its nearest neighbours in both models' original, unprojected spaces."
+    ),
+    "finetune": (
+        "**How to use this.** Choose a model, a dataset inside the allowed data roots and a schedule, then "
+        "launch: the job trains in a separate process (the app keeps answering), its progress, curves and log "
+        "update every few seconds, and it survives a page reload. Stop sends it SIGTERM; Resume continues "
+        "from its last finished epoch. When it finishes, its best checkpoint (by validation mAP) is indexed "
+        "against the gallery and becomes selectable in every tab under the job's name. Only checkpoints "
+        "trained on the gallery's attributes (a synthetic dataset) can serve the gallery. One job at a time: "
+        "a launch while a job trains is refused."
     ),
     "results": (
         "**How to read this.** Measured: retrieval mAP (%) per attribute on the embedded gallery's test split "
@@ -98,10 +109,66 @@ element.addEventListener('click', (e) => {
 # --------------------------------------------------------------------------------------------------
 
 
-def build_demo(catalog: Catalog) -> gr.Blocks:
-    """The app for a loaded (or not yet loaded) catalog."""
+def _job_manager(catalog: Catalog, jobs: JobManager | None) -> JobManager:
+    """The app's job manager (jobs root and data roots by default from the environment and the cache); a
+    finished job's best checkpoint is indexed in the background and joins the catalog under the job's id."""
+    import threading
+
+    if jobs is None:
+        jobs = JobManager(default_jobs_root(catalog.cache_root), default_data_roots(catalog.cache_root))
+
+    def register(job):
+        best = jobs.best_checkpoint(job["id"])
+        if best is not None and job["id"] not in catalog.models:
+            threading.Thread(target=catalog.add_checkpoint, args=(job["id"], best), daemon=True,
+                             name=f"index-{job['id']}").start()
+
+    jobs.on_finished = register
+    for job in jobs.list():  # jobs that finished before this start (the indexes are cached)
+        best = jobs.best_checkpoint(job["id"])
+        if job["status"] == "finished" and best is not None and job["id"] not in catalog.models:
+            catalog.add_checkpoint(job["id"], best)
+    return jobs
+
+
+def _curves(records: list[dict]):
+    """The training loss and validation mAP per epoch, one figure with two y axes (markers: one epoch shows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 2.6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_xlabel("epoch")
+    if not records:
+        ax.text(0.5, 0.5, "no finished epoch yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return fig
+    ep = [r["epoch"] + 1 for r in records]
+    ax.plot(ep, [r["loss"] for r in records], "o-", color="#d62728", label="training loss")
+    ax.set_ylabel("training loss", color="#d62728")
+    ax.set_xticks(ep if len(ep) <= 12 else ep[:: max(1, len(ep) // 12)])
+    vm = [r for r in records if r.get("val_map") is not None]
+    if vm:
+        ax2 = ax.twinx()
+        ax2.plot([r["epoch"] + 1 for r in vm], [r["val_map"] for r in vm], "s-", color="#1f77b4",
+                 label="validation mAP")
+        ax2.set_ylabel("validation mAP (%)", color="#1f77b4")
+    fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
+    """The app for a loaded (or not yet loaded) catalog; ``jobs`` runs the fine-tuning tab's jobs."""
+    from profashion.models.base import available_models
+    from profashion.train.trainer import TRAIN_PRESETS
+
     if catalog.dataset is None:
         catalog.load()
+    jobs = _job_manager(catalog, jobs)
     gr.set_static_paths([str(catalog.gallery_root)])  # gallery images are served as they are, not copied
     names = catalog.names
     labels = [(catalog.models[n].label, n) for n in names]
@@ -260,6 +327,109 @@ def build_demo(catalog: Catalog) -> gr.Blocks:
               f"{sum(nq.values())} queries ({', '.join(f'{a} {n}' for a, n in nq.items())}).")
         return table, md
 
+    # -- fine-tuning -------------------------------------------------------------------------------------
+    def _model_choices():
+        return [(e.label, n) for n, e in catalog.models.items()]
+
+    def _job_choices():
+        return [(f"{j['id']} ({j['status']})", j["id"]) for j in jobs.list()]
+
+    def _job_view(job_id, plot: bool = True):
+        """(record, status markdown, log tail, loss curve, mAP curve) of a job; empty when none is chosen."""
+        if not job_id:
+            return {}, "_No job chosen: launch one, or pick one from the list._", "", _curves([]) if plot else None
+        job = jobs.get(job_id)
+        records = jobs.metrics(job_id)
+        done = len(records)
+        total = next((int(a) for f, a in zip(job["args"], job["args"][1:]) if f == "--epochs"), None)
+        if total is None:
+            total = TRAIN_PRESETS.get(job.get("preset", "demo"), {}).get("epochs")
+        status = job["status"] + (f" ({job['reason']})" if job.get("reason") else "")
+        lines = [f"**Job {job_id}**: {job['model']} on `{job['dataset']}`, preset {job['preset']}",
+                 f"**Status: {status}**; epochs done {done}" + (f"/{total}" if total else "")]
+        if records:
+            last = records[-1]
+            val = f", val mAP {last['val_map']:.2f}" if last.get("val_map") is not None else ""
+            best = max((r["val_map"] for r in records if r.get("val_map") is not None), default=None)
+            lines.append(f"last epoch {last['epoch'] + 1}: loss {last['loss']:.4f}{val}"
+                         + (f"; best val mAP {best:.2f}" if best is not None else ""))
+        if job["status"] == "finished":
+            if job_id in catalog.models:
+                lines.append(f"Its best checkpoint is selectable as **{job_id}** in Retrieve, Explore, "
+                             "Embeddings and Results.")
+            else:
+                err = next((e.error for e in catalog.skipped if e.name == job_id), None)
+                lines.append(f"Its checkpoint cannot serve the gallery: {err}" if err else
+                             "Indexing the gallery with its best checkpoint; it becomes selectable in a moment.")
+        elif job["status"] in ("stopped", "failed"):
+            lines.append("Resume continues it from its last finished epoch.")
+        times = ", ".join(f"{k} {job[k]}" for k in ("created", "started", "ended") if job.get(k))
+        lines.append(f"_{times}; pid {job.get('pid')}; resumed {job.get('resumed', 0)} time(s)_")
+        record = {**job, "epochs_done": done, "epochs_total": total, "metrics": records,
+                  "checkpoint_model": job_id if job_id in catalog.models else None}
+        return (record, "\n\n".join(lines), jobs.log(job_id), _curves(records) if plot else None)
+
+    def _guard(fn, *args):
+        try:
+            return fn(*args)
+        except (JobError, QueryError) as exc:
+            raise _error(exc) from None
+
+    def launch_job(model, dataset, preset, epochs, triplets, batch, warmup, attributes, frozen, model_config):
+        job = _guard(jobs.launch, model, dataset, preset or "demo", epochs, triplets, batch, warmup, attributes,
+                     bool(frozen), model_config)
+        return (gr.update(choices=_job_choices(), value=job["id"]), *_guard(_job_view, job["id"]))
+
+    def job_status(job_id):
+        return _guard(_job_view, job_id)
+
+    def stop_job(job_id):
+        _guard(jobs.stop, job_id)
+        return _guard(_job_view, job_id)
+
+    def resume_job(job_id):
+        _guard(jobs.resume, job_id)
+        return _guard(_job_view, job_id)
+
+    def list_jobs():
+        return [{k: j.get(k) for k in ("id", "model", "dataset", "preset", "status", "reason", "created")}
+                for j in jobs.list()]
+
+    def tick(job_id, seen, ticked):
+        """The timer: the job list, the chosen job's view, and the model choices when the catalog changed."""
+        seen = dict(seen or {})
+        choices = _job_choices()
+        ids = [c[1] for c in choices]
+        if job_id not in ids:
+            job_id = ids[0] if ids else None
+        job_update = gr.update(choices=choices, value=job_id) if (choices != seen.get("jobs")
+                                                                   or job_id != seen.get("job")) else gr.skip()
+        try:
+            view = _job_view(job_id, plot=False)
+        except JobError:
+            view = ({}, "_That job is gone; pick another._", "", None)
+        n = len((view[0] or {}).get("metrics") or [])
+        key = (job_id, view[1], view[2], n)
+        if key == tuple(seen.get("view") or ()):
+            view_out = tuple(gr.skip() for _ in view)
+        else:  # the figure is drawn only when the epochs changed
+            same_curve = (job_id, n) == tuple((seen.get("view") or [None] * 4)[::3])
+            view_out = (*view[:3], gr.skip() if same_curve else _curves((view[0] or {}).get("metrics") or []))
+        names_now = list(catalog.models)
+        if names_now != seen.get("names"):
+            mc = _model_choices()
+            new = [n for n in names_now if n not in (seen.get("names") or [])]  # a new model is ticked at once
+            value = [n for n in dict.fromkeys([*(ticked or []), *new]) if n in names_now]
+            models_out = (gr.update(choices=mc, value=value), gr.update(choices=mc), gr.update(choices=mc))
+        else:
+            models_out = (gr.skip(), gr.skip(), gr.skip())
+        seen.update(jobs=choices, job=job_id, view=list(key), names=names_now)
+        return (job_update, *view_out, *models_out, seen)
+
+    def on_preset(preset):
+        p = TRAIN_PRESETS.get(preset or "demo", TRAIN_PRESETS["demo"])
+        return p["epochs"], p["triplets_per_epoch"], p["batch_size"], p["warmup_steps"]
+
     # -- layout ------------------------------------------------------------------------------------------
     from profashion.evaluation.retrieval_map import PUBLISHED, PUBLISHED_NOTES, PUBLISHED_SOURCES
 
@@ -311,8 +481,10 @@ def build_demo(catalog: Catalog) -> gr.Blocks:
             with gr.Tab("Embeddings", id="embeddings") as embeddings_tab:
                 gr.Markdown(NOTES["embeddings"])
                 with gr.Row():
-                    model_a = gr.Dropdown(labels, value=names[0] if names else None, label="Model A")
-                    model_b = gr.Dropdown(labels, value=names[-1] if names else None, label="Model B")
+                    model_a = gr.Dropdown(labels, value=names[0] if names else None, label="Model A",
+                                          allow_custom_value=True)  # fine-tuned models join later
+                    model_b = gr.Dropdown(labels, value=names[-1] if names else None, label="Model B",
+                                          allow_custom_value=True)
                     method = gr.Radio(METHOD_CHOICES, value="tsne", label="Projection")
                 embed_btn = gr.Button("Project the gallery", variant="primary")
                 with gr.Row():
@@ -332,6 +504,56 @@ def build_demo(catalog: Catalog) -> gr.Blocks:
                         nn_md = gr.Markdown()
                         nn_gallery = gr.Gallery(label="Nearest neighbours (model A, then model B)", columns=K,
                                                 height="auto", allow_preview=False)
+            with gr.Tab("Fine-tune", id="finetune"):
+                gr.Markdown(NOTES["finetune"])
+                hw = ("**This machine has a GPU**: the paper presets (pretrained backbones, ~100k triplets per "
+                      "epoch) are offered beside the demo preset." if jobs.gpu else
+                      "**This machine has no GPU**: only the demo preset (small models trained from scratch, "
+                      "minutes per epoch on a CPU) is offered" + (", and frozen-trunk training for the ViT "
+                      "models (cca1, cca2, tf-csn, tf-asen: the trunk's features are computed once and only the "
+                      "head trains)." if jobs.frozen_trunk else "."))
+                roots = ", ".join(f"`{r}`" for r in jobs.data_roots)
+                gr.Markdown(f"{hw} Datasets are taken from the allowed data roots only: {roots}. Jobs live in "
+                            f"`{jobs.root}`.")
+                datasets = jobs.datasets()
+                all_models = available_models()
+                demo_p = TRAIN_PRESETS["demo"]
+                with gr.Row():
+                    ft_model = gr.Dropdown(all_models, value="asen" if "asen" in all_models else all_models[0],
+                                           label="Model", elem_id="ft-model")
+                    ft_dataset = gr.Dropdown(datasets, value=datasets[0][1] if datasets else None,
+                                             allow_custom_value=True, label="Dataset folder (pick or type a path)",
+                                             elem_id="ft-dataset", scale=2)
+                    ft_preset = gr.Dropdown(jobs.presets(), value="demo", label="Preset", elem_id="ft-preset")
+                with gr.Row():
+                    ft_epochs = gr.Number(demo_p["epochs"], precision=0, minimum=1, label="Epochs",
+                                          elem_id="ft-epochs")
+                    ft_triplets = gr.Number(demo_p["triplets_per_epoch"], precision=0, minimum=1,
+                                            label="Triplets per epoch", elem_id="ft-triplets")
+                    ft_batch = gr.Number(demo_p["batch_size"], precision=0, minimum=1, label="Batch size",
+                                         elem_id="ft-batch")
+                    ft_warmup = gr.Number(demo_p["warmup_steps"], precision=0, minimum=0, label="Warm-up steps",
+                                          elem_id="ft-warmup")
+                with gr.Row():
+                    ft_attrs = gr.Textbox(label="Attributes (comma-separated; empty = all)", elem_id="ft-attrs")
+                    ft_config = gr.Textbox(label="Model config overrides (JSON, optional)",
+                                           placeholder='{"image_size": 48, "resize": 48}', elem_id="ft-config")
+                    ft_frozen = gr.Checkbox(False, label="Frozen trunk (ViT models)", visible=jobs.frozen_trunk,
+                                            elem_id="ft-frozen")
+                launch_btn = gr.Button("Launch the job", variant="primary", elem_id="launch-job")
+                with gr.Row():
+                    job_choices = _job_choices()
+                    job_dd = gr.Dropdown(job_choices, value=job_choices[0][1] if job_choices else None,
+                                         label="Jobs (newest first)", elem_id="job-list", scale=3,
+                                         allow_custom_value=True)
+                    refresh_btn = gr.Button("Refresh", elem_id="job-refresh")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="job-stop")
+                    resume_btn = gr.Button("Resume", elem_id="job-resume")
+                job_md = gr.Markdown(elem_id="job-status")
+                curve_plot = gr.Plot(label="Training loss and validation mAP per epoch", elem_id="job-curves")
+                job_log = gr.Textbox(label="Log (last 40 lines)", lines=12, max_lines=12, interactive=False,
+                                     autoscroll=True, elem_id="job-log")
+                job_json = gr.JSON(visible=False)
             with gr.Tab("Results", id="results"):
                 gr.Markdown(NOTES["results"])
                 results_btn = gr.Button("Measure mAP of the selected models", variant="primary")
@@ -342,6 +564,10 @@ def build_demo(catalog: Catalog) -> gr.Blocks:
                 gr.Markdown(sources)
                 gr.Markdown("**Models loaded** (from `" + str(catalog.checkpoints_root) + "`)\n\n"
                             + ("\n".join(model_lines) or "_none_"))
+
+        # outside the tabs: an inactive tab is not rendered, and the timer must tick on every tab (model lists)
+        seen_state = gr.State({"names": names})
+        timer = gr.Timer(2.0)
 
         # -- events ------------------------------------------------------------------------------------
         q_inputs = [query, attribute, models]
@@ -370,7 +596,23 @@ def build_demo(catalog: Catalog) -> gr.Blocks:
                        api_visibility="private", concurrency_id="query")
         results_btn.click(results, [models], [measured, results_md], api_name="results", concurrency_id="heavy",
                           concurrency_limit=1)
+        # fine-tuning
+        view_out = [job_json, job_md, job_log, curve_plot]
+        launch_btn.click(launch_job, [ft_model, ft_dataset, ft_preset, ft_epochs, ft_triplets, ft_batch, ft_warmup,
+                                      ft_attrs, ft_frozen, ft_config], [job_dd, *view_out], api_name="launch_job",
+                         concurrency_id="jobs", concurrency_limit=1)
+        refresh_btn.click(job_status, [job_dd], view_out, api_name="job_status", concurrency_id="tick",
+                          concurrency_limit=4)
+        stop_btn.click(stop_job, [job_dd], view_out, api_name="stop_job", concurrency_id="jobs")
+        resume_btn.click(resume_job, [job_dd], view_out, api_name="resume_job", concurrency_id="jobs")
+        gr.Button(visible=False).click(list_jobs, None, gr.JSON(visible=False), api_name="list_jobs",
+                                       concurrency_id="tick")
         # private events after the public ones, which keep their api_names
+        timer.tick(tick, [job_dd, seen_state, models], [job_dd, *view_out, models, model_a, model_b, seen_state],
+                   api_visibility="private", concurrency_id="tick", show_progress="hidden")
+        job_dd.input(job_status, [job_dd], view_out, api_visibility="private", concurrency_id="tick")
+        ft_preset.input(on_preset, [ft_preset], [ft_epochs, ft_triplets, ft_batch, ft_warmup],
+                        api_visibility="private")
         if names:  # opening a tab shows its view for the current choices at once
             explore_tab.select(explore, q_inputs, [strips, loc_table, explore_md], api_visibility="private",
                                preprocess=False, concurrency_id="query")
@@ -382,6 +624,19 @@ def build_demo(catalog: Catalog) -> gr.Blocks:
     return demo
 
 
+# The Explore maps are wide strips, one per model: the gallery's square cells would letterbox and clip them;
+# the query image (112 px gallery images) is shown at the size of its box, not at its pixel size.
+CSS = """
+#explore-maps .grid-container { grid-template-rows: none; grid-auto-rows: auto; }
+#explore-maps .thumbnail-item { aspect-ratio: auto; height: auto; }
+#explore-maps .thumbnail-lg > img { height: auto; }
+#explore-maps .grid-wrap { overflow-y: visible; height: auto !important; max-height: none !important; }
+#explore-maps { height: auto !important; max-height: none !important; }
+#query-upload img { width: 100%; height: 100%; max-height: 200px; object-fit: contain; }
+"""
+
+
 def launch_kwargs(catalog: Catalog) -> dict:
-    """What ``demo.launch`` needs beside host and port: the gallery folder may be served, uploads capped."""
-    return {"allowed_paths": [str(catalog.gallery_root)], "max_file_size": MAX_UPLOAD_BYTES}
+    """What ``demo.launch`` needs beside host and port: the gallery folder may be served, uploads capped, and
+    the page's few style rules (Gradio 6 takes ``css`` at launch)."""
+    return {"allowed_paths": [str(catalog.gallery_root)], "max_file_size": MAX_UPLOAD_BYTES, "css": CSS}

@@ -1,0 +1,430 @@
+"""Fine-tuning jobs of the app (no Gradio here): launched outside the web process, their state on disk.
+
+A job is a folder ``<jobs root>/<job id>/`` holding
+
+- ``job.json``: model, dataset, the train arguments, pid, status (queued / running / finished / failed /
+  stopped), times and the exit code, rewritten atomically at every change;
+- ``train.log``: the trainer's stdout and stderr (appended to when the job is resumed);
+- ``run/``: the trainer's run folder (``args.json``, ``metrics.jsonl``, ``last/``, ``best/``).
+
+The trainer runs as ``python -m profashion.cli train ... --out <job>/run`` in its own process group, so a
+stop is a SIGTERM to the group and the web process never trains. Everything is read back from disk, so a
+page reload, a second browser or a restarted app sees the same jobs; a job whose process ended without
+its status being written (the app was down, the process was killed) is judged from its run folder:
+every epoch done means finished, otherwise "failed (process ended without finishing; resume it)".
+
+Datasets are restricted to the allowed data roots (the repo's ``data/``, ``../shared/data`` beside the
+repo and the app cache; ``PROFASHION_DATA_ROOTS``, os.pathsep-separated, replaces them). One job runs at a
+time: a second launch while one runs is refused with a message naming the running job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from profashion.data.splits import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[2]
+ENV_JOBS = "PROFASHION_JOBS"
+ENV_DATA_ROOTS = "PROFASHION_DATA_ROOTS"
+ACTIVE = ("queued", "running")
+LOG_NAME = "train.log"
+DIED = "process ended without finishing; resume it"
+STOP_GRACE_S = 15.0
+
+
+class JobError(ValueError):
+    """A job request that cannot be honoured; the message is one sentence saying what to do."""
+
+
+def default_jobs_root(cache_root: str | os.PathLike) -> Path:
+    return Path(os.environ.get(ENV_JOBS) or Path(cache_root) / "jobs")
+
+
+def default_data_roots(cache_root: str | os.PathLike) -> list[Path]:
+    env = os.environ.get(ENV_DATA_ROOTS)
+    if env:
+        return [Path(p) for p in env.split(os.pathsep) if p.strip()]
+    return [REPO / "data", REPO.parent / "shared" / "data", Path(cache_root)]
+
+
+def frozen_trunk_supported() -> bool:
+    """Whether this version of ``profashion train`` has ``--frozen-trunk``."""
+    from profashion.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._subparsers._group_actions:  # noqa: SLF001 (argparse has no public accessor)
+        train = action.choices.get("train")
+        if train is not None:
+            return any("--frozen-trunk" in a.option_strings for a in train._actions)  # noqa: SLF001
+    return False
+
+
+def gpu_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _pid_alive(pid: int | None) -> bool:
+    """The process exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_ours(pid: int, job_dir: Path) -> bool:
+    """The pid still runs this job (and is not a reused pid): its command line names the job's run folder."""
+    try:
+        cmd = Path(f"/proc/{int(pid)}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return _pid_alive(pid)  # no /proc: trust the pid
+    return str(job_dir / "run") in cmd
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def tail(path: Path, lines: int = 40, max_bytes: int = 64 * 1024) -> str:
+    """The last ``lines`` lines of a log, progress bars (carriage returns) reduced to their last state."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    out = []
+    for ln in data.split("\n"):
+        out.append(ln.rstrip("\r").split("\r")[-1])
+    return "\n".join(out[-lines:]).strip("\n")
+
+
+class JobManager:
+    """Launch, watch, stop and resume training jobs under ``jobs_root``; datasets within ``data_roots``."""
+
+    def __init__(self, jobs_root: str | os.PathLike, data_roots: list[str | os.PathLike],
+                 python: str = sys.executable, on_finished=None):
+        self.root = Path(jobs_root)
+        self.data_roots = [Path(r) for r in data_roots]
+        self.python = python
+        self.on_finished = on_finished  # callback(job dict) once a job finished (the app indexes its checkpoint)
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._lock = threading.RLock()
+        self._frozen = None
+        self._gpu = None
+
+    # -- options -----------------------------------------------------------------------------------------
+    @property
+    def gpu(self) -> bool:
+        if self._gpu is None:
+            self._gpu = gpu_available()
+        return self._gpu
+
+    def presets(self) -> list[str]:
+        """The presets offered on this hardware: demo on CPU, demo and paper on a GPU."""
+        return ["demo", "paper"] if self.gpu else ["demo"]
+
+    @property
+    def frozen_trunk(self) -> bool:
+        if self._frozen is None:
+            self._frozen = frozen_trunk_supported()
+        return self._frozen
+
+    def datasets(self) -> list[tuple[str, str]]:
+        """(label, path) of every dataset folder (meta.json + a train split) up to two levels below a root."""
+        found: dict[str, str] = {}
+        for root in self.data_roots:
+            if not root.is_dir():
+                continue
+            cands = [root] + [p for p in sorted(root.iterdir()) if p.is_dir()]
+            cands += [q for p in cands[1:] for q in sorted(p.iterdir()) if q.is_dir()]
+            for d in cands:
+                if d.name.startswith(".") or d.name in ("jobs", "indexes", "results", "projections"):
+                    continue
+                if (d / "meta.json").is_file() and (d / "label_train.txt").is_file():
+                    found.setdefault(str(d.resolve()), f"{d.name} ({d})")
+        return [(label, path) for path, label in found.items()]
+
+    def resolve_dataset(self, path) -> Path:
+        """The dataset folder, refused when missing, outside the allowed roots or escaping them with '..'."""
+        if path is None or str(path).strip() == "":
+            raise JobError("no dataset chosen: pick one from the list or type a dataset folder path")
+        p = Path(str(path).strip()).expanduser()
+        roots = ", ".join(str(r) for r in self.data_roots)
+        if ".." in p.parts:
+            raise JobError(f"the dataset path {p} contains '..'; give a path inside the allowed data roots ({roots})")
+        real = p.resolve()
+        if not any(real == r.resolve() or real.is_relative_to(r.resolve()) for r in self.data_roots):
+            raise JobError(f"the dataset path {p} is outside the allowed data roots ({roots}); set "
+                           f"{ENV_DATA_ROOTS} to allow another folder")
+        if not real.is_dir():
+            raise JobError(f"the dataset folder {p} does not exist")
+        return real
+
+    # -- jobs on disk ------------------------------------------------------------------------------------
+    def _dir(self, job_id: str) -> Path:
+        job_id = str(job_id or "").strip()
+        if not job_id:
+            raise JobError("no job chosen: pick one from the job list")
+        if "/" in job_id or "\\" in job_id or job_id.startswith(".") or job_id != Path(job_id).name:
+            raise JobError(f"unknown job {job_id!r}; pick one from the job list")
+        d = self.root / job_id
+        if not (d / "job.json").is_file():
+            raise JobError(f"unknown job {job_id!r}; refresh the job list")
+        return d
+
+    def _read(self, d: Path) -> dict:
+        try:
+            return json.loads((d / "job.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise JobError(f"the job file {d / 'job.json'} cannot be read ({exc})") from None
+
+    def _write(self, job: dict) -> None:
+        atomic_write_text(self.root / job["id"] / "job.json", json.dumps(job, indent=2) + "\n")
+
+    def ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        ds = [d for d in self.root.iterdir() if d.is_dir() and (d / "job.json").is_file()]
+        return sorted(d.name for d in ds)
+
+    def list(self) -> list[dict]:
+        out = []
+        for i in self.ids():
+            try:
+                out.append(self.get(i))
+            except JobError:
+                continue
+        return sorted(out, key=lambda j: j.get("created", ""), reverse=True)
+
+    def running(self) -> dict | None:
+        for job in self.list():
+            if job["status"] in ACTIVE:
+                return job
+        return None
+
+    def get(self, job_id: str) -> dict:
+        """The job's record, its status brought up to date with its process."""
+        d = self._dir(job_id)
+        with self._lock:
+            job = self._read(d)
+            was_active = job["status"] in ACTIVE
+            if job["status"] in ACTIVE:
+                proc = self._procs.get(job["id"])
+                if proc is not None:
+                    rc = proc.poll()
+                    if rc is not None:
+                        job = self._ended(job, rc)
+                elif not (_pid_alive(job.get("pid")) and _is_ours(job["pid"], d)):
+                    job = self._ended(job, None)
+        if was_active and job["status"] == "finished" and self.on_finished is not None:
+            self.on_finished(job)
+        return job
+
+    def _completed_epochs(self, d: Path) -> tuple[int, int | None]:
+        done = len(self.metrics(d.name))
+        try:
+            total = int(json.loads((d / "run" / "args.json").read_text())["epochs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            total = None
+        return done, total
+
+    def _ended(self, job: dict, rc: int | None) -> dict:
+        """Record the end of the job's process (``rc`` None: not our child, its exit code is unknown)."""
+        d = self.root / job["id"]
+        done, total = self._completed_epochs(d)
+        complete = total is not None and done >= total and (d / "run" / "best" / "config.json").is_file()
+        job["exit_code"] = rc
+        job["ended"] = _now()
+        self._procs.pop(job["id"], None)
+        if job.get("stop_requested"):
+            job["status"], job["reason"] = "stopped", f"stopped after {done} epoch(s); resume it to continue"
+        elif complete and rc in (0, None):
+            job["status"], job["reason"] = "finished", ""
+        elif rc is None:
+            job["status"], job["reason"] = "failed", DIED
+        elif rc < 0:
+            job["status"], job["reason"] = "failed", f"killed by signal {-rc} ({DIED})"
+        else:
+            job["status"], job["reason"] = "failed", f"exit code {rc}; see the log"
+        self._write(job)
+        return job
+
+    def metrics(self, job_id: str) -> list[dict]:
+        path = self.root / job_id / "run" / "metrics.jsonl"
+        try:
+            return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+        except (OSError, ValueError):
+            return []
+
+    def log(self, job_id: str, lines: int = 40) -> str:
+        return tail(self.root / job_id / LOG_NAME, lines)
+
+    def best_checkpoint(self, job_id: str) -> Path | None:
+        p = self.root / job_id / "run" / "best"
+        return p if (p / "config.json").is_file() and (p / "model.safetensors").is_file() else None
+
+    # -- actions -----------------------------------------------------------------------------------------
+    def launch(self, model: str, dataset, preset: str = "demo", epochs=None, triplets_per_epoch=None,
+               batch_size=None, warmup_steps=None, attributes=None, frozen_trunk: bool = False,
+               model_config: str | dict | None = None) -> dict:
+        """Start a training job; refused (JobError) when another one runs or an argument is wrong."""
+        from profashion.models.base import available_models
+
+        models = available_models()
+        if model not in models:
+            raise JobError(f"unknown model {model!r}; choose one of {', '.join(models)}")
+        if preset not in self.presets():
+            why = " (the paper presets need a GPU: none was found)" if preset == "paper" else ""
+            raise JobError(f"preset {preset!r} is not offered here{why}; choose {', '.join(self.presets())}")
+        if frozen_trunk and not self.frozen_trunk:
+            raise JobError("this version of `profashion train` has no --frozen-trunk option")
+        ds = self.resolve_dataset(dataset)
+        args = ["--model", model, "--dataset", str(ds), "--preset", preset]
+        for flag, value in (("--epochs", epochs), ("--triplets-per-epoch", triplets_per_epoch),
+                            ("--batch-size", batch_size), ("--warmup-steps", warmup_steps)):
+            if value is None or value == "":
+                continue
+            try:
+                v = int(value)
+            except (TypeError, ValueError):
+                raise JobError(f"{flag[2:].replace('-', ' ')} must be a whole number, got {value!r}") from None
+            lo = 0 if flag == "--warmup-steps" else 1
+            if v < lo or v != float(value):
+                raise JobError(f"{flag[2:].replace('-', ' ')} must be a whole number of at least {lo}, got {value}")
+            args += [flag, str(v)]
+        if attributes:
+            names = [a.strip() for a in (attributes.split(",") if isinstance(attributes, str) else attributes)
+                     if str(a).strip()]
+            if names:
+                args += ["--attributes", ",".join(names)]
+        if frozen_trunk:
+            args.append("--frozen-trunk")
+        if model_config:
+            if isinstance(model_config, str):
+                try:
+                    cfg = json.loads(model_config)
+                except ValueError:
+                    raise JobError("the model config must be a JSON object, e.g. {\"embed_dim\": 32}") from None
+            else:
+                cfg = model_config
+            if not isinstance(cfg, dict):
+                raise JobError("the model config must be a JSON object, e.g. {\"embed_dim\": 32}")
+            if cfg:
+                args += ["--model-config", json.dumps(cfg)]
+        with self._lock:
+            busy = self.running()
+            if busy is not None:
+                raise JobError(f"job {busy['id']} is already training ({busy['status']}); one job runs at a time "
+                               "on this machine: stop it or wait for it to finish")
+            job_id = f"{model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+            d = self.root / job_id
+            d.mkdir(parents=True)
+            job = {"id": job_id, "model": model, "dataset": str(ds), "preset": preset, "args": args,
+                   "status": "queued", "reason": "", "pid": None, "created": _now(), "started": None,
+                   "ended": None, "exit_code": None, "resumed": 0, "stop_requested": False}
+            self._write(job)
+            return self._start(job, resume=False)
+
+    def _start(self, job: dict, resume: bool) -> dict:
+        d = self.root / job["id"]
+        cmd = [self.python, "-m", "profashion.cli", "train", *job["args"], "--out", str(d / "run")]
+        if resume:
+            cmd.append("--resume")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(d / LOG_NAME, "ab") as log:
+            log.write(f"[{_now()}] $ {' '.join(cmd)}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            except OSError as exc:
+                job.update(status="failed", reason=f"the trainer could not be started ({exc})", ended=_now())
+                self._write(job)
+                return job
+        self._procs[job["id"]] = proc
+        job.update(status="running", pid=proc.pid, started=_now(), ended=None, exit_code=None, reason="",
+                   stop_requested=False)
+        self._write(job)
+        threading.Thread(target=self._watch, args=(job["id"], proc), daemon=True,
+                         name=f"job-{job['id']}").start()
+        return job
+
+    def _watch(self, job_id: str, proc: subprocess.Popen) -> None:
+        proc.wait()
+        try:
+            self.get(job_id)  # records the end (and calls on_finished)
+        except JobError:
+            pass
+
+    def stop(self, job_id: str) -> dict:
+        """SIGTERM to the job's process group (SIGKILL after a grace period); the job becomes "stopped"."""
+        d = self._dir(job_id)
+        with self._lock:
+            job = self.get(job_id)
+            if job["status"] not in ACTIVE:
+                raise JobError(f"job {job_id} is not running (it is {job['status']})")
+            job["stop_requested"] = True
+            self._write(job)
+            pid = int(job["pid"])
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                os.killpg(pid, signal.SIGCONT)  # a paused (SIGSTOP) job only gets the SIGTERM once running
+            except ProcessLookupError:
+                pass
+        proc = self._procs.get(job_id)
+        deadline = time.time() + STOP_GRACE_S
+        while time.time() < deadline:
+            if (proc.poll() is not None) if proc is not None else not _pid_alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if proc is not None:
+                proc.wait(timeout=10)
+        return self.get(d.name)
+
+    def resume(self, job_id: str) -> dict:
+        """Continue a stopped or failed job from its last finished epoch (from scratch if none finished)."""
+        d = self._dir(job_id)
+        with self._lock:
+            job = self.get(job_id)
+            if job["status"] in ACTIVE:
+                raise JobError(f"job {job_id} is still {job['status']}; stop it before resuming")
+            if job["status"] == "finished":
+                raise JobError(f"job {job_id} has finished; launch a new job to train more")
+            busy = self.running()
+            if busy is not None:
+                raise JobError(f"job {busy['id']} is already training; one job runs at a time on this machine")
+            resumable = (d / "run" / "last" / "config.json").is_file()
+            if not resumable and (d / "run").exists():
+                # nothing finished an epoch yet: start over (the trainer refuses a non-empty fresh run folder)
+                import shutil
+
+                shutil.rmtree(d / "run")
+            job["resumed"] = int(job.get("resumed", 0)) + 1
+            return self._start(job, resume=resumable)

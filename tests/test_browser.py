@@ -1,0 +1,177 @@
+"""The app driven in a real browser (Playwright + Debian's Chromium), one test per user flow: retrieve,
+explore, embeddings, a tiny fine-tuning job from launch to a selectable checkpoint, and a bad upload.
+
+Each flow saves a screenshot under ``test-output/screenshots/``. Chromium is Debian's (``make test``
+installs it with apt-get); where /usr/bin/chromium is missing the tests skip with one message.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from profashion.data.synth import SYNTH_SCHEMA
+from profashion.models.base import build_model, save_checkpoint
+
+pytest.importorskip("gradio")
+sync_api = pytest.importorskip("playwright.sync_api")
+from profashion.ui import Catalog, GallerySpec, build_demo, launch_kwargs  # noqa: E402
+from profashion.ui.jobs import JobManager  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = REPO / "test-output" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+MODELS = ("asen", "csn")
+TINY_GALLERY = GallerySpec(n_train=0, n_valid=8, n_test=60, size=48, seed=1)
+T = 60_000  # ms: generous, the CPUs are shared with training
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="browser tests skipped: /usr/bin/chromium is missing "
+                                "(`make test` installs Debian's chromium with apt-get where it can)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from profashion.data.synth import generate_synth
+
+    base = tmp_path_factory.mktemp("browser-app")
+    data = base / "data"
+    generate_synth(data / "synth", 160, 48, 48, size=48, seed=0)
+    ck = base / "checkpoints"
+    torch.manual_seed(0)
+    for name in MODELS:
+        save_checkpoint(build_model(name, "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), ck / name)
+    catalog = Catalog(ck, base / "cache", gallery=TINY_GALLERY, max_points=60).load()
+    jobs = JobManager(base / "jobs", [data])
+    demo = build_demo(catalog, jobs)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(catalog))
+    try:
+        yield {"url": f"http://127.0.0.1:{port}/", "catalog": catalog, "jobs": jobs, "base": base}
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, app, request):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(T)
+    pg.goto(app["url"])
+    sync_api.expect(pg.get_by_role("button", name="Retrieve", exact=True)).to_be_visible(timeout=T)
+    yield pg
+    settle(pg)
+    pg.screenshot(path=str(SHOTS / f"{request.node.name.removeprefix('test_')}.png"), full_page=True)
+    ctx.close()
+
+
+def settle(pg) -> None:
+    """Wait until no output is pending (faded) so the screenshot shows results, not a request in flight."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        pg.wait_for_function("() => !document.querySelector('.pending, .generating')", timeout=T)
+    except sync_api.Error:
+        pass
+    pg.wait_for_timeout(300)
+
+
+def test_retrieve(page, app):
+    expect = sync_api.expect
+    # the page runs the first example's search on load; a click on another example searches it
+    expect(page.locator("#results").get_by_label("Thumbnail 10 of 10")).to_be_attached(timeout=T)
+    page.locator("#examples").get_by_label("Thumbnail 2 of 8").click()
+    item = app["catalog"].examples[1][0]
+    expect(page.get_by_text(f"Query: gallery item #{item}")).to_be_visible(timeout=T)
+    page.get_by_role("button", name="Retrieve", exact=True).click()
+    expect(page.locator("#results-table")).to_contain_text("asen", timeout=T)
+    expect(page.locator("#results-table")).to_contain_text("csn")
+    # a click on a result makes it the next query
+    page.locator("#results").get_by_label("Thumbnail 1 of 10").click()
+    expect(page.get_by_text("(now the query)")).to_be_visible(timeout=T)
+
+
+def test_explore(page):
+    expect = sync_api.expect
+    page.get_by_role("tab", name="Explore").click()
+    expect(page.get_by_text("ground-truth region covers")).to_be_visible(timeout=T)
+    expect(page.locator("#explore-maps").get_by_label("Thumbnail 2 of 2")).to_be_attached(timeout=T)
+    page.get_by_role("button", name="Explain the query").click()
+    expect(page.get_by_text("max inside").first).to_be_visible(timeout=T)
+
+
+def test_embeddings(page):
+    expect = sync_api.expect
+    page.get_by_role("tab", name="Embeddings").click()
+    expect(page.locator("#scatter-a circle[data-item]")).to_have_count(60, timeout=T)
+    expect(page.locator("#scatter-b circle[data-item]")).to_have_count(60, timeout=T)
+    expect(page.get_by_text("kNN accuracy").first).to_be_visible()
+    page.locator("#scatter-a circle[data-item='7']").click(force=True)
+    expect(page.get_by_text("Item #7")).to_be_visible(timeout=T)
+
+
+def test_fine_tune_job_becomes_a_selectable_model(page, app):
+    expect = sync_api.expect
+    page.get_by_role("tab", name="Fine-tune").click()
+    expect(page.locator("#ft-dataset")).to_be_visible()
+    for elem, value in (("#ft-epochs", "1"), ("#ft-triplets", "64"), ("#ft-batch", "16"), ("#ft-warmup", "2")):
+        box = page.locator(f"{elem} input[type=number]")
+        box.fill(value)
+        box.press("Tab")
+    page.locator("#ft-config textarea").fill('{"image_size": 48, "resize": 48}')
+    page.get_by_role("button", name="Launch the job").click()
+    status = page.locator("#job-status")
+    expect(status).to_contain_text("Status: ", timeout=T)
+    expect(status).to_contain_text("selectable as", timeout=240_000)  # the timer polls the job
+    job_id = app["jobs"].list()[0]["id"]
+    expect(status).to_contain_text("Status: finished")
+    expect(page.locator("#job-log textarea")).to_have_value(__import__("re").compile("run finished"))
+    # the job's checkpoint is a model of every tab now, without a reload
+    expect(page.locator("#models")).to_contain_text(job_id, timeout=T)
+    settle(page)
+    page.screenshot(path=str(SHOTS / "fine_tune_job_finished.png"), full_page=True)
+    page.get_by_role("tab", name="Retrieve").click()
+    page.get_by_role("button", name="Retrieve", exact=True).click()
+    expect(page.locator("#results-table")).to_contain_text(job_id, timeout=T)
+    # a reload (or a second browser) sees the job and the model
+    page.reload()
+    expect(page.locator("#models")).to_contain_text(job_id, timeout=T)
+    page.get_by_role("tab", name="Fine-tune").click()
+    expect(page.locator("#job-status")).to_contain_text("Status: finished", timeout=T)
+
+
+def test_bad_upload_shows_an_error_toast(page, tmp_path):
+    expect = sync_api.expect
+    fake = tmp_path / "holiday.png"
+    fake.write_text("this is a text file, not a picture")
+    page.locator("#query-upload input[type=file]").set_input_files(str(fake))
+    page.get_by_role("button", name="Retrieve", exact=True).click()
+    toast = page.get_by_test_id("toast-body")
+    expect(toast.first).to_contain_text("not an image we can read", timeout=T)
+    # the app keeps serving: an example still searches
+    page.locator("#examples").get_by_label("Thumbnail 3 of 8").click()
+    expect(page.locator("#results-table")).to_contain_text("asen", timeout=T)
+
+
+def test_chromium_is_debians():
+    assert shutil.which("chromium") or CHROMIUM.is_file()

@@ -1,0 +1,202 @@
+"""The Fine-tune tab's API: tiny training jobs launched, watched, stopped, killed and resumed through
+gradio_client, their checkpoints served by /retrieve; datasets outside the allowed roots refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+
+import pytest
+import torch
+
+from profashion.data.synth import SYNTH_SCHEMA
+from profashion.models.base import build_model, save_checkpoint
+
+pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from profashion.ui import Catalog, GallerySpec, build_demo, launch_kwargs  # noqa: E402
+from profashion.ui.jobs import DIED, JobError, JobManager  # noqa: E402
+
+TINY_GALLERY = GallerySpec(n_train=0, n_valid=8, n_test=60, size=48, seed=1)
+TINY_CONFIG = '{"image_size": 48, "resize": 48}'
+# (model, dataset, preset, epochs, triplets per epoch, batch size, warm-up steps, attributes, frozen trunk, config)
+TINY_JOB = dict(epochs=1, triplets=64, batch=16, warmup=2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory) -> dict:
+    from profashion.data.synth import generate_synth
+
+    base = tmp_path_factory.mktemp("jobs-app")
+    data = base / "data"
+    synth = generate_synth(data / "synth", 160, 48, 48, size=48, seed=0)
+    broken = data / "no-train"  # a dataset folder without a train split
+    broken.mkdir()
+    for name in ("meta.json", "filenames_test.txt", "label_test.txt"):
+        shutil.copy(synth / name, broken / name)
+    ck = base / "checkpoints"
+    torch.manual_seed(0)
+    save_checkpoint(build_model("csn", "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), ck / "csn")
+    return {"base": base, "data": data, "synth": synth, "broken": broken, "checkpoints": ck,
+            "cache": base / "cache", "jobs": base / "jobs"}
+
+
+@pytest.fixture(scope="module")
+def app(roots):
+    catalog = Catalog(roots["checkpoints"], roots["cache"], gallery=TINY_GALLERY, max_points=60).load()
+    jobs = JobManager(roots["jobs"], [roots["data"], roots["cache"]])
+    demo = build_demo(catalog, jobs)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(catalog))
+    try:
+        yield {"client": Client(f"http://127.0.0.1:{port}/", verbose=False), "catalog": catalog, "jobs": jobs}
+    finally:
+        demo.close()
+
+
+def launch(client, dataset, model="asen", epochs=1, triplets=64, batch=16, warmup=2, config=TINY_CONFIG):
+    _, record, md, log, _ = client.predict(model, str(dataset), "demo", epochs, triplets, batch, warmup, "",
+                                              False, config, api_name="/launch_job")
+    assert record["status"] in ("queued", "running", "failed", "finished") and record["id"] in md
+    return record["id"]
+
+
+def status(client, job_id) -> dict:
+    return client.predict(job_id, api_name="/job_status")[0]
+
+
+def wait(client, job_id, until, timeout=240.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rec = status(client, job_id)
+        if until(rec):
+            return rec
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not get there in {timeout:.0f}s: {rec['status']}\n"
+                         + client.predict(job_id, api_name="/job_status")[2])
+
+
+def test_fine_tune_endpoints_are_named(app):
+    info = app["client"].view_api(print_info=False, return_format="dict")
+    assert {"/launch_job", "/job_status", "/stop_job", "/resume_job", "/list_jobs"} <= set(info["named_endpoints"])
+
+
+def test_a_tiny_job_trains_and_its_checkpoint_answers_retrieve(app, roots):
+    client, catalog = app["client"], app["catalog"]
+    job_id = launch(client, roots["synth"], **TINY_JOB)
+    rec = wait(client, job_id, lambda r: r["status"] not in ("queued", "running"))
+    assert rec["status"] == "finished", rec
+    assert rec["epochs_done"] == 1 and rec["metrics"][0]["val_map"] >= 0
+    job_dir = roots["jobs"] / job_id
+    assert json.loads((job_dir / "job.json").read_text())["status"] == "finished"
+    assert "run finished" in (job_dir / "train.log").read_text()
+    rec = wait(client, job_id, lambda r: r["checkpoint_model"] == job_id, timeout=120)
+    assert job_id in catalog.models and catalog.models[job_id].method == "asen"
+    _, md, _, _ = client.predict(job_id, api_name="/job_status")
+    assert "selectable as" in md
+    # the new model answers /retrieve beside the shipped one
+    gallery, table, _ = client.predict(handle_file(catalog.examples[0][1]), "colour", ["csn", job_id],
+                                       api_name="/retrieve")
+    rows = table["data"] if isinstance(table, dict) else table
+    assert len(gallery) == 10 and sum(r[0] == job_id for r in rows) == 5
+    assert any(j["id"] == job_id and j["status"] == "finished" for j in client.predict(api_name="/list_jobs"))
+    # a restarted app finds the finished job and serves its checkpoint at once
+    again = Catalog(roots["checkpoints"], roots["cache"], gallery=TINY_GALLERY).load()
+    build_demo(again, JobManager(roots["jobs"], [roots["data"]]))
+    assert job_id in again.models
+
+
+def test_datasets_outside_the_allowed_roots_are_refused(app, roots, tmp_path):
+    client = app["client"]
+    outside = tmp_path / "synth"
+    shutil.copytree(roots["synth"], outside)
+    with pytest.raises(AppError, match="outside the allowed data roots"):
+        launch(client, outside)
+    with pytest.raises(AppError, match=r"contains '\.\.'"):
+        launch(client, f"{roots['data']}/../../{outside.parent.name}/synth")
+    with pytest.raises(AppError, match="does not exist"):
+        launch(client, roots["data"] / "nothing-here")
+    with pytest.raises(AppError, match="unknown model|not in the list of choices"):
+        launch(client, roots["synth"], model="resnet-9000")
+    with pytest.raises(AppError, match="preset 'paper' is not offered|not in the list of choices|JSON object"):
+        client.predict("asen", str(roots["synth"]), "paper" if not torch.cuda.is_available() else "demo", 1, 64, 16,
+                       2, "", False, "[1, 2]", api_name="/launch_job")
+    with pytest.raises(AppError, match="JSON object"):
+        launch(client, roots["synth"], config="[1, 2]")
+    assert all(j["dataset"] != str(outside) for j in client.predict(api_name="/list_jobs"))
+
+
+def test_a_job_that_crashes_reports_failed_with_its_log(app, roots):
+    client = app["client"]
+    job_id = launch(client, roots["broken"])
+    rec = wait(client, job_id, lambda r: r["status"] not in ("queued", "running"), timeout=120)
+    assert rec["status"] == "failed" and "exit code 2" in rec["reason"]
+    _, md, log, _ = client.predict(job_id, api_name="/job_status")
+    assert "Status: failed" in md and "error:" in log and "train" in log
+
+
+def test_stop_kill_and_resume_a_running_job(app, roots):
+    client, jobs = app["client"], app["jobs"]
+    job_id = launch(client, roots["synth"], epochs=3, triplets=64, batch=16, warmup=2)
+    # one job at a time: a second launch while it trains is refused
+    with pytest.raises(AppError, match="already training"):
+        launch(client, roots["synth"])
+    # the app keeps answering while the job trains (another process): a second user searches
+    other = Client(client.src, verbose=False)
+    gallery, _, _ = other.predict(handle_file(app["catalog"].examples[0][1]), "colour", ["csn"], api_name="/retrieve")
+    assert len(gallery) == 5 and status(client, job_id)["status"] == "running"
+    rec = wait(client, job_id, lambda r: r["epochs_done"] >= 1 or r["status"] != "running")
+    pid = rec["pid"]
+    os.killpg(pid, signal.SIGSTOP)  # hold it inside its second epoch
+    rec = status(client, job_id)
+    assert rec["status"] == "running" and rec["epochs_done"] < 3, rec
+    done = rec["epochs_done"]
+    rec = client.predict(job_id, api_name="/stop_job")[0]
+    assert rec["status"] == "stopped" and rec["epochs_done"] == done
+    assert (roots["jobs"] / job_id / "run" / "last" / "config.json").is_file()
+    # resume: continues after the last finished epoch; a SIGKILL makes it failed, and it resumes again
+    rec = client.predict(job_id, api_name="/resume_job")[0]
+    assert rec["status"] == "running" and rec["resumed"] == 1
+    os.killpg(rec["pid"], signal.SIGKILL)
+    rec = wait(client, job_id, lambda r: r["status"] != "running", timeout=60)
+    assert rec["status"] == "failed" and "signal 9" in rec["reason"]
+    rec = client.predict(job_id, api_name="/resume_job")[0]
+    assert rec["resumed"] == 2
+    rec = wait(client, job_id, lambda r: r["status"] not in ("queued", "running"))
+    assert rec["status"] == "finished", rec
+    assert [m["epoch"] for m in rec["metrics"]] == [0, 1, 2]  # every epoch once, nothing lost
+    log = (roots["jobs"] / job_id / "train.log").read_text()
+    assert log.count("--resume") >= 1
+    with pytest.raises(AppError, match="has finished"):
+        client.predict(job_id, api_name="/resume_job")
+    assert jobs.running() is None
+
+
+def test_a_job_whose_process_vanished_is_failed_and_resumable(roots, tmp_path):
+    jobs = JobManager(tmp_path / "jobs", [roots["data"]])
+    d = tmp_path / "jobs" / "asen-20260101-000000-abcd"
+    d.mkdir(parents=True)
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    (d / "job.json").write_text(json.dumps({"id": d.name, "model": "asen", "dataset": str(roots["synth"]),
+                                            "preset": "demo", "args": [], "status": "running", "pid": dead,
+                                            "created": "2026-01-01T00:00:00Z"}))
+    job = jobs.get(d.name)
+    assert job["status"] == "failed" and job["reason"] == DIED
+    assert json.loads((d / "job.json").read_text())["status"] == "failed"
+    with pytest.raises(JobError, match="unknown job"):
+        jobs.get("../etc")

@@ -37,6 +37,26 @@ PROBE_TOLERANCE = 1e-4  # max |onnx - fp32| on the probe batch for the export to
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Run PyTorch on one intra-op thread inside the block (one query image, one explain call).
+
+    Measured on this 2-core machine under load (benchmarks/bench_retrieval.py, README): one 64-px image
+    through the demo ASEN took 352 ms on 2 threads and 3.7 ms on 1, because each of the many small ops
+    waits at a barrier for a second thread that the busy machine has descheduled. Only the speed of
+    concurrent callers is affected if two of them overlap here (the setting is process-wide).
+    """
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class _EmbedAll(torch.nn.Module):
     def __init__(self, model):
         super().__init__()

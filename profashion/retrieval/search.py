@@ -26,6 +26,7 @@ import torch
 
 from profashion.data.images import ImageError, load_image
 from profashion.data.splits import DatasetError
+from profashion.retrieval.accel import one_thread
 from profashion.retrieval.index import GalleryIndex, GalleryIndexError, checkpoint_fingerprint
 
 
@@ -155,7 +156,8 @@ class RetrievalEngine:
         a = self._attribute(e.index, attribute)
         img = self.load_query(image)
         x = e.model.preprocess.to_tensor(img)[None].to(e.model.device)
-        return e.model.embed(x, torch.tensor([a])).float().cpu().numpy()[0]
+        with one_thread():
+            return e.model.embed(x, torch.tensor([a])).float().cpu().numpy()[0]
 
     def search(self, name: str, image, attribute: str | int, k: int = 5, exclude: Sequence[int] = (),
                query_value: str | None = None, exclude_query: bool = True) -> SearchResult:

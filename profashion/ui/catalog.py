@@ -30,6 +30,7 @@ import torch
 
 from profashion.data.images import ImageError, load_image
 from profashion.data.splits import DatasetError, SplitDataset, atomic_write_text, load_dataset
+from profashion.retrieval.accel import one_thread
 from profashion.retrieval.index import (
     GalleryIndex,
     GalleryIndexError,
@@ -405,7 +406,8 @@ class Catalog:
         model = self.engine.model(name)
         pre = model.preprocess
         img = load_image(path)
-        maps = model.explain(pre.to_tensor(img).to(model.device), a)
+        with one_thread():  # one image: see accel.one_thread
+            maps = model.explain(pre.to_tensor(img).to(model.device), a)
         shown = np.asarray(pre.geometry(img))
         mask, share, note = None, None, ""
         if item is not None and self.dataset.mask_path(GALLERY_SPLIT, item) is not None:

@@ -78,6 +78,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     num_workers: int = 0
     model_overrides: dict = field(default_factory=dict)
+    frozen_trunk: bool = False  # cache the trunk's features once, train only the head (see FrozenTrunk)
 
     def resolved(self) -> TrainConfig:
         if self.preset not in TRAIN_PRESETS:
@@ -152,6 +153,73 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
     k = max(1, min(20, len(losses) // 5))
     return {"steps": steps, "loss_start": float(np.mean(losses[:k])), "loss_end": float(np.mean(losses[-k:])),
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Frozen-trunk fine-tuning
+
+
+class FrozenTrunk:
+    """Frozen-trunk fine-tuning: the trunk's features of every training image computed once, then only the
+    head is trained (CCA: the conditional block and the heads; TF-CSN / TF-ASEN: their heads).
+
+    This is what makes fine-tuning a big pretrained ViT practical on a CPU: a training step no longer runs
+    the trunk forward or backward. A model supports it by exposing ``backbone`` (the trunk, frozen here),
+    ``trunk_features(images)`` (what does not depend on the attribute, e.g. the tokens after blocks
+    1..L-1) and ``embed_from_trunk(features, attribute_ids)``, with ``embed == embed_from_trunk o
+    trunk_features``. The features are computed in eval mode without the random flip (a cached image has
+    one orientation) and kept in float32 on the CPU; batches move to the training device. Every process
+    under torchrun computes the same cache (the triplets of a rank may touch any image).
+    """
+
+    def __init__(self, model: RetrievalModel, images: SplitImages, batch_size: int, device: torch.device,
+                 progress: bool = False):
+        self.check(model)
+        t0 = time.perf_counter()
+        model.backbone.requires_grad_(False)
+        self.fids = np.asarray(images.fids)
+        was_training = model.training
+        model.eval()
+        chunks = []
+        it = range(0, len(self.fids), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc="caching trunk features", unit="batch", leave=False, file=sys.stderr,
+                      mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        with torch.no_grad():
+            for lo in it:
+                x = to_model_input(images.get(self.fids[lo:lo + batch_size]), images.preprocess, device=device)
+                chunks.append(model.trunk_features(x).float().cpu())
+        model.train(was_training)
+        self.features = torch.cat(chunks)
+        self.info = {"images": len(self.fids), "feature_shape": list(self.features.shape[1:]),
+                     "megabytes": round(self.features.numel() * 4 / 2**20, 1),
+                     "seconds": round(time.perf_counter() - t0, 2),
+                     "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+    @staticmethod
+    def check(model: RetrievalModel) -> None:
+        """One clear error for a model without a cacheable trunk."""
+        if not (hasattr(model, "trunk_features") and hasattr(model, "embed_from_trunk")
+                and isinstance(getattr(model, "backbone", None), torch.nn.Module)):
+            raise ModelError(f"model {model.name!r} does not support --frozen-trunk (it has no cacheable trunk); "
+                             "use a ViT model (cca1, cca2, tf-csn, tf-asen) or train without it")
+
+    def get(self, fids: np.ndarray, device: torch.device) -> torch.Tensor:
+        """Cached features of the given image ids, on ``device``."""
+        return self.features[torch.as_tensor(np.searchsorted(self.fids, fids))].to(device, non_blocking=True)
+
+
+class FrozenTrunkHead(torch.nn.Module):
+    """``forward(features, attribute_ids)`` through the model's head only (what DDP wraps in frozen mode)."""
+
+    def __init__(self, model: RetrievalModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_from_trunk(features, attribute_ids)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,6 +367,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
         model = build_model(cfg.model, preset=cfg.preset, num_values=schema.num_values, **cfg.model_overrides)
     model.to(d.device).train()
     pre = model.preprocess
+    if cfg.frozen_trunk:
+        FrozenTrunk.check(model)  # before any image is decoded
 
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -323,12 +393,19 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
         _log(f"backbone warm-up: {warmup['steps']} steps, classification loss {warmup['loss_start']:.3f} -> "
              f"{warmup['loss_end']:.3f} in {warmup['seconds']:.0f}s", d)
 
-    net: torch.nn.Module = model
+    frozen = None
+    if cfg.frozen_trunk:
+        frozen = FrozenTrunk(model, images, cfg.eval_batch_size, d.device, progress=progress and d.main)
+        _log(f"frozen trunk: cached {frozen.info['images']} images x {frozen.info['feature_shape']} "
+             f"({frozen.info['megabytes']:.0f} MB) in {frozen.info['seconds']:.0f}s; "
+             f"{frozen.info['trainable_parameters']:,} parameters trained", d)
+
+    net: torch.nn.Module = model if frozen is None else FrozenTrunkHead(model)
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+            net, device_ids=[d.device.index] if d.device.type == "cuda" else None,
             find_unused_parameters=getattr(model, "find_unused_parameters", False))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     if resume:
         _optimizer_from_files(opt, out / "last")
     for g in opt.param_groups:
@@ -365,7 +442,10 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
             fl = flip_all[lo:lo + per_rank]
             fids = np.concatenate([rows[:, 0], rows[:, 1], rows[:, 2]])
             flip = torch.cat([fl[:, 0], fl[:, 1], fl[:, 2]])
-            x = to_model_input(images.get(fids), pre, flip=flip, device=d.device)
+            if frozen is None:
+                x = to_model_input(images.get(fids), pre, flip=flip, device=d.device)
+            else:
+                x = frozen.get(fids, d.device)  # cached trunk features (no flip: see FrozenTrunk)
             attrs = torch.as_tensor(np.tile(rows[:, 3], 3), device=d.device)
             emb = net(x, attrs)
             a, p, n = emb.split(len(rows))
@@ -397,6 +477,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
                   "processes": d.world}
         if warmup is not None and epoch == start_epoch:
             record["warmup"] = warmup
+        if frozen is not None and epoch == start_epoch:
+            record["frozen_trunk"] = frozen.info
         if d.main:
             if val_images is not None:
                 res = evaluate_model(model, ds, "valid", cfg.eval_batch_size, images=val_images)

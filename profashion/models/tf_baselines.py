@@ -1,0 +1,175 @@
+"""TF-CSN and TF-ASEN: the conditional heads of CSN and ASEN on a ViT, the ablation of the CCA paper.
+
+Song et al., "Conditional Cross Attention Network for Multi-Space Embedding without Entanglement in Only
+a SINGLE Network", ICCV 2023, compare CCA with CSN (Veit et al., CVPR 2017) and ASEN (Ma et al., AAAI
+2020) moved onto the same transformer trunk ("TF-CSN", "TF-ASEN"), so that the comparison isolates the
+conditioning mechanism from the backbone. Here both use the whole ViT (all L ordinary blocks and the final
+LayerNorm, :mod:`profashion.models.vit`) of the CCA presets:
+
+- ``tf-csn``: the [CLS] token -> FC -> ``ReLU(m_a) *`` -> L2 norm, with CSN's mask initialisation and
+  regularisation (:class:`~profashion.models.csn.CSN`);
+- ``tf-asen``: the patch tokens reshaped to the (h, w) grid -> ASEN's attribute-aware spatial and channel
+  attention -> FC -> L2 norm (:class:`~profashion.models.asen.ASEN`).
+
+Both run the trunk once for every attribute (``embed_all``) and support the frozen-trunk fine-tuning mode
+(``trunk_features`` / ``embed_from_trunk``): the trunk's tokens do not depend on the attribute.
+
+Presets as CCA's: ``demo`` (``vit_demo`` at 96 px) and ``paper`` (R50+ViT-B/16 hybrid at 224 px,
+``pretrained="orig_in21k"`` from the local hub cache or a local file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from profashion.models.asen import ASEN, ASENConfig
+from profashion.models.base import ModelError, RetrievalModel, register
+from profashion.models.csn import CSN, CSNConfig
+from profashion.models.vit import ViTTrunk, create_vit_trunk
+
+
+def _trunk(config) -> ViTTrunk:
+    trunk, _, _ = create_vit_trunk(config.backbone, config.image_size, config.pretrained, final_norm=True)
+    return trunk
+
+
+@dataclasses.dataclass
+class TFCSNConfig(CSNConfig):
+    backbone: str = "vit_demo"
+
+
+@register(
+    "tf-csn",
+    presets={
+        "demo": {"backbone": "vit_demo", "image_size": 96, "resize": 96, "embed_dim": 64},
+        "paper": {"backbone": "vit_base_r50_s16_224", "image_size": 224, "resize": 224, "embed_dim": 1024},
+    },
+)
+class TFCSN(CSN):
+    """ViT -> [CLS] -> FC -> (ReLU(mask_a) * .) -> L2 norm."""
+
+    config_class = TFCSNConfig
+
+    def __init__(self, config: TFCSNConfig):
+        RetrievalModel.__init__(self, config)
+        self.backbone = _trunk(config)
+        self.fc = nn.Linear(self.backbone.out_channels, config.embed_dim)
+        self.masks = nn.Parameter(
+            torch.empty(config.num_attributes, config.embed_dim).normal_(config.mask_init_mean, config.mask_init_std)
+        )
+        self.register_buffer("num_values", torch.tensor(config.num_values, dtype=torch.long))
+        self._pending_norms: list[torch.Tensor] = []
+
+    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) normalised tokens of the whole ViT (cacheable: independent of the attribute)."""
+        return self.backbone.forward_tokens(images)
+
+    def _from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        e = self.fc(tokens[:, 0])
+        if self.training and torch.is_grad_enabled():
+            self._pending_norms.append(e.pow(2).sum(1).mean().sqrt())
+            del self._pending_norms[: -self._MAX_PENDING]
+        return e
+
+    def _general_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        return self._from_tokens(self.trunk_features(images))
+
+    def embed_from_trunk(self, tokens: torch.Tensor, attribute_ids) -> torch.Tensor:
+        ids = self.check_attributes(attribute_ids, len(tokens))
+        return self.normalise(self._from_tokens(tokens) * F.relu(self.masks[ids]))
+
+    @torch.no_grad()
+    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
+        """The [CLS] token's attention over the patches in the last block (per head and mean), and the mask.
+
+        CSN's mask acts on embedding dimensions, not on places: the map is the same for every attribute,
+        which is the point the CCA paper makes against it.
+        """
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ModelError(f"explain expects one (3, H, W) image, got shape {tuple(image.shape)}")
+        a = int(self.check_attributes(attribute_id, 1)[0])
+        grid = self.backbone.grid_size(image.shape[1], image.shape[2])
+        was_training = self.training
+        self.eval()
+        try:
+            attn = last_block_cls_attention(self.backbone, image[None].to(self.device))[0]  # (H, T)
+        finally:
+            self.train(was_training)
+        p = self.backbone.num_prefix_tokens
+        heads = attn[:, p:].reshape(-1, *grid)
+        mean = heads.mean(0)
+        return {
+            "heatmap": self.upsample_map(mean, tuple(image.shape[1:])).cpu(),
+            "attention": mean.cpu(),
+            "attention_heads": heads.cpu(),
+            "mask": F.relu(self.masks[a]).detach().cpu(),
+            "feature_map_size": grid,
+        }
+
+
+@torch.no_grad()
+def last_block_cls_attention(trunk: ViTTrunk, images: torch.Tensor) -> torch.Tensor:
+    """(B, H, T): the softmax attention of the [CLS] query in the trunk's last block."""
+    x = trunk.patch_embed(images)
+    x = trunk.norm_pre(trunk._pos_embed(x))
+    for blk in list(trunk.blocks)[:-1]:
+        x = blk(x)
+    blk = trunk.blocks[-1]
+    attn = blk.attn
+    b, t, c = x.shape
+    h = attn.num_heads
+    qkv = attn.qkv(blk.norm1(x)).reshape(b, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+    return torch.softmax((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1), dim=-1)[:, :, 0]
+
+
+@dataclasses.dataclass
+class TFASENConfig(ASENConfig):
+    backbone: str = "vit_demo"
+
+
+@register(
+    "tf-asen",
+    presets={
+        "demo": {"backbone": "vit_demo", "image_size": 96, "resize": 96, "embed_dim": 64,
+                 "attr_dim": 64, "common_dim": 64, "channel_reduction": 2},
+        "paper": {"backbone": "vit_base_r50_s16_224", "image_size": 224, "resize": 224, "embed_dim": 1024,
+                  "attr_dim": 512, "common_dim": 512, "channel_reduction": 2},
+    },
+)
+class TFASEN(ASEN):
+    """ViT patch tokens as a grid -> ASEN's spatial and channel attention -> FC -> L2 norm.
+
+    ``self.backbone`` is the ViT trunk, whose ``forward`` is the (B, C, h, w) patch-token grid, so ASEN's
+    ``embed``, ``embed_all`` and ``explain`` apply unchanged.
+    """
+
+    config_class = TFASENConfig
+
+    def __init__(self, config: TFASENConfig):
+        RetrievalModel.__init__(self, config)
+        self.backbone = _trunk(config)
+        c = self.backbone.out_channels
+        self.attribute_embedding = nn.Embedding(config.num_attributes, config.attr_dim)
+        self.spatial_image = nn.Conv2d(c, config.common_dim, kernel_size=1)
+        self.spatial_attribute = nn.Linear(config.attr_dim, config.common_dim)
+        self.spatial_score = nn.Conv2d(config.common_dim, 1, kernel_size=1)
+        self.channel_attribute = nn.Linear(config.attr_dim, config.attr_dim)
+        self.channel_fc1 = nn.Linear(c + config.attr_dim, c // config.channel_reduction)
+        self.channel_fc2 = nn.Linear(c // config.channel_reduction, c)
+        self.fc = nn.Linear(c, config.embed_dim)
+        self.register_buffer("num_values", torch.tensor(config.num_values, dtype=torch.long))
+
+    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) normalised tokens of the whole ViT (cacheable: independent of the attribute)."""
+        return self.backbone.forward_tokens(images)
+
+    def embed_from_trunk(self, tokens: torch.Tensor, attribute_ids) -> torch.Tensor:
+        ids = self.check_attributes(attribute_ids, len(tokens))
+        out, _ = self._attend(self.backbone.patch_grid(tokens), self.attribute_embedding(ids)[:, None])
+        return out[:, 0]

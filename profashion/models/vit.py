@@ -1,0 +1,205 @@
+"""The shared ViT trunk of CCA, TF-CSN and TF-ASEN: timm's ``VisionTransformer`` cut after a given block.
+
+A :class:`ViTTrunk` is the patch embedding (a linear patchifier, or the ResNet-50 stem of the R50+ViT
+hybrid), the [CLS] token, the position embedding and the first ``n`` transformer blocks. It gives:
+
+- ``forward_tokens(x) -> (B, T, C)``: all tokens (prefix tokens first, then the patches in raster order)
+  after block ``n``, with the final LayerNorm when the trunk was built with ``final_norm=True``;
+- ``patch_grid(tokens, x) -> (B, C, h, w)``: the patch tokens reshaped to the grid;
+- ``forward(x)``: the grid, so a trunk is a :class:`~profashion.models.backbones.Backbone` (``out_channels``,
+  ``stride``) and the trainer's backbone warm-up works on it unchanged.
+
+:func:`create_vit_trunk` builds the trunk and hands back the blocks it did not keep (CCA turns the last one
+into its conditional cross-attention block) and the final LayerNorm.
+
+Architectures (:data:`VIT_ARCHS`):
+
+- ``"vit_demo"``: patch 8, 128-D, 4 blocks, 4 heads (0.8 M parameters, like the small CNN of the demo
+  presets): a 96 px image gives a 12 x 12 grid; trains from scratch on 2 CPU cores in minutes;
+- ``"vit_base_r50_s16_224"``: the R50+ViT-B/16 hybrid of Dosovitskiy et al. (ICLR 2021), the backbone of
+  CCA (Song et al., ICCV 2023): ResNet-50 stages 1-3 (stride 16) + 12 ViT-B blocks, 14 x 14 at 224 px;
+- any other timm ViT name (``vit_small_patch16_224``, ...).
+
+Other image sizes: the position embedding is resampled (bicubic, timm's ``resample_abs_pos_embed``) to the
+input's grid at every forward (``dynamic_img_size``), so a model trained at 96 px also runs at 64 or 128 px;
+the image side must be a multiple of the patch stride (a clear :class:`ModelError` otherwise).
+
+Pretrained weights go through the offline-only rules of :mod:`profashion.models.backbones`: a hub tag
+(``vit_base_r50_s16_224`` + ``"orig_in21k"``) is read only from the local Hugging Face cache, a local
+``.safetensors`` / ``.pth`` file is loaded (its position embedding resampled to the model's grid by timm's
+``checkpoint_filter_fn``); nothing downloads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from profashion.models.backbones import (
+    Backbone,
+    _hub_offline,
+    _is_missing_download,
+    _looks_like_path,
+    _read_state_dict,
+    _unavailable,
+)
+from profashion.models.base import ModelError
+
+# Our own small ViT (timm ``VisionTransformer`` keyword arguments); every other name is a timm model.
+VIT_ARCHS: dict[str, dict] = {
+    "vit_demo": {"patch_size": 8, "embed_dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 4.0},
+    "vit_base_r50_s16_224": {},  # timm's R50+ViT-B/16 hybrid, as in the CCA paper
+}
+
+
+class ViTTrunk(Backbone):
+    """Patch embedding + position embedding + the first ``len(blocks)`` blocks of a timm ViT."""
+
+    def __init__(self, vit: nn.Module, num_blocks: int, final_norm: bool):
+        super().__init__()
+        self.patch_embed = vit.patch_embed
+        self.cls_token = vit.cls_token
+        self.reg_token = getattr(vit, "reg_token", None)
+        self.pos_embed = vit.pos_embed
+        self.no_embed_class = bool(getattr(vit, "no_embed_class", False))
+        self.norm_pre = vit.norm_pre
+        self.blocks = nn.Sequential(*list(vit.blocks)[:num_blocks])
+        self.norm = vit.norm if final_norm else nn.Identity()
+        self.num_prefix_tokens = int(vit.num_prefix_tokens)
+        self.num_heads = int(vit.blocks[0].attn.num_heads)
+        self.out_channels = int(vit.embed_dim)
+        self.stride = int(self.patch_embed.feat_ratio(as_scalar=True))
+        self.native_grid = tuple(int(g) for g in self.patch_embed.grid_size)
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) token grid of an image, with one clear error for sizes the patchifier cannot take."""
+        if height % self.stride or width % self.stride:
+            raise ModelError(f"image size {height}x{width} is not a multiple of this ViT's patch stride "
+                             f"({self.stride} px); resize it to e.g. {self.stride * max(1, round(height / self.stride))} px")
+        return height // self.stride, width // self.stride
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Prefix tokens + position embedding resampled to the grid of ``x`` (B, h, w, C) -> (B, T, C)."""
+        from timm.layers import resample_abs_pos_embed
+
+        b, h, w, c = x.shape
+        pos = resample_abs_pos_embed(self.pos_embed, new_size=(h, w), old_size=self.native_grid,
+                                     num_prefix_tokens=0 if self.no_embed_class else self.num_prefix_tokens)
+        x = x.reshape(b, h * w, c)
+        prefix = [t.expand(b, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        if self.no_embed_class:
+            return torch.cat([*prefix, x + pos], dim=1)
+        return torch.cat([*prefix, x], dim=1) + pos
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, T, C): every token after the trunk's last block (T = prefix + h * w)."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ModelError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        self.grid_size(x.shape[-2], x.shape[-1])
+        x = self.patch_embed(x)  # NHWC (built with dynamic_img_size)
+        x = self.norm_pre(self._pos_embed(x))
+        return self.norm(self.blocks(x))
+
+    def patch_grid(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """(B, T, C) tokens -> (B, C, h, w) patch tokens; ``grid`` defaults to the square grid of T."""
+        patches = tokens[:, self.num_prefix_tokens:]
+        if grid is None:
+            side = math.isqrt(patches.shape[1])
+            if side * side != patches.shape[1]:
+                raise ModelError(f"{patches.shape[1]} patch tokens are not a square grid; pass grid=(h, w)")
+            grid = (side, side)
+        return patches.transpose(1, 2).reshape(len(tokens), -1, *grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.patch_grid(self.forward_tokens(x), self.grid_size(x.shape[-2], x.shape[-1]))
+
+
+def _build_timm_vit(arch: str, image_size: int, tag: str | None) -> nn.Module:
+    import timm
+
+    if arch in VIT_ARCHS and VIT_ARCHS[arch]:
+        if tag is not None:
+            raise ModelError(f"ViT '{arch}' has no hub weights ('{tag}'); pass a local .safetensors file path or None")
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer(img_size=image_size, num_classes=0, dynamic_img_size=True, **VIT_ARCHS[arch])
+    name = f"{arch}.{tag}" if tag is not None else arch
+    if tag is not None:
+        try:
+            cfg = timm.models.get_pretrained_cfg(name)
+        except RuntimeError as exc:
+            raise ModelError(f"unknown pretrained tag '{tag}' for ViT '{arch}' ({exc})") from exc
+        if cfg is None:
+            raise ModelError(f"unknown timm ViT {arch!r}")
+    try:
+        with _hub_offline():
+            vit = timm.create_model(name, pretrained=tag is not None, num_classes=0, img_size=image_size,
+                                    dynamic_img_size=True)
+    except Exception as exc:  # hub misses are OSErrors; unknown names RuntimeErrors
+        if tag is not None and _is_missing_download(exc):
+            raise _unavailable(tag, arch) from exc
+        if isinstance(exc, TypeError) and "img_size" in str(exc):
+            raise ModelError(f"'{arch}' is not a ViT: these models need a ViT trunk "
+                             f"({', '.join(VIT_ARCHS)} or another timm vit_* name)") from exc
+        raise ModelError(f"cannot build ViT '{arch}': {exc}") from exc
+    if not hasattr(vit, "blocks") or not hasattr(vit, "pos_embed") or vit.pos_embed is None:
+        raise ModelError(f"timm model {arch!r} is not a VisionTransformer with an absolute position embedding")
+    return vit
+
+
+def load_vit_weights(vit: nn.Module, path: str, arch: str) -> None:
+    """A local weights file into a timm ViT (head ignored, position embedding resampled to the model's grid)."""
+    from pathlib import Path
+
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"pretrained weights file not found: {path}")
+    state = _read_state_dict(path)
+    own = vit.state_dict()
+    for prefix in ("module.", "backbone.", "model.", "vit.", ""):  # keep the prefix under which most keys match
+        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if len(own.keys() & stripped.keys()) >= len(own) // 2:
+            state = stripped
+            break
+    try:
+        state = checkpoint_filter_fn(state, vit)
+    except Exception as exc:  # noqa: BLE001 - timm's converters raise assorted errors on foreign files
+        raise ModelError(f"{path} cannot be converted to ViT '{arch}' ({exc})") from exc
+    missing = [k for k in own if k not in state]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of its {len(own)} tensors are missing (e.g. {missing[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape mismatch for {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} expected")
+        raise ModelError(f"{path} does not fit ViT '{arch}': " + "; ".join(parts))
+    vit.load_state_dict({k: state[k] for k in own})
+
+
+def create_vit_trunk(arch: str, image_size: int, pretrained: str | None = None, trunk_blocks: int | None = None,
+                     final_norm: bool = True) -> tuple[ViTTrunk, list[nn.Module], nn.Module]:
+    """Build a ViT and cut it: ``(trunk with blocks 1..trunk_blocks, the remaining blocks, the final norm)``.
+
+    ``trunk_blocks=None`` keeps every block; a negative count leaves that many blocks out (-1: all but the last). ``final_norm`` applies the final LayerNorm inside the trunk
+    (TF-CSN / TF-ASEN read normalised tokens); CCA keeps it for its [CLS] output instead.
+    """
+    if int(image_size) < 1:
+        raise ModelError(f"image_size must be positive, got {image_size}")
+    is_file = pretrained is not None and _looks_like_path(pretrained)
+    vit = _build_timm_vit(arch, int(image_size), None if (pretrained is None or is_file) else pretrained)
+    if is_file:
+        load_vit_weights(vit, pretrained, arch)
+    depth = len(vit.blocks)
+    n = depth if trunk_blocks is None else int(trunk_blocks)
+    n = depth + n if n < 0 else n
+    if not 1 <= n <= depth:
+        raise ModelError(f"ViT '{arch}' has {depth} blocks; cannot keep {n} in the trunk")
+    trunk = ViTTrunk(vit, n, final_norm=final_norm)
+    trunk.grid_size(int(image_size), int(image_size))
+    return trunk, list(vit.blocks)[n:], vit.norm

@@ -232,6 +232,18 @@ def test_warmup_trains_blocks_before_the_conditional_one(tiny_synth):
     assert all(torch.equal(model.cross.state_dict()[k], v) for k, v in cross.items())  # last block untouched
 
 
+def test_warmup_classifies_from_the_cls_token_and_the_patches():
+    """The [CLS] stream that CCA reads must be trained by the warm-up, not only the patch average."""
+    model = build_model("cca2", "demo", [3, 4], image_size=48, resize=48).eval()
+    x = torch.randn(2, 3, 48, 48)
+    t = model.backbone.forward_tokens(x)
+    feat = model.backbone.warmup_features(x)
+    p = model.backbone.num_prefix_tokens
+    assert torch.allclose(feat, 0.5 * (t[:, 0] + t[:, p:].mean(1)), atol=1e-6)
+    feat.sum().backward()
+    assert model.backbone.cls_token.grad is not None and model.backbone.cls_token.grad.abs().sum() > 0
+
+
 @pytest.mark.slow
 def test_frozen_trunk_under_torchrun(tiny_synth, tmp_path):
     import os

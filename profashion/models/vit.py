@@ -115,6 +115,14 @@ class ViTTrunk(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch_grid(self.forward_tokens(x), self.grid_size(x.shape[-2], x.shape[-1]))
 
+    def warmup_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C): what the trainer's warm-up classifies from: the mean of the [CLS] token and of the mean
+        patch token. Warming up on the patch average alone left the [CLS] stream, which CCA and TF-CSN
+        read, nearly the same for every image (their [CLS] outputs then collapsed to cosine 0.999)."""
+        t = self.forward_tokens(x)
+        patches = t[:, self.num_prefix_tokens:].mean(1)
+        return 0.5 * (t[:, 0] + patches) if self.num_prefix_tokens else patches
+
 
 def _build_timm_vit(arch: str, image_size: int, tag: str | None) -> nn.Module:
     import timm

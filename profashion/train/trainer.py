@@ -142,7 +142,8 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
         idx = fids[rng.integers(0, len(fids), size=batch_size)]
         x = to_model_input(images.get(idx), images.preprocess, flip=torch.as_tensor(rng.random(len(idx)) < 0.5),
                            device=device)
-        feat = backbone(x).mean(dim=(2, 3))
+        # a backbone may say what to classify from (ViT trunks: [CLS] and patches); else the pooled map
+        feat = backbone.warmup_features(x) if hasattr(backbone, "warmup_features") else backbone(x).mean(dim=(2, 3))
         target = torch.as_tensor(known[idx], device=device)
         loss = sum(F.cross_entropy(h(feat), target[:, a], ignore_index=-1)
                    for a, h in enumerate(heads) if (target[:, a] >= 0).any()) / len(heads)

@@ -1,0 +1,491 @@
+"""ProFashion: Region -> Patch optimal transport, Patch -> Superpixel pooling, neural semantic aggregation.
+
+Zhang et al., "Fashion Microscope: Pixel-Level Attribute Perception via Optimal Transport and Neural
+Semantic Aggregation". For an image ``I`` and an attribute ``a``:
+
+**RP module (Region -> Patch).** The trunk's patch features (B, C, h, w) go through a 1x1 conv to
+``f_I`` (B, d, h, w); the attribute embedding ``f_a`` (d) comes from a learned table (default) or, with
+``attribute_embedding="clip"``, from the frozen CLIP text embedding of a prompt per attribute projected to
+``d``. The correlation ``C_cor[a, p] = cos(f_a, f_I[p])`` gives the cost ``1 - C_cor`` and an entropic
+OT plan (:func:`profashion.ot.sinkhorn`) gives each attribute's patch weights ``w_a`` (summing to 1).
+How the OT is posed is ``transport`` (DESIGN.md, "OPEN POINT"):
+
+- ``"ot"`` (default): ALL attributes (rows, marginal 1/A) against the N patches (columns, marginal 1/N);
+  the queried attribute's row, times A, is its weights: attributes compete for patches (the paper's
+  "global perspective"). One OT per image serves every attribute, so ``embed`` and ``embed_all`` cost
+  the same.
+- ``"ot_literal"``: Eq. (2) read literally: the attribute's h x w correlation map transported between
+  its rows and its columns (uniform marginals); the plan, summing to 1, is the weight map.
+- ``"attention"``: ``softmax(C_cor / attention_temperature)`` over the patches (the ablation "OT replaced
+  by attention").
+
+The plan is thresholded (``w >= crop_threshold * max w``) and the bounding box of the kept patches is
+the attribute's crop. The RP feature is ``r_a = sum_p w_a[p] x_p`` over the trunk features ``x``.
+
+**PS module (Patch -> Superpixel).** As in the paper the crop acts on FEATURES, not pixels: the PS
+encoder's features and the image's superpixels (:func:`profashion.superpixels.density_superpixels`,
+``superpixels="density"``; ``"grid"`` is a regular grid, kept as an alternative) are computed once per
+image. Each superpixel gets the mean of ``w_a`` over its pixels and the mean PS feature over its pixels
+(features are assigned to pixels by nearest patch cell). Selected are the superpixels that lie mostly
+(>= 50 % of their pixels) inside the crop and whose mean weight is at least the mean over those inside
+the crop; when the crop holds no superpixel (a crop thinner than any superpixel), the superpixel of
+highest mean weight is selected. The PS feature is ``s_a = sum_sel w_s g_s / sum_sel w_s``; the selection
+is a hard choice, the weights carry the gradient back to the RP module.
+
+**Embedding.** ``e_a = normalise(FC(gate_a * [r_a, s_a]))`` with an attribute gate
+``gate_a = sigmoid(Linear(f_a))`` over the channels (the paper leaves the head open; a channel gate as in
+ASEN's ACA makes global attributes such as colour separable when their patch weights coincide).
+
+**Neural semantic aggregation** (training only, :mod:`profashion.graph`): the trainer calls
+:meth:`auxiliary_loss` with each row's value; the PS features of the last forward are the nodes of the
+attribute graph; ``cluster_weight * (L_p + 0.5 L_n)`` is added to the triplet loss. The paper gives no
+weight; ``cluster_weight = 0.1`` because at 1.0 the cluster losses (about 0.8 at the start, against a
+triplet loss of 0.2) dominated and cost 6 points of synthetic test mAP after 160 steps (24.87 with them,
+31.28 without; README).
+
+Ablations (config fields): ``use_rp=False`` (uniform weights, the whole image is the crop),
+``use_ps=False`` (the embedding uses ``r_a`` only; the graph then acts on ``r_a``), ``use_lp=False``,
+``use_ln=False``, ``transport="attention"``.
+
+Presets:
+
+- ``demo``: one ``small_cnn`` trunk shared by RP and PS (192 channels, stride 8) at 64 px, d = 64,
+  64 superpixels, embedding 64; trains on 2 CPU cores in minutes.
+- ``paper``: open_clip ViT-B/32 (RP) and ViT-B/16 (PS) at 224 px with CLIP's normalisation, d = 512,
+  embedding 1024; ``pretrained="openai"`` from the local cache (or a local file) is optional.
+
+Schedule. The paper trains in two stages (Adam 1e-4, x0.3 every 3 epochs, 50 epochs; then 1e-5, x0.95
+per epoch, 50 epochs). ``profashion train --preset paper`` runs the first stage exactly (the trainer's
+paper schedule is Adam 1e-4, x0.3 every 3 epochs, 50 epochs); the trainer has no second stage yet, and
+``--resume --epochs 100 --lr ...`` keeps the run's own schedule, so stage 2 is not automated. The demo
+preset scales both down to the trainer's demo schedule (one stage, Adam 1e-3, x0.5 every 2 epochs).
+
+Bad input never yields a NaN embedding: non-finite features are zeroed before the cost, an all-equal
+cost gives the uniform plan, images smaller than the superpixel window are one superpixel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from profashion.data.images import Preprocess
+from profashion.graph import SemanticAggregation
+from profashion.models.backbones import create_backbone
+from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TRANSPORTS = ("ot", "ot_literal", "attention")
+SUPERPIXELS = ("density", "grid")
+
+
+@dataclasses.dataclass
+class ProFashionConfig(ModelConfig):
+    ps_backbone: str = ""  # "" = the RP trunk also serves as PS encoder
+    feat_dim: int = 64  # d: the space of f_a and f_I
+    attribute_embedding: str = "table"  # "table" or "clip"
+    attribute_prompts: list[str] | None = None  # CLIP prompts, one per attribute
+    transport: str = "ot"  # "ot" | "ot_literal" | "attention"
+    ot_epsilon: float = 0.1
+    ot_max_iter: int = 200
+    attention_temperature: float = 0.1
+    crop_threshold: float = 0.5  # keep patches with w >= crop_threshold * max w
+    superpixels: str = "density"  # "density" | "grid"
+    n_segments: int = 64
+    superpixel_window: int = 7  # below this size an image is one superpixel
+    superpixel_cache: int = 20000  # label maps kept in memory, keyed by the image's bytes
+    use_rp: bool = True
+    use_ps: bool = True
+    use_lp: bool = True
+    use_ln: bool = True
+    graph_steps: int = 2
+    graph_views: int = 3
+    graph_dim: int = 64
+    graph_tau: float = 0.5
+    ln_weight: float = 0.5
+    cluster_weight: float = 0.1  # weight of L_p + 0.5 L_n beside the triplet loss (1.0 measured worse, see README)
+    seed: int = 0
+    clip_preprocess: bool = False  # CLIP mean/std instead of ImageNet's
+
+    def preprocess(self) -> Preprocess:
+        if self.clip_preprocess:
+            return Preprocess(self.resize, self.image_size, CLIP_MEAN, CLIP_STD)
+        return Preprocess(self.resize, self.image_size)
+
+
+def grid_superpixels(height: int, width: int, n_segments: int = 64) -> np.ndarray:
+    """A regular grid of about ``n_segments`` rectangular cells as an (H, W) int32 label map."""
+    g = max(1, int(round(np.sqrt(max(1, n_segments)))))
+    gy, gx = min(g, height), min(g, width)
+    rows = np.minimum(np.arange(height) * gy // max(1, height), gy - 1)
+    cols = np.minimum(np.arange(width) * gx // max(1, width), gx - 1)
+    return (rows[:, None] * gx + cols[None]).astype(np.int32)
+
+
+@register(
+    "profashion",
+    presets={
+        "demo": {"backbone": "small_cnn", "image_size": 64, "resize": 64, "embed_dim": 64, "feat_dim": 64,
+                 "n_segments": 64, "ot_epsilon": 0.1},
+        "paper": {"backbone": "openclip:ViT-B-32", "ps_backbone": "openclip:ViT-B-16", "image_size": 224,
+                  "resize": 224, "embed_dim": 1024, "feat_dim": 512, "n_segments": 196, "ot_epsilon": 0.05,
+                  "clip_preprocess": True, "graph_dim": 128},
+    },
+)
+class ProFashion(RetrievalModel):
+    """RP (correlation + OT + crop) -> PS (superpixels in the crop, weighted pooling) -> gated FC -> L2 norm."""
+
+    config_class = ProFashionConfig
+
+    def __init__(self, config: ProFashionConfig):
+        super().__init__(config)
+        if config.transport not in TRANSPORTS:
+            raise ModelError(f"transport must be one of {', '.join(TRANSPORTS)}, got {config.transport!r}")
+        if config.superpixels not in SUPERPIXELS:
+            raise ModelError(f"superpixels must be one of {', '.join(SUPERPIXELS)}, got {config.superpixels!r}")
+        if config.attribute_embedding not in ("table", "clip"):
+            raise ModelError(f"attribute_embedding must be 'table' or 'clip', got {config.attribute_embedding!r}")
+        if not config.ot_epsilon > 0:
+            raise ModelError(f"ot_epsilon must be positive, got {config.ot_epsilon}")
+        if config.attribute_embedding == "clip" and (not config.attribute_prompts
+                                                     or len(config.attribute_prompts) != config.num_attributes):
+            raise ModelError(f"attribute_embedding='clip' needs attribute_prompts: one prompt for each of the "
+                             f"{config.num_attributes} attributes")
+        self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size)
+        if config.ps_backbone and config.ps_backbone != config.backbone:
+            ps_pre = config.pretrained if config.pretrained and not _is_path(config.pretrained) else None
+            self.ps_backbone = create_backbone(config.ps_backbone, ps_pre, image_size=config.image_size)
+        else:
+            self.ps_backbone = None
+        c = self.backbone.out_channels
+        c_ps = self.ps_backbone.out_channels if self.ps_backbone is not None else c
+        d = config.feat_dim
+        a = config.num_attributes
+        self.image_proj = nn.Conv2d(c, d, kernel_size=1)
+        if config.attribute_embedding == "clip":
+            text = _clip_text_embeddings(config)
+            self.register_buffer("text_embeddings", text)
+            self.text_proj = nn.Linear(text.shape[1], d)
+        else:
+            self.attribute_table = nn.Embedding(a, d)
+        head_in = c + (c_ps if config.use_ps else 0)  # [r_a, s_a], or r_a alone without PS
+        self.gate = nn.Linear(d, head_in)
+        self.fc = nn.Linear(head_in, config.embed_dim)
+        agg_in = c_ps if config.use_ps else c
+        self.aggregation = SemanticAggregation(agg_in, config.graph_dim, hidden=2 * config.graph_dim,
+                                               views=config.graph_views, steps=config.graph_steps,
+                                               tau=config.graph_tau, ln_weight=config.ln_weight,
+                                               use_lp=config.use_lp, use_ln=config.use_ln, seed=config.seed)
+        self.register_buffer("num_values", torch.tensor(config.num_values, dtype=torch.long))
+        self._sp_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.find_unused_parameters = not (config.use_lp or config.use_ln)
+
+    # -- attribute side ---------------------------------------------------------------------------------
+    def attribute_vectors(self) -> torch.Tensor:
+        """(A, d) attribute embeddings f_a."""
+        if self.config.attribute_embedding == "clip":
+            return self.text_proj(self.text_embeddings)
+        return self.attribute_table.weight
+
+    # -- RP -----------------------------------------------------------------------------------------------
+    def correlation(self, fmap: torch.Tensor) -> torch.Tensor:
+        """(B, A, N) cosine correlation of every attribute with every patch."""
+        f_img = F.normalize(torch.nan_to_num(self.image_proj(fmap), 0.0, 0.0, 0.0).flatten(2), dim=1, eps=1e-8)
+        f_att = F.normalize(torch.nan_to_num(self.attribute_vectors(), 0.0, 0.0, 0.0), dim=-1, eps=1e-8)
+        return torch.einsum("ad,bdn->ban", f_att, f_img).clamp(-1, 1)
+
+    def transport(self, corr: torch.Tensor, hw: tuple[int, int],
+                  attrs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Patch weights (B, K, N), each row summing to 1, and the raw plan.
+
+        ``corr`` is (B, A, N); ``attrs`` (B, K) picks the attributes whose weights are returned (all when
+        None). For ``"ot"`` the plan is (B, A, N) (all attributes compete); for ``"ot_literal"`` it is
+        (B, K, h, w); attention has no plan.
+        """
+        b, n_attr, n = corr.shape
+        mode = self.config.transport
+        if not self.config.use_rp:
+            k = n_attr if attrs is None else attrs.shape[1]
+            return corr.new_full((b, k, n), 1.0 / n), None
+        if mode == "ot":
+            plan = self._sinkhorn(1.0 - corr)  # (B, A, N), rows sum to 1/A
+            weights = plan * n_attr
+            if attrs is not None:
+                weights = torch.gather(weights, 1, attrs[..., None].expand(-1, -1, n))
+            return weights, plan
+        picked = corr if attrs is None else torch.gather(corr, 1, attrs[..., None].expand(-1, -1, n))
+        if mode == "attention":
+            return torch.softmax(picked / self.config.attention_temperature, dim=-1), None
+        k = picked.shape[1]
+        plan = self._sinkhorn((1.0 - picked).reshape(b * k, *hw)).view(b, k, *hw)
+        return plan.flatten(2), plan
+
+    def _sinkhorn(self, cost: torch.Tensor) -> torch.Tensor:
+        try:
+            from profashion.ot import sinkhorn
+        except ImportError as exc:  # pragma: no cover - the package ships with profashion
+            raise ModelError("profashion.ot is missing; use transport='attention'") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an unconverged plan is still a plan
+            plan = sinkhorn(cost, epsilon=float(self.config.ot_epsilon), max_iter=int(self.config.ot_max_iter),
+                            tol=1e-4)
+        return torch.nan_to_num(plan, 0.0, 0.0, 0.0)
+
+    @staticmethod
+    def crop_boxes(weights: torch.Tensor, hw: tuple[int, int], threshold: float) -> torch.Tensor:
+        """(B, K, N) weights -> (B, K, N) boolean crop: the bounding box of patches >= threshold * max."""
+        h, w = hw
+        keep = weights >= threshold * weights.amax(-1, keepdim=True)
+        keep = keep.view(*weights.shape[:2], h, w)
+        rows, cols = keep.any(-1), keep.any(-2)  # (B, K, h), (B, K, w)
+        ar_h = torch.arange(h, device=weights.device)
+        ar_w = torch.arange(w, device=weights.device)
+        big = max(h, w) + 1
+        y0 = torch.where(rows, ar_h, big).amin(-1)
+        y1 = torch.where(rows, ar_h, -1).amax(-1)
+        x0 = torch.where(cols, ar_w, big).amin(-1)
+        x1 = torch.where(cols, ar_w, -1).amax(-1)
+        in_y = (ar_h >= y0[..., None]) & (ar_h <= y1[..., None])
+        in_x = (ar_w >= x0[..., None]) & (ar_w <= x1[..., None])
+        return (in_y[..., :, None] & in_x[..., None, :]).flatten(2)
+
+    # -- PS -----------------------------------------------------------------------------------------------
+    def superpixel_labels(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) long superpixel labels of normalised images (cached by the image's bytes)."""
+        pre = self.preprocess
+        mean = torch.tensor(pre.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(pre.std, device=images.device).view(1, 3, 1, 1)
+        pix = torch.nan_to_num(images.detach() * std + mean, 0.0, 1.0, 0.0)
+        pix = (pix.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out = []
+        for img in pix:
+            key = hashlib.blake2b(img.tobytes(), digest_size=16).digest() + bytes(str(img.shape), "ascii")
+            labels = self._sp_cache.get(key)
+            if labels is None:
+                labels = self._compute_superpixels(np.ascontiguousarray(img))
+                labels = labels.astype(np.uint8 if labels.max() < 256 else np.int32)
+                if self.config.superpixel_cache > 0:
+                    self._sp_cache[key] = labels
+                    while len(self._sp_cache) > self.config.superpixel_cache:
+                        self._sp_cache.popitem(last=False)
+            else:
+                self._sp_cache.move_to_end(key)
+            out.append(torch.from_numpy(labels.astype(np.int64)))
+        return torch.stack(out).to(images.device)
+
+    def _compute_superpixels(self, img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        if min(h, w) < self.config.superpixel_window:
+            return np.zeros((h, w), np.int32)  # smaller than the density window: one superpixel
+        if self.config.superpixels == "grid":
+            labels = grid_superpixels(h, w, self.config.n_segments)
+        else:
+            from profashion.superpixels import density_superpixels
+
+            labels = np.asarray(density_superpixels(img, n_segments=self.config.n_segments))
+        # relabel to 0..K-1 (a label map with gaps would waste rows)
+        _, labels = np.unique(labels, return_inverse=True)
+        return labels.reshape(h, w).astype(np.int32)
+
+    @staticmethod
+    def superpixel_overlap(labels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """(B, S, N) number of pixels of superpixel s that fall in patch cell p (nearest cell)."""
+        b, big_h, big_w = labels.shape
+        h, w = hw
+        rows = torch.arange(big_h, device=labels.device) * h // big_h
+        cols = torch.arange(big_w, device=labels.device) * w // big_w
+        cell = (rows[:, None] * w + cols[None]).flatten()  # (H*W,)
+        s = int(labels.max()) + 1
+        n = h * w
+        idx = labels.flatten(1) * n + cell[None]
+        counts = torch.zeros(b, s * n, device=labels.device)
+        counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=counts.dtype))
+        return counts.view(b, s, n)
+
+    def select_superpixels(self, overlap: torch.Tensor, weights: torch.Tensor,
+                           crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean weight (B, K, S) of each superpixel and the selection mask (B, K, S)."""
+        size = overlap.sum(-1)  # (B, S) pixels per superpixel
+        exists = size > 0
+        denom = size.clamp_min(1)[:, None]
+        mean_w = torch.einsum("bsn,bkn->bks", overlap, weights) / denom
+        inside = torch.einsum("bsn,bkn->bks", overlap, crop.to(overlap.dtype)) / denom >= 0.5
+        inside = inside & exists[:, None]
+        w_in = mean_w.detach().masked_fill(~inside, 0)
+        count = inside.sum(-1, keepdim=True).clamp_min(1)
+        avg = w_in.sum(-1, keepdim=True) / count
+        selected = inside & (mean_w.detach() >= avg - 1e-12)
+        none = ~selected.any(-1, keepdim=True)  # a crop with no superpixel in it
+        best = mean_w.detach().masked_fill(~exists[:, None], -1.0).argmax(-1, keepdim=True)
+        fallback = torch.zeros_like(selected).scatter_(-1, best, True)
+        selected = torch.where(none, fallback, selected)
+        return mean_w, selected
+
+    # -- the whole model ------------------------------------------------------------------------------
+    def _features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ModelError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        fmap = torch.nan_to_num(self.backbone(images), 0.0, 0.0, 0.0)
+        if self.ps_backbone is not None and self.config.use_ps:
+            ps = torch.nan_to_num(self.ps_backbone(images), 0.0, 0.0, 0.0)
+            if ps.shape[-2:] != fmap.shape[-2:]:  # e.g. ViT-B/16 (14x14) beside ViT-B/32 (7x7)
+                ps = F.adaptive_avg_pool2d(ps, fmap.shape[-2:])
+        else:
+            ps = fmap
+        return fmap, ps
+
+    def _run(self, images: torch.Tensor, attrs: torch.Tensor | None) -> dict[str, Any]:
+        """Everything for attributes ``attrs`` (B, K) or all; returns embeddings (B, K, D) and the parts."""
+        fmap, ps = self._features(images)
+        b, _, h, w = fmap.shape
+        corr = self.correlation(fmap)  # (B, A, N)
+        weights, plan = self.transport(corr, (h, w), attrs)  # (B, K, N)
+        weights = torch.nan_to_num(weights, 0.0, 0.0, 0.0)
+        x = fmap.flatten(2).transpose(1, 2)  # (B, N, C)
+        parts = [weights @ x]  # r_a: (B, K, C)
+        out: dict[str, Any] = {"corr": corr, "weights": weights, "plan": plan, "hw": (h, w)}
+        if self.config.use_ps:
+            labels = self.superpixel_labels(images)
+            overlap = self.superpixel_overlap(labels, (h, w))  # (B, S, N)
+            crop = (self.crop_boxes(weights, (h, w), self.config.crop_threshold) if self.config.use_rp
+                    else torch.ones_like(weights, dtype=torch.bool))
+            mean_w, selected = self.select_superpixels(overlap, weights, crop)
+            g = overlap @ ps.flatten(2).transpose(1, 2) / overlap.sum(-1, keepdim=True).clamp_min(1)  # (B, S, C)
+            omega = mean_w * selected
+            total = omega.sum(-1, keepdim=True)
+            # all selected weights zero (uniform crop of zeros): fall back to the plain mean of the selection
+            omega = torch.where(total > 1e-12, omega / total.clamp_min(1e-12),
+                                selected.float() / selected.sum(-1, keepdim=True).clamp_min(1))
+            parts.append(omega @ g)  # s_a: (B, K, C_ps)
+            out.update(labels=labels, crop=crop, mean_w=mean_w, selected=selected)
+        z = torch.cat(parts, dim=-1)
+        f_att = self.attribute_vectors()
+        gate_all = torch.sigmoid(self.gate(f_att))  # (A, F)
+        gate = gate_all[None].expand(b, -1, -1) if attrs is None else gate_all[attrs]
+        emb = self.normalise(torch.nan_to_num(self.fc(z * gate), 0.0, 0.0, 0.0))
+        out["embedding"] = emb
+        out["aggregate"] = parts[-1]
+        return out
+
+    def embed(self, images: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
+        ids = self.check_attributes(attribute_ids, len(images))
+        out = self._run(images, ids[:, None])
+        if self.training and torch.is_grad_enabled():
+            self._last = (out["aggregate"][:, 0], ids)
+        return out["embedding"][:, 0]
+
+    def embed_all(self, images: torch.Tensor) -> torch.Tensor:
+        return self._run(images, None)["embedding"]
+
+    def auxiliary_loss(self, values: torch.Tensor) -> torch.Tensor:
+        """``cluster_weight * (L_p + ln_weight * L_n)`` over the rows of the last training forward."""
+        if self._last is None:
+            return torch.zeros((), device=self.device)
+        feats, attrs = self._last
+        self._last = None
+        values = torch.as_tensor(values, device=feats.device).reshape(-1)
+        if len(values) != len(feats):
+            raise ModelError(f"auxiliary_loss got {len(values)} values for {len(feats)} embedded rows")
+        if not (self.config.use_lp or self.config.use_ln) or self.config.cluster_weight == 0:
+            return feats.sum() * 0
+        res = self.aggregation(feats, attrs, values)
+        self.last_cluster_losses = {"l_p": float(res["l_p"]), "l_n": float(res["l_n"])}
+        return self.config.cluster_weight * res["loss"]
+
+    @torch.no_grad()
+    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
+        """Correlation map, OT map and plan, crop box, superpixels and the selected ones, heatmap."""
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ModelError(f"explain expects one (3, H, W) image, got shape {tuple(image.shape)}")
+        ids = self.check_attributes(attribute_id, 1)
+        a = int(ids[0])
+        was_training = self.training
+        self.eval()
+        try:
+            x = image[None].to(self.device)
+            out = self._run(x, ids[:, None])
+            labels = out["labels"] if "labels" in out else self.superpixel_labels(x)
+            h, w = out["hw"]
+            weights = out["weights"][0, 0]
+            if "selected" in out:
+                crop, mean_w, selected = out["crop"][0, 0], out["mean_w"][0, 0], out["selected"][0, 0]
+            else:
+                crop = self.crop_boxes(out["weights"], (h, w), self.config.crop_threshold)[0, 0] \
+                    if self.config.use_rp else torch.ones(h * w, dtype=torch.bool, device=weights.device)
+                overlap = self.superpixel_overlap(labels, (h, w))
+                mean_w, selected = self.select_superpixels(overlap, out["weights"], crop[None, None])
+                mean_w, selected = mean_w[0, 0], selected[0, 0]
+        finally:
+            self.train(was_training)
+        size = tuple(image.shape[1:])
+        big_h, big_w = size
+        corr = out["corr"][0, a].view(h, w)
+        ot_weights = weights.view(h, w)
+        crop_grid = crop.view(h, w)
+        ys, xs = torch.nonzero(crop_grid, as_tuple=True)
+        box = (int(ys.min()) * big_h // h, int(xs.min()) * big_w // w,
+               (int(ys.max()) + 1) * big_h // h, (int(xs.max()) + 1) * big_w // w)  # (y0, x0, y1, x1)
+        lab = labels[0]
+        sel_ids = torch.nonzero(selected, as_tuple=True)[0]
+        sel_w = mean_w[sel_ids]
+        order = sel_w.argsort(descending=True)
+        chosen = [(int(i), float(v)) for i, v in zip(sel_ids[order].tolist(), sel_w[order].tolist())]
+        sp_weight = torch.zeros(int(lab.max()) + 1, device=lab.device)
+        sp_weight[sel_ids] = sel_w.clamp_min(0).float()
+        sp_map = sp_weight[lab]
+        hi = sp_map.max()
+        sp_map = sp_map / hi if float(hi) > 1e-12 else (lab[..., None] == sel_ids).any(-1).float()
+        plan = out["plan"]
+        plan = plan[0] if plan is not None else weights.view(1, -1)
+        ot_map = self.upsample_map(ot_weights, size)
+        heatmap = sp_map if self.config.use_ps else ot_map
+        return {
+            "heatmap": heatmap.cpu(),
+            "correlation": self.upsample_map(corr, size).cpu(),
+            "ot_map": ot_map.cpu(),
+            "ot_weights": ot_weights.cpu(),
+            "ot_plan": plan.cpu(),
+            "crop_box": box,
+            "superpixels": lab.to(torch.int32).cpu(),
+            "selected_superpixels": chosen,
+            "superpixel_map": sp_map.cpu(),
+            "feature_map_size": (h, w),
+        }
+
+
+def _is_path(s: str) -> bool:
+    return "/" in s or s.lower().endswith((".safetensors", ".pth", ".pt", ".bin"))
+
+
+def _clip_text_embeddings(config: ProFashionConfig) -> torch.Tensor:
+    """(A, D_text) frozen CLIP text embeddings of one prompt per attribute (open_clip text tower)."""
+    name = config.backbone
+    if not name.startswith("openclip:"):
+        raise ModelError("attribute_embedding='clip' needs an open_clip backbone (e.g. openclip:ViT-B-32)")
+    prompts = config.attribute_prompts
+    import open_clip
+
+    from profashion.models.backbones import _hub_offline
+
+    tag = config.pretrained if config.pretrained and not _is_path(config.pretrained) else None
+    try:
+        with _hub_offline():
+            model = open_clip.create_model(name[9:], pretrained=tag, weights_only=True,
+                                           require_pretrained=tag is not None)
+    except Exception as exc:
+        raise ModelError(f"cannot build the CLIP text tower of {name!r} offline: {exc}") from exc
+    tokenizer = open_clip.get_tokenizer(name[9:])
+    model.eval()
+    with torch.no_grad():
+        text = model.encode_text(tokenizer(list(prompts)))
+    return F.normalize(text.float(), dim=-1)

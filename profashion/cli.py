@@ -43,7 +43,8 @@ def _cmd_train(args) -> int:
                       image_root=args.image_root, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                       triplets_per_epoch=args.triplets_per_epoch, warmup_steps=args.warmup_steps,
                       attributes=[a.strip() for a in args.attributes.split(",") if a.strip()] if args.attributes else None,
-                      lr_step=args.lr_step, lr_gamma=args.lr_gamma,
+                      lr_step=args.lr_step, lr_gamma=args.lr_gamma, stage2_epochs=args.stage2_epochs,
+                      stage2_lr=args.stage2_lr, stage2_gamma=args.stage2_gamma,
                       seed=args.seed, device=args.device, model_overrides=overrides, frozen_trunk=args.frozen_trunk)
     run = train(cfg, resume=args.resume, progress=not args.quiet)
     import os
@@ -237,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--lr-step", type=int, help="decay the learning rate every N epochs")
     t.add_argument("--lr-gamma", type=float, help="decay factor")
+    t.add_argument("--stage2-epochs", type=int,
+                   help="a second stage after --epochs: this many epochs at --stage2-lr, decayed by --stage2-gamma "
+                        "every epoch (ProFashion's schedule; 0 = none)")
+    t.add_argument("--stage2-lr", type=float)
+    t.add_argument("--stage2-gamma", type=float)
     t.add_argument("--batch-size", type=int, help="global batch of triplets")
     t.add_argument("--triplets-per-epoch", type=int)
     t.add_argument("--warmup-steps", type=int,

@@ -184,3 +184,23 @@ def test_cli_errors_are_one_line(tiny_synth, tmp_path, capsys):
     (bad / "config.json").write_text("{not json")
     assert main(["eval", "--dataset", str(tiny_synth), "--checkpoint", str(bad)]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_second_stage_schedule(tiny_synth, tmp_path):
+    """ProFashion's two-stage schedule: stage 2 runs after --epochs at its own rate, decayed every epoch."""
+    from profashion.train.trainer import TrainConfig
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "triplet", "--dataset", str(tiny_synth), "--out", str(run), "--epochs", "2",
+                 "--lr", "1e-3", "--lr-step", "1", "--lr-gamma", "0.5", "--stage2-epochs", "2", "--stage2-lr", "1e-4",
+                 "--stage2-gamma", "0.5", *TINY_TRAIN]) == 0
+    m = _metrics(run)
+    assert [r["stage"] for r in m] == [1, 1, 2, 2]
+    assert [r["lr"] for r in m] == pytest.approx([1e-3, 5e-4, 1e-4, 5e-5])
+    # the model's class sets its own default second stage; plain models have none
+    pf = TrainConfig(model="profashion", dataset="d", out="o", preset="paper").resolved()
+    assert (pf.epochs, pf.stage2_epochs, pf.stage2_lr, pf.stage2_gamma) == (50, 50, 1e-5, 0.95)
+    assert pf.lr_at(49) == pytest.approx(1e-4 * 0.3 ** 16) and pf.lr_at(52) == pytest.approx(1e-5 * 0.95 ** 2)
+    assert TrainConfig(model="asen", dataset="d", out="o").resolved().stage2_epochs == 0
+    with pytest.raises(ValueError, match="stage2"):
+        TrainConfig(model="asen", dataset="d", out="o", stage2_epochs=-1).resolved()

@@ -145,6 +145,11 @@ class ProFashion(RetrievalModel):
     """RP (correlation + OT + crop) -> PS (superpixels in the crop, weighted pooling) -> gated FC -> L2 norm."""
 
     config_class = ProFashionConfig
+    # The paper's two-stage schedule (stage 1 is the trainer's paper preset: 1e-4, x0.3 every 3 epochs, 50
+    # epochs; then 50 epochs from 1e-5, x0.95 every epoch); the demo preset scales stage 2 like stage 1
+    # (10x the learning rate, a few epochs).
+    train_presets = {"paper": {"stage2_epochs": 50, "stage2_lr": 1e-5, "stage2_gamma": 0.95},
+                     "demo": {"stage2_epochs": 2, "stage2_lr": 1e-4, "stage2_gamma": 0.95}}
 
     def __init__(self, config: ProFashionConfig):
         super().__init__(config)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from profashion.data.splits import atomic_write_text, move_folder_into_place
+from profashion.train.trainer import planned_epochs
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = {"train": 6000, "valid": 800, "test": 2000, "size": 112, "seed": 0}
@@ -54,7 +55,7 @@ def _run_state(run: Path) -> tuple[int, int | None]:
     except OSError:
         done = 0
     try:
-        total = int(json.loads((run / "args.json").read_text())["epochs"])
+        total = planned_epochs(json.loads((run / "args.json").read_text()))
     except (OSError, ValueError, KeyError):
         total = None
     return done, total

@@ -55,6 +55,10 @@ TRAIN_PRESETS: dict[str, dict] = {
     "paper": {"epochs": 50, "lr": 1e-4, "lr_step": 3, "lr_gamma": 0.3, "batch_size": 32,
               "triplets_per_epoch": 100_000, "warmup_steps": 0},
 }
+# An optional second stage after ``epochs``: ``stage2_epochs`` more epochs at ``stage2_lr`` decayed by
+# ``stage2_gamma`` every epoch (ProFashion's schedule). Off unless the model's class asks for it in
+# ``train_presets`` (see profashion.py) or the command line sets it.
+STAGE2_DEFAULTS = {"stage2_epochs": 0, "stage2_lr": 1e-5, "stage2_gamma": 0.95}
 
 
 @dataclass
@@ -68,6 +72,9 @@ class TrainConfig:
     lr: float | None = None
     lr_step: int | None = None
     lr_gamma: float | None = None
+    stage2_epochs: int | None = None
+    stage2_lr: float | None = None
+    stage2_gamma: float | None = None
     batch_size: int | None = None
     triplets_per_epoch: int | None = None
     warmup_steps: int | None = None  # backbone warm-up by attribute classification (see warmup_backbone)
@@ -84,18 +91,40 @@ class TrainConfig:
         if self.preset not in TRAIN_PRESETS:
             raise ModelError(f"unknown preset {self.preset!r}; presets: {', '.join(TRAIN_PRESETS)}")
         d = dataclasses.asdict(self)
-        for k, v in TRAIN_PRESETS[self.preset].items():
+        from profashion.models.base import _lookup
+
+        cls, _ = _lookup(self.model)  # an unknown model fails here, with the list of models
+        method = getattr(cls, "train_presets", {}).get(self.preset, {})
+        for k, v in {**TRAIN_PRESETS[self.preset], **STAGE2_DEFAULTS, **method}.items():
             if d[k] is None:
                 d[k] = v
         cfg = TrainConfig(**d)
         for name in ("epochs", "batch_size", "triplets_per_epoch", "lr_step"):
             if int(getattr(cfg, name)) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+        if int(cfg.stage2_epochs) < 0 or not cfg.stage2_lr > 0 or not cfg.stage2_gamma > 0:
+            raise ValueError("--stage2-epochs must be 0 or more and --stage2-lr, --stage2-gamma positive")
         if int(cfg.warmup_steps) < 0:
             raise ValueError(f"--warmup-steps must be 0 or more, got {cfg.warmup_steps}")
         if not cfg.lr > 0:
             raise ValueError(f"--lr must be positive, got {cfg.lr}")
         return cfg
+
+    @property
+    def total_epochs(self) -> int:
+        return int(self.epochs) + int(self.stage2_epochs or 0)
+
+    def lr_at(self, epoch: int) -> float:
+        """Stage 1: ``lr`` decayed by ``lr_gamma`` every ``lr_step`` epochs; stage 2 (after ``epochs``):
+        ``stage2_lr`` decayed by ``stage2_gamma`` every epoch."""
+        if epoch < self.epochs:
+            return self.lr * self.lr_gamma ** (epoch // self.lr_step)
+        return self.stage2_lr * self.stage2_gamma ** (epoch - self.epochs)
+
+
+def planned_epochs(args: dict) -> int:
+    """Epochs a run's ``args.json`` plans: stage 1 plus any second stage."""
+    return int(args["epochs"]) + int(args.get("stage2_epochs") or 0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -410,7 +439,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
     if resume:
         _optimizer_from_files(opt, out / "last")
     for g in opt.param_groups:
-        g["lr"] = cfg.lr * cfg.lr_gamma ** (start_epoch // cfg.lr_step)
+        g["lr"] = cfg.lr_at(start_epoch)
 
     if cfg.batch_size % d.world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({d.world})")
@@ -419,8 +448,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
     extra = {"dataset": {"name": ds.name, "attributes": list(schema.names),
                          "values": [list(v) for v in schema.values]}}
 
-    for epoch in range(start_epoch, cfg.epochs):
-        lr = cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step)
+    for epoch in range(start_epoch, cfg.total_epochs):
+        lr = cfg.lr_at(epoch)
         for g in opt.param_groups:
             g["lr"] = lr
         t0 = time.perf_counter()
@@ -434,7 +463,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
         if progress and d.main:
             from tqdm import tqdm
 
-            bar = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, file=sys.stderr,
+            bar = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.total_epochs}", unit="step", leave=False, file=sys.stderr,
                        mininterval=1.0 if sys.stderr.isatty() else 30.0)
             it = bar
         for s in it:
@@ -474,7 +503,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
             dist.all_reduce(t)
             mean_loss = float(t) / d.world
 
-        record = {"epoch": epoch, "loss": mean_loss, "lr": lr, "triplets": steps * cfg.batch_size,
+        record = {"epoch": epoch, "stage": 1 if epoch < cfg.epochs else 2, "loss": mean_loss, "lr": lr,
+                  "triplets": steps * cfg.batch_size,
                   "processes": d.world}
         if warmup is not None and epoch == start_epoch:
             record["warmup"] = warmup
@@ -502,7 +532,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
             history.append(record)
             atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             val = f"  val mAP {record['val_map']:.2f}" if "val_map" in record else ""
-            _log(f"epoch {epoch + 1}/{cfg.epochs}  loss {mean_loss:.4f}{val}  lr {lr:.2e}  "
+            _log(f"epoch {epoch + 1}/{cfg.total_epochs}  loss {mean_loss:.4f}{val}  lr {lr:.2e}  "
                  f"{record['seconds']:.1f}s{'  *best*' if improved else ''}", d)
         if d.world > 1:
             dist.barrier()

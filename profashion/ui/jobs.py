@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from profashion.data.splits import atomic_write_text
+from profashion.train.trainer import planned_epochs
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_JOBS = "PROFASHION_JOBS"
@@ -245,7 +246,7 @@ class JobManager:
     def _completed_epochs(self, d: Path) -> tuple[int, int | None]:
         done = len(self.metrics(d.name))
         try:
-            total = int(json.loads((d / "run" / "args.json").read_text())["epochs"])
+            total = planned_epochs(json.loads((d / "run" / "args.json").read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             total = None
         return done, total

@@ -294,6 +294,20 @@ def _align_keys(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torc
     return best
 
 
+
+def state_dict_mismatch(own: dict, state: dict, optional=lambda key: False) -> str | None:
+    """What keeps ``state`` (a weights file) from loading into a module whose state is ``own``, in words;
+    None when it fits. Keys for which ``optional(key)`` is true may be missing."""
+    missing = [k for k in own if k not in state and not optional(k)]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of its {len(own)} tensors are missing (e.g. {missing[0]})")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"shape mismatch for {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} expected")
+    return "; ".join(parts) or None
+
 def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, name: str = "") -> None:
     """Load a local weights file into ``backbone``; extra tensors in the file (a head, a text tower) are ignored."""
     path = Path(path).expanduser()
@@ -301,14 +315,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, name: st
         raise ModelError(f"pretrained weights file not found: {path}")
     own = backbone.state_dict()
     state = _align_keys(_read_state_dict(path), set(own))
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} of its {len(own)} tensors are missing (e.g. {missing[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"shape mismatch for {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} expected")
-        raise ModelError(f"{path} does not fit backbone '{name or type(backbone).__name__}': " + "; ".join(parts))
+    problem = state_dict_mismatch(own, state, optional=lambda k: k.endswith("num_batches_tracked"))
+    if problem:
+        raise ModelError(f"{path} does not fit backbone '{name or type(backbone).__name__}': {problem}")
     backbone.load_state_dict({k: state.get(k, v) for k, v in own.items()})

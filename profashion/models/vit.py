@@ -44,6 +44,7 @@ from profashion.models.backbones import (
     _looks_like_path,
     _read_state_dict,
     _unavailable,
+    state_dict_mismatch,
 )
 from profashion.models.base import ModelError
 
@@ -177,16 +178,9 @@ def load_vit_weights(vit: nn.Module, path: str, arch: str) -> None:
         state = checkpoint_filter_fn(state, vit)
     except Exception as exc:  # noqa: BLE001 - timm's converters raise assorted errors on foreign files
         raise ModelError(f"{path} cannot be converted to ViT '{arch}' ({exc})") from exc
-    missing = [k for k in own if k not in state]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} of its {len(own)} tensors are missing (e.g. {missing[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"shape mismatch for {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} expected")
-        raise ModelError(f"{path} does not fit ViT '{arch}': " + "; ".join(parts))
+    problem = state_dict_mismatch(own, state)
+    if problem:
+        raise ModelError(f"{path} does not fit ViT '{arch}': {problem}")
     vit.load_state_dict({k: state[k] for k in own})
 
 

@@ -237,9 +237,11 @@ def test_tiny_training_run(tiny_synth, tmp_path, capsys):
     cfg = json.dumps({"image_size": 48, "resize": 48, "superpixels": _superpixels(), "n_segments": 16})
     args = [a if a != '{"image_size": 48, "resize": 48}' else cfg for a in TINY_TRAIN]
     rc = main(["train", "--model", "profashion", "--dataset", str(tiny_synth), "--out", str(out),
-               "--epochs", "1", *args])
+               "--epochs", "1", "--stage2-epochs", "1", *args])
     assert rc == 0
     rec = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(rec) == 1 and math.isfinite(rec[0]["loss"]) and 0 <= rec[0]["val_map"] <= 100
+    assert [r["stage"] for r in rec] == [1, 2]  # ProFashion's two-stage schedule
+    assert rec[1]["lr"] == pytest.approx(1e-4)  # the demo preset's stage-2 rate
+    assert all(math.isfinite(r["loss"]) and 0 <= r["val_map"] <= 100 for r in rec)
     m = load_model(out / "best")
     assert m.name == "profashion" and m.config.superpixels == _superpixels()

@@ -182,6 +182,8 @@ class Embedder:
         return self.model.embed(x, attribute_ids)
 
     def __getattr__(self, name):  # preprocess, explain, name, num_attributes, device, ...
+        if name == "model":  # not set yet (copying, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.model, name)
 
     def eval(self):

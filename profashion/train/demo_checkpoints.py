@@ -35,6 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 SYNTH = {"train": 6000, "valid": 800, "test": 2000, "size": 112, "seed": 0}
 
 
+def _portable(text: str) -> str:
+    """Paths inside the repository written relative to it, so the shipped manifest reads the same anywhere."""
+    return text.replace(str(REPO.resolve()) + "/", "")
+
+
 def ensure_dataset(root: Path) -> Path:
     from profashion.data.synth import generate_synth
 
@@ -148,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         install(best, out / model)
         done, total = _run_state(run)
         previous = manifest.get(model, {})
+        command = _portable(shlex.join(["python", *cmd[1:]]))
         manifest[model] = {
-            "model": model, "command": shlex.join(cmd) if seconds or not previous else previous.get("command"), "dataset": str(data), "run": str(run),
+            "model": model, "command": command if seconds or not previous else previous.get("command"),
+            "dataset": _portable(str(data)), "run": _portable(str(run)),
             "seconds": round(seconds, 1) if seconds else previous.get("seconds"),
             "val_map": info.get("score") if isinstance(info.get("score"), (int, float)) else None,
-            "best_epoch": info.get("epoch"), "epochs": done, "checkpoint": str(out / model),
+            "best_epoch": info.get("epoch"), "epochs": done, "checkpoint": _portable(str(out / model)),
             "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")

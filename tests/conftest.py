@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,20 @@ def tiny_synth(tmp_path_factory) -> Path:
 # Tiny models for tests: the demo presets at 48 px with small batches.
 TINY_TRAIN = ["--model-config", '{"image_size": 48, "resize": 48}', "--batch-size", "16",
               "--triplets-per-epoch", "64", "--warmup-steps", "2", "--quiet"]
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for launching the app in tests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tiny_gallery():
+    from profashion.ui.catalog import GallerySpec
+
+    return GallerySpec(n_train=0, n_valid=8, n_test=60, size=48, seed=1)
+
+
+# The app tests' embedded gallery: 60 synthetic garments at 48 px.
+TINY_GALLERY = _tiny_gallery()

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_GALLERY, free_port
 from PIL import Image
 
 from profashion.data.synth import SYNTH_SCHEMA
@@ -25,17 +25,10 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from profashion.ui import Catalog, GallerySpec, build_demo, launch_kwargs  # noqa: E402
+from profashion.ui import Catalog, build_demo, launch_kwargs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("asen", "csn", "triplet")
-TINY_GALLERY = GallerySpec(n_train=0, n_valid=8, n_test=60, size=48, seed=1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

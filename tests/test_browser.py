@@ -8,18 +8,18 @@ installs it with apt-get); where /usr/bin/chromium is missing the tests skip wit
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_GALLERY, free_port
 
 from profashion.data.synth import SYNTH_SCHEMA
 from profashion.models.base import build_model, save_checkpoint
 
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
-from profashion.ui import Catalog, GallerySpec, build_demo, launch_kwargs  # noqa: E402
+from profashion.ui import Catalog, build_demo, launch_kwargs  # noqa: E402
 from profashion.ui.jobs import JobManager  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,17 +28,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 MODELS = ("asen", "csn")
-TINY_GALLERY = GallerySpec(n_train=0, n_valid=8, n_test=60, size=48, seed=1)
 T = 60_000  # ms: generous, the CPUs are shared with training
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="browser tests skipped: /usr/bin/chromium is missing "
                                 "(`make test` installs Debian's chromium with apt-get where it can)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

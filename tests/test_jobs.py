@@ -7,11 +7,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import time
 
 import pytest
 import torch
+from conftest import TINY_GALLERY, free_port
 
 from profashion.data.synth import SYNTH_SCHEMA
 from profashion.models.base import build_model, save_checkpoint
@@ -20,19 +20,12 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from profashion.ui import Catalog, GallerySpec, build_demo, launch_kwargs  # noqa: E402
+from profashion.ui import Catalog, build_demo, launch_kwargs  # noqa: E402
 from profashion.ui.jobs import DIED, JobError, JobManager  # noqa: E402
 
-TINY_GALLERY = GallerySpec(n_train=0, n_valid=8, n_test=60, size=48, seed=1)
 TINY_CONFIG = '{"image_size": 48, "resize": 48}'
 # (model, dataset, preset, epochs, triplets per epoch, batch size, warm-up steps, attributes, frozen trunk, config)
 TINY_JOB = dict(epochs=1, triplets=64, batch=16, warmup=2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -213,15 +213,8 @@ class CCA(RetrievalModel):
             self.train(was_training)
         attn = attn[0, :, 0]  # (H, T)
         p = self.backbone.num_prefix_tokens
-        heads = attn[:, p:].reshape(-1, *grid)
-        mean = heads.mean(0)
-        return {
-            "heatmap": self.upsample_map(mean, tuple(image.shape[1:])).cpu(),
-            "attention": mean.cpu(),
-            "attention_heads": heads.cpu(),
-            "prefix_attention": float(attn[:, :p].sum(-1).mean()),
-            "feature_map_size": grid,
-        }
+        return {**self.backbone.attention_maps(attn, grid, tuple(image.shape[1:])),
+                "prefix_attention": float(attn[:, :p].sum(-1).mean())}
 
 
 PRESETS_CCA = {

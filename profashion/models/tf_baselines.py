@@ -100,16 +100,8 @@ class TFCSN(CSN):
             attn = last_block_cls_attention(self.backbone, image[None].to(self.device))[0]  # (H, T)
         finally:
             self.train(was_training)
-        p = self.backbone.num_prefix_tokens
-        heads = attn[:, p:].reshape(-1, *grid)
-        mean = heads.mean(0)
-        return {
-            "heatmap": self.upsample_map(mean, tuple(image.shape[1:])).cpu(),
-            "attention": mean.cpu(),
-            "attention_heads": heads.cpu(),
-            "mask": F.relu(self.masks[a]).detach().cpu(),
-            "feature_map_size": grid,
-        }
+        return {**self.backbone.attention_maps(attn, grid, tuple(image.shape[1:])),
+                "mask": F.relu(self.masks[a]).detach().cpu()}
 
 
 @torch.no_grad()

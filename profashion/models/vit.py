@@ -116,6 +116,17 @@ class ViTTrunk(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch_grid(self.forward_tokens(x), self.grid_size(x.shape[-2], x.shape[-1]))
 
+    def attention_maps(self, attn: torch.Tensor, grid: tuple[int, int], image_hw: tuple[int, int]) -> dict:
+        """One query's attention over the tokens, (H, T), as ``explain`` maps: ``heatmap`` (mean over heads
+        at image resolution, in [0, 1]), ``attention`` (h, w), ``attention_heads`` (H, h, w) and
+        ``feature_map_size``; the prefix tokens' share is left to the caller."""
+        from profashion.models.base import RetrievalModel
+
+        heads = attn[:, self.num_prefix_tokens:].reshape(-1, *grid)
+        mean = heads.mean(0)
+        return {"heatmap": RetrievalModel.upsample_map(mean, image_hw).cpu(), "attention": mean.cpu(),
+                "attention_heads": heads.cpu(), "feature_map_size": grid}
+
     def warmup_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C): what the trainer's warm-up classifies from: the mean of the [CLS] token and of the mean
         patch token. Warming up on the patch average alone left the [CLS] stream, which CCA and TF-CSN

@@ -411,6 +411,7 @@ class GalleryIndex:
         self.values = values
         self._indexes = indexes
         self._embeddings: np.ndarray | None = None
+        self._by_path: dict[str, int] | None = None  # resolved image path -> item, built on first use
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -530,6 +531,6 @@ class GalleryIndex:
 
     def find_path(self, path: str | os.PathLike) -> int | None:
         """The item id of an image path in this gallery, if it is one."""
-        if not hasattr(self, "_by_path"):
+        if self._by_path is None:
             self._by_path = {str(Path(p).resolve()): i for i, p in enumerate(self.paths)}
         return self._by_path.get(str(Path(path).resolve()))

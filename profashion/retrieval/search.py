@@ -151,21 +151,23 @@ class RetrievalEngine:
             raise QueryError(f"query image not found: {exc.filename}") from None
 
     @torch.no_grad()
-    def embed_query(self, name: str, image, attribute: str | int) -> np.ndarray:
+    def embed_query(self, name: str, image, attribute: str | int, decoded=None) -> np.ndarray:
+        """The query's embedding under ``attribute``; ``decoded`` is ``image`` already loaded, if it is."""
         e = self.entry(name)
         a = self._attribute(e.index, attribute)
-        img = self.load_query(image)
+        img = decoded if decoded is not None else self.load_query(image)
         x = e.model.preprocess.to_tensor(img)[None].to(e.model.device)
         with one_thread():
             return e.model.embed(x, torch.tensor([a])).float().cpu().numpy()[0]
 
     def search(self, name: str, image, attribute: str | int, k: int = 5, exclude: Sequence[int] = (),
-               query_value: str | None = None, exclude_query: bool = True) -> SearchResult:
+               query_value: str | None = None, exclude_query: bool = True, decoded=None) -> SearchResult:
         """Top-``k`` of model ``name`` for ``image`` under ``attribute``.
 
         A query that is a gallery image (given by its path) is left out of its own results unless
         ``exclude_query`` is False, and its known value marks each hit as a match or not; ``exclude``
-        drops further items; ``query_value`` gives the value of an uploaded query.
+        drops further items; ``query_value`` gives the value of an uploaded query; ``decoded`` is the
+        image already loaded (search_all decodes it once for every model).
         """
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise QueryError(f"k must be a positive integer, got {k!r}")
@@ -180,7 +182,7 @@ class RetrievalEngine:
                 if query_value is None and ix.values[item, a] >= 0:
                     query_value = ix.schema.values[a][int(ix.values[item, a])]
         t0 = time.perf_counter()
-        q = self.embed_query(name, image, a)
+        q = self.embed_query(name, image, a, decoded)
         t1 = time.perf_counter()
         scores, ids = ix.search_vectors(q[None], a, k, exclude)
         t2 = time.perf_counter()
@@ -206,13 +208,11 @@ class RetrievalEngine:
         names = list(self._entries) if names is None else list(names)
         if not names:
             raise QueryError("no model is loaded: build an index with `profashion index` and add it")
-        img = image if isinstance(image, (str, os.PathLike)) else self.load_query(image)
-        if isinstance(image, (str, os.PathLike)):
-            self.load_query(image)  # one clear error for a bad file, before any model runs
+        decoded = self.load_query(image)  # once for all models: one clear error before any model runs
         out = {}
         for n in names:
             try:
-                out[n] = self.search(n, img, attribute, k, exclude, query_value, exclude_query)
+                out[n] = self.search(n, image, attribute, k, exclude, query_value, exclude_query, decoded)
             except (QueryError, GalleryIndexError, RuntimeError) as exc:
                 method = self._entries[n].index.model_name if n in self._entries else "?"
                 out[n] = SearchResult(n, method, str(attribute), [], query_value, error=str(exc))

@@ -204,3 +204,31 @@ def test_second_stage_schedule(tiny_synth, tmp_path):
     assert TrainConfig(model="asen", dataset="d", out="o").resolved().stage2_epochs == 0
     with pytest.raises(ValueError, match="stage2"):
         TrainConfig(model="asen", dataset="d", out="o", stage2_epochs=-1).resolved()
+
+
+def test_make_checkpoints_trains_two_at_a_time_and_keeps_the_manifest(tiny_synth, tmp_path, capsys):
+    """``make checkpoints`` (demo_checkpoints --jobs 2): both models installed, an entry written by another
+    invocation meanwhile is kept, and a second --resume run skips the finished models."""
+    from profashion.train import demo_checkpoints
+
+    out, runs = tmp_path / "ck", tmp_path / "runs"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"asen": {"model": "asen", "seconds": 1.0}}))
+    tiny = ["--epochs", "1", "--triplets-per-epoch", "64", "--batch-size", "16", "--warmup-steps", "2",
+            "--model-config", '{"image_size": 48, "resize": 48}']
+    argv = ["--models", "triplet,csn", "--jobs", "2", "--out", str(out), "--runs", str(runs),
+            "--data", str(tiny_synth), *tiny]
+    assert demo_checkpoints.main([*argv, "--resume"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest) == {"asen", "triplet", "csn"}
+    for m in ("triplet", "csn"):
+        assert manifest[m]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+        assert manifest[m]["seconds"] > 0 and manifest[m]["epochs"] == 1
+        load_model(out / m)  # an installed, loadable checkpoint
+    assert not list(out.glob(".*.tmp"))
+    capsys.readouterr()
+    assert demo_checkpoints.main([*argv, "--resume"]) == 0
+    assert capsys.readouterr().out.count("not training it again") == 2
+    again = json.loads((out / "manifest.json").read_text())
+    assert again["csn"]["seconds"] == manifest["csn"]["seconds"]  # the measured time is kept
+    assert demo_checkpoints.main(["--models", "nope", "--out", str(out)]) == 2

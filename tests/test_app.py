@@ -256,3 +256,25 @@ def test_explain_pictures_are_generic():
     assert all(r.image.dtype == np.uint8 and r.image.ndim == 3 for r in rendered)
     buf = io.BytesIO()
     Image.fromarray(rendered[0].image).save(buf, "PNG")
+
+
+def test_embedding_colours_follow_colour_names():
+    """A value named after a colour is drawn in it (teaching: "red" must not be green), distinct per value."""
+    from matplotlib.colors import to_rgb
+
+    from profashion.explain.scatter import scatter_svg, value_colours
+
+    synth = value_colours(["black", "white", "red", "yellow", "green", "blue"])
+    r, g, b = to_rgb(synth["red"])
+    assert r > 0.7 and g < 0.3 and b < 0.3
+    r, g, b = to_rgb(synth["green"])
+    assert g > r and g > b
+    catalogue = ["Green", "Fluorescent Green", "Grey", "Grey Melange", "Navy Blue", "Blue", "Multi", "Mustard"]
+    colours = value_colours(sorted(catalogue))
+    assert len(set(colours.values())) == len(catalogue)  # every value its own colour
+    assert colours["Green"] == "#008000" and colours["Navy Blue"] == "#000080"
+    fg = to_rgb(colours["Fluorescent Green"])
+    assert fg[1] > fg[0] and fg[1] > fg[2]  # a shade of green beside "Green"
+    assert value_colours(["short", "long"]) == {"short": "#1f77b4", "long": "#ff7f0e"}  # no colour names
+    svg = scatter_svg(np.array([[0, 0], [1, 1]]), [0, 1], ["white", "red"], [5, 6])
+    assert 'fill="#ffffff" fill-opacity="0.85" stroke="#555"' in svg  # white shows on the white page

@@ -42,6 +42,7 @@ def _cmd_train(args) -> int:
     cfg = TrainConfig(model=args.model, dataset=args.dataset, out=args.out, preset=args.preset,
                       image_root=args.image_root, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                       triplets_per_epoch=args.triplets_per_epoch, warmup_steps=args.warmup_steps,
+                      warmup_target=args.warmup_target,
                       attributes=[a.strip() for a in args.attributes.split(",") if a.strip()] if args.attributes else None,
                       lr_step=args.lr_step, lr_gamma=args.lr_gamma, stage2_epochs=args.stage2_epochs,
                       stage2_lr=args.stage2_lr, stage2_gamma=args.stage2_gamma,
@@ -248,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-steps", type=int,
                    help="steps of backbone warm-up by attribute classification before the triplet epochs "
                         "(demo preset 2000, paper 0: it uses pretrained weights instead)")
+    t.add_argument("--warmup-target", choices=["backbone", "embedding"],
+                   help="what the warm-up classifies from: the backbone's features, or each attribute's "
+                        "embedding (trains the whole model, conditioning included; the ViT models' demo preset)")
     t.add_argument("--attributes", help="train on these attributes only, comma-separated (default: all)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

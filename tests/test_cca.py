@@ -53,7 +53,8 @@ def test_embed_all_equals_embed_per_attribute(vit_model):
     torch.testing.assert_close(all_.norm(dim=-1), torch.ones(3, len(NUM_VALUES)), atol=1e-5, rtol=0)
     torch.testing.assert_close(per, all_, atol=1e-5, rtol=0)
     torch.testing.assert_close(mixed, all_[torch.arange(3), torch.tensor([3, 0, 2])], atol=1e-5, rtol=0)
-    assert (all_[:, 0] - all_[:, 1]).abs().max() > 1e-3  # conditional: the attribute changes the embedding
+    # conditional: the attribute changes the embedding (float noise is ~1e-7; an ignored condition gives 0)
+    assert (all_[:, 0] - all_[:, 1]).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("name", ["cca1", "cca2"])
@@ -64,7 +65,7 @@ def test_shared_keys_values_equal_the_straightforward_block(name):
         fast = model.embed_all(x)
         reference = model.embed_all_reference(x)  # the whole last block on all tokens, once per attribute
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
-    assert (reference[:, 0] - reference[:, 2]).abs().max() > 1e-3
+    assert (reference[:, 0] - reference[:, 2]).abs().max() > 1e-4  # float noise ~1e-7; an ignored condition gives 0
 
 
 def test_type2_condition_is_fc_of_relu_mask():
@@ -167,7 +168,7 @@ def test_local_vit_weights_are_resampled_to_the_model_size(tmp_path):
     torch.manual_seed(1)
     vit = VisionTransformer(img_size=96, num_classes=5, **VIT_ARCHS["vit_demo"])  # a whole network, with a head
     save_file({f"module.{k}": v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    model = build_model("tf-csn", "demo", NUM_VALUES, image_size=SIZE, resize=SIZE,
+    model = build_model("tf-csn", "demo", NUM_VALUES, image_size=SIZE, resize=SIZE, backbone="vit_demo",
                         pretrained=str(tmp_path / "w.safetensors"))
     torch.testing.assert_close(model.backbone.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
     assert model.backbone.pos_embed.shape == (1, 1 + 36, 128)

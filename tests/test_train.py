@@ -71,6 +71,26 @@ def test_warmup_teaches_the_backbone_and_leaves_the_heads(tiny_synth):
     assert any(not torch.equal(model.backbone.state_dict()[k], v) for k, v in bb_before.items())
 
 
+def test_embedding_warmup_teaches_the_conditioning(tiny_synth):
+    """The ViT models' demo warm-up (``warmup_target="embedding"``) trains the whole model, the condition
+    included; CSN's penalty is consumed by it."""
+    ds = load_dataset(tiny_synth)
+    known = ds.split("train").known_values(ds.schema.num_attributes)
+    for name in ("cca1", "csn"):
+        torch.manual_seed(0)
+        model = build_model(name, "demo", num_values=ds.schema.num_values, image_size=48, resize=48)
+        images = SplitImages(ds, "train", model.preprocess)
+        cond = "condition_fc.weight" if name == "cca1" else "masks"
+        before = model.state_dict()[cond].clone()
+        info = warmup_backbone(model, images, known, steps=40, batch_size=32, lr=1e-3, seed=0,
+                               device=torch.device("cpu"), target="embedding")
+        assert info["loss_end"] < info["loss_start"]
+        assert not torch.equal(model.state_dict()[cond], before)  # the conditioning was trained
+        assert not getattr(model, "_pending_norms", [])
+    with pytest.raises(ValueError, match="warm-up target"):
+        warmup_backbone(model, images, known, 1, 4, 1e-3, 0, torch.device("cpu"), target="head")
+
+
 def test_first_epoch_records_the_warmup(tiny_synth, tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--model", "triplet", "--dataset", str(tiny_synth), "--out", str(run), "--epochs", "1",

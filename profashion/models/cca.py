@@ -26,8 +26,9 @@ once per attribute); the tests hold the two equal within 1e-5.
 
 Presets:
 
-- ``demo``: our small ViT (``vit_demo``: patch 8, 128-D, 4 blocks, 4 heads) at 96 px, 64-D embedding;
-  trains on 2 CPU cores in minutes (the trainer's backbone warm-up trains blocks 1..L-1).
+- ``demo``: our small hybrid ViT (``vit_demo_hybrid``: the small CNN as patch embedding, 128-D, 4 blocks,
+  4 heads) at 64 px, 64-D embedding, warmed up on each attribute's embedding (1000 steps) before the
+  triplet epochs: with the backbone-only warm-up it did not learn (see :mod:`profashion.models.vit`).
 - ``paper``: R50+ViT-B/16 hybrid at 224 px as in the paper (timm ``vit_base_r50_s16_224``; pass
   ``pretrained="orig_in21k"`` from the local hub cache or a local file), 1024-D embedding.
 """
@@ -42,12 +43,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
-from profashion.models.vit import ViTTrunk, create_vit_trunk
+from profashion.models.vit import VIT_DEMO_PRESET, VIT_TRAIN_PRESETS, ViTTrunk, create_vit_trunk
 
 
 @dataclasses.dataclass
 class CCAConfig(ModelConfig):
-    backbone: str = "vit_demo"  # a ViT architecture (see profashion.models.vit.VIT_ARCHS)
+    backbone: str = "vit_demo_hybrid"  # a ViT architecture (see profashion.models.vit.VIT_ARCHS)
     mask_init_mean: float = 0.9  # Type-2: M ~ N(0.9, 0.7), as CSN's masks
     mask_init_std: float = 0.7
 
@@ -123,6 +124,7 @@ class CCA(RetrievalModel):
 
     config_class = CCAConfig
     condition_type = 1
+    train_presets = VIT_TRAIN_PRESETS  # the demo warm-up trains the whole model (see profashion.models.vit)
 
     def __init__(self, config: CCAConfig):
         super().__init__(config)
@@ -218,7 +220,7 @@ class CCA(RetrievalModel):
 
 
 PRESETS_CCA = {
-    "demo": {"backbone": "vit_demo", "image_size": 96, "resize": 96, "embed_dim": 64},
+    "demo": VIT_DEMO_PRESET,
     "paper": {"backbone": "vit_base_r50_s16_224", "image_size": 224, "resize": 224, "embed_dim": 1024},
 }
 

@@ -14,7 +14,7 @@ LayerNorm, :mod:`profashion.models.vit`) of the CCA presets:
 Both run the trunk once for every attribute (``embed_all``) and support the frozen-trunk fine-tuning mode
 (``trunk_features`` / ``embed_from_trunk``): the trunk's tokens do not depend on the attribute.
 
-Presets as CCA's: ``demo`` (``vit_demo`` at 96 px) and ``paper`` (R50+ViT-B/16 hybrid at 224 px,
+Presets as CCA's: ``demo`` (``vit_demo_hybrid`` at 64 px, embedding warm-up) and ``paper`` (R50+ViT-B/16 hybrid at 224 px,
 ``pretrained="orig_in21k"`` from the local hub cache or a local file).
 """
 
@@ -30,7 +30,7 @@ from torch import nn
 from profashion.models.asen import ASEN, ASENConfig
 from profashion.models.base import ModelError, RetrievalModel, register
 from profashion.models.csn import CSN, CSNConfig
-from profashion.models.vit import ViTTrunk, create_vit_trunk
+from profashion.models.vit import VIT_DEMO_PRESET, VIT_TRAIN_PRESETS, ViTTrunk, create_vit_trunk
 
 
 def _trunk(config) -> ViTTrunk:
@@ -40,13 +40,13 @@ def _trunk(config) -> ViTTrunk:
 
 @dataclasses.dataclass
 class TFCSNConfig(CSNConfig):
-    backbone: str = "vit_demo"
+    backbone: str = "vit_demo_hybrid"
 
 
 @register(
     "tf-csn",
     presets={
-        "demo": {"backbone": "vit_demo", "image_size": 96, "resize": 96, "embed_dim": 64},
+        "demo": VIT_DEMO_PRESET,
         "paper": {"backbone": "vit_base_r50_s16_224", "image_size": 224, "resize": 224, "embed_dim": 1024},
     },
 )
@@ -54,6 +54,7 @@ class TFCSN(CSN):
     """ViT -> [CLS] -> FC -> (ReLU(mask_a) * .) -> L2 norm."""
 
     config_class = TFCSNConfig
+    train_presets = VIT_TRAIN_PRESETS
 
     def __init__(self, config: TFCSNConfig):
         RetrievalModel.__init__(self, config)
@@ -122,14 +123,13 @@ def last_block_cls_attention(trunk: ViTTrunk, images: torch.Tensor) -> torch.Ten
 
 @dataclasses.dataclass
 class TFASENConfig(ASENConfig):
-    backbone: str = "vit_demo"
+    backbone: str = "vit_demo_hybrid"
 
 
 @register(
     "tf-asen",
     presets={
-        "demo": {"backbone": "vit_demo", "image_size": 96, "resize": 96, "embed_dim": 64,
-                 "attr_dim": 64, "common_dim": 64, "channel_reduction": 2},
+        "demo": {**VIT_DEMO_PRESET, "attr_dim": 64, "common_dim": 64, "channel_reduction": 2},
         "paper": {"backbone": "vit_base_r50_s16_224", "image_size": 224, "resize": 224, "embed_dim": 1024,
                   "attr_dim": 512, "common_dim": 512, "channel_reduction": 2},
     },
@@ -142,6 +142,7 @@ class TFASEN(ASEN):
     """
 
     config_class = TFASENConfig
+    train_presets = VIT_TRAIN_PRESETS
 
     def __init__(self, config: TFASENConfig):
         RetrievalModel.__init__(self, config)

@@ -51,9 +51,9 @@ from profashion.models.base import (
 # ~100k triplets an epoch); the demo preset is scaled to train on 2 CPU cores in minutes.
 TRAIN_PRESETS: dict[str, dict] = {
     "demo": {"epochs": 6, "lr": 1e-3, "lr_step": 2, "lr_gamma": 0.5, "batch_size": 64,
-             "triplets_per_epoch": 4096, "warmup_steps": 2000},
+             "triplets_per_epoch": 4096, "warmup_steps": 2000, "warmup_target": "backbone"},
     "paper": {"epochs": 50, "lr": 1e-4, "lr_step": 3, "lr_gamma": 0.3, "batch_size": 32,
-              "triplets_per_epoch": 100_000, "warmup_steps": 0},
+              "triplets_per_epoch": 100_000, "warmup_steps": 0, "warmup_target": "backbone"},
 }
 # An optional second stage after ``epochs``: ``stage2_epochs`` more epochs at ``stage2_lr`` decayed by
 # ``stage2_gamma`` every epoch (ProFashion's schedule). Off unless the model's class asks for it in
@@ -78,6 +78,7 @@ class TrainConfig:
     batch_size: int | None = None
     triplets_per_epoch: int | None = None
     warmup_steps: int | None = None  # backbone warm-up by attribute classification (see warmup_backbone)
+    warmup_target: str | None = None  # "backbone" (its features) or "embedding" (each attribute's embedding)
     attributes: list[str] | None = None  # train on these attributes only (default: all)
     margin: float = 0.2
     seed: int = 0
@@ -106,6 +107,8 @@ class TrainConfig:
             raise ValueError("--stage2-epochs must be 0 or more and --stage2-lr, --stage2-gamma positive")
         if int(cfg.warmup_steps) < 0:
             raise ValueError(f"--warmup-steps must be 0 or more, got {cfg.warmup_steps}")
+        if cfg.warmup_target not in ("backbone", "embedding"):
+            raise ValueError(f"--warmup-target must be 'backbone' or 'embedding', got {cfg.warmup_target!r}")
         if not cfg.lr > 0:
             raise ValueError(f"--lr must be positive, got {cfg.lr}")
         return cfg
@@ -140,7 +143,8 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
 
 
 def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarray, steps: int, batch_size: int,
-                    lr: float, seed: int, device: torch.device, progress: bool = False) -> dict:
+                    lr: float, seed: int, device: torch.device, progress: bool = False,
+                    target: str = "backbone") -> dict:
     """Warm the backbone up by classifying every known attribute value (then drop the classifiers).
 
     The published methods all start from ImageNet weights; a backbone trained from scratch with the
@@ -152,14 +156,18 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
     ``known`` is (num_images, A) with -1 where a value is unknown.
     """
     backbone = getattr(model, "backbone", None)
-    if backbone is None:
+    if target not in ("backbone", "embedding"):
+        raise ValueError(f"unknown warm-up target {target!r}: 'backbone' or 'embedding'")
+    if backbone is None and target == "backbone":
         raise ModelError(f"model {model.name!r} has no .backbone to warm up; use --warmup-steps 0")
-    heads = torch.nn.ModuleList(torch.nn.Linear(backbone.out_channels, n) for n in model.config.num_values)
+    width = backbone.out_channels if target == "backbone" else model.config.embed_dim
+    heads = torch.nn.ModuleList(torch.nn.Linear(width, n) for n in model.config.num_values)
     heads.to(device)
-    opt = torch.optim.Adam([*backbone.parameters(), *heads.parameters()], lr=lr)
+    trained = backbone if target == "backbone" else model
+    opt = torch.optim.Adam([*trained.parameters(), *heads.parameters()], lr=lr)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x3A7]))
     fids = images.fids[(known[images.fids] >= 0).any(1)]
-    backbone.train()
+    trained.train()
     losses, t0 = [], time.perf_counter()
     it = range(steps)
     if progress:
@@ -172,10 +180,18 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
         x = to_model_input(images.get(idx), images.preprocess, flip=torch.as_tensor(rng.random(len(idx)) < 0.5),
                            device=device)
         # a backbone may say what to classify from (ViT trunks: [CLS] and patches); else the pooled map
-        feat = backbone.warmup_features(x) if hasattr(backbone, "warmup_features") else backbone(x).mean(dim=(2, 3))
-        target = torch.as_tensor(known[idx], device=device)
-        loss = sum(F.cross_entropy(h(feat), target[:, a], ignore_index=-1)
-                   for a, h in enumerate(heads) if (target[:, a] >= 0).any()) / len(heads)
+        if target == "embedding":  # each attribute's value from its own (unit) embedding, a cosine classifier
+            emb = model.embed_all(x) * 16.0
+            feats = [emb[:, a] for a in range(len(heads))]
+        else:
+            f = backbone.warmup_features(x) if hasattr(backbone, "warmup_features") else backbone(x).mean(dim=(2, 3))
+            feats = [f] * len(heads)
+        labels = torch.as_tensor(known[idx], device=device)
+        loss = sum(F.cross_entropy(h(feats[a]), labels[:, a], ignore_index=-1)
+                   for a, h in enumerate(heads) if (labels[:, a] >= 0).any()) / len(heads)
+        reg = getattr(model, "regularization", None) if target == "embedding" else None
+        if reg is not None:  # the model's own penalty, as in its triplet training (CSN: it consumes the norms)
+            loss = loss + reg()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -418,8 +434,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
         # every rank runs the same seeded warm-up (DDP then starts from identical weights anyway)
         trained = known.copy()
         trained[:, np.setdiff1d(np.arange(schema.num_attributes), chosen)] = -1  # warm up on what is trained
-        warmup = warmup_backbone(model, images, trained, cfg.warmup_steps,
-                                 cfg.batch_size, cfg.lr, cfg.seed, d.device, progress=progress and d.main)
+        warmup = warmup_backbone(model, images, trained, cfg.warmup_steps, cfg.batch_size, cfg.lr, cfg.seed,
+                                 d.device, progress=progress and d.main, target=cfg.warmup_target)
         _log(f"backbone warm-up: {warmup['steps']} steps, classification loss {warmup['loss_start']:.3f} -> "
              f"{warmup['loss_end']:.3f} in {warmup['seconds']:.0f}s", d)
 

@@ -343,6 +343,11 @@ class Catalog:
     # -- queries -----------------------------------------------------------------------------------------
     def check_query(self, path) -> Path:
         """The query file, refused with one clear sentence when missing, too big or not an image."""
+        return self.decode_query(path)[0]
+
+    def decode_query(self, path):
+        """(the query file, its decoded RGB image): decoded once per request, refused with one clear sentence
+        when missing, too big or not an image."""
         if path is None or path == "":
             raise QueryError("no query image: upload an image or click one of the examples")
         p = Path(path)
@@ -353,10 +358,10 @@ class Catalog:
             raise QueryError(f"the upload is {size / 2**20:.1f} MB, more than the {MAX_UPLOAD_BYTES // 2**20} MB "
                              "we accept; resize it and try again")
         try:
-            load_image(p)
+            img = load_image(p)
         except ImageError as exc:
             raise QueryError(str(exc).replace(str(p), "the upload")) from None
-        return p
+        return p, img
 
     def identify(self, path) -> int | None:
         """The gallery item a query file is (same path or same bytes), else None."""
@@ -390,22 +395,23 @@ class Catalog:
         """Top-``k`` of each named model for the query file; the query's own gallery item is left out."""
         names = self.check_models(names)
         a = self.attribute_index(attribute)
-        p = self.check_query(path)
+        p, img = self.decode_query(path)
         item = self.identify(p)
-        results = self.engine.search_all(str(p), a, k=k, names=names, exclude=[item] if item is not None else (),
+        results = self.engine.search_all(img, a, k=k, names=names, exclude=[item] if item is not None else (),
                                          query_value=self.query_value(item, a), exclude_query=False)
         return results, item
 
     @torch.no_grad()
-    def explain(self, name: str, path, attribute, item: int | None = None) -> Explained:
-        """The model's ``explain`` maps for the query, drawn, with the ground-truth region when known."""
+    def explain(self, name: str, path, attribute, item: int | None = None, image=None) -> Explained:
+        """The model's ``explain`` maps for the query, drawn, with the ground-truth region when known;
+        ``image`` is the query already decoded (:meth:`decode_query`), if it is."""
         from profashion.data.synth import load_attribute_masks
         from profashion.explain.render import explain_panels
 
         a = self.attribute_index(attribute)
         model = self.engine.model(name)
         pre = model.preprocess
-        img = load_image(path)
+        img = image if image is not None else load_image(path)
         with one_thread():  # one image: see accel.one_thread
             maps = model.explain(pre.to_tensor(img).to(model.device), a)
         shown = np.asarray(pre.geometry(img))

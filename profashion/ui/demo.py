@@ -228,7 +228,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         try:
             models = catalog.check_models(models)
             catalog.attribute_index(attribute)
-            p = catalog.check_query(path)
+            p, img = catalog.decode_query(path)  # decoded once for every model
         except (QueryError, ImageError, DatasetError) as exc:
             raise _error(exc) from None
         item = catalog.identify(p)
@@ -236,7 +236,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         share = None
         for name in models:
             try:
-                ex = catalog.explain(name, str(p), attribute, item)
+                ex = catalog.explain(name, str(p), attribute, item, image=img)
             except (ValueError, RuntimeError, QueryError) as exc:
                 lines.append(f"- **{name}**: its maps could not be computed ({exc})")
                 continue

@@ -152,7 +152,10 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
     before it learns to see anything, because for the attributes it cannot tell apart yet the hinge is
     smallest when all similarities are equal. A few hundred steps of multi-attribute classification on
     the training labels stand in for that pre-training in the demo presets (off in the paper presets,
-    which take ``pretrained=...`` instead); every model gets the same warm-up, so comparisons stay fair.
+    which take ``pretrained=...`` instead). ``target="backbone"`` (the CNN models) trains the backbone on
+    its pooled features; ``target="embedding"`` (the ViT models' demo preset, see profashion.models.vit) trains
+    the whole model, each attribute's value classified from the model's own embedding under that attribute,
+    so the conditioning learns too.
     ``known`` is (num_images, A) with -1 where a value is unknown.
     """
     backbone = getattr(model, "backbone", None)
@@ -180,7 +183,7 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
         x = to_model_input(images.get(idx), images.preprocess, flip=torch.as_tensor(rng.random(len(idx)) < 0.5),
                            device=device)
         # a backbone may say what to classify from (ViT trunks: [CLS] and patches); else the pooled map
-        if target == "embedding":  # each attribute's value from its own (unit) embedding, a cosine classifier
+        if target == "embedding":  # each attribute's value from its own unit embedding (scaled: softmax needs range)
             emb = model.embed_all(x) * 16.0
             feats = [emb[:, a] for a in range(len(heads))]
         else:
@@ -436,7 +439,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
         trained[:, np.setdiff1d(np.arange(schema.num_attributes), chosen)] = -1  # warm up on what is trained
         warmup = warmup_backbone(model, images, trained, cfg.warmup_steps, cfg.batch_size, cfg.lr, cfg.seed,
                                  d.device, progress=progress and d.main, target=cfg.warmup_target)
-        _log(f"backbone warm-up: {warmup['steps']} steps, classification loss {warmup['loss_start']:.3f} -> "
+        _log(f"{cfg.warmup_target} warm-up: {warmup['steps']} steps, classification loss {warmup['loss_start']:.3f} -> "
              f"{warmup['loss_end']:.3f} in {warmup['seconds']:.0f}s", d)
 
     frozen = None

@@ -65,7 +65,7 @@ VIT_ARCHS: dict[str, dict] = {
 # collapsed under the conditioned triplet loss with the CNNs' warm-up. Its [CLS] residual (norm ~20-35)
 # swamped the conditional attention output (~1), the attention stayed uniform, and the embeddings of two
 # attributes of one image had cosine 0.9999. CCA then sat at chance (~25 val mAP), whether it used patch 8
-# or the hybrid stem, and with lr 1e-3 or 2e-4. Warming up the whole model on each attribute's own embedding
+# (lr 1e-3 or 2e-4) or the hybrid stem (lr 1e-3). Warming up the whole model on each attribute's own embedding
 # (a linear classifier of the attribute's value) with the hybrid stem made it learn: 27.3 -> 28.8 -> 29.7 val mAP
 # over 3 short epochs at 64 px, against ASEN's 27.6 / 29.1 / 27.1 on the same budget. 1000 warm-up steps
 # at 64 px keep a model to ~20 min on one CPU thread.

@@ -66,9 +66,14 @@ class ASEN(RetrievalModel):
 
     config_class = ASENConfig
 
+    @staticmethod
+    def build_backbone(config: ASENConfig) -> nn.Module:
+        """The feature extractor (a subclass swaps it: the ViT trunk of TF-ASEN)."""
+        return create_backbone(config.backbone, config.pretrained, image_size=config.image_size)
+
     def __init__(self, config: ASENConfig):
         super().__init__(config)
-        self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size)
+        self.backbone = self.build_backbone(config)
         c = self.backbone.out_channels
         self.attribute_embedding = nn.Embedding(config.num_attributes, config.attr_dim)
         # Attribute-aware spatial attention

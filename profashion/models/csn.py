@@ -58,9 +58,14 @@ class CSN(RetrievalModel):
     config_class = CSNConfig
     _MAX_PENDING = 8  # embedding norms kept for regularization() (bounded if the trainer never asks)
 
+    @staticmethod
+    def build_backbone(config: CSNConfig) -> nn.Module:
+        """The feature extractor (a subclass swaps it: the ViT trunk of TF-CSN)."""
+        return create_backbone(config.backbone, config.pretrained, image_size=config.image_size)
+
     def __init__(self, config: CSNConfig):
         super().__init__(config)
-        self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size)
+        self.backbone = self.build_backbone(config)
         self.fc = nn.Linear(self.backbone.out_channels, config.embed_dim)
         self.masks = nn.Parameter(
             torch.empty(config.num_attributes, config.embed_dim).normal_(config.mask_init_mean, config.mask_init_std)

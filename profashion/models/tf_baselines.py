@@ -25,10 +25,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from profashion.models.asen import ASEN, ASENConfig
-from profashion.models.base import ModelError, RetrievalModel, register
+from profashion.models.base import ModelError, register
 from profashion.models.csn import CSN, CSNConfig
 from profashion.models.vit import VIT_DEMO_PRESET, VIT_TRAIN_PRESETS, ViTTrunk, create_vit_trunk
 
@@ -56,15 +55,7 @@ class TFCSN(CSN):
     config_class = TFCSNConfig
     train_presets = VIT_TRAIN_PRESETS
 
-    def __init__(self, config: TFCSNConfig):
-        RetrievalModel.__init__(self, config)
-        self.backbone = _trunk(config)
-        self.fc = nn.Linear(self.backbone.out_channels, config.embed_dim)
-        self.masks = nn.Parameter(
-            torch.empty(config.num_attributes, config.embed_dim).normal_(config.mask_init_mean, config.mask_init_std)
-        )
-        self.register_buffer("num_values", torch.tensor(config.num_values, dtype=torch.long))
-        self._pending_norms: list[torch.Tensor] = []
+    build_backbone = staticmethod(_trunk)  # CSN's layers on the ViT trunk
 
     def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, T, C) normalised tokens of the whole ViT (cacheable: independent of the attribute)."""
@@ -144,19 +135,7 @@ class TFASEN(ASEN):
     config_class = TFASENConfig
     train_presets = VIT_TRAIN_PRESETS
 
-    def __init__(self, config: TFASENConfig):
-        RetrievalModel.__init__(self, config)
-        self.backbone = _trunk(config)
-        c = self.backbone.out_channels
-        self.attribute_embedding = nn.Embedding(config.num_attributes, config.attr_dim)
-        self.spatial_image = nn.Conv2d(c, config.common_dim, kernel_size=1)
-        self.spatial_attribute = nn.Linear(config.attr_dim, config.common_dim)
-        self.spatial_score = nn.Conv2d(config.common_dim, 1, kernel_size=1)
-        self.channel_attribute = nn.Linear(config.attr_dim, config.attr_dim)
-        self.channel_fc1 = nn.Linear(c + config.attr_dim, c // config.channel_reduction)
-        self.channel_fc2 = nn.Linear(c // config.channel_reduction, c)
-        self.fc = nn.Linear(c, config.embed_dim)
-        self.register_buffer("num_values", torch.tensor(config.num_values, dtype=torch.long))
+    build_backbone = staticmethod(_trunk)  # ASEN's attention on the ViT trunk's patch grid
 
     def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, T, C) normalised tokens of the whole ViT (cacheable: independent of the attribute)."""

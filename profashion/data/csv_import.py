@@ -8,9 +8,18 @@ column per attribute; an empty cell means "unknown". :func:`import_csv` writes:
   alphabetically, ``IMAGE_ROOT`` = the image root relative to the output folder, and an ``IMPORT``
   record (source, seed, fractions, stratification, skipped rows);
 - ``filenames_/label_{train,valid,test}.txt`` with every known label of each image;
-- ``query_/candidate_{valid,test}.txt`` from :func:`~profashion.data.splits.query_candidate_split`:
+- ``query_/candidate_{valid,test}.txt`` in one of two eval layouts (``eval_layout``):
+  ``"asen"`` (the default, the official benchmarks' layout, :func:`~profashion.data.splits.query_candidate_split`):
   each eval image gets ONE of its known attributes (kept balanced) and about ``query_fraction`` of each
-  (attribute, value) become queries.
+  (attribute, value) become queries; ``"all-attributes"``
+  (:func:`~profashion.data.splits.all_attributes_query_split`): each eval image serves under EVERY
+  attribute it is labelled with, as a query for about ``query_fraction`` of each (attribute, value) and
+  as a candidate for the rest (meta.json then records ``EVAL_LAYOUT``). The second gives several times
+  more queries per attribute on a small catalogue; numbers under one layout are not comparable with
+  numbers under the other. With the default layout the files are byte-identical to earlier versions.
+
+A catalogue too small for the requested fractions (an eval split that would hold no query, i.e. no two
+of its images sharing a value) is refused with the smallest fraction that works for the seed.
 
 Train/valid/test split (seeded, stratified). Each row's stratum is its RAREST known label: the
 (attribute, value) with the fewest images in the whole catalogue (ties: attribute order, then value
@@ -41,10 +50,11 @@ from pathlib import Path
 import numpy as np
 
 from profashion.data.splits import (
+    EVAL_LAYOUTS,
     AttributeSchema,
     DatasetError,
+    eval_query_split,
     move_folder_into_place,
-    query_candidate_split,
     write_meta,
     write_split_files,
 )
@@ -148,6 +158,50 @@ def _check_fractions(valid_fraction: float, test_fraction: float, query_fraction
         raise DatasetError(f"query_fraction must be between 0 and 1, got {query_fraction}")
 
 
+
+def _plan(codes: np.ndarray, seed: int, valid_fraction: float, test_fraction: float, query_fraction: float,
+          layout: str) -> tuple[np.ndarray, dict]:
+    """(split index of each row, {eval split: (queries, candidates)}), all from ``seed``."""
+    split_rng, valid_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    split_of = stratified_split(codes, valid_fraction, test_fraction, split_rng)
+    files = {}
+    for k, (split, rng) in enumerate((("valid", valid_rng), ("test", test_rng)), start=1):
+        sub = codes[split_of == k]  # CSV order inside each split
+        fid, attr = np.nonzero(sub >= 0)
+        triples = np.stack([fid, attr, sub[fid, attr]], axis=1)
+        files[split] = eval_query_split(triples, codes.shape[1], rng, layout, query_fraction=query_fraction)
+    return split_of, files
+
+
+def _check_eval_splits(codes, seed, valid_fraction, test_fraction, query_fraction, layout, split_of,
+                       files) -> None:
+    """Refuse a catalogue too small for the fractions: an eval split (with a fraction > 0) without a query,
+    naming the smallest fraction (in steps of 0.01, same seed) that gives one."""
+    n = len(codes)
+    for split, fraction in (("test", test_fraction), ("valid", valid_fraction)):
+        if fraction <= 0 or len(files[split][0]):
+            continue
+        other = valid_fraction if split == "test" else test_fraction
+        smallest = None
+        for step in range(int(np.floor(fraction * 100)) + 1, 100):
+            f = step / 100
+            if f + other >= 1:
+                break
+            vf, tf = (valid_fraction, f) if split == "test" else (f, test_fraction)
+            trial_split_of, trial = _plan(codes, seed, vf, tf, query_fraction, layout)
+            if len(trial[split][0]) and (trial_split_of == 0).any():
+                smallest = f
+                break
+        got = int(np.sum(split_of == (2 if split == "test" else 1)))
+        head = (f"the catalogue ({n} labelled images) is too small for {split}_fraction {fraction}: the {split} "
+                f"split gets {got} image(s) and no query (a query needs two {split} images sharing a value)")
+        if smallest is not None:
+            raise DatasetError(f"{head}; the smallest {split} fraction that works with seed {seed} is {smallest} "
+                               f"(--{split}-fraction {smallest})")
+        raise DatasetError(f"{head}, and no {split} fraction below {1 - other:.2f} gives one: add images, or "
+                           "labels that several images share")
+
+
 def _check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
     """Refuse an output folder we could not replace safely (overwrite replaces only a dataset folder)."""
     target = Path(os.path.abspath(out))
@@ -180,12 +234,15 @@ def import_csv(
     query_fraction: float = 0.2,
     check_images: bool = True,
     overwrite: bool = False,
+    eval_layout: str = "asen",
 ) -> Path:
     """Turn a CSV catalogue into a dataset folder ``out`` in the ASEN split format; returns ``out``.
 
     ``attributes`` are the CSV columns to use, in the order they get as attribute indices. With
-    ``check_images`` every image file must exist under ``image_root``. The same ``seed`` gives
-    byte-identical files. Every problem raises one :class:`DatasetError` sentence.
+    ``check_images`` every image file must exist under ``image_root``. ``eval_layout`` is ``"asen"``
+    (one attribute per eval image) or ``"all-attributes"`` (every labelled attribute of an eval image;
+    see the module docstring). The same ``seed`` gives byte-identical files. Every problem raises one
+    :class:`DatasetError` sentence.
     """
     csv_path, image_root, out = Path(csv_path), Path(image_root), Path(out)
     attributes = [str(a).strip() for a in attributes]
@@ -195,6 +252,8 @@ def import_csv(
         raise DatasetError(f"attribute columns are named more than once: {attributes}")
     if image_column in attributes:
         raise DatasetError(f"the image column {image_column!r} cannot also be an attribute")
+    if eval_layout not in EVAL_LAYOUTS:
+        raise DatasetError(f"unknown eval layout {eval_layout!r}: choose one of {', '.join(EVAL_LAYOUTS)}")
     _check_fractions(valid_fraction, test_fraction, query_fraction)
     _check_out(out, overwrite, [csv_path, image_root])
 
@@ -234,9 +293,8 @@ def import_csv(
                 f"{image_root} (first: {first}); check image_root and the {image_column!r} column"
             )
 
-    split_rng, valid_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    split_of = stratified_split(codes, valid_fraction, test_fraction, split_rng)
-    eval_rngs = {"valid": valid_rng, "test": test_rng}
+    split_of, eval_files = _plan(codes, seed, valid_fraction, test_fraction, query_fraction, eval_layout)
+    _check_eval_splits(codes, seed, valid_fraction, test_fraction, query_fraction, eval_layout, split_of, eval_files)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -244,15 +302,8 @@ def import_csv(
         os.chmod(tmp, 0o755)
         for k, split in enumerate(("train", "valid", "test")):
             rows = np.flatnonzero(split_of == k)  # CSV order inside each split
-            sub = codes[rows]
-            labels = [[(a, int(v)) for a, v in enumerate(r) if v >= 0] for r in sub]
-            queries = candidates = None
-            if split in eval_rngs:
-                fid, attr = np.nonzero(sub >= 0)
-                triples = np.stack([fid, attr, sub[fid, attr]], axis=1)
-                queries, candidates = query_candidate_split(
-                    triples, len(attributes), eval_rngs[split], query_fraction=query_fraction
-                )
+            labels = [[(a, int(v)) for a, v in enumerate(r) if v >= 0] for r in codes[rows]]
+            queries, candidates = eval_files.get(split, (None, None))
             write_split_files(tmp, split, [paths[i] for i in rows], labels, queries, candidates)
         image_root_rel = os.path.relpath(os.path.abspath(image_root), os.path.abspath(out))
         extra = {
@@ -268,6 +319,8 @@ def import_csv(
                 "stratification": STRATIFICATION,
             }
         }
+        if eval_layout != "asen":  # the default layout leaves meta.json as it always was
+            extra["EVAL_LAYOUT"] = eval_layout
         write_meta(tmp, schema, out.name, image_root=Path(image_root_rel).as_posix(), extra=extra)
         move_folder_into_place(tmp, out)
     except BaseException:

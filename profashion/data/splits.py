@@ -31,6 +31,18 @@ import numpy as np
 SPLITS = ("train", "valid", "test")
 EVAL_SPLITS = ("valid", "test")
 
+EVAL_LAYOUTS = ("asen", "all-attributes")
+"""How an eval split's images become queries and candidates (the ``EVAL_LAYOUT`` of meta.json):
+
+- ``"asen"`` (the default, and the layout of the official FashionAI / DARN / DeepFashion splits): each
+  image serves under exactly ONE of its attributes (:func:`query_candidate_split`);
+- ``"all-attributes"``: each image serves under EVERY attribute it is labelled with, as a query for about
+  ``query_fraction`` of each attribute's labelled images and as a candidate for the rest
+  (:func:`all_attributes_query_split`); several times more queries per attribute on a small catalogue.
+
+Numbers measured under one layout are not comparable with numbers measured under the other.
+"""
+
 
 class DatasetError(ValueError):
     """A dataset folder or file that cannot be used as it is; the message says what to fix."""
@@ -240,6 +252,7 @@ class SplitDataset:
     image_root: Path | None
     splits: dict[str, Split] = field(default_factory=dict)
     mask_root: Path | None = None  # synthetic datasets: ground-truth attribute masks
+    eval_layout: str = "asen"  # see EVAL_LAYOUTS; meta.json's EVAL_LAYOUT, "asen" when absent
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -314,8 +327,12 @@ def load_dataset(root: str | os.PathLike, image_root: str | os.PathLike | None =
     if image_root is None and meta.get("IMAGE_ROOT"):
         image_root = root / meta["IMAGE_ROOT"]
     mask_root = root / meta["MASK_ROOT"] if meta.get("MASK_ROOT") else None
+    layout = str(meta.get("EVAL_LAYOUT", "asen"))
+    if layout not in EVAL_LAYOUTS:
+        raise DatasetError(f"{root / 'meta.json'}: unknown EVAL_LAYOUT {layout!r} (known: {', '.join(EVAL_LAYOUTS)})")
     ds = SplitDataset(root=root, name=name, schema=schema,
-                      image_root=Path(image_root) if image_root is not None else None, mask_root=mask_root)
+                      image_root=Path(image_root) if image_root is not None else None, mask_root=mask_root,
+                      eval_layout=layout)
     for split in SPLITS:
         fn = root / f"filenames_{split}.txt"
         lab = root / f"label_{split}.txt"
@@ -455,3 +472,50 @@ def query_candidate_split(
         is_query[rng.choice(idx, size=k, replace=False)] = True
     q, c = chosen[is_query], chosen[~is_query]
     return q[np.argsort(q[:, 0], kind="stable")], c[np.argsort(c[:, 0], kind="stable")]
+
+
+def all_attributes_query_split(
+    labels: np.ndarray, num_attributes: int, rng: np.random.Generator, query_fraction: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``"all-attributes"`` eval layout: every (image, attribute) label serves, as query or candidate.
+
+    ``labels`` is (n, 3) fid/attribute/value with every known label of the split (one row per image and
+    attribute). Per (attribute, value), in that order, about ``query_fraction`` of its images become
+    queries (at least one when the value has two or more images, never all of them, so every query has
+    a relevant candidate); the others are candidates. An image can thus be a query under one attribute
+    and a candidate under another, but never both under the same attribute. Returns (queries,
+    candidates), each (m, 3), sorted by fid then attribute (the split-file format: a line per image and
+    attribute).
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1, 3)
+    if len(labels):
+        if labels[:, 1].min() < 0 or labels[:, 1].max() >= num_attributes:
+            raise DatasetError(f"attribute indices must lie in [0, {num_attributes})")
+        keys = labels[:, 0] * num_attributes + labels[:, 1]
+        if len(np.unique(keys)) != len(keys):
+            raise DatasetError("an (image, attribute) pair is labelled twice")
+    is_query = np.zeros(len(labels), dtype=bool)
+    for a in range(num_attributes):
+        for v in np.unique(labels[labels[:, 1] == a, 2]):
+            idx = np.flatnonzero((labels[:, 1] == a) & (labels[:, 2] == v))
+            if len(idx) < 2:
+                continue
+            k = min(max(1, int(round(query_fraction * len(idx)))), len(idx) - 1)
+            is_query[rng.choice(idx, size=k, replace=False)] = True
+
+    def ordered(rows: np.ndarray) -> np.ndarray:
+        return rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+
+    return ordered(labels[is_query]), ordered(labels[~is_query])
+
+
+def eval_query_split(
+    labels: np.ndarray, num_attributes: int, rng: np.random.Generator, layout: str = "asen",
+    query_fraction: float = 0.2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(queries, candidates) of an eval split in ``layout`` (one of :data:`EVAL_LAYOUTS`)."""
+    if layout == "asen":
+        return query_candidate_split(labels, num_attributes, rng, query_fraction=query_fraction)
+    if layout == "all-attributes":
+        return all_attributes_query_split(labels, num_attributes, rng, query_fraction=query_fraction)
+    raise DatasetError(f"unknown eval layout {layout!r}: choose one of {', '.join(EVAL_LAYOUTS)}")

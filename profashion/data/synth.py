@@ -890,6 +890,7 @@ def generate_synth(
     overwrite: bool = False,
     progress: bool = False,
     workers: int = 1,
+    eval_layout: str = "asen",
 ) -> Path:
     """Write a synthetic garment dataset in the ASEN split format (with masks) to ``out``; return ``out``.
 
@@ -900,6 +901,12 @@ def generate_synth(
     place; on any error nothing is left behind. An existing non-empty ``out`` is refused unless
     ``overwrite`` is set (and even then only if it holds a ``meta.json``: we never delete a folder that
     is not a dataset). ``workers`` > 1 renders in that many processes; the files are identical.
+
+    ``eval_layout`` (:data:`~profashion.data.splits.EVAL_LAYOUTS`): ``"asen"`` (the default) judges each
+    valid/test image under ONE attribute; ``"all-attributes"`` under every attribute it takes part in
+    (the same labels enter: "Invisible" of a local part at ``EVAL_INVISIBLE_RATE``), query for about 20%
+    of each attribute's and candidate for the rest, recorded as ``EVAL_LAYOUT`` in meta.json. The
+    default writes the same bytes as before the option existed.
     """
     n_train = _check_int("n_train", n_train, 0)
     n_valid = _check_int("n_valid", n_valid, 1, why=" (the valid split needs at least one image)")
@@ -907,6 +914,8 @@ def generate_synth(
     size = _check_int("size", size, MIN_SIZE, MAX_SIZE, why=" pixels")
     seed = _check_int("seed", seed, 0)
     workers = _check_int("workers", workers, 1)
+    if eval_layout not in splits.EVAL_LAYOUTS:
+        raise DatasetError(f"unknown eval layout {eval_layout!r}: choose one of {', '.join(splits.EVAL_LAYOUTS)}")
     out = Path(out)
     if out.exists():
         if not out.is_dir():
@@ -922,7 +931,8 @@ def generate_synth(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)
-        _build(tmp, {"train": n_train, "valid": n_valid, "test": n_test}, size, seed, progress, workers)
+        _build(tmp, {"train": n_train, "valid": n_valid, "test": n_test}, size, seed, progress, workers,
+               eval_layout)
         splits.move_folder_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -930,7 +940,8 @@ def generate_synth(
     return out
 
 
-def _build(root: Path, counts: dict[str, int], size: int, seed: int, progress: bool, workers: int) -> None:
+def _build(root: Path, counts: dict[str, int], size: int, seed: int, progress: bool, workers: int,
+           eval_layout: str = "asen") -> None:
     jobs = []
     for split, n in counts.items():
         (root / "images" / split).mkdir(parents=True)
@@ -970,17 +981,17 @@ def _build(root: Path, counts: dict[str, int], size: int, seed: int, progress: b
             # minority class instead of the majority it is among all labels (53-74% for some parts).
             invisible = (rows[:, 2] == 0) & (rows[:, 1] < _N_LOCAL)
             keep = ~invisible | (qrng.random(len(rows)) < EVAL_INVISIBLE_RATE)
-            queries, candidates = splits.query_candidate_split(rows[keep], A, qrng)
+            queries, candidates = splits.eval_query_split(rows[keep], A, qrng, eval_layout)
         splits.write_split_files(root, split, names, labels, queries, candidates)
-    splits.write_meta(
-        root, SYNTH_SCHEMA, "synth", image_root="images", mask_root="masks",
-        extra={
-            "ATTRIBUTE_KIND": dict(ATTRIBUTE_KIND),
-            "GENERATOR": {"seed": seed, "size": size, "version": GENERATOR_VERSION},
-            "MASK_ENCODING": "16-bit grayscale PNG under MASK_ROOT, same relative path as the image; "
-                             "bit a set where attribute a (ATTRIBUTES order) lives in the picture",
-        },
-    )
+    extra = {
+        "ATTRIBUTE_KIND": dict(ATTRIBUTE_KIND),
+        "GENERATOR": {"seed": seed, "size": size, "version": GENERATOR_VERSION},
+        "MASK_ENCODING": "16-bit grayscale PNG under MASK_ROOT, same relative path as the image; "
+                         "bit a set where attribute a (ATTRIBUTES order) lives in the picture",
+    }
+    if eval_layout != "asen":  # the default layout leaves meta.json as it always was
+        extra["EVAL_LAYOUT"] = eval_layout
+    splits.write_meta(root, SYNTH_SCHEMA, "synth", image_root="images", mask_root="masks", extra=extra)
     for f in root.iterdir():  # the split writer's temporary files are private (0600); datasets are shared
         if f.is_file():
             os.chmod(f, 0o644)

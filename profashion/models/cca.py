@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
-from profashion.models.vit import VIT_DEMO_PRESET, VIT_TRAIN_PRESETS, ViTTrunk, create_vit_trunk
+from profashion.models.vit import VIT_DEMO_PRESET, VIT_TRAIN_PRESETS, ViTTrunk, ViTTrunkFeatures, create_vit_trunk
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ class ConditionalCrossAttention(nn.Module):
         return y + self.block.ls2(self.block.mlp(self.block.norm2(y)))
 
 
-class CCA(RetrievalModel):
+class CCA(ViTTrunkFeatures, RetrievalModel):
     """ViT blocks 1..L-1 -> conditional cross-attention block -> [CLS] -> LN -> FC -> L2 norm."""
 
     config_class = CCAConfig
@@ -129,7 +129,7 @@ class CCA(RetrievalModel):
     def __init__(self, config: CCAConfig):
         super().__init__(config)
         trunk, rest, norm = create_vit_trunk(config.backbone, config.image_size, config.pretrained,
-                                             trunk_blocks=-1, final_norm=False)
+                                             trunk_blocks=-1, final_norm=False, frozen_stages=config.frozen_stages)
         if len(rest) != 1:
             raise ModelError(f"ViT '{config.backbone}' needs at least 2 blocks for CCA")
         self.backbone: ViTTrunk = trunk  # blocks 1..L-1: what the trainer's warm-up and frozen trunk use
@@ -157,22 +157,20 @@ class CCA(RetrievalModel):
         return self.condition_fc(F.relu(masks))
 
     # -- the trunk and the head ----------------------------------------------------------------------
-    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) tokens after blocks 1..L-1: what does not depend on the attribute (cacheable)."""
-        return self.backbone.forward_tokens(images)
-
     def _head(self, tokens: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k, v = self.cross.keys_values(tokens)
         z, attn = self.cross.cls_output(tokens[:, 0], k, v, q)
         return self.normalise(self.fc(self.norm(z))), attn
 
-    def embed_from_trunk(self, tokens: torch.Tensor, attribute_ids) -> torch.Tensor:
+    def embed_from_trunk(self, features: torch.Tensor, attribute_ids) -> torch.Tensor:
         """(B, D) embeddings from cached :meth:`trunk_features`, each image under its own attribute."""
+        tokens = self.trunk_tokens(features)
         ids = self.check_attributes(attribute_ids, len(tokens))
         q = self.cross.queries(self.condition_tokens(ids)[:, None])  # (B, H, 1, d)
         return self._head(tokens, q)[0][:, 0]
 
-    def embed_all_from_trunk(self, tokens: torch.Tensor) -> torch.Tensor:
+    def embed_all_from_trunk(self, features: torch.Tensor) -> torch.Tensor:
+        tokens = self.trunk_tokens(features)
         q = self.cross.queries(self.condition_tokens())[None]  # (1, H, K, d)
         return self._head(tokens, q)[0]
 
@@ -187,7 +185,7 @@ class CCA(RetrievalModel):
 
     def embed_all_reference(self, images: torch.Tensor) -> torch.Tensor:
         """The straightforward computation: the whole last block on all tokens, once per attribute."""
-        tokens = self.trunk_features(images)
+        tokens = self.backbone.forward_tokens(images)
         conds = self.condition_tokens()
         out = [self.fc(self.norm(self.cross.forward_full(tokens, conds[a].expand(len(tokens), -1))[:, 0]))
                for a in range(self.num_attributes)]
@@ -208,7 +206,7 @@ class CCA(RetrievalModel):
         was_training = self.training
         self.eval()
         try:
-            tokens = self.trunk_features(image[None].to(self.device))
+            tokens = self.backbone.forward_tokens(image[None].to(self.device))
             q = self.cross.queries(self.condition_tokens(ids)[:, None])
             _, attn = self._head(tokens, q)
         finally:

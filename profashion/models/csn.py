@@ -61,7 +61,8 @@ class CSN(RetrievalModel):
     @staticmethod
     def build_backbone(config: CSNConfig) -> nn.Module:
         """The feature extractor (a subclass swaps it: the ViT trunk of TF-CSN)."""
-        return create_backbone(config.backbone, config.pretrained, image_size=config.image_size)
+        return create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
+                               frozen_stages=config.frozen_stages)
 
     def __init__(self, config: CSNConfig):
         super().__init__(config)
@@ -75,7 +76,10 @@ class CSN(RetrievalModel):
 
     def _general_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """(B, D) unmasked, unnormalised embedding; remembers its norm for :meth:`regularization` when training."""
-        e = self.fc(self.backbone(images).mean(dim=(2, 3)))
+        return self._general_from_map(self.backbone(images))
+
+    def _general_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        e = self.fc(fmap.mean(dim=(2, 3)))
         if self.training and torch.is_grad_enabled():
             self._pending_norms.append(e.pow(2).sum(1).mean().sqrt())
             del self._pending_norms[: -self._MAX_PENDING]
@@ -88,6 +92,12 @@ class CSN(RetrievalModel):
     def embed_all(self, images: torch.Tensor) -> torch.Tensor:
         e = self._general_embedding(images)
         return self.normalise(e[:, None, :] * F.relu(self.masks)[None])
+
+    def embed_from_map(self, fmap: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self._general_from_map(fmap) * F.relu(self.masks[ids]))
+
+    def embed_all_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self._general_from_map(fmap)[:, None, :] * F.relu(self.masks)[None])
 
     def regularization(self) -> torch.Tensor:
         """CSN's penalty: L2 of the embeddings (since the last call) and L1 of the masks, scaled to 64-D."""

@@ -119,7 +119,7 @@ class ProFashionConfig(ModelConfig):
     def preprocess(self) -> Preprocess:
         if self.clip_preprocess:
             return Preprocess(self.resize, self.image_size, CLIP_MEAN, CLIP_STD)
-        return Preprocess(self.resize, self.image_size)
+        return super().preprocess()
 
 
 def grid_superpixels(height: int, width: int, n_segments: int = 64) -> np.ndarray:
@@ -165,7 +165,8 @@ class ProFashion(RetrievalModel):
                                                      or len(config.attribute_prompts) != config.num_attributes):
             raise ModelError(f"attribute_embedding='clip' needs attribute_prompts: one prompt for each of the "
                              f"{config.num_attributes} attributes")
-        self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size)
+        self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
+                                        frozen_stages=config.frozen_stages)
         if config.ps_backbone and config.ps_backbone != config.backbone:
             ps_pre = config.pretrained if config.pretrained and not _is_path(config.pretrained) else None
             self.ps_backbone = create_backbone(config.ps_backbone, ps_pre, image_size=config.image_size)
@@ -349,9 +350,43 @@ class ProFashion(RetrievalModel):
             ps = fmap
         return fmap, ps
 
+    # -- the trunk / head split: the frozen stages' output and the superpixels are cacheable ----------------
+    def trunk_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frozen stages' output, superpixel labels (B, H, W) as uint8/int16): independent of the attribute."""
+        if self.ps_backbone is not None and self.config.use_ps:
+            raise ModelError("a separate PS backbone cannot be cached; train without --frozen-trunk")
+        labels = self.superpixel_labels(images) if self.config.use_ps else images.new_zeros(
+            (len(images), *images.shape[-2:]), dtype=torch.long)
+        small = torch.uint8 if (int(labels.max()) if labels.numel() else 0) < 256 else torch.int16
+        return self.backbone.forward_frozen(images), labels.to(small)
+
+    def embed_from_trunk(self, features, attribute_ids) -> torch.Tensor:
+        frozen, labels = features
+        ids = self.check_attributes(attribute_ids, len(frozen))
+        out = self._head(torch.nan_to_num(self.backbone.forward_rest(frozen), 0.0, 0.0, 0.0), None,
+                         labels.long(), ids[:, None])
+        if self.training and torch.is_grad_enabled():
+            self._last = (out["aggregate"][:, 0], ids)
+        return out["embedding"][:, 0]
+
+    def embed_all_from_trunk(self, features) -> torch.Tensor:
+        frozen, labels = features
+        return self._head(torch.nan_to_num(self.backbone.forward_rest(frozen), 0.0, 0.0, 0.0), None,
+                          labels.long(), None)["embedding"]
+
+    def cacheable_trunk(self) -> bool:
+        return bool(self.frozen_modules()) and not (self.ps_backbone is not None and self.config.use_ps)
+
     def _run(self, images: torch.Tensor, attrs: torch.Tensor | None) -> dict[str, Any]:
         """Everything for attributes ``attrs`` (B, K) or all; returns embeddings (B, K, D) and the parts."""
         fmap, ps = self._features(images)
+        labels = self.superpixel_labels(images) if self.config.use_ps else None
+        return self._head(fmap, ps, labels, attrs)
+
+    def _head(self, fmap: torch.Tensor, ps: torch.Tensor | None, labels: torch.Tensor | None,
+              attrs: torch.Tensor | None) -> dict[str, Any]:
+        """RP, PS and the gated FC from the feature maps (``ps`` None: the RP map) and superpixel labels."""
+        ps = fmap if ps is None else ps
         b, _, h, w = fmap.shape
         corr = self.correlation(fmap)  # (B, A, N)
         weights, plan = self.transport(corr, (h, w), attrs)  # (B, K, N)
@@ -360,7 +395,6 @@ class ProFashion(RetrievalModel):
         parts = [weights @ x]  # r_a: (B, K, C)
         out: dict[str, Any] = {"corr": corr, "weights": weights, "plan": plan, "hw": (h, w)}
         if self.config.use_ps:
-            labels = self.superpixel_labels(images)
             overlap = self.superpixel_overlap(labels, (h, w))  # (B, S, N)
             crop = (self.crop_boxes(weights, (h, w), self.config.crop_threshold) if self.config.use_rp
                     else torch.ones_like(weights, dtype=torch.bool))

@@ -29,11 +29,12 @@ import torch.nn.functional as F
 from profashion.models.asen import ASEN, ASENConfig
 from profashion.models.base import ModelError, register
 from profashion.models.csn import CSN, CSNConfig
-from profashion.models.vit import VIT_DEMO_PRESET, VIT_TRAIN_PRESETS, ViTTrunk, create_vit_trunk
+from profashion.models.vit import VIT_DEMO_PRESET, VIT_TRAIN_PRESETS, ViTTrunk, ViTTrunkFeatures, create_vit_trunk
 
 
 def _trunk(config) -> ViTTrunk:
-    trunk, _, _ = create_vit_trunk(config.backbone, config.image_size, config.pretrained, final_norm=True)
+    trunk, _, _ = create_vit_trunk(config.backbone, config.image_size, config.pretrained, final_norm=True,
+                                   frozen_stages=config.frozen_stages)
     return trunk
 
 
@@ -49,17 +50,13 @@ class TFCSNConfig(CSNConfig):
         "paper": {"backbone": "vit_base_r50_s16_224", "image_size": 224, "resize": 224, "embed_dim": 1024},
     },
 )
-class TFCSN(CSN):
+class TFCSN(ViTTrunkFeatures, CSN):
     """ViT -> [CLS] -> FC -> (ReLU(mask_a) * .) -> L2 norm."""
 
     config_class = TFCSNConfig
     train_presets = VIT_TRAIN_PRESETS
 
     build_backbone = staticmethod(_trunk)  # CSN's layers on the ViT trunk
-
-    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) normalised tokens of the whole ViT (cacheable: independent of the attribute)."""
-        return self.backbone.forward_tokens(images)
 
     def _from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         e = self.fc(tokens[:, 0])
@@ -69,11 +66,16 @@ class TFCSN(CSN):
         return e
 
     def _general_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        return self._from_tokens(self.trunk_features(images))
+        return self._from_tokens(self.backbone.forward_tokens(images))
 
-    def embed_from_trunk(self, tokens: torch.Tensor, attribute_ids) -> torch.Tensor:
+    def embed_from_trunk(self, features: torch.Tensor, attribute_ids) -> torch.Tensor:
+        tokens = self.trunk_tokens(features)
         ids = self.check_attributes(attribute_ids, len(tokens))
         return self.normalise(self._from_tokens(tokens) * F.relu(self.masks[ids]))
+
+    def embed_all_from_trunk(self, features: torch.Tensor) -> torch.Tensor:
+        e = self._from_tokens(self.trunk_tokens(features))
+        return self.normalise(e[:, None, :] * F.relu(self.masks)[None])
 
     @torch.no_grad()
     def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
@@ -125,7 +127,7 @@ class TFASENConfig(ASENConfig):
                   "attr_dim": 512, "common_dim": 512, "channel_reduction": 2},
     },
 )
-class TFASEN(ASEN):
+class TFASEN(ViTTrunkFeatures, ASEN):
     """ViT patch tokens as a grid -> ASEN's spatial and channel attention -> FC -> L2 norm.
 
     ``self.backbone`` is the ViT trunk, whose ``forward`` is the (B, C, h, w) patch-token grid, so ASEN's
@@ -137,11 +139,10 @@ class TFASEN(ASEN):
 
     build_backbone = staticmethod(_trunk)  # ASEN's attention on the ViT trunk's patch grid
 
-    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) normalised tokens of the whole ViT (cacheable: independent of the attribute)."""
-        return self.backbone.forward_tokens(images)
-
-    def embed_from_trunk(self, tokens: torch.Tensor, attribute_ids) -> torch.Tensor:
+    def embed_from_trunk(self, features: torch.Tensor, attribute_ids) -> torch.Tensor:
+        tokens = self.trunk_tokens(features)
         ids = self.check_attributes(attribute_ids, len(tokens))
-        out, _ = self._attend(self.backbone.patch_grid(tokens), self.attribute_embedding(ids)[:, None])
-        return out[:, 0]
+        return self.embed_from_map(self.backbone.patch_grid(tokens), ids)
+
+    def embed_all_from_trunk(self, features: torch.Tensor) -> torch.Tensor:
+        return self.embed_all_from_map(self.backbone.patch_grid(self.trunk_tokens(features)))

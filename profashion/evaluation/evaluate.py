@@ -47,4 +47,4 @@ def evaluate_model(model: RetrievalModel, dataset: SplitDataset, split: str = "v
     q = embed_rows(model, images, s.queries, batch_size, progress, f"{split} queries")
     c = embed_rows(model, images, s.candidates, batch_size, progress, f"{split} candidates")
     return mean_average_precision(q, s.queries[:, 1], s.queries[:, 2], c, s.candidates[:, 1], s.candidates[:, 2],
-                                  dataset.schema.num_attributes)
+                                  dataset.schema.num_attributes).attach_split(s.queries, s.candidates)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -100,25 +100,85 @@ def published_random(dataset: str) -> dict | None:
 class MAPResult:
     """Overall and per-attribute mAP in PERCENT, with the number of queries of each attribute.
 
-    ``per_attribute[a]`` is NaN for an attribute without queries (``n_queries[a] == 0``).
+    ``per_attribute[a]`` is NaN for an attribute without queries (``n_queries[a] == 0``); tables and JSON
+    report such an attribute as having no query, never as a number.
+
+    :func:`mean_average_precision` also keeps every query's AP (``query_ap``, a fraction, in the order
+    of the query rows) and attribute (``query_attr``), from which :meth:`intervals` computes bootstrap
+    intervals (statistics.py); :func:`evaluate_random` and ``evaluate_model`` add the query rows
+    (``queries``: fid, attribute, value) and the split's ``fingerprint``, so a result file can be compared
+    with another one query by query (``profashion compare``).
     """
 
     overall: float
     per_attribute: list[float]
     n_queries: list[int]
+    query_ap: np.ndarray | None = None
+    query_attr: np.ndarray | None = None
+    queries: np.ndarray | None = None
+    fingerprint: str | None = None
+    n_resamples: int = 2000
+    bootstrap_seed: int = 0
+    _intervals: object = field(default=None, init=False, repr=False, compare=False)
 
-    def to_json(self, schema: AttributeSchema) -> dict:
+    def attach_split(self, queries: np.ndarray, candidates: np.ndarray) -> MAPResult:
+        """Record the split's query rows (the order of ``query_ap``) and its fingerprint; returns self."""
+        from profashion.evaluation.statistics import split_fingerprint
+
+        queries = np.asarray(queries, dtype=np.int64).reshape(-1, 3)
+        if self.query_ap is not None and len(queries) != len(self.query_ap):
+            raise ValueError(f"{len(queries)} query rows for {len(self.query_ap)} APs")
+        self.queries = queries
+        self.fingerprint = split_fingerprint(queries, candidates)
+        return self
+
+    def intervals(self):
+        """Bootstrap intervals (:class:`~profashion.evaluation.statistics.MAPIntervals`), or None when the
+        per-query APs are not known; computed once."""
+        if self.query_ap is None or self.query_attr is None:
+            return None
+        if self._intervals is None:
+            from profashion.evaluation.statistics import bootstrap_intervals
+
+            self._intervals = bootstrap_intervals(self.query_ap, self.query_attr, len(self.per_attribute),
+                                                  n_resamples=self.n_resamples, seed=self.bootstrap_seed)
+        return self._intervals
+
+    def to_json(self, schema: AttributeSchema, per_query: bool = True) -> dict:
         """``{"overall", "per_attribute": {name: mAP}, "n_queries": {name: n}}``; attributes without a
-        query are left out."""
+        query are left out of these and listed under ``"no_queries"``. With per-query APs known:
+        ``"ci95": [lo, hi]`` (overall), ``"per_attribute_ci95": {name: [lo, hi]}``, ``"bootstrap"``
+        (how), and with ``per_query`` and the query rows known, ``"queries"`` (``attributes``, and per
+        query ``fid``, ``attribute`` index, ``value``, ``ap``) and ``"split_fingerprint"``."""
         names = schema.names
         if len(names) != len(self.per_attribute):
             raise ValueError(f"the schema has {len(names)} attributes, the result {len(self.per_attribute)}")
         keep = [i for i, n in enumerate(self.n_queries) if n > 0]
-        return {
+        out = {
             "overall": float(self.overall),
             "per_attribute": {names[i]: float(self.per_attribute[i]) for i in keep},
             "n_queries": {names[i]: int(self.n_queries[i]) for i in keep},
         }
+        missing = [names[i] for i, n in enumerate(self.n_queries) if n == 0]
+        if missing:
+            out["no_queries"] = missing
+        iv = self.intervals()
+        if iv is not None:
+            if iv.overall is not None:
+                out["ci95"] = [round(v, 4) for v in iv.overall]
+            out["per_attribute_ci95"] = {names[i]: [round(v, 4) for v in iv.per_attribute[i]] for i in keep}
+            out["bootstrap"] = {"method": "percentile bootstrap over queries, resampled within each attribute",
+                                "resamples": iv.n_resamples, "seed": iv.seed, "level": iv.level}
+        if per_query and self.queries is not None and self.query_ap is not None:
+            out["split_fingerprint"] = self.fingerprint
+            out["queries"] = {
+                "attributes": list(names),
+                "fid": self.queries[:, 0].tolist(),
+                "attribute": self.queries[:, 1].tolist(),
+                "value": self.queries[:, 2].tolist(),
+                "ap": [round(float(x), 8) for x in self.query_ap],
+            }
+        return out
 
     def format_table(self, schema: AttributeSchema, published: dict | None = None) -> str:
         """A text table (attribute, #queries, mAP[, published, difference]) with the overall row last.
@@ -135,27 +195,38 @@ class MAPResult:
             else:
                 pub_attr = {k: v for k, v in published.items() if k != "overall"}
                 pub_overall = published.get("overall")
+        iv = self.intervals()
         rows = []
         for i, name in enumerate(schema.names):
             n = self.n_queries[i]
-            rows.append((name, n, self.per_attribute[i] if n else None, pub_attr.get(name)))
-        rows.append(("overall", sum(self.n_queries), self.overall, pub_overall))
+            ci = iv.per_attribute[i] if iv is not None else None
+            rows.append((name, n, self.per_attribute[i] if n else None, ci, pub_attr.get(name)))
+        rows.append(("overall", sum(self.n_queries), self.overall if sum(self.n_queries) else None,
+                     iv.overall if iv is not None else None, pub_overall))
 
         width = max(len("attribute"), *(len(r[0]) for r in rows))
         header = f"{'attribute':<{width}}  {'#queries':>8}  {'mAP':>7}"
+        if iv is not None:
+            header += f"  {'95% CI':>16}"
         if published:
             header += f"  {'published':>9}  {'diff':>6}"
         lines = [header, "-" * len(header)]
-        for k, (name, n, value, pub) in enumerate(rows):
+        for k, (name, n, value, ci, pub) in enumerate(rows):
             if k == len(rows) - 1:
                 lines.append("-" * len(header))
-            val = f"{value:7.2f}" if value is not None else f"{'-':>7}"
-            line = f"{name:<{width}}  {n:>8d}  {val}"
+            if value is None:
+                lines.append(f"{name:<{width}}  {n:>8d}  no query")
+                continue
+            line = f"{name:<{width}}  {n:>8d}  {value:7.2f}"
+            if iv is not None:
+                line += f"  {f'[{ci[0]:.2f}, {ci[1]:.2f}]' if ci else '':>16}"
             if published:
                 pub_s = f"{pub:9.2f}" if pub is not None else f"{'':>9}"
-                diff_s = f"{value - pub:+6.2f}" if (pub is not None and value is not None) else f"{'':>6}"
+                diff_s = f"{value - pub:+6.2f}" if pub is not None else f"{'':>6}"
                 line += f"  {pub_s}  {diff_s}"
             lines.append(line.rstrip())
+        if iv is not None:
+            lines.append(f"95% CI: {iv.describe()}.")
         return "\n".join(lines)
 
 
@@ -246,7 +317,8 @@ def mean_average_precision(
         float(100.0 * ap[qa == a].mean()) if n_queries[a] else math.nan for a in range(num_attributes)
     ]
     overall = float(100.0 * ap.mean()) if len(ap) else math.nan
-    return MAPResult(overall=overall, per_attribute=per_attribute, n_queries=n_queries)
+    return MAPResult(overall=overall, per_attribute=per_attribute, n_queries=n_queries, query_ap=ap,
+                     query_attr=qa.copy())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,7 +336,9 @@ def random_embeddings(n: int, dim: int = 128, seed: int = 0) -> np.ndarray:
 def evaluate_random(dataset: SplitDataset, split: str = "test", seed: int = 0, dim: int = 128) -> MAPResult:
     """The protocol with one random vector per image id of ``split`` (labels only, no image needed).
 
-    Each image is either a query or a candidate, so a query never shares its vector with a candidate.
+    In the ASEN layout each image is either a query or a candidate, so a query never shares its vector
+    with a candidate; in the all-attributes layout an image can be a query under one attribute and a
+    candidate under another, but the protocol never compares rows of different attributes.
     """
     s = dataset.split(split)
     if s.queries is None or s.candidates is None:
@@ -278,4 +352,4 @@ def evaluate_random(dataset: SplitDataset, split: str = "test", seed: int = 0, d
     qs, cs = s.queries, s.candidates
     return mean_average_precision(
         emb[qs[:, 0]], qs[:, 1], qs[:, 2], emb[cs[:, 0]], cs[:, 1], cs[:, 2], dataset.schema.num_attributes
-    )
+    ).attach_split(qs, cs)

@@ -68,12 +68,33 @@ NOTES = {
     ),
     "results": (
         "**How to read this.** Measured: retrieval mAP (%) per attribute on the embedded gallery's test split "
-        "with the exact protocol of the papers (PROTOCOL.md), beside a random embedding on the same split. "
+        "with the exact protocol of the papers (PROTOCOL.md), beside a random embedding on the same split, and "
+        "below it each value's 95% bootstrap interval over the test queries. "
         "Published: the overall numbers of the papers on the real benchmarks (224 px, ImageNet-pretrained "
         "backbones, GPU training). The embedded models are small, trained from scratch on synthetic garments "
         "on a CPU: compare models with each other and with random, not with the published values."
     ),
 }
+
+
+def _intervals_markdown(measured: dict[str, dict], attrs: list[str]) -> str:
+    """The 95% bootstrap intervals of each measured result (``MAPResult.to_json``), as a Markdown table."""
+    def cell(ci) -> str:
+        return f"{ci[0]:.1f}-{ci[1]:.1f}" if ci else "no query"
+
+    lines = ["**95% intervals** (bootstrap over the test queries, resampled within each attribute, 2000 "
+             "resamples, seed 0: the range the mAP could take with other queries of the same kind). With a "
+             "few queries per attribute they are wide. Overlapping intervals do not settle whether two models "
+             "differ: `profashion compare` tests the difference query by query.", "",
+             "| model | " + " | ".join(attrs) + " | overall |", "|---" * (len(attrs) + 2) + "|"]
+    for name, r in measured.items():
+        per = r.get("per_attribute_ci95")
+        if per is None or "ci95" not in r:
+            lines.append(f"| {name} | " + " | ".join("" for _ in attrs)
+                         + " | measured before intervals existed: delete the app cache's results/ to re-measure |")
+            continue
+        lines.append(f"| {name} | " + " | ".join(cell(per.get(a)) for a in attrs) + f" | {cell(r['ci95'])} |")
+    return "\n".join(lines)
 
 
 def _path_of(value) -> str | None:
@@ -313,19 +334,20 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
             chosen = catalog.check_models(models)
         except QueryError as exc:
             raise _error(exc) from None
-        rows = []
+        rows, measured = [], {}
         for name in chosen:
-            r = catalog.measured(name)
+            r = measured[name] = catalog.measured(name)
             rows.append([name] + [round(r["per_attribute"][a], 2) if a in r["per_attribute"] else None for a in attrs]
                         + [round(r["overall"], 2)])
-        rnd = evaluate_random(catalog.dataset, split="test", seed=0).to_json(catalog.dataset.schema)
+        rnd = measured["random (seed 0)"] = evaluate_random(catalog.dataset, split="test", seed=0).to_json(
+            catalog.dataset.schema)
         rows.append(["random (seed 0)"] + [round(rnd["per_attribute"][a], 2) if a in rnd["per_attribute"] else None
                                            for a in attrs] + [round(rnd["overall"], 2)])
         table = _df(rows, ["model", *attrs, "overall"])
         nq = rnd["n_queries"]
         md = (f"Test split of the embedded gallery (`{catalog.dataset.root.name}`), "
               f"{sum(nq.values())} queries ({', '.join(f'{a} {n}' for a, n in nq.items())}).")
-        return table, md
+        return table, md + "\n\n" + _intervals_markdown(measured, attrs)
 
     # -- fine-tuning -------------------------------------------------------------------------------------
     def _model_choices():

@@ -1,4 +1,5 @@
-"""The ``profashion`` command: generate | import-csv | train | eval | localise | index | search | project | models.
+"""The ``profashion`` command: generate | import-csv | train | eval | compare | localise | index | search | project |
+models.
 
 Every command fails with one line ``error: ...`` (exit status 2) on bad input, never a traceback.
 """
@@ -17,11 +18,26 @@ def _cmd_generate(args) -> int:
 
     t0 = time.perf_counter()
     out = generate_synth(Path(args.out), args.train, args.valid, args.test, size=args.size, seed=args.seed,
-                         overwrite=args.overwrite, progress=not args.quiet)
+                         overwrite=args.overwrite, progress=not args.quiet, eval_layout=args.eval_layout)
     n = args.train + args.valid + args.test
-    print(f"wrote {n} synthetic garments ({args.size} px, seed {args.seed}) to {out} "
-          f"in {time.perf_counter() - t0:.1f}s")
+    print(f"wrote {n} synthetic garments ({args.size} px, seed {args.seed}, {args.eval_layout} eval layout) to "
+          f"{out} in {time.perf_counter() - t0:.1f}s")
     return 0
+
+
+def _print_eval_queries(out) -> None:
+    """One line per eval split: images, queries, queries per attribute (what a test can measure)."""
+    from profashion.data.splits import EVAL_SPLITS, load_dataset
+
+    ds = load_dataset(out)
+    for split in EVAL_SPLITS:
+        if split not in ds.splits or ds.splits[split].queries is None:
+            continue
+        s = ds.splits[split]
+        per = [int((s.queries[:, 1] == a).sum()) for a in range(ds.schema.num_attributes)]
+        print(f"{split}: {s.num_images} images, {len(s.queries)} queries, {len(s.candidates)} candidates "
+              f"({ds.eval_layout} layout); queries per attribute: "
+              + ", ".join(f"{n} {k}" for n, k in zip(ds.schema.names, per)))
 
 
 def _cmd_import_csv(args) -> int:
@@ -30,8 +46,11 @@ def _cmd_import_csv(args) -> int:
     t0 = time.perf_counter()
     attributes = [a.strip() for a in args.attributes.split(",") if a.strip()]
     out = import_csv(Path(args.csv), Path(args.image_root), attributes, Path(args.out), seed=args.seed,
-                     image_column=args.image_column, overwrite=args.overwrite)
+                     image_column=args.image_column, overwrite=args.overwrite, valid_fraction=args.valid_fraction,
+                     test_fraction=args.test_fraction, query_fraction=args.query_fraction,
+                     eval_layout=args.eval_layout)
     print(f"wrote {out} ({len(attributes)} attributes) in {time.perf_counter() - t0:.1f}s")
+    _print_eval_queries(out)
     return 0
 
 
@@ -60,10 +79,13 @@ def _cmd_eval(args) -> int:
     from profashion.evaluation.retrieval_map import evaluate_random, published_random
 
     ds = load_dataset(args.dataset, args.image_root)
+    if args.resamples < 1:
+        raise ValueError(f"--resamples must be at least 1, got {args.resamples}")
     t0 = time.perf_counter()
     if args.embeddings == "random":
         result = evaluate_random(ds, args.split, seed=args.seed)
         label = f"random embeddings (seed {args.seed})"
+        info = {"model": f"random (seed {args.seed})"}
     else:
         from profashion.evaluation.evaluate import evaluate_model
         from profashion.train.trainer import resolve_device
@@ -71,11 +93,32 @@ def _cmd_eval(args) -> int:
         model = load_model_for_dataset(args.checkpoint, ds, resolve_device(args.device))
         result = evaluate_model(model, ds, args.split, batch_size=args.batch_size, progress=not args.quiet)
         label = f"{model.name} from {args.checkpoint}"
+        info = {"model": model.name, "checkpoint": str(args.checkpoint)}
+    result.n_resamples, result.bootstrap_seed = args.resamples, args.bootstrap_seed
     published = published_random(ds.name) if args.embeddings == "random" else None
-    print(f"{ds.name} {args.split}: {label}  [{time.perf_counter() - t0:.1f}s]")
+    print(f"{ds.name} {args.split} ({ds.eval_layout} layout): {label}  [{time.perf_counter() - t0:.1f}s]")
     print(result.format_table(ds.schema, published=published))
     if args.json:
-        atomic_write_text(Path(args.json), json.dumps(result.to_json(ds.schema), indent=2) + "\n")
+        payload = {**info, "dataset": ds.name, "split": args.split, "layout": ds.eval_layout,
+                   **result.to_json(ds.schema)}
+        atomic_write_text(Path(args.json), json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from profashion.data.splits import atomic_write_text
+    from profashion.evaluation.statistics import compare_result_files
+
+    if args.resamples < 1 or args.permutations < 1:
+        raise ValueError("--resamples and --permutations must be at least 1")
+    cmp = compare_result_files(args.result_a, args.result_b, n_resamples=args.resamples,
+                               n_permutations=args.permutations, seed=args.seed)
+    where = " ".join(str(cmp.info[k]) for k in ("dataset", "split") if k in cmp.info)
+    layout = f" ({cmp.info['layout']} layout)" if "layout" in cmp.info else ""
+    print(f"paired comparison on {where or 'the same queries'}{layout}: B - A in mAP points")
+    print(cmp.format_table())
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(cmp.to_json(), indent=2) + "\n")
     return 0
 
 
@@ -202,6 +245,11 @@ def _cmd_project(args) -> int:
     return 0
 
 
+EVAL_LAYOUT_HELP = ("how valid/test images become queries and candidates: asen (default; one attribute per image, "
+                    "the official benchmarks' layout) or all-attributes (every attribute an image is labelled "
+                    "with: several times more queries on small data; numbers not comparable across layouts)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="profashion", description="Attribute-specific fashion retrieval, made visible.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -215,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", type=int, default=1000)
     s.add_argument("--size", type=int, default=112, help="image size in pixels (default 112)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--eval-layout", default="asen", choices=["asen", "all-attributes"], help=EVAL_LAYOUT_HELP)
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_generate)
@@ -226,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--image-column", default="image")
+    c.add_argument("--eval-layout", default="asen", choices=["asen", "all-attributes"], help=EVAL_LAYOUT_HELP)
+    c.add_argument("--valid-fraction", type=float, default=0.1, help="share of the images in valid (default 0.1)")
+    c.add_argument("--test-fraction", type=float, default=0.2, help="share of the images in test (default 0.2)")
+    c.add_argument("--query-fraction", type=float, default=0.2,
+                   help="share of each (attribute, value)'s eval images that are queries (default 0.2)")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_cmd_import_csv)
 
@@ -273,9 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--json", help="write the result as JSON here")
+    e.add_argument("--resamples", type=int, default=2000,
+                   help="bootstrap resamples of the queries for the 95%% intervals (default 2000)")
+    e.add_argument("--bootstrap-seed", type=int, default=0)
+    e.add_argument("--json", help="write the result as JSON here, with the per-query APs `profashion compare` needs")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_eval)
+
+    cm = sub.add_parser("compare", help="paired test of two `eval --json` results on the same queries")
+    cm.add_argument("result_a", metavar="RESULT_A.json")
+    cm.add_argument("result_b", metavar="RESULT_B.json")
+    cm.add_argument("--resamples", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
+    cm.add_argument("--permutations", type=int, default=10000,
+                    help="sign-flip permutations for the p-value (default 10000)")
+    cm.add_argument("--seed", type=int, default=0)
+    cm.add_argument("--json", help="write the comparison as JSON here")
+    cm.set_defaults(func=_cmd_compare)
 
     lo = sub.add_parser("localise", help="how much of a model's map falls on the attribute (synthetic data)")
     lo.add_argument("--checkpoint", required=True)

@@ -63,6 +63,18 @@ def test_random_baseline_reproduces_published_fashionai_row(fashionai, seed):
     for name, ours in zip(fashionai.schema.names, result.per_attribute):
         assert ours == pytest.approx(published[name], abs=0.3), name
     assert sum(result.n_queries) == 3600
+    assert fashionai.eval_layout == "asen"  # the official splits: one attribute per image
+
+
+def test_per_query_aps_are_kept_in_query_order(fashionai):
+    result = evaluate_random(fashionai, "test", seed=0)
+    q = fashionai.split("test").queries
+    assert np.array_equal(result.queries, q) and np.array_equal(result.query_attr, q[:, 1])
+    assert 100 * result.query_ap.mean() == pytest.approx(result.overall)
+    for a, value in enumerate(result.per_attribute):
+        assert 100 * result.query_ap[q[:, 1] == a].mean() == pytest.approx(value)
+    assert result.fingerprint == evaluate_random(fashionai, "test", seed=5).fingerprint
+    assert result.fingerprint != evaluate_random(fashionai, "valid", seed=0).fingerprint
 
 
 def test_random_is_seeded(fashionai):
@@ -217,13 +229,16 @@ def test_to_json_format_table_and_write(tmp_path):
     schema = AttributeSchema(("a", "b", "c"), (("x", "y"), ("x",), ("x", "y")))
     r = MAPResult(overall=40.0, per_attribute=[50.0, math.nan, 10.0], n_queries=[3, 0, 1])
     js = r.to_json(schema)
-    assert js == {"overall": 40.0, "per_attribute": {"a": 50.0, "c": 10.0}, "n_queries": {"a": 3, "c": 1}}
+    # without per-query APs (a result built by hand): no intervals; the attribute without a query is named
+    assert js == {"overall": 40.0, "per_attribute": {"a": 50.0, "c": 10.0}, "n_queries": {"a": 3, "c": 1},
+                  "no_queries": ["b"]}
     table = r.format_table(schema, {"overall": 41.0, "per_attribute": {"a": 49.5}})
     lines = table.splitlines()
     assert lines[-1].split()[:3] == ["overall", "4", "40.00"]
     assert "published" in lines[0] and "-1.00" in lines[-1] and "+0.50" in table
+    assert [ln for ln in lines if ln.startswith("b ")][0].split()[1:] == ["0", "no", "query"]
     plain = r.format_table(schema)
-    assert "published" not in plain and "50.00" in plain
+    assert "published" not in plain and "50.00" in plain and "95% CI" not in plain
     path = tmp_path / "out" / "map.json"
     write_result_json(r, schema, path)
     assert json.loads(path.read_text()) == js

@@ -113,9 +113,10 @@ class MAPResult:
     overall: float
     per_attribute: list[float]
     n_queries: list[int]
-    query_ap: np.ndarray | None = None
-    query_attr: np.ndarray | None = None
-    queries: np.ndarray | None = None
+    # arrays: left out of == and repr (equal results have equal overall, per-attribute values and fingerprint)
+    query_ap: np.ndarray | None = field(default=None, repr=False, compare=False)
+    query_attr: np.ndarray | None = field(default=None, repr=False, compare=False)
+    queries: np.ndarray | None = field(default=None, repr=False, compare=False)
     fingerprint: str | None = None
     n_resamples: int = 2000
     bootstrap_seed: int = 0

@@ -266,8 +266,9 @@ def paired_test(ap_a, ap_b, attr, names, label_a: str = "A", label_b: str = "B",
     def row(name, idx, boot) -> PairedRow:
         if len(idx) == 0:
             return PairedRow(name, 0)
-        return PairedRow(name, len(idx), 100.0 * ap_a[idx].mean(), 100.0 * ap_b[idx].mean(),
-                         100.0 * d[idx].mean(), _pct(_interval(boot)), sign_flip_p_value(d[idx], n_permutations, rng))
+        return PairedRow(name, len(idx), float(100.0 * ap_a[idx].mean()), float(100.0 * ap_b[idx].mean()),
+                         float(100.0 * d[idx].mean()), _pct(_interval(boot)),
+                         float(sign_flip_p_value(d[idx], n_permutations, rng)))
 
     per = [row(n, g, b) for n, g, b in zip(names, groups, per_boot)]
     overall = row("overall", np.arange(len(d)), overall_boot)

@@ -217,7 +217,8 @@ def test_error_missing_images(small, tmp_path):
     with pytest.raises(DatasetError, match=r"4 of 40 image files .* missing .*first: img/003.png, img/011.png, img/012.png\)"):
         import_csv(csv_path, images, ["colour", "style"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    out = import_csv(csv_path, images, ["colour", "style"], tmp_path / "out", check_images=False)
+    # seed 1: with seed 0 the 4-image valid split of this tiny catalogue has no query and is refused
+    out = import_csv(csv_path, images, ["colour", "style"], tmp_path / "out", check_images=False, seed=1)
     assert load_dataset(out).schema.num_attributes == 2
 
 
@@ -230,7 +231,7 @@ def test_error_out_not_empty_and_overwrite(small, tmp_path):
     with pytest.raises(DatasetError, match="exists and is not empty; pass overwrite=True"):
         import_csv(csv_path, images, ["colour", "style"], out)
     assert _all_files(out) == before
-    import_csv(csv_path, images, ["colour", "style"], out, overwrite=True)
+    import_csv(csv_path, images, ["colour", "style"], out, overwrite=True, seed=1)  # seed 0: valid has no query
     assert load_dataset(out).schema.names == ("colour", "style")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "shop"]
 
@@ -259,7 +260,7 @@ def test_failure_while_writing_leaves_nothing(small, tmp_path, monkeypatch):
 
     monkeypatch.setattr("profashion.data.csv_import.write_meta", boom)
     with pytest.raises(OSError, match="disk full"):
-        import_csv(csv_path, images, ["colour", "style"], out, overwrite=True)
+        import_csv(csv_path, images, ["colour", "style"], out, overwrite=True, seed=1)
     assert _all_files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "shop"]
 
@@ -281,3 +282,120 @@ def test_bad_fractions(small, tmp_path):
         import_csv(csv_path, images, ["colour"], tmp_path / "out", valid_fraction=0.5, test_fraction=0.5)
     with pytest.raises(DatasetError, match="query_fraction"):
         import_csv(csv_path, images, ["colour"], tmp_path / "out", query_fraction=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Eval layouts and small catalogues (issue 16)
+
+# sha256 (first 16 hex digits) of the default import of the 44k catalogue, seed 0, as written before the
+# eval layouts existed: the ASEN layout must stay byte-identical.
+DEFAULT_IMPORT_SHA256 = {
+    "candidate_test.txt": "76415c7c3ec91716",
+    "candidate_valid.txt": "512f0a538b6001ac",
+    "filenames_test.txt": "f24c2f96301f9ef9",
+    "filenames_train.txt": "3408fae8ba5b9064",
+    "filenames_valid.txt": "8805d1022ae9730b",
+    "label_test.txt": "300fd36dd2393f04",
+    "label_train.txt": "31643ba671bc77b2",
+    "label_valid.txt": "2da7c9b057448863",
+    "query_test.txt": "503a4158a1ab686e",
+    "query_valid.txt": "7a3b3d7f7f09ac92",
+}
+
+
+def test_default_layout_is_byte_identical_to_before(fp_import):
+    import hashlib
+
+    got = {n: hashlib.sha256((fp_import / n).read_bytes()).hexdigest()[:16] for n in DEFAULT_IMPORT_SHA256}
+    assert got == DEFAULT_IMPORT_SHA256
+    meta = json.loads((fp_import / "meta.json").read_text())
+    assert "EVAL_LAYOUT" not in meta and load_dataset(fp_import).eval_layout == "asen"
+
+
+@pytest.fixture(scope="module")
+def catalogue_2000(fashion_product, tmp_path_factory):
+    """The first 2,000 rows of the real catalogue with gender and season known, plus an 8th attribute
+    (brand = the title's first word): a 2,000-image, 8-attribute catalogue."""
+    with open(fashion_product / "labels.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["gender"].strip() and r["season"].strip()][:2000]
+    header = ["image", *FP_ATTRIBUTES, "brand"]
+    out = [[r["image"], *(r[a] for a in FP_ATTRIBUTES), r["title"].split()[0]] for r in rows]
+    return _write_csv(tmp_path_factory.mktemp("cat2000") / "catalogue.csv", header, out)
+
+
+def test_all_attributes_layout_gives_50_test_queries_per_attribute(catalogue_2000, fashion_product, tmp_path):
+    attrs = [*FP_ATTRIBUTES, "brand"]
+    asen = load_dataset(import_csv(catalogue_2000, fashion_product, attrs, tmp_path / "asen"))
+    every = load_dataset(import_csv(catalogue_2000, fashion_product, attrs, tmp_path / "all",
+                                    eval_layout="all-attributes"))
+    assert every.eval_layout == "all-attributes" and asen.eval_layout == "asen"
+    n_asen = np.bincount(asen.split("test").queries[:, 1], minlength=8)
+    n_all = np.bincount(every.split("test").queries[:, 1], minlength=8)
+    print(f"\ntest queries per attribute: ASEN layout {n_asen.tolist()}, all-attributes {n_all.tolist()}")
+    assert n_asen.max() <= 15  # the problem: ~10 per attribute
+    assert n_all.min() >= 50 and n_all.sum() > 5 * n_asen.sum()
+    # the same images in the same splits; only the query/candidate files differ
+    for split in ("train", "valid", "test"):
+        assert asen.split(split).filenames == every.split(split).filenames
+    for split in ("valid", "test"):
+        s = every.split(split)
+        q, c = s.queries, s.candidates
+        # every known (image, attribute) label serves exactly once, as query or as candidate
+        served = np.concatenate([q, c])
+        assert sorted(map(tuple, served.tolist())) == sorted(map(tuple, s.labels.tolist()))
+        # about 20% of each attribute's labelled images are queries; every query has a relevant candidate
+        for a in range(8):
+            share = (q[:, 1] == a).sum() / (served[:, 1] == a).sum()
+            assert 0.15 < share < 0.3, (split, a, share)
+        cand = set(map(tuple, c[:, 1:].tolist()))
+        assert all((a, v) in cand for a, v in q[:, 1:].tolist())
+        assert np.array_equal(np.lexsort((q[:, 1], q[:, 0])), np.arange(len(q)))  # sorted by fid, attribute
+    again = import_csv(catalogue_2000, fashion_product, attrs, tmp_path / "again", eval_layout="all-attributes")
+    assert _all_files(again)["query_test.txt"] == _all_files(tmp_path / "all")["query_test.txt"]
+
+
+def test_a_catalogue_too_small_for_its_fractions_names_the_smallest_that_works(small, tmp_path):
+    csv_path, images = small
+    with pytest.raises(DatasetError, match=r"too small for the requested fractions: test_fraction 0\.02 gives the test "
+                                           r"split 1 image\(s\) and no query .*smallest test fraction that gives one "
+                                           r"with seed 3 is (0\.\d+)") as err:
+        import_csv(csv_path, images, ["colour", "style"], tmp_path / "out", seed=3, test_fraction=0.02)
+    message = err.value.args[0]
+    assert not (tmp_path / "out").exists()
+    # the advice is a set of flags that works
+    advice = message.rsplit(": use ", 1)[1].split()
+    fixes = {advice[i].lstrip("-").split("-")[0] + "_fraction": float(advice[i + 1]) for i in range(0, len(advice), 2)}
+    assert "test_fraction" in fixes
+    out = import_csv(csv_path, images, ["colour", "style"], tmp_path / "out", seed=3, **fixes)
+    ds = load_dataset(out)
+    assert len(ds.split("test").queries) > 0 and len(ds.split("valid").queries) > 0
+    # and a test fraction just below the advice does not work
+    below = {**fixes, "test_fraction": round(fixes["test_fraction"] - 0.01, 2)}
+    with pytest.raises(DatasetError, match="test_fraction"):
+        import_csv(csv_path, images, ["colour", "style"], tmp_path / "below", seed=3, **below)
+    with pytest.raises(DatasetError, match="valid_fraction 0.01 gives the valid split"):
+        import_csv(csv_path, images, ["colour", "style"], tmp_path / "v", seed=3, valid_fraction=0.01)
+    tiny = _write_csv(tmp_path / "tiny.csv", ["image", "colour", "style", "title"],
+                      [["img/000.png", "Red", "a", ""], ["img/001.png", "Blue", "b", ""], ["img/002.png", "Gold", "c", ""]])
+    with pytest.raises(DatasetError, match="no test fraction below .* gives one.*: add images"):
+        import_csv(tiny, images, ["colour", "style"], tmp_path / "t")
+
+
+def test_cli_fractions_and_layout(small, tmp_path, capsys):
+    from profashion.cli import main
+
+    csv_path, images = small
+    out = tmp_path / "cli"
+    assert main(["import-csv", str(csv_path), "--image-root", str(images), "--attributes", "colour,style",
+                 "--out", str(out), "--test-fraction", "0.3", "--valid-fraction", "0.2",
+                 "--eval-layout", "all-attributes"]) == 0
+    printed = capsys.readouterr().out
+    assert "test: 12 images" in printed and "all-attributes layout" in printed and "queries per attribute" in printed
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["EVAL_LAYOUT"] == "all-attributes" and meta["IMPORT"]["test_fraction"] == 0.3
+    assert main(["import-csv", str(csv_path), "--image-root", str(images), "--attributes", "colour",
+                 "--out", str(tmp_path / "bad"), "--test-fraction", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--test-fraction" in err and err.count("\n") == 1
+    with pytest.raises(DatasetError, match="unknown eval layout"):
+        import_csv(csv_path, images, ["colour"], tmp_path / "x", eval_layout="every")

@@ -8,7 +8,14 @@ from PIL import Image
 
 from profashion.data.images import Preprocess
 from profashion.data.loading import SplitImages
-from profashion.data.splits import AttributeSchema, DatasetError, load_dataset, query_candidate_split
+from profashion.data.splits import (
+    AttributeSchema,
+    DatasetError,
+    all_attributes_query_split,
+    eval_query_split,
+    load_dataset,
+    query_candidate_split,
+)
 
 
 def test_official_fashionai_darn_deepfashion_load(asen_splits):
@@ -133,3 +140,51 @@ def test_query_candidate_split_is_stratified_and_seeded():
         assert 120 <= np.sum(np.concatenate([q, c])[:, 1] == a) <= 180
         for v in np.unique(q[q[:, 1] == a, 2]):
             assert ((c[:, 1] == a) & (c[:, 2] == v)).any()
+
+
+def test_all_attributes_query_split_serves_every_label_once():
+    rng = np.random.default_rng(0)
+    # 300 images, 3 attributes; attribute 2 known for a third of the images only
+    labels = np.array([(f, a, int(rng.integers(0, 3))) for f in range(300) for a in range(3) if a < 2 or f % 3 == 0])
+    q, c = all_attributes_query_split(labels, 3, np.random.default_rng(1))
+    q2, c2 = eval_query_split(labels, 3, np.random.default_rng(1), "all-attributes")
+    assert np.array_equal(q, q2) and np.array_equal(c, c2)
+    both = np.concatenate([q, c])
+    assert sorted(map(tuple, both.tolist())) == sorted(map(tuple, labels.tolist()))  # each label once
+    for a, n in ((0, 300), (1, 300), (2, 100)):
+        share = np.sum(q[:, 1] == a) / n
+        assert 0.17 <= share <= 0.23, (a, share)
+        for v in range(3):  # stratified by value, and every value with a query keeps candidates
+            nv = np.sum((labels[:, 1] == a) & (labels[:, 2] == v))
+            qv = np.sum((q[:, 1] == a) & (q[:, 2] == v))
+            assert abs(qv - 0.2 * nv) <= 1 and np.sum((c[:, 1] == a) & (c[:, 2] == v)) > 0
+    # images serve under several attributes, as query under one and candidate under another
+    fid_q = set(q[:, 0].tolist())
+    assert len(fid_q & set(c[:, 0].tolist())) > 100
+    assert np.array_equal(np.lexsort((q[:, 1], q[:, 0])), np.arange(len(q)))
+    # a value with one image is a candidate only; against the ASEN layout: one query per 5 labels, not per
+    # 5 images (2.33 labels per image here)
+    q1, c1 = all_attributes_query_split(np.array([[0, 0, 1], [1, 0, 0], [2, 0, 0]]), 1, np.random.default_rng(0))
+    assert q1.tolist() == [[1, 0, 0]] or q1.tolist() == [[2, 0, 0]]
+    assert [0, 0, 1] in c1.tolist()
+    qa, _ = query_candidate_split(labels, 3, np.random.default_rng(1))
+    assert len(q) > 2.2 * len(qa)
+    with pytest.raises(DatasetError, match="unknown eval layout 'every'"):
+        eval_query_split(labels, 3, np.random.default_rng(1), "every")
+    with pytest.raises(DatasetError, match="labelled twice"):
+        all_attributes_query_split(np.array([[0, 0, 1], [0, 0, 2]]), 1, np.random.default_rng(0))
+
+
+def test_eval_layout_is_read_from_meta(tmp_path):
+    from profashion.data.splits import write_meta, write_split_files
+
+    schema = AttributeSchema(("a",), (("x", "y"),))
+    write_split_files(tmp_path, "test", ["0.png", "1.png"], [[(0, 0)], [(0, 0)]], np.array([[0, 0, 0]]),
+                      np.array([[1, 0, 0]]))
+    write_meta(tmp_path, schema, "d")
+    assert load_dataset(tmp_path).eval_layout == "asen"
+    write_meta(tmp_path, schema, "d", extra={"EVAL_LAYOUT": "all-attributes"})
+    assert load_dataset(tmp_path).eval_layout == "all-attributes"
+    write_meta(tmp_path, schema, "d", extra={"EVAL_LAYOUT": "sometimes"})
+    with pytest.raises(DatasetError, match="unknown EVAL_LAYOUT 'sometimes'"):
+        load_dataset(tmp_path)

@@ -297,3 +297,44 @@ def test_an_existing_file_is_not_a_folder(tmp_path):
 def test_missing_mask_file_is_a_dataset_error(tmp_path):
     with pytest.raises(DatasetError, match="mask not found"):
         load_attribute_masks(tmp_path / "nope.png")
+
+
+# sha256 (first 16 hex digits) of the tiny dataset of tests/conftest.py (160/48/48 images, 48 px, seed 0)
+# as written before the eval layouts existed: the default ASEN layout must stay byte-identical.
+TINY_SYNTH_SHA256 = {
+    "query_valid.txt": "0873671ab8c61eb4",
+    "candidate_valid.txt": "0d1309fe37aa16bc",
+    "query_test.txt": "eccdcaf92a9197f0",
+    "candidate_test.txt": "3534785a2b79baf9",
+    "label_test.txt": "b9149d1f379565ec",
+}
+
+
+def test_default_layout_is_byte_identical_to_before(tiny_synth):
+    got = {n: hashlib.sha256((tiny_synth / n).read_bytes()).hexdigest()[:16] for n in TINY_SYNTH_SHA256}
+    assert got == TINY_SYNTH_SHA256
+    assert load_dataset(tiny_synth).eval_layout == "asen"
+
+
+def test_all_attributes_layout(tmp_path):
+    asen = load_dataset(generate_synth(tmp_path / "asen", 0, 20, 100, size=32, seed=5))
+    every = load_dataset(generate_synth(tmp_path / "all", 0, 20, 100, size=32, seed=5,
+                                        eval_layout="all-attributes"))
+    assert every.eval_layout == "all-attributes"
+    for name in ("images/test/000007.png", "label_test.txt", "filenames_test.txt"):  # same images and labels
+        assert (tmp_path / "asen" / name).read_bytes() == (tmp_path / "all" / name).read_bytes()
+    s = every.split("test")
+    n_all = np.bincount(s.queries[:, 1], minlength=10)
+    n_asen = np.bincount(asen.split("test").queries[:, 1], minlength=10)
+    assert n_all.sum() > 3 * n_asen.sum() and (n_all >= 3).all()
+    served = np.concatenate([s.queries, s.candidates])
+    keys = served[:, 0] * 10 + served[:, 1]
+    assert len(np.unique(keys)) == len(keys)  # an image serves at most once per attribute
+    assert len(np.unique(served[:, 0])) == 100  # every test image serves
+    truth = s.known_values(10)
+    assert (truth[served[:, 0], served[:, 1]] == served[:, 2]).all()
+    # "Invisible" of a local part is thinned as in the ASEN layout: a minority of the served labels
+    local = served[served[:, 1] < 8]
+    assert np.mean(local[:, 2] == 0) < 0.3
+    with pytest.raises(DatasetError, match="unknown eval layout"):
+        generate_synth(tmp_path / "bad", 0, 2, 2, size=32, eval_layout="each")

@@ -175,31 +175,48 @@ def _plan(codes: np.ndarray, seed: int, valid_fraction: float, test_fraction: fl
 
 def _check_eval_splits(codes, seed, valid_fraction, test_fraction, query_fraction, layout, split_of,
                        files) -> None:
-    """Refuse a catalogue too small for the fractions: an eval split (with a fraction > 0) without a query,
-    naming the smallest fraction (in steps of 0.01, same seed) that gives one."""
+    """Refuse a catalogue too small for the fractions: an eval split (with a fraction > 0) without a query.
+
+    The message names the smallest fractions (steps of 0.01, same seed) that work: first the test
+    fraction (the test split is drawn first, so it does not depend on the valid fraction), then, with
+    that test fraction, the valid fraction; each must leave images for training.
+    """
     n = len(codes)
-    for split, fraction in (("test", test_fraction), ("valid", valid_fraction)):
-        if fraction <= 0 or len(files[split][0]):
+    fractions = {"valid": valid_fraction, "test": test_fraction}
+    problems, fixes = [], {}
+    for split in ("test", "valid"):
+        if fractions[split] <= 0:
             continue
-        other = valid_fraction if split == "test" else test_fraction
+        if split == "valid" and fixes:  # the test fraction changed: the valid split changes with it
+            split_of, files = _plan(codes, seed, fractions["valid"], fractions["test"], query_fraction, layout)
+        if len(files[split][0]):
+            continue
+        other = fractions["valid" if split == "test" else "test"]
         smallest = None
-        for step in range(int(np.floor(fraction * 100)) + 1, 100):
+        for step in range(int(np.floor(fractions[split] * 100)) + 1, 100):
             f = step / 100
             if f + other >= 1:
                 break
-            vf, tf = (valid_fraction, f) if split == "test" else (f, test_fraction)
-            trial_split_of, trial = _plan(codes, seed, vf, tf, query_fraction, layout)
+            trial_split_of, trial = _plan(codes, seed, *((fractions["valid"], f) if split == "test"
+                                                         else (f, fractions["test"])), query_fraction, layout)
             if len(trial[split][0]) and (trial_split_of == 0).any():
                 smallest = f
                 break
         got = int(np.sum(split_of == (2 if split == "test" else 1)))
-        head = (f"the catalogue ({n} labelled images) is too small for {split}_fraction {fraction}: the {split} "
-                f"split gets {got} image(s) and no query (a query needs two {split} images sharing a value)")
-        if smallest is not None:
-            raise DatasetError(f"{head}; the smallest {split} fraction that works with seed {seed} is {smallest} "
-                               f"(--{split}-fraction {smallest})")
-        raise DatasetError(f"{head}, and no {split} fraction below {1 - other:.2f} gives one: add images, or "
-                           "labels that several images share")
+        text = (f"{split}_fraction {fractions[split]} gives the {split} split {got} image(s) and no query (a query "
+                f"needs two {split} images sharing a value)")
+        if split == "valid" and fixes:
+            text = f"with that test fraction, {text}"
+        if smallest is None:
+            problems.append(f"{text}, and no {split} fraction below {1 - other:.2f} gives one")
+            break
+        problems.append(f"{text}; the smallest {split} fraction that gives one with seed {seed} is {smallest}")
+        fixes[split] = fractions[split] = smallest
+    if problems:
+        advice = (": add images, or labels that several images share" if len(problems) > len(fixes)
+                  else ": use " + " ".join(f"--{k}-fraction {v}" for k, v in fixes.items()))
+        raise DatasetError(f"the catalogue ({n} labelled images) is too small for the requested fractions: "
+                           + "; ".join(problems) + advice)
 
 
 def _check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:

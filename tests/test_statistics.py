@@ -256,3 +256,17 @@ def test_compare_command_and_its_refusals(tmp_path, capsys):
         compare_result_files(out["a"], tmp_path / "moved.json")
     assert main(["compare", str(out["a"]), str(tmp_path / "missing.json")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_app_results_show_the_same_intervals():
+    """The Results tab's interval table is built from the result JSON (the same bootstrap as eval)."""
+    from profashion.ui.demo import _intervals_markdown
+
+    schema = AttributeSchema(("shape", "colour"), (("a", "b"), ("r", "g")))
+    r = mean_average_precision(np.eye(2)[[0, 1, 0, 1]] + 0.1, [0, 0, 0, 0], [0, 1, 1, 0], np.eye(2), [0, 0], [0, 1], 2)
+    js = r.to_json(schema)
+    md = _intervals_markdown({"asen": js, "old": {"overall": 1.0, "per_attribute": {}}}, ["shape", "colour"])
+    lo, hi = js["ci95"]
+    row = [ln for ln in md.splitlines() if ln.startswith("| asen")][0]
+    assert row == f"| asen | {lo:.1f}-{hi:.1f} | no query | {lo:.1f}-{hi:.1f} |" and lo < hi
+    assert "measured before intervals existed" in [ln for ln in md.splitlines() if ln.startswith("| old")][0]

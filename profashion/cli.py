@@ -75,8 +75,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from profashion.data.splits import atomic_write_text, load_dataset
-    from profashion.evaluation.retrieval_map import evaluate_random, published_random
+    from profashion.data.splits import load_dataset
+    from profashion.evaluation.retrieval_map import evaluate_random, published_random, write_result_json
 
     ds = load_dataset(args.dataset, args.image_root)
     if args.resamples < 1:
@@ -99,9 +99,8 @@ def _cmd_eval(args) -> int:
     print(f"{ds.name} {args.split} ({ds.eval_layout} layout): {label}  [{time.perf_counter() - t0:.1f}s]")
     print(result.format_table(ds.schema, published=published))
     if args.json:
-        payload = {**info, "dataset": ds.name, "split": args.split, "layout": ds.eval_layout,
-                   **result.to_json(ds.schema)}
-        atomic_write_text(Path(args.json), json.dumps(payload, indent=2) + "\n")
+        write_result_json(result, ds.schema, args.json,
+                          extra={**info, "dataset": ds.name, "split": args.split, "layout": ds.eval_layout})
     return 0
 
 

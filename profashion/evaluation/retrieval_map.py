@@ -231,9 +231,22 @@ class MAPResult:
         return "\n".join(lines)
 
 
-def write_result_json(result: MAPResult, schema: AttributeSchema, path) -> None:
-    """Write ``result.to_json(schema)`` to ``path`` atomically (never a half-written file)."""
-    atomic_write_text(Path(path), json.dumps(result.to_json(schema), indent=2) + "\n")
+def result_json_text(payload: dict) -> str:
+    """``payload`` (a :meth:`MAPResult.to_json`, possibly with more keys) as indented JSON text, with each
+    per-query column on one line (a file of a few dozen lines, not one line per query)."""
+    queries = payload.get("queries")
+    if not isinstance(queries, dict):
+        return json.dumps(payload, indent=2) + "\n"
+    marks = {k: f"@@queries-{k}@@" for k in queries}
+    text = json.dumps({**payload, "queries": {k: marks[k] for k in queries}}, indent=2)
+    for k, mark in marks.items():
+        text = text.replace(json.dumps(mark), json.dumps(queries[k]), 1)
+    return text + "\n"
+
+
+def write_result_json(result: MAPResult, schema: AttributeSchema, path, extra: dict | None = None) -> None:
+    """Write ``{**extra, **result.to_json(schema)}`` to ``path`` atomically (never a half-written file)."""
+    atomic_write_text(Path(path), result_json_text({**(extra or {}), **result.to_json(schema)}))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -139,10 +139,15 @@ def load_model_for_dataset(checkpoint, ds, device="cpu"):
 
 
 def _cmd_models(args) -> int:
-    from profashion.models.base import available_models, model_presets
+    from profashion.models.base import available_models, model_presets, preset_record
 
     for name in available_models():
-        print(f"{name:12s} presets: {', '.join(model_presets(name))}")
+        print(name)
+        for p in model_presets(name):
+            rec = preset_record(name, p)
+            tr = rec["train"]
+            print(f"  {p:8s} {rec['about']}; {tr['epochs']} epochs x {tr['triplets_per_epoch']} triplets, "
+                  f"lr {tr['lr']:g}" + (f", {tr['warmup_steps']} warm-up steps" if tr["warmup_steps"] else ""))
     return 0
 
 
@@ -286,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, help="triplet, csn, asen, ... (see `profashion models`)")
     t.add_argument("--dataset", required=True)
     t.add_argument("--image-root", default=None)
-    t.add_argument("--preset", default="demo", choices=["demo", "paper"])
+    t.add_argument("--preset", default="demo",
+                   help="the model's preset record: settings and schedule (demo, scratch, paper, ...: see "
+                        "`profashion models`)")
     t.add_argument("--out", required=True, help="run folder (best/, last/, metrics.jsonl)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--lr", type=float)
@@ -300,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="global batch of triplets")
     t.add_argument("--triplets-per-epoch", type=int)
     t.add_argument("--warmup-steps", type=int,
-                   help="steps of backbone warm-up by attribute classification before the triplet epochs "
-                        "(demo preset 2000, paper 0: it uses pretrained weights instead)")
+                   help="steps of warm-up by attribute classification before the triplet epochs "
+                        "(scratch presets 1000-2000; demo and paper 0: they use pretrained weights instead)")
     t.add_argument("--warmup-target", choices=["backbone", "embedding"],
                    help="what the warm-up classifies from: the backbone's features, or each attribute's "
                         "embedding (trains the whole model, conditioning included; the ViT models' demo preset)")
@@ -311,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model-config", default=None, help='JSON overrides of the model preset, e.g. \'{"embed_dim": 32}\'')
     t.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
     t.add_argument("--frozen-trunk", action="store_true",
-                   help="cache the trunk's features once and train only the head (ViT models: cca1, cca2, tf-csn, "
-                        "tf-asen); the practical way to fine-tune a big pretrained ViT on a CPU")
+                   help="freeze a ViT model's whole trunk (cca1, cca2, tf-csn, tf-asen), cache its tokens and train "
+                        "only the conditional head; the practical way to fine-tune a big pretrained ViT on a CPU. "
+                        "Presets with frozen_stages (the demo presets) always train from a cache of those stages")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 

@@ -41,9 +41,12 @@ def tiny_synth(tmp_path_factory) -> Path:
     return generate_synth(out, 160, 48, 48, size=48, seed=0)
 
 
-# Tiny models for tests: the demo presets at 48 px with small batches.
-TINY_TRAIN = ["--model-config", '{"image_size": 48, "resize": 48}', "--batch-size", "16",
+# Tiny models for tests: the scratch presets (small CNN / small hybrid ViT) at 48 px with small batches.
+TINY_TRAIN = ["--preset", "scratch", "--model-config", '{"image_size": 48, "resize": 48}', "--batch-size", "16",
               "--triplets-per-epoch", "64", "--warmup-steps", "2", "--quiet"]
+# The demo presets (frozen ImageNet EfficientNet-Lite0, cached) at 48 px.
+TINY_DEMO_TRAIN = ["--preset", "demo", "--model-config", '{"image_size": 48, "resize": 48}', "--batch-size", "16",
+                   "--triplets-per-epoch", "64", "--warmup-steps", "2", "--quiet"]
 
 
 def free_port() -> int:

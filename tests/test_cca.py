@@ -28,7 +28,7 @@ def images(n: int, size: int = SIZE, seed: int = 0) -> torch.Tensor:
 
 def _build(name: str, size: int = SIZE, seed: int = 0):
     torch.manual_seed(seed)
-    model = build_model(name, "demo", NUM_VALUES, image_size=size, resize=size).eval()
+    model = build_model(name, "scratch", NUM_VALUES, image_size=size, resize=size).eval()
     if isinstance(model, CCA):  # a from-scratch FC(one-hot) barely separates the conditions: make them differ
         with torch.no_grad():
             model.condition_fc.weight.normal_(0, 1.0)
@@ -111,7 +111,7 @@ def test_position_embedding_is_interpolated_for_other_sizes(vit_model):
     with torch.no_grad():
         out = vit_model.embed_all(x)  # built at 48 px (6 x 6), run at 64 px (8 x 8)
     # the same weights with the position embedding resampled once, in a model built at 64 px
-    big = build_model(vit_model.name, "demo", NUM_VALUES, image_size=64, resize=64).eval()
+    big = build_model(vit_model.name, "scratch", NUM_VALUES, image_size=64, resize=64).eval()
     state = dict(vit_model.state_dict())
     state["backbone.pos_embed"] = resample_abs_pos_embed(state["backbone.pos_embed"], (8, 8), (6, 6),
                                                          num_prefix_tokens=1)
@@ -156,7 +156,7 @@ def test_paper_preset_is_the_r50_vit_b16_hybrid():
 
 def test_missing_pretrained_file_is_one_sentence():
     with pytest.raises(ModelError, match="pretrained weights file not found"):
-        build_model("cca1", "demo", NUM_VALUES, pretrained="/nonexistent/vit.safetensors")
+        build_model("cca1", "scratch", NUM_VALUES, pretrained="/nonexistent/vit.safetensors")
 
 
 def test_local_vit_weights_are_resampled_to_the_model_size(tmp_path):
@@ -168,7 +168,7 @@ def test_local_vit_weights_are_resampled_to_the_model_size(tmp_path):
     torch.manual_seed(1)
     vit = VisionTransformer(img_size=96, num_classes=5, **VIT_ARCHS["vit_demo"])  # a whole network, with a head
     save_file({f"module.{k}": v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    model = build_model("tf-csn", "demo", NUM_VALUES, image_size=SIZE, resize=SIZE, backbone="vit_demo",
+    model = build_model("tf-csn", "scratch", NUM_VALUES, image_size=SIZE, resize=SIZE, backbone="vit_demo",
                         pretrained=str(tmp_path / "w.safetensors"))
     torch.testing.assert_close(model.backbone.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
     assert model.backbone.pos_embed.shape == (1, 1 + 36, 128)
@@ -204,7 +204,7 @@ def test_tiny_train_and_resume(tiny_synth, tmp_path, model, frozen):
     assert not torch.equal(after["fc.weight"], before.state_dict()["fc.weight"])  # the head always
     if frozen:
         info = a[0]["frozen_trunk"]
-        assert info["images"] > 0 and info["feature_shape"] == [1 + 36, 128]
+        assert info["images"] > 0 and info["feature_shape"] == [[1 + 36, 128]] and info["orientations"] == 2
         assert info["trainable_parameters"] == sum(v.numel() for k, v in before.named_parameters()
                                                    if not k.startswith("backbone."))
     else:
@@ -214,7 +214,7 @@ def test_tiny_train_and_resume(tiny_synth, tmp_path, model, frozen):
 def test_frozen_trunk_needs_a_vit_model(tiny_synth, tmp_path, capsys):
     assert main(["train", "--model", "csn", "--dataset", str(tiny_synth), "--out", str(tmp_path / "r"),
                  *TINY_TRAIN, "--frozen-trunk"]) == 2
-    assert "does not support --frozen-trunk" in capsys.readouterr().err
+    assert "has no frozen trunk to cache" in capsys.readouterr().err
 
 
 def test_warmup_trains_blocks_before_the_conditional_one(tiny_synth):
@@ -224,7 +224,7 @@ def test_warmup_trains_blocks_before_the_conditional_one(tiny_synth):
 
     ds = load_dataset(tiny_synth)
     torch.manual_seed(0)
-    model = build_model("cca1", "demo", ds.schema.num_values, image_size=48, resize=48)
+    model = build_model("cca1", "scratch", ds.schema.num_values, image_size=48, resize=48)
     cross = {k: v.clone() for k, v in model.cross.state_dict().items()}
     info = warmup_backbone(model, SplitImages(ds, "train", model.preprocess),
                            ds.split("train").known_values(ds.schema.num_attributes), steps=5, batch_size=16,
@@ -235,7 +235,7 @@ def test_warmup_trains_blocks_before_the_conditional_one(tiny_synth):
 
 def test_warmup_classifies_from_the_cls_token_and_the_patches():
     """The [CLS] stream that CCA reads must be trained by the warm-up, not only the patch average."""
-    model = build_model("cca2", "demo", [3, 4], image_size=48, resize=48).eval()
+    model = build_model("cca2", "scratch", [3, 4], image_size=48, resize=48).eval()
     x = torch.randn(2, 3, 48, 48)
     t = model.backbone.forward_tokens(x)
     feat = model.backbone.warmup_features(x)
@@ -265,6 +265,6 @@ def test_frozen_trunk_under_torchrun(tiny_synth, tmp_path):
 
 def test_a_trunk_that_is_not_a_vit_is_refused():
     with pytest.raises(ModelError, match="'resnet18' is not a ViT"):
-        build_model("cca2", "demo", NUM_VALUES, backbone="resnet18")
+        build_model("cca2", "scratch", NUM_VALUES, backbone="resnet18")
     with pytest.raises(ModelError, match="has no hub weights"):
-        build_model("tf-csn", "demo", NUM_VALUES, pretrained="orig_in21k")
+        build_model("tf-csn", "scratch", NUM_VALUES, pretrained="orig_in21k")

@@ -143,7 +143,7 @@ def test_load_model_does_not_fetch_pretrained_weights_again(tmp_path):
     from safetensors.torch import save_file
 
     save_file(create_backbone("small_cnn").state_dict(), str(weights))
-    model = build_model("triplet", "demo", NUM_VALUES, pretrained=str(weights)).eval()
+    model = build_model("triplet", "scratch", NUM_VALUES, pretrained=str(weights)).eval()
     ckpt = save_checkpoint(model, tmp_path / "ckpt")
     weights.unlink()  # the checkpoint alone must be enough
     back = load_model(ckpt)
@@ -179,7 +179,7 @@ def test_csn_zappos_preset_and_asen_on_a_vit_backbone():
     csn = build_model("csn", "zappos", NUM_VALUES).eval()
     with torch.no_grad():
         assert csn.embed_all(images(1, 112, 112)).shape == (1, 3, 64)
-    asen = build_model("asen", "demo", NUM_VALUES, backbone="timm:vit_tiny_patch16_224", image_size=64, resize=64)
+    asen = build_model("asen", "scratch", NUM_VALUES, backbone="timm:vit_tiny_patch16_224", image_size=64, resize=64)
     out = asen.eval().explain(images(1, 64, 64)[0], 2)
     assert out["feature_map_size"] == (4, 4)
     assert out["heatmap"].shape == (64, 64)
@@ -284,7 +284,7 @@ def test_local_weight_files_round_trip(tmp_path):
         for k, v in src.state_dict().items():
             assert torch.equal(dst.state_dict()[k], v), (f, k)
     # a whole model's weights (keys under "backbone.") initialise the backbone too
-    model = build_model("asen", "demo", NUM_VALUES)
+    model = build_model("asen", "scratch", NUM_VALUES)
     save_file(dict(model.state_dict()), str(tmp_path / "asen.safetensors"))
     dst = create_backbone("small_cnn", pretrained=str(tmp_path / "asen.safetensors"))
     assert torch.equal(dst.stem[0].weight, model.backbone.stem[0].weight)

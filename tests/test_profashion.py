@@ -37,7 +37,7 @@ def images(n: int, h: int = 48, w: int = 48, seed: int = 0) -> torch.Tensor:
 def tiny(**overrides) -> ProFashion:
     torch.manual_seed(0)
     cfg = {"image_size": 48, "resize": 48, "superpixels": _superpixels(), "n_segments": 16, **overrides}
-    return build_model("profashion", "demo", NUM_VALUES, **cfg).eval()
+    return build_model("profashion", "scratch", NUM_VALUES, **cfg).eval()
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)
@@ -146,7 +146,7 @@ def test_a_crop_that_selects_no_superpixel_falls_back_to_the_best_one():
 
 def test_an_attribute_with_one_value_trains():
     torch.manual_seed(0)
-    m = build_model("profashion", "demo", [1, 3], image_size=32, resize=32, superpixels="grid").train()
+    m = build_model("profashion", "scratch", [1, 3], image_size=32, resize=32, superpixels="grid").train()
     e = m(images(6, 32, 32), torch.zeros(6, dtype=torch.long))
     loss = e.sum() + m.auxiliary_loss(torch.zeros(6, dtype=torch.long))
     assert torch.isfinite(loss)

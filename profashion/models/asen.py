@@ -43,6 +43,7 @@ from torch import nn
 
 from profashion.models.backbones import create_backbone
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
+from profashion.models.presets import DEMO_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
 
 
 @dataclasses.dataclass
@@ -55,10 +56,14 @@ class ASENConfig(ModelConfig):
 @register(
     "asen",
     presets={
-        "demo": {"backbone": "small_cnn", "image_size": 96, "resize": 96, "embed_dim": 64,
-                 "attr_dim": 64, "common_dim": 64, "channel_reduction": 2},
-        "paper": {"backbone": "resnet50_layer3", "image_size": 224, "resize": 224, "embed_dim": 1024,
-                  "attr_dim": 512, "common_dim": 512, "channel_reduction": 2},
+        "demo": preset({**DEMO_TRUNK, "attr_dim": 64, "common_dim": 64, "channel_reduction": 2}, DEMO_SCHEDULE,
+                       "frozen ImageNet EfficientNet-Lite0 (stride 16) at 160 px, 64-D"),
+        "scratch": preset({"backbone": "small_cnn", "image_size": 96, "resize": 96, "embed_dim": 64,
+                           "attr_dim": 64, "common_dim": 64, "channel_reduction": 2},
+                          SCRATCH_SCHEDULE, "small CNN from scratch at 96 px (the demo preset before ImageNet)"),
+        "paper": preset({"backbone": "resnet50_layer3", "image_size": 224, "resize": 224, "embed_dim": 1024,
+                         "attr_dim": 512, "common_dim": 512, "channel_reduction": 2},
+                        about="ResNet-50 cut after layer3 at 224 px, 1024-D (the paper)"),
     },
 )
 class ASEN(RetrievalModel):
@@ -70,7 +75,7 @@ class ASEN(RetrievalModel):
     def build_backbone(config: ASENConfig) -> nn.Module:
         """The feature extractor (a subclass swaps it: the ViT trunk of TF-ASEN)."""
         return create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
-                               frozen_stages=config.frozen_stages)
+                               frozen_stages=config.frozen_stages, adapter=config.adapter)
 
     def __init__(self, config: ASENConfig):
         super().__init__(config)

@@ -44,7 +44,7 @@ from torch import nn
 
 from profashion.models.base import ModelError
 
-BACKBONES = ("small_cnn", "efficientnet_lite0", "resnet50_layer3", "timm:<model>", "openclip:<model>")
+BACKBONES = ("small_cnn", "efficientnet_lite0", "efficientnet_lite0_hc", "resnet50_layer3", "timm:<model>", "openclip:<model>")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
@@ -95,10 +95,34 @@ class FrozenPretrained(nn.Module):
 LITE0_STAGES = 5  # stem + block 0 (stride 2) | block 1 (4) | block 2 (8) | block 3 (16) | block 4 (16, 112 ch)
 
 
-class EfficientNetLiteTrunk(Backbone):
-    """``tf_efficientnet_lite0`` up to stride 16, its first ``frozen_stages`` stages frozen."""
+class Hypercolumn(nn.Module):
+    """All five stages, and the stride-16 map concatenated with the stride-8 stage (2x2 average) and the
+    image's mean colour per cell (16x16 average): deep features lose the colour that a garment's colour
+    attribute needs (a linear probe on pooled frozen features: colour 0.47 from the stride-16 map, 0.72 with
+    the cell colours; majority 0.20)."""
 
-    def __init__(self, pretrained: str | None = None, frozen_stages: int = 0):
+    def __init__(self, stages: list[nn.Module]):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        h, mid = x, None
+        for i, stage in enumerate(self.stages):
+            h = stage(h)
+            if i == 2:
+                mid = h
+        size = h.shape[-2:]
+        return torch.cat([h, F.adaptive_avg_pool2d(mid, size), F.adaptive_avg_pool2d(x, size)], dim=1)
+
+
+class EfficientNetLiteTrunk(Backbone):
+    """``tf_efficientnet_lite0`` up to stride 16, its first ``frozen_stages`` stages frozen; optionally the
+    hypercolumn (see :class:`Hypercolumn`, all stages frozen) and a trainable 1x1 adapter on top."""
+
+    def __init__(self, pretrained: str | None = None, frozen_stages: int = 0, hypercolumn: bool = False,
+                 adapter: int = 0):
         super().__init__()
         import timm
 
@@ -130,10 +154,24 @@ class EfficientNetLiteTrunk(Backbone):
                              f"{weights.PACKAGE}) or a local file, not {pretrained!r}")
         stages = [nn.Sequential(net.conv_stem, net.bn1, net.blocks[0]), *net.blocks[1:LITE0_STAGES]]
         k = int(frozen_stages)
+        channels = int(net.blocks[LITE0_STAGES - 1][-1].conv_pwl.out_channels)
+        if hypercolumn:
+            if k != LITE0_STAGES:
+                raise ModelError(f"the efficientnet_lite0 hypercolumn needs all {LITE0_STAGES} stages frozen "
+                                 f"(frozen_stages={LITE0_STAGES}), got {k}")
+            frozen_layers: nn.Module = Hypercolumn(stages)
+            channels += int(net.blocks[2][-1].conv_pwl.out_channels) + 3
+        else:
+            frozen_layers = nn.Sequential(*stages[:k])
         # weights loaded from a local file are stored in checkpoints (sha None); the installed ones referenced
-        self.frozen = FrozenPretrained(nn.Sequential(*stages[:k]), weights.WEIGHTS_NAME, sha) if k else None
-        self.trainable = nn.Sequential(*stages[k:])
-        self.out_channels = int(net.blocks[LITE0_STAGES - 1][-1].conv_pwl.out_channels)
+        self.frozen = FrozenPretrained(frozen_layers, weights.WEIGHTS_NAME, sha) if k else None
+        rest = [] if hypercolumn else list(stages[k:])
+        if int(adapter) > 0:  # a trainable 1x1 conv + BN + ReLU on the (frozen) map
+            rest += [nn.Conv2d(channels, int(adapter), 1, bias=False), nn.BatchNorm2d(int(adapter)),
+                     nn.ReLU(inplace=True)]
+            channels = int(adapter)
+        self.trainable = nn.Sequential(*rest)
+        self.out_channels = channels
         self.stride = 16
 
     def forward_frozen(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,14 +268,16 @@ class OpenClipBackbone(Backbone):
 
 
 def create_backbone(name: str, pretrained: str | None = None, image_size: int | None = None,
-                    frozen_stages: int = 0) -> Backbone:
+                    frozen_stages: int = 0, adapter: int = 0) -> Backbone:
     """Build the backbone ``name`` (see the module docstring), optionally with ``pretrained`` weights.
 
     ``image_size`` is only needed by trunks with a fixed token grid (ViTs); CNNs accept any size.
     ``frozen_stages`` freezes the first stages of a trunk that has them (``efficientnet_lite0``).
     """
-    if name == "efficientnet_lite0":
-        return EfficientNetLiteTrunk(pretrained, frozen_stages)
+    if name in ("efficientnet_lite0", "efficientnet_lite0_hc"):
+        return EfficientNetLiteTrunk(pretrained, frozen_stages, hypercolumn=name.endswith("_hc"), adapter=adapter)
+    if int(adapter):
+        raise ModelError(f"adapter is only supported by the efficientnet_lite0 backbones, not {name!r}")
     if int(frozen_stages):
         raise ModelError(f"frozen_stages is only supported by the efficientnet_lite0 backbone, not {name!r}")
     is_file = pretrained is not None and _looks_like_path(pretrained)

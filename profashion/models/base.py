@@ -50,6 +50,7 @@ class ModelConfig:
     image_size: int = 96
     resize: int = 96
     frozen_stages: int = 0  # first trunk stages kept frozen (and cached in training); efficientnet_lite0 only
+    adapter: int = 0  # channels of a trainable 1x1 conv + BN + ReLU on the frozen map (efficientnet_lite0 only)
     input_norm: str = "imagenet"  # "imagenet" mean/std, or "inception" (mean 0.5, std 0.5: TF-trained weights)
 
     @property
@@ -98,8 +99,27 @@ class RetrievalModel(nn.Module):
     # image and orientation and train the rest from the cache. Methods built on a feature map implement
     # ``embed_from_map`` / ``embed_all_from_map``; the ViT methods override the three trunk methods.
     def trunk_features(self, images: torch.Tensor):
-        """What the frozen part of the model makes of the images (a tensor or a tuple of tensors)."""
+        """What the frozen part of the model makes of the images: the shared part, then the model's extras
+        (a tuple when there are extras)."""
+        extras = tuple(self.trunk_extras(images)) if self.has_trunk_extras() else ()
+        shared = self.shared_trunk_features(images)
+        return (shared, *extras) if extras else shared
+
+    def shared_trunk_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen pretrained stages' output: the same for every model that freezes the same stages."""
         return self.backbone.forward_frozen(images)
+
+    def has_trunk_extras(self) -> bool:
+        return False
+
+    def trunk_extras(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Attribute-independent, image-dependent tensors of the method itself (ProFashion: superpixels)."""
+        return ()
+
+    def mirror_trunk_extras(self, extras: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
+        """The extras of the mirrored images from those of the images, when the method knows how (else None:
+        they are computed on the mirrored images)."""
+        return None
 
     def embed_from_trunk(self, features, attribute_ids) -> torch.Tensor:
         ids = self.check_attributes(attribute_ids, len(_first(features)))
@@ -117,6 +137,20 @@ class RetrievalModel(nn.Module):
     def frozen_modules(self) -> dict[str, nn.Module]:
         """``{prefix: module}`` of the frozen pretrained parts (:class:`~profashion.models.backbones.FrozenPretrained`)."""
         return {name: m for name, m in self.named_modules() if getattr(m, "is_frozen_pretrained", False)}
+
+    def trunk_cache_key(self) -> dict | None:
+        """What :meth:`trunk_features` depends on besides the images, for a cache kept on disk (None: none).
+
+        ``{"shared": the frozen pretrained parts' weights (name, sha256, number of stages), "extras": the
+        settings the extras depend on, or None}``: every demo preset that freezes the same EfficientNet stages
+        reads the same shared cache.
+        """
+        frozen = self.frozen_modules()
+        if not frozen or not all(m.weights_sha256 for m in frozen.values()):
+            return None
+        return {"shared": sorted((m.weights_name, m.weights_sha256, type(m.layers).__name__,
+                                  sum(p.numel() for p in m.parameters())) for m in frozen.values()),
+                "extras": None}
 
     def cacheable_trunk(self) -> bool:
         """Whether :meth:`trunk_features` is worth caching: the model has a frozen pretrained part."""
@@ -195,11 +229,18 @@ _REGISTRY: dict[str, tuple[type[RetrievalModel], dict[str, dict]]] = {}
 
 
 def register(name: str, presets: dict[str, dict]) -> Callable[[type[RetrievalModel]], type[RetrievalModel]]:
-    """Class decorator: ``@register("csn", presets={"demo": {...}, "paper": {...}})``."""
+    """Class decorator: ``@register("csn", presets={"demo": preset(...), "paper": preset(...)})``.
+
+    Each preset is a record (:func:`profashion.models.presets.preset`): the model's settings and its training
+    schedule; a plain dict of model settings is taken as a record with the default schedule.
+    """
+    from profashion.models.presets import preset
+
+    records = {k: v if "model" in v else preset(v) for k, v in presets.items()}
 
     def wrap(cls: type[RetrievalModel]) -> type[RetrievalModel]:
         cls.name = name
-        _REGISTRY[name] = (cls, presets)
+        _REGISTRY[name] = (cls, records)
         return cls
 
     return wrap
@@ -219,6 +260,16 @@ def model_presets(name: str) -> list[str]:
     return sorted(_lookup(name)[1])
 
 
+def preset_record(name: str, preset: str) -> dict:
+    """``{"model": settings, "train": schedule, "about": text}`` of a model's preset (a copy)."""
+    import copy
+
+    _, presets = _lookup(name)
+    if preset not in presets:
+        raise ModelError(f"model {name!r} has no preset {preset!r}; its presets: {', '.join(sorted(presets))}")
+    return copy.deepcopy(presets[preset])
+
+
 def _lookup(name: str):
     _ensure_registered()
     if name not in _REGISTRY:
@@ -228,9 +279,8 @@ def _lookup(name: str):
 
 def build_model(name: str, preset: str = "demo", num_values: list[int] | None = None, **overrides) -> RetrievalModel:
     """Build a fresh model: ``build_model("asen", preset="demo", num_values=[6, 9, 8])``."""
-    cls, presets = _lookup(name)
-    if preset not in presets:
-        raise ModelError(f"model {name!r} has no preset {preset!r}; presets: {', '.join(sorted(presets))}")
+    cls, _ = _lookup(name)
+    record = preset_record(name, preset)
     if not num_values:
         raise ModelError("num_values is required: the number of values of each attribute, e.g. [6, 9, 8]")
     if any(int(n) < 1 for n in num_values):
@@ -239,7 +289,7 @@ def build_model(name: str, preset: str = "demo", num_values: list[int] | None = 
     unknown = set(overrides) - fields
     if unknown:
         raise ModelError(f"unknown setting(s) for {name!r}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(fields))}")
-    kwargs = {**presets[preset], **overrides, "num_values": [int(n) for n in num_values], "preset": preset}
+    kwargs = {**record["model"], **overrides, "num_values": [int(n) for n in num_values], "preset": preset}
     return cls(cls.config_class(**kwargs))
 
 

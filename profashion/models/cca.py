@@ -43,7 +43,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
-from profashion.models.vit import VIT_DEMO_PRESET, VIT_TRAIN_PRESETS, ViTTrunk, ViTTrunkFeatures, create_vit_trunk
+from profashion.models.presets import DEMO_SCHEDULE, DEMO_VIT, preset
+from profashion.models.vit import (
+    VIT_PAPER_PRESET,
+    VIT_SCRATCH_PRESET,
+    VIT_SCRATCH_SCHEDULE,
+    ViTTrunk,
+    ViTTrunkFeatures,
+    create_vit_trunk,
+)
 
 
 @dataclasses.dataclass
@@ -124,7 +132,6 @@ class CCA(ViTTrunkFeatures, RetrievalModel):
 
     config_class = CCAConfig
     condition_type = 1
-    train_presets = VIT_TRAIN_PRESETS  # the demo warm-up trains the whole model (see profashion.models.vit)
 
     def __init__(self, config: CCAConfig):
         super().__init__(config)
@@ -218,8 +225,11 @@ class CCA(ViTTrunkFeatures, RetrievalModel):
 
 
 PRESETS_CCA = {
-    "demo": VIT_DEMO_PRESET,
-    "paper": {"backbone": "vit_base_r50_s16_224", "image_size": 224, "resize": 224, "embed_dim": 1024},
+    "demo": preset(DEMO_VIT, DEMO_SCHEDULE, "frozen ImageNet EfficientNet-Lite0 map as patch embedding, 4 blocks "
+                   "of 128-D, 160 px"),
+    "scratch": preset(VIT_SCRATCH_PRESET, VIT_SCRATCH_SCHEDULE,
+                      "small hybrid ViT from scratch at 64 px (the demo preset before ImageNet)"),
+    "paper": preset(VIT_PAPER_PRESET, about="R50+ViT-B/16 hybrid at 224 px, 1024-D (the paper)"),
 }
 
 

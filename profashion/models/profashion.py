@@ -81,6 +81,7 @@ from profashion.data.images import Preprocess
 from profashion.graph import SemanticAggregation
 from profashion.models.backbones import create_backbone
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
+from profashion.models.presets import DEMO_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -133,23 +134,27 @@ def grid_superpixels(height: int, width: int, n_segments: int = 64) -> np.ndarra
 
 @register(
     "profashion",
+    # The paper's two-stage schedule: 50 epochs (Adam 1e-4, x0.3 every 3 epochs), then 50 from 1e-5 decayed
+    # x0.95 every epoch; the demo presets scale stage 2 like stage 1 (10x the rate, 2 epochs).
     presets={
-        "demo": {"backbone": "small_cnn", "image_size": 64, "resize": 64, "embed_dim": 64, "feat_dim": 64,
-                 "n_segments": 64, "ot_epsilon": 0.1},
-        "paper": {"backbone": "openclip:ViT-B-32", "ps_backbone": "openclip:ViT-B-16", "image_size": 224,
-                  "resize": 224, "embed_dim": 1024, "feat_dim": 512, "n_segments": 196, "ot_epsilon": 0.05,
-                  "clip_preprocess": True, "graph_dim": 128},
+        "demo": preset({**DEMO_TRUNK, "feat_dim": 64, "n_segments": 64, "ot_epsilon": 0.1},
+                       {**DEMO_SCHEDULE, "stage2_epochs": 2, "stage2_lr": 1e-4},
+                       "frozen ImageNet EfficientNet-Lite0 (stride 16) for RP and PS at 160 px, 64 superpixels"),
+        "scratch": preset({"backbone": "small_cnn", "image_size": 64, "resize": 64, "embed_dim": 64, "feat_dim": 64,
+                           "n_segments": 64, "ot_epsilon": 0.1},
+                          {**SCRATCH_SCHEDULE, "stage2_epochs": 2, "stage2_lr": 1e-4},
+                          "small CNN from scratch at 64 px (the demo preset before ImageNet)"),
+        "paper": preset({"backbone": "openclip:ViT-B-32", "ps_backbone": "openclip:ViT-B-16", "image_size": 224,
+                         "resize": 224, "embed_dim": 1024, "feat_dim": 512, "n_segments": 196, "ot_epsilon": 0.05,
+                         "clip_preprocess": True, "graph_dim": 128},
+                        {"stage2_epochs": 50, "stage2_lr": 1e-5, "stage2_gamma": 0.95},
+                        "open_clip ViT-B/32 (RP) and ViT-B/16 (PS) at 224 px"),
     },
 )
 class ProFashion(RetrievalModel):
     """RP (correlation + OT + crop) -> PS (superpixels in the crop, weighted pooling) -> gated FC -> L2 norm."""
 
     config_class = ProFashionConfig
-    # The paper's two-stage schedule (stage 1 is the trainer's paper preset: 1e-4, x0.3 every 3 epochs, 50
-    # epochs; then 50 epochs from 1e-5, x0.95 every epoch); the demo preset scales stage 2 like stage 1
-    # (10x the learning rate, a few epochs).
-    train_presets = {"paper": {"stage2_epochs": 50, "stage2_lr": 1e-5, "stage2_gamma": 0.95},
-                     "demo": {"stage2_epochs": 2, "stage2_lr": 1e-4, "stage2_gamma": 0.95}}
 
     def __init__(self, config: ProFashionConfig):
         super().__init__(config)
@@ -166,7 +171,7 @@ class ProFashion(RetrievalModel):
             raise ModelError(f"attribute_embedding='clip' needs attribute_prompts: one prompt for each of the "
                              f"{config.num_attributes} attributes")
         self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
-                                        frozen_stages=config.frozen_stages)
+                                        frozen_stages=config.frozen_stages, adapter=config.adapter)
         if config.ps_backbone and config.ps_backbone != config.backbone:
             ps_pre = config.pretrained if config.pretrained and not _is_path(config.pretrained) else None
             self.ps_backbone = create_backbone(config.ps_backbone, ps_pre, image_size=config.image_size)
@@ -351,14 +356,22 @@ class ProFashion(RetrievalModel):
         return fmap, ps
 
     # -- the trunk / head split: the frozen stages' output and the superpixels are cacheable ----------------
-    def trunk_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(frozen stages' output, superpixel labels (B, H, W) as uint8/int16): independent of the attribute."""
+    def has_trunk_extras(self) -> bool:
+        return True
+
+    def trunk_extras(self, images: torch.Tensor) -> tuple[torch.Tensor]:
+        """The superpixel labels (B, H, W) as uint8 (int16 past 255 superpixels): independent of the attribute."""
         if self.ps_backbone is not None and self.config.use_ps:
             raise ModelError("a separate PS backbone cannot be cached; train without --frozen-trunk")
         labels = self.superpixel_labels(images) if self.config.use_ps else images.new_zeros(
             (len(images), *images.shape[-2:]), dtype=torch.long)
         small = torch.uint8 if (int(labels.max()) if labels.numel() else 0) < 256 else torch.int16
-        return self.backbone.forward_frozen(images), labels.to(small)
+        return (labels.to(small),)
+
+    def mirror_trunk_extras(self, extras: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
+        """The superpixels of a mirrored image are taken as the mirrored superpixels (the density superpixels
+        are seeded on a grid, so the two differ slightly at the borders of cells; the flip is augmentation)."""
+        return (extras[0].flip(-1),)
 
     def embed_from_trunk(self, features, attribute_ids) -> torch.Tensor:
         frozen, labels = features
@@ -376,6 +389,14 @@ class ProFashion(RetrievalModel):
 
     def cacheable_trunk(self) -> bool:
         return bool(self.frozen_modules()) and not (self.ps_backbone is not None and self.config.use_ps)
+
+    def trunk_cache_key(self) -> dict | None:
+        key = super().trunk_cache_key()
+        if key is None:
+            return None
+        c = self.config
+        return {**key, "extras": {"superpixels": c.superpixels, "use_ps": c.use_ps, "n_segments": c.n_segments,
+                                  "superpixel_window": c.superpixel_window, "mirror": "flip"}}
 
     def _run(self, images: torch.Tensor, attrs: torch.Tensor | None) -> dict[str, Any]:
         """Everything for attributes ``attrs`` (B, K) or all; returns embeddings (B, K, D) and the parts."""

@@ -29,7 +29,15 @@ import torch.nn.functional as F
 from profashion.models.asen import ASEN, ASENConfig
 from profashion.models.base import ModelError, register
 from profashion.models.csn import CSN, CSNConfig
-from profashion.models.vit import VIT_DEMO_PRESET, VIT_TRAIN_PRESETS, ViTTrunk, ViTTrunkFeatures, create_vit_trunk
+from profashion.models.presets import DEMO_SCHEDULE, DEMO_VIT, preset
+from profashion.models.vit import (
+    VIT_PAPER_PRESET,
+    VIT_SCRATCH_PRESET,
+    VIT_SCRATCH_SCHEDULE,
+    ViTTrunk,
+    ViTTrunkFeatures,
+    create_vit_trunk,
+)
 
 
 def _trunk(config) -> ViTTrunk:
@@ -46,15 +54,16 @@ class TFCSNConfig(CSNConfig):
 @register(
     "tf-csn",
     presets={
-        "demo": VIT_DEMO_PRESET,
-        "paper": {"backbone": "vit_base_r50_s16_224", "image_size": 224, "resize": 224, "embed_dim": 1024},
+        "demo": preset(DEMO_VIT, DEMO_SCHEDULE, "CSN's masks on the [CLS] of the frozen-EfficientNet hybrid ViT, 160 px"),
+        "scratch": preset(VIT_SCRATCH_PRESET, VIT_SCRATCH_SCHEDULE,
+                          "small hybrid ViT from scratch at 64 px (the demo preset before ImageNet)"),
+        "paper": preset(VIT_PAPER_PRESET, about="R50+ViT-B/16 hybrid at 224 px, 1024-D"),
     },
 )
 class TFCSN(ViTTrunkFeatures, CSN):
     """ViT -> [CLS] -> FC -> (ReLU(mask_a) * .) -> L2 norm."""
 
     config_class = TFCSNConfig
-    train_presets = VIT_TRAIN_PRESETS
 
     build_backbone = staticmethod(_trunk)  # CSN's layers on the ViT trunk
 
@@ -122,9 +131,12 @@ class TFASENConfig(ASENConfig):
 @register(
     "tf-asen",
     presets={
-        "demo": {**VIT_DEMO_PRESET, "attr_dim": 64, "common_dim": 64, "channel_reduction": 2},
-        "paper": {"backbone": "vit_base_r50_s16_224", "image_size": 224, "resize": 224, "embed_dim": 1024,
-                  "attr_dim": 512, "common_dim": 512, "channel_reduction": 2},
+        "demo": preset({**DEMO_VIT, "attr_dim": 64, "common_dim": 64, "channel_reduction": 2}, DEMO_SCHEDULE,
+                       "ASEN's attention on the patch grid of the frozen-EfficientNet hybrid ViT, 160 px"),
+        "scratch": preset({**VIT_SCRATCH_PRESET, "attr_dim": 64, "common_dim": 64, "channel_reduction": 2},
+                          VIT_SCRATCH_SCHEDULE, "small hybrid ViT from scratch at 64 px (the demo preset before ImageNet)"),
+        "paper": preset({**VIT_PAPER_PRESET, "attr_dim": 512, "common_dim": 512, "channel_reduction": 2},
+                        about="R50+ViT-B/16 hybrid at 224 px, 1024-D"),
     },
 )
 class TFASEN(ViTTrunkFeatures, ASEN):
@@ -135,7 +147,6 @@ class TFASEN(ViTTrunkFeatures, ASEN):
     """
 
     config_class = TFASENConfig
-    train_presets = VIT_TRAIN_PRESETS
 
     build_backbone = staticmethod(_trunk)  # ASEN's attention on the ViT trunk's patch grid
 

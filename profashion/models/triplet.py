@@ -25,6 +25,7 @@ from torch import nn
 
 from profashion.models.backbones import create_backbone
 from profashion.models.base import ModelConfig, RetrievalModel, register
+from profashion.models.presets import DEMO_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
 
 
 @dataclasses.dataclass
@@ -35,8 +36,11 @@ class TripletConfig(ModelConfig):
 @register(
     "triplet",
     presets={
-        "demo": {"backbone": "small_cnn", "image_size": 96, "resize": 96, "embed_dim": 64},
-        "paper": {"backbone": "timm:resnet50", "image_size": 224, "resize": 224, "embed_dim": 1024},
+        "demo": preset(DEMO_TRUNK, DEMO_SCHEDULE, "frozen ImageNet EfficientNet-Lite0 (stride 16) at 160 px, 64-D"),
+        "scratch": preset({"backbone": "small_cnn", "image_size": 96, "resize": 96, "embed_dim": 64},
+                          SCRATCH_SCHEDULE, "small CNN from scratch at 96 px (the demo preset before ImageNet)"),
+        "paper": preset({"backbone": "timm:resnet50", "image_size": 224, "resize": 224, "embed_dim": 1024},
+                        about="ResNet-50 at 224 px, 1024-D (the ASEN comparison setting)"),
     },
 )
 class TripletNet(RetrievalModel):
@@ -47,7 +51,7 @@ class TripletNet(RetrievalModel):
     def __init__(self, config: TripletConfig):
         super().__init__(config)
         self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
-                                        frozen_stages=config.frozen_stages)
+                                        frozen_stages=config.frozen_stages, adapter=config.adapter)
         self.fc = nn.Linear(self.backbone.out_channels, config.embed_dim)
         # Recorded so a checkpoint whose config.json names other attributes is refused on load.
         self.register_buffer("num_values", torch.tensor(config.num_values, dtype=torch.long))

@@ -62,7 +62,7 @@ VIT_ARCHS: dict[str, dict] = {
     "vit_demo_hybrid": {"stem": "small_cnn", "patch_size": 1, "embed_dim": 128, "depth": 4, "num_heads": 4,
                         "mlp_ratio": 4.0},
     # the demo presets: the installed ImageNet EfficientNet-Lite0 (stride 16) as the patch embedding
-    "vit_lite0_hybrid": {"stem": "efficientnet_lite0", "patch_size": 1, "embed_dim": 128, "depth": 4,
+    "vit_lite0_hybrid": {"stem": "efficientnet_lite0_hc", "patch_size": 1, "embed_dim": 128, "depth": 4,
                          "num_heads": 4, "mlp_ratio": 4.0},
     "vit_base_r50_s16_224": {},  # timm's R50+ViT-B/16 hybrid, as in the CCA paper
 }
@@ -93,7 +93,7 @@ class ViTTrunkFeatures:
     blocks and only the conditional head trains.
     """
 
-    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
+    def shared_trunk_features(self, images: torch.Tensor) -> torch.Tensor:
         trunk = self.backbone
         return trunk.forward_frozen(images) if trunk.frozen_stem else trunk.forward_tokens(images)
 
@@ -114,8 +114,10 @@ class ViTTrunkFeatures:
 # (a linear classifier of the attribute's value) with the hybrid stem made it learn: 27.3 -> 28.8 -> 29.7 val mAP
 # over 3 short epochs at 64 px, against ASEN's 27.6 / 29.1 / 27.1 on the same budget. 1000 warm-up steps
 # at 64 px keep a model to ~20 min on one CPU thread.
-VIT_DEMO_PRESET = {"backbone": "vit_demo_hybrid", "image_size": 64, "resize": 64, "embed_dim": 64}
-VIT_TRAIN_PRESETS = {"demo": {"warmup_target": "embedding", "warmup_steps": 1000}}
+VIT_SCRATCH_PRESET = {"backbone": "vit_demo_hybrid", "image_size": 64, "resize": 64, "embed_dim": 64}
+VIT_SCRATCH_SCHEDULE = {"epochs": 6, "lr": 1e-3, "lr_step": 2, "lr_gamma": 0.5, "batch_size": 64,
+                        "triplets_per_epoch": 4096, "warmup_target": "embedding", "warmup_steps": 1000}
+VIT_PAPER_PRESET = {"backbone": "vit_base_r50_s16_224", "image_size": 224, "resize": 224, "embed_dim": 1024}
 
 
 class ViTTrunk(Backbone):
@@ -224,7 +226,7 @@ def _build_timm_vit(arch: str, image_size: int, tag: str | None, frozen_stages: 
 
         kwargs = dict(VIT_ARCHS[arch])
         stem = kwargs.pop("stem", None)
-        if stem == "efficientnet_lite0":  # its pretrained weights and frozen stages belong to the stem
+        if stem is not None and stem.startswith("efficientnet_lite0"):  # its weights and frozen stages
             cnn = create_backbone(stem, tag, frozen_stages=frozen_stages)
         elif tag is not None:
             raise ModelError(f"ViT '{arch}' has no hub weights ('{tag}'); pass a local .safetensors file path or None")
@@ -296,8 +298,8 @@ def create_vit_trunk(arch: str, image_size: int, pretrained: str | None = None, 
     """
     if int(image_size) < 1:
         raise ModelError(f"image_size must be positive, got {image_size}")
-    stem = VIT_ARCHS.get(arch, {}).get("stem")
-    is_file = pretrained is not None and _looks_like_path(pretrained) and stem != "efficientnet_lite0"
+    stem = VIT_ARCHS.get(arch, {}).get("stem") or ""
+    is_file = pretrained is not None and _looks_like_path(pretrained) and not stem.startswith("efficientnet_lite0")
     vit = _build_timm_vit(arch, int(image_size), None if (pretrained is None or is_file) else pretrained,
                           frozen_stages)
     if is_file:

@@ -1,14 +1,17 @@
 """``make checkpoints``: train every registered model with its demo preset and ship its best checkpoint.
 
     python -m profashion.train.demo_checkpoints [--models a,b] [--resume] [--out checkpoints]
-        [--data data/synth] [--runs runs/demo-checkpoints] [--epochs N --triplets-per-epoch N ...]
+        [--data data/synth160] [--runs runs/demo-checkpoints] [--epochs N --triplets-per-epoch N ...]
 
-1. generates the synthetic training set when it is missing (``data/synth``: the gallery's generator,
-   6000/800/2000 images at 112 px, seed 0, as in the README);
-2. trains each model (``available_models()`` unless ``--models``) with ``profashion train --preset demo``
+1. generates the synthetic training set when it is missing (``data/synth160``: the gallery's generator,
+   6000/800/2000 images at 160 px, seed 0, as in the README);
+2. computes the frozen trunk's features of the training images once, with every CPU thread (the demo presets
+   all freeze the same ImageNet EfficientNet-Lite0 stages and read the same cache, see
+   :class:`profashion.train.trainer.FrozenTrunk`);
+3. trains each model (``available_models()`` unless ``--models``) with ``profashion train --preset demo``
    in its own process (a crash of one does not stop the others), in ``<runs>/<model>``; with ``--resume``
    an unfinished run continues after its last finished epoch and a finished one is not trained again;
-3. copies each run's ``best/`` into ``<out>/<model>/`` atomically (a temporary folder renamed into place:
+4. copies each run's ``best/`` into ``<out>/<model>/`` atomically (a temporary folder renamed into place:
    the app never sees half a checkpoint), prints the time per model, and records the provenance in
    ``<out>/manifest.json`` (model, command, seconds, validation mAP, epochs, dataset), rewritten atomically.
 
@@ -41,7 +44,7 @@ from profashion.data.splits import atomic_write_text, move_folder_into_place
 from profashion.train.trainer import planned_epochs
 
 REPO = Path(__file__).resolve().parents[2]
-SYNTH = {"train": 6000, "valid": 800, "test": 2000, "size": 112, "seed": 0}
+SYNTH = {"train": 6000, "valid": 800, "test": 2000, "size": 160, "seed": 0}
 
 
 def _portable(text: str) -> str:
@@ -73,6 +76,37 @@ def _run_state(run: Path) -> tuple[int, int | None]:
     except (OSError, ValueError, KeyError):
         total = None
     return done, total
+
+
+def warm_trunk_cache(data: Path, models: list[str]) -> float:
+    """Compute the shared frozen-trunk cache of the training images (all threads) before the parallel runs,
+    which then read it; returns the seconds it took (about 0 when it is already on disk)."""
+    import numpy as np
+    import torch
+
+    from profashion.data.loading import SplitImages
+    from profashion.data.splits import load_dataset
+    from profashion.models.base import build_model
+    from profashion.train.trainer import FrozenTrunk, trunk_cache_dir
+
+    t0 = time.perf_counter()
+    ds = load_dataset(data)
+    fids = np.unique(ds.split("train").labels[:, 0])
+    seen = set()
+    for name in models:
+        model = build_model(name, "demo", ds.schema.num_values)
+        key = model.trunk_cache_key()
+        ident = json.dumps({"shared": key and key["shared"], "preprocess": model.preprocess.to_json()})
+        if key is None or ident in seen:
+            continue
+        seen.add(ident)
+        images = SplitImages(ds, "train", model.preprocess, fids=fids, progress=True)
+        model.has_trunk_extras = lambda: False  # the shared part only: a model's extras come with its run
+        cache = FrozenTrunk(model, images, 256, torch.device("cpu"), progress=True, cache_dir=trunk_cache_dir())
+        print(f"trunk cache of {name}'s demo preset: {cache.info['images']} images x {cache.info['orientations']} "
+              f"orientations, {cache.info['megabytes']:.0f} MB, {cache.info['seconds']:.0f}s"
+              f"{' (read from disk)' if cache.info['from_disk'] else ''}", flush=True)
+    return time.perf_counter() - t0
 
 
 def train_one(model: str, data: Path, run: Path, schedule: list[str], resume: bool,
@@ -143,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", help="comma-separated models (default: every registered model)")
     p.add_argument("--resume", action="store_true", help="continue unfinished runs, skip finished ones")
     p.add_argument("--out", default=str(REPO / "checkpoints"), help="checkpoints root (default: checkpoints/)")
-    p.add_argument("--data", default=str(REPO / "data" / "synth"), help="training set (generated when missing)")
+    p.add_argument("--data", default=str(REPO / "data" / "synth160"), help="training set (generated when missing)")
     p.add_argument("--runs", default=str(REPO / "runs" / "demo-checkpoints"), help="where the runs are trained")
     p.add_argument("--jobs", type=int, default=1, help="train this many models at a time (threads are split)")
     p.add_argument("--epochs", type=int)
@@ -168,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --jobs must be at least 1", file=sys.stderr)
         return 2
     data = ensure_dataset(Path(args.data))
+    cache_seconds = warm_trunk_cache(data, models)
     out, runs = Path(args.out), Path(args.runs)
     manifest_path = out / "manifest.json"
     jobs = min(args.jobs, len(models))
@@ -188,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                 "model": model, "command": command if seconds or not previous else previous.get("command"),
                 "dataset": _portable(str(data)), "run": _portable(str(run)),
                 "seconds": round(seconds, 1) if seconds else previous.get("seconds"),
+                "minutes": round(seconds / 60, 1) if seconds else previous.get("minutes"),
+                # computed once before the runs and shared by them (not in "seconds")
+                "trunk_cache_seconds": round(cache_seconds, 1) if seconds else previous.get("trunk_cache_seconds"),
                 "threads": threads if seconds else previous.get("threads"),
                 "val_map": info.get("score") if isinstance(info.get("score"), (int, float)) else None,
                 "best_epoch": info.get("epoch"), "epochs": done, "checkpoint": _portable(str(out / model)),

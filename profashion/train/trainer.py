@@ -20,6 +20,7 @@ per rank, as in ordinary DDP). Rank 0 validates and writes; the others wait.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -43,24 +44,14 @@ from profashion.models.base import (
     RetrievalModel,
     build_model,
     load_model,
+    preset_record,
     read_checkpoint_config,
     save_checkpoint,
 )
 
-# Schedule defaults per preset: the paper preset follows the published set-ups (Adam 1e-4, step decay,
-# ~100k triplets an epoch); the demo preset is scaled to train on 2 CPU cores in minutes.
-TRAIN_PRESETS: dict[str, dict] = {
-    "demo": {"epochs": 6, "lr": 1e-3, "lr_step": 2, "lr_gamma": 0.5, "batch_size": 64,
-             "triplets_per_epoch": 4096, "warmup_steps": 2000, "warmup_target": "backbone"},
-    "paper": {"epochs": 50, "lr": 1e-4, "lr_step": 3, "lr_gamma": 0.3, "batch_size": 32,
-              "triplets_per_epoch": 100_000, "warmup_steps": 0, "warmup_target": "backbone"},
-}
-# An optional second stage after ``epochs``: ``stage2_epochs`` more epochs at ``stage2_lr`` decayed by
-# ``stage2_gamma`` every epoch (ProFashion's schedule). Off unless the model's class asks for it in
-# ``train_presets`` (see profashion.py) or the command line sets it.
-STAGE2_DEFAULTS = {"stage2_epochs": 0, "stage2_lr": 1e-5, "stage2_gamma": 0.95}
 
-
+# The schedule of a run comes from its model's preset record (profashion.models.presets: model settings and
+# training schedule together); the command line overrides single entries.
 @dataclass
 class TrainConfig:
     model: str
@@ -89,14 +80,9 @@ class TrainConfig:
     frozen_trunk: bool = False  # cache the trunk's features once, train only the head (see FrozenTrunk)
 
     def resolved(self) -> TrainConfig:
-        if self.preset not in TRAIN_PRESETS:
-            raise ModelError(f"unknown preset {self.preset!r}; presets: {', '.join(TRAIN_PRESETS)}")
         d = dataclasses.asdict(self)
-        from profashion.models.base import _lookup
-
-        cls, _ = _lookup(self.model)  # an unknown model fails here, with the list of models
-        method = getattr(cls, "train_presets", {}).get(self.preset, {})
-        for k, v in {**TRAIN_PRESETS[self.preset], **STAGE2_DEFAULTS, **method}.items():
+        # an unknown model or preset fails here, with the list of models or of the model's presets
+        for k, v in preset_record(self.model, self.preset)["train"].items():
             if d[k] is None:
                 d[k] = v
         cfg = TrainConfig(**d)
@@ -218,47 +204,99 @@ class FrozenTrunk:
 
     A model supports it through its trunk / head split (``trunk_features`` / ``embed_from_trunk`` /
     ``embed_all_from_trunk``, with ``embed == embed_from_trunk o trunk_features``, see
-    :class:`~profashion.models.base.RetrievalModel`): the demo presets freeze the first stages of the ImageNet
-    EfficientNet-Lite0 (``frozen_stages``) and every model caches their output (ProFashion its superpixels
-    too); ``--frozen-trunk`` on a ViT model without a frozen stem freezes and caches its whole trunk (CCA: the
-    tokens after blocks 1..L-1), so only the conditional head trains. This is what makes training on a
-    pretrained trunk practical on a CPU: a step no longer runs the frozen stages forward or backward.
+    :class:`~profashion.models.base.RetrievalModel`). Its features are a SHARED part (the output of the frozen
+    pretrained stages, ``shared_trunk_features``) and the model's own EXTRAS (``trunk_extras``: ProFashion's
+    superpixels). The demo presets all freeze the same stages of the ImageNet EfficientNet-Lite0, so with a
+    ``cache_dir`` the shared part is computed once and kept on disk for every model trained on the same images
+    (under a file lock: runs started together compute it once); extras are kept under the model's own key.
+    ``--frozen-trunk`` on a ViT model without a frozen stem freezes and caches its whole trunk (CCA: the tokens
+    after blocks 1..L-1), so only the conditional head trains.
+
     Features are computed in eval mode and kept on the CPU (floating point as float16, labels as small
-    integers); batches move to the training device as float32. Every process under torchrun computes the
-    same cache (the triplets of a rank may touch any image).
+    integers); batches move to the training device as float32. Every process under torchrun computes or reads
+    the same cache (the triplets of a rank may touch any image).
     """
 
     def __init__(self, model: RetrievalModel, images: SplitImages, batch_size: int, device: torch.device,
-                 progress: bool = False, flips: bool = True):
+                 progress: bool = False, flips: bool = True, cache_dir: str | os.PathLike | None = None):
         self.check(model)
         t0 = time.perf_counter()
         if not model.frozen_modules():  # --frozen-trunk on a ViT: its whole trunk is frozen
             model.backbone.requires_grad_(False)
         self.fids = np.asarray(images.fids)
         self.flips = bool(flips)
+        sides = 2 if self.flips else 1
+        key = model.trunk_cache_key()
+        paths = [None, None]
+        if cache_dir is not None and key is not None:
+            base = self._images_key(images)
+            paths = [Path(cache_dir) / f"{_digest({'shared': key['shared'], 'images': base})}.safetensors",
+                     Path(cache_dir) / f"{_digest({'extras': key['extras'], 'images': base})}.safetensors"
+                     if key.get("extras") is not None else None]
+        self.from_disk = []
+        parts: list[list[tuple[torch.Tensor, ...]] | None] = [None, None]
+        for k, (what, path) in enumerate(zip(("shared", "extras"), paths)):
+            if what == "extras" and not model.has_trunk_extras():
+                parts[k] = [() for _ in range(sides)]
+                continue
+            with _file_lock(path):  # runs started together: one computes, the others then read its file
+                parts[k] = _load_parts(path, sides, len(self.fids)) if path is not None else None
+                self.from_disk.append(parts[k] is not None)
+                if parts[k] is None:
+                    parts[k] = self._compute(model, images, batch_size, device, progress, what)
+                    if path is not None:
+                        _save_parts(path, parts[k])
+        self.tuple = model.has_trunk_extras()
+        self.features = [(*parts[0][side], *parts[1][side]) for side in range(sides)]
+        nbytes = sum(t.numel() * t.element_size() for side in self.features for t in side)
+        self.info = {"images": len(self.fids), "orientations": sides,
+                     "feature_shape": [list(t.shape[1:]) for t in self.features[0]],
+                     "megabytes": round(nbytes / 2**20, 1), "seconds": round(time.perf_counter() - t0, 2),
+                     "from_disk": bool(self.from_disk) and all(self.from_disk),
+                     "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+    @staticmethod
+    def _images_key(images: SplitImages) -> dict:
+        """The images and how they were prepared: paths, sizes and modification times, the preprocessing."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for fid in np.asarray(images.fids):
+            p = Path(images.dataset.image_path(images.split, int(fid)))
+            st = p.stat()
+            h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return {"files": h.hexdigest(), "preprocess": images.preprocess.to_json(), "format": 2}
+
+    def _compute(self, model: RetrievalModel, images: SplitImages, batch_size: int, device: torch.device,
+                 progress: bool, what: str) -> list[tuple[torch.Tensor, ...]]:
+        """``[plain, mirrored]`` tuples of the shared part or of the extras for every image."""
         was_training = model.training
         model.eval()
-        chunks: list[list[tuple[torch.Tensor, ...]]] = [[], []]
+        sides = 2 if self.flips else 1
+        chunks: list[list[tuple[torch.Tensor, ...]]] = [[] for _ in range(sides)]
         it = range(0, len(self.fids), batch_size)
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(it, desc="caching trunk features", unit="batch", leave=False, file=sys.stderr,
+            it = tqdm(it, desc=f"caching trunk features ({what})", unit="batch", leave=False, file=sys.stderr,
                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
         with torch.no_grad():
             for lo in it:
                 x = to_model_input(images.get(self.fids[lo:lo + batch_size]), images.preprocess, device=device)
-                for side in range(2 if self.flips else 1):
-                    f = model.trunk_features(x.flip(-1) if side else x)
-                    chunks[side].append(tuple(_store(t) for t in (f if isinstance(f, (tuple, list)) else (f,))))
+                if what == "shared":
+                    out = [(model.shared_trunk_features(x),)]
+                    if self.flips:
+                        out.append((model.shared_trunk_features(x.flip(-1)),))
+                else:
+                    plain = tuple(model.trunk_extras(x))
+                    out = [plain]
+                    if self.flips:
+                        mirrored = model.mirror_trunk_extras(plain)
+                        out.append(tuple(mirrored) if mirrored is not None else tuple(model.trunk_extras(x.flip(-1))))
+                for side in range(sides):
+                    chunks[side].append(tuple(_store(t) for t in out[side]))
         model.train(was_training)
-        self.tuple = isinstance(f, (tuple, list))
-        self.features = [tuple(torch.cat(parts) for parts in zip(*side)) for side in chunks if side]
-        nbytes = sum(t.numel() * t.element_size() for side in self.features for t in side)
-        self.info = {"images": len(self.fids), "orientations": len(self.features),
-                     "feature_shape": [list(t.shape[1:]) for t in self.features[0]],
-                     "megabytes": round(nbytes / 2**20, 1), "seconds": round(time.perf_counter() - t0, 2),
-                     "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+        return [tuple(torch.cat(parts) for parts in zip(*side)) for side in chunks]
 
     @staticmethod
     def check(model: RetrievalModel) -> None:
@@ -281,9 +319,72 @@ class FrozenTrunk:
         return tuple(out) if self.tuple else out[0]
 
 
+def _digest(obj) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _load_parts(path: Path, sides: int, count: int) -> list[tuple[torch.Tensor, ...]] | None:
+    """A cache file's ``[plain, mirrored]`` tuples, or None when it is missing, damaged or of other images."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        data = load_file(str(path))
+        n = int(data["__count__"].item())
+        parts = [tuple(data[f"{side}.{k}"] for k in range(n)) for side in range(sides)]
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError):
+        return None  # recomputed (and rewritten)
+    return parts if all(len(t) == count for side in parts for t in side) else None
+
+
+def _save_parts(path: Path, parts: list[tuple[torch.Tensor, ...]]) -> None:
+    from safetensors.torch import save_file
+
+    data = {f"{side}.{k}": t.contiguous() for side, ts in enumerate(parts) for k, t in enumerate(ts)}
+    data["__count__"] = torch.tensor(len(parts[0]))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file(data, str(tmp))
+        os.replace(tmp, path)
+    except OSError:  # a full or read-only disk only costs the computation next time
+        pass
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None):
+    """An exclusive lock on ``path`` + ``.lock`` (POSIX flock; nothing where it is unavailable or path is None)."""
+    if path is None:
+        yield
+        return
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path.with_name(path.name + ".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _store(t: torch.Tensor) -> torch.Tensor:
     t = t.detach().cpu()
     return t.half() if t.is_floating_point() else t
+
+
+def trunk_cache_dir() -> Path:
+    """Where cached frozen-trunk features are kept: ``$PROFASHION_CACHE/trunk-features`` (``~/.cache/profashion``)."""
+    return Path(os.environ.get("PROFASHION_CACHE") or Path.home() / ".cache" / "profashion") / "trunk-features"
 
 
 class FrozenTrunkHead(torch.nn.Module):
@@ -462,8 +563,9 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
     # a model with frozen pretrained stages always trains from their cache; --frozen-trunk on a ViT model
     # freezes its whole trunk after the warm-up (the warm-up trains it)
     cache_first = model.cacheable_trunk() and bool(model.frozen_modules())
-    if cache_first:
-        frozen = FrozenTrunk(model, images, cfg.eval_batch_size, d.device, progress=progress and d.main)
+    if cache_first:  # shared on disk by every run whose frozen stages and images are the same
+        frozen = FrozenTrunk(model, images, cfg.eval_batch_size, d.device, progress=progress and d.main,
+                             cache_dir=trunk_cache_dir())
     warmup = None
     if not resume and cfg.warmup_steps:
         # every rank runs the same seeded warm-up (DDP then starts from identical weights anyway)
@@ -477,8 +579,9 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
     if cfg.frozen_trunk and frozen is None:
         frozen = FrozenTrunk(model, images, cfg.eval_batch_size, d.device, progress=progress and d.main)
     if frozen is not None:
-        _log(f"frozen trunk: cached {frozen.info['images']} images x {frozen.info['feature_shape']} "
-             f"({frozen.info['megabytes']:.0f} MB) in {frozen.info['seconds']:.0f}s; "
+        _log(f"frozen trunk: cached {frozen.info['images']} images x {frozen.info['orientations']} orientations x "
+             f"{frozen.info['feature_shape']} ({frozen.info['megabytes']:.0f} MB) in {frozen.info['seconds']:.0f}s"
+             f"{' (read from disk)' if frozen.info.get('from_disk') else ''}; "
              f"{frozen.info['trainable_parameters']:,} parameters trained", d)
 
     net: torch.nn.Module = model if frozen is None else FrozenTrunkHead(model)

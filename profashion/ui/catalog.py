@@ -76,7 +76,7 @@ class GallerySpec:
     n_train: int = 16
     n_valid: int = 16
     n_test: int = 400
-    size: int = 112
+    size: int = 160  # the demo presets' input size (the models see the garments' parts at 160 px)
     seed: int = 12345
 
     def folder_name(self) -> str:

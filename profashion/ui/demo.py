@@ -184,8 +184,14 @@ def _curves(records: list[dict]):
 
 def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
     """The app for a loaded (or not yet loaded) catalog; ``jobs`` runs the fine-tuning tab's jobs."""
-    from profashion.models.base import available_models
-    from profashion.train.trainer import TRAIN_PRESETS
+    from profashion.models.base import ModelError, available_models, preset_record
+
+    def schedule(model: str | None, preset: str | None) -> dict:
+        """The training schedule of a model's preset record (the demo preset's when either is unknown)."""
+        try:
+            return preset_record(model or "asen", preset or "demo")["train"]
+        except ModelError:
+            return preset_record("asen", "demo")["train"]
 
     if catalog.dataset is None:
         catalog.load()
@@ -365,7 +371,8 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         done = len(records)
         total = next((int(a) for f, a in zip(job["args"], job["args"][1:]) if f == "--epochs"), None)
         if total is None:
-            total = TRAIN_PRESETS.get(job.get("preset", "demo"), {}).get("epochs")
+            tr = schedule(job.get("model"), job.get("preset", "demo"))
+            total = int(tr["epochs"]) + int(tr.get("stage2_epochs") or 0)
         status = job["status"] + (f" ({job['reason']})" if job.get("reason") else "")
         lines = [f"**Job {job_id}**: {job['model']} on `{job['dataset']}`, preset {job['preset']}",
                  f"**Status: {status}**; epochs done {done}" + (f"/{total}" if total else "")]
@@ -448,8 +455,8 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         seen.update(jobs=choices, job=job_id, view=list(key), names=names_now)
         return (job_update, *view_out, *models_out, seen)
 
-    def on_preset(preset):
-        p = TRAIN_PRESETS.get(preset or "demo", TRAIN_PRESETS["demo"])
+    def on_preset(preset, model):
+        p = schedule(model, preset)
         return p["epochs"], p["triplets_per_epoch"], p["batch_size"], p["warmup_steps"]
 
     # -- layout ------------------------------------------------------------------------------------------
@@ -539,7 +546,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                             f"`{jobs.root}`.")
                 datasets = jobs.datasets()
                 all_models = available_models()
-                demo_p = TRAIN_PRESETS["demo"]
+                demo_p = schedule("asen" if "asen" in all_models else all_models[0], "demo")
                 with gr.Row():
                     ft_model = gr.Dropdown(all_models, value="asen" if "asen" in all_models else all_models[0],
                                            label="Model", elem_id="ft-model")
@@ -633,8 +640,9 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         timer.tick(tick, [job_dd, seen_state, models], [job_dd, *view_out, models, model_a, model_b, seen_state],
                    api_visibility="private", concurrency_id="tick", show_progress="hidden")
         job_dd.input(job_status, [job_dd], view_out, api_visibility="private", concurrency_id="tick")
-        ft_preset.input(on_preset, [ft_preset], [ft_epochs, ft_triplets, ft_batch, ft_warmup],
-                        api_visibility="private")
+        for chooser in (ft_preset, ft_model):  # the schedule shown is the chosen model's preset record
+            chooser.input(on_preset, [ft_preset, ft_model], [ft_epochs, ft_triplets, ft_batch, ft_warmup],
+                          api_visibility="private")
         if names:  # opening a tab shows its view for the current choices at once
             explore_tab.select(explore, q_inputs, [strips, loc_table, explore_md], api_visibility="private",
                                preprocess=False, concurrency_id="query")

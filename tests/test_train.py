@@ -226,11 +226,12 @@ def test_second_stage_schedule(tiny_synth, tmp_path):
         TrainConfig(model="asen", dataset="d", out="o", stage2_epochs=-1).resolved()
 
 
-def test_make_checkpoints_trains_two_at_a_time_and_keeps_the_manifest(tiny_synth, tmp_path, capsys):
+def test_make_checkpoints_trains_two_at_a_time_and_keeps_the_manifest(tiny_synth, tmp_path, capsys, monkeypatch):
     """``make checkpoints`` (demo_checkpoints --jobs 2): both models installed, an entry written by another
     invocation meanwhile is kept, and a second --resume run skips the finished models."""
     from profashion.train import demo_checkpoints
 
+    monkeypatch.setenv("PROFASHION_CACHE", str(tmp_path / "cache"))  # the shared trunk cache, computed once
     out, runs = tmp_path / "ck", tmp_path / "runs"
     out.mkdir()
     (out / "manifest.json").write_text(json.dumps({"asen": {"model": "asen", "seconds": 1.0}}))
@@ -244,8 +245,11 @@ def test_make_checkpoints_trains_two_at_a_time_and_keeps_the_manifest(tiny_synth
     for m in ("triplet", "csn"):
         assert manifest[m]["threads"] == max(1, (os.cpu_count() or 1) // 2)
         assert manifest[m]["seconds"] > 0 and manifest[m]["epochs"] == 1
+        assert manifest[m]["minutes"] == round(manifest[m]["seconds"] / 60, 1) and manifest[m]["trunk_cache_seconds"] > 0
         load_model(out / m)  # an installed, loadable checkpoint
     assert not list(out.glob(".*.tmp"))
+    # one shared cache of the training images and one of the validation images, for both models
+    assert len(list((tmp_path / "cache" / "trunk-features").glob("*.safetensors"))) == 2
     capsys.readouterr()
     assert demo_checkpoints.main([*argv, "--resume"]) == 0
     assert capsys.readouterr().out.count("not training it again") == 2

@@ -13,8 +13,11 @@ from profashion.models.base import RetrievalModel
 
 @torch.no_grad()
 def embed_rows(model: RetrievalModel, images: SplitImages, rows: np.ndarray, batch_size: int = 256,
-               progress: bool = False, desc: str = "embedding") -> np.ndarray:
-    """Embeddings of ``rows`` (n, >=2: fid, attribute, ...) each conditioned on its own attribute."""
+               progress: bool = False, desc: str = "embedding", trunk=None) -> np.ndarray:
+    """Embeddings of ``rows`` (n, >=2: fid, attribute, ...) each conditioned on its own attribute.
+
+    ``trunk`` (a :class:`~profashion.train.trainer.FrozenTrunk` of these images) embeds from cached trunk
+    features instead of the images (the trainer's validation of a frozen-trunk model)."""
     was_training = model.training
     model.eval()
     device = model.device
@@ -27,8 +30,12 @@ def embed_rows(model: RetrievalModel, images: SplitImages, rows: np.ndarray, bat
         it = tqdm(it, desc=desc, unit="batch", leave=False)
     for i in it:
         r = rows[i:i + batch_size]
-        x = to_model_input(images.get(r[:, 0]), images.preprocess, device=device)
-        chunks.append(model.embed(x, torch.as_tensor(r[:, 1], device=device)).float().cpu().numpy())
+        attrs = torch.as_tensor(r[:, 1], device=device)
+        if trunk is not None:
+            emb = model.embed_from_trunk(trunk.get(r[:, 0], device), attrs)
+        else:
+            emb = model.embed(to_model_input(images.get(r[:, 0]), images.preprocess, device=device), attrs)
+        chunks.append(emb.float().cpu().numpy())
     if chunks:
         out = np.concatenate(chunks)
     model.train(was_training)
@@ -36,15 +43,16 @@ def embed_rows(model: RetrievalModel, images: SplitImages, rows: np.ndarray, bat
 
 
 def evaluate_model(model: RetrievalModel, dataset: SplitDataset, split: str = "valid", batch_size: int = 256,
-                   images: SplitImages | None = None, progress: bool = False) -> MAPResult:
-    """Retrieval mAP of ``model`` on the query/candidate files of ``split`` (PROTOCOL.md)."""
+                   images: SplitImages | None = None, progress: bool = False, trunk=None) -> MAPResult:
+    """Retrieval mAP of ``model`` on the query/candidate files of ``split`` (PROTOCOL.md); ``trunk``: see
+    :func:`embed_rows`."""
     s = dataset.split(split)
     if s.queries is None:
         raise ValueError(f"the {split} split of {dataset.root} has no query/candidate files")
     if images is None:
         fids = np.concatenate([s.queries[:, 0], s.candidates[:, 0]])
         images = SplitImages(dataset, split, model.preprocess, fids=fids, progress=progress)
-    q = embed_rows(model, images, s.queries, batch_size, progress, f"{split} queries")
-    c = embed_rows(model, images, s.candidates, batch_size, progress, f"{split} candidates")
+    q = embed_rows(model, images, s.queries, batch_size, progress, f"{split} queries", trunk)
+    c = embed_rows(model, images, s.candidates, batch_size, progress, f"{split} candidates", trunk)
     return mean_average_precision(q, s.queries[:, 1], s.queries[:, 2], c, s.candidates[:, 1], s.candidates[:, 2],
                                   dataset.schema.num_attributes).attach_split(s.queries, s.candidates)

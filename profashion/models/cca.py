@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
-from profashion.models.presets import DEMO_SCHEDULE, DEMO_VIT, preset
+from profashion.models.presets import DEMO_VIT, DEMO_VIT_SCHEDULE, preset
 from profashion.models.vit import (
     VIT_PAPER_PRESET,
     VIT_SCRATCH_PRESET,
@@ -225,7 +225,7 @@ class CCA(ViTTrunkFeatures, RetrievalModel):
 
 
 PRESETS_CCA = {
-    "demo": preset(DEMO_VIT, DEMO_SCHEDULE, "frozen ImageNet EfficientNet-Lite0 map as patch embedding, 4 blocks "
+    "demo": preset(DEMO_VIT, DEMO_VIT_SCHEDULE, "frozen ImageNet EfficientNet-Lite0 hypercolumn as patch embedding, 2 blocks "
                    "of 128-D, 160 px"),
     "scratch": preset(VIT_SCRATCH_PRESET, VIT_SCRATCH_SCHEDULE,
                       "small hybrid ViT from scratch at 64 px (the demo preset before ImageNet)"),

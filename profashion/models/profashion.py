@@ -81,7 +81,7 @@ from profashion.data.images import Preprocess
 from profashion.graph import SemanticAggregation
 from profashion.models.backbones import create_backbone
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
-from profashion.models.presets import DEMO_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
+from profashion.models.presets import DEMO_PROFASHION_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -138,7 +138,7 @@ def grid_superpixels(height: int, width: int, n_segments: int = 64) -> np.ndarra
     # x0.95 every epoch; the demo presets scale stage 2 like stage 1 (10x the rate, 2 epochs).
     presets={
         "demo": preset({**DEMO_TRUNK, "feat_dim": 64, "n_segments": 64, "ot_epsilon": 0.1},
-                       {**DEMO_SCHEDULE, "stage2_epochs": 2, "stage2_lr": 1e-4},
+                       DEMO_PROFASHION_SCHEDULE,
                        "frozen ImageNet EfficientNet-Lite0 (stride 16) for RP and PS at 160 px, 64 superpixels"),
         "scratch": preset({"backbone": "small_cnn", "image_size": 64, "resize": 64, "embed_dim": 64, "feat_dim": 64,
                            "n_segments": 64, "ot_epsilon": 0.1},

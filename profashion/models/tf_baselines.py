@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from profashion.models.asen import ASEN, ASENConfig
 from profashion.models.base import ModelError, register
 from profashion.models.csn import CSN, CSNConfig
-from profashion.models.presets import DEMO_SCHEDULE, DEMO_VIT, preset
+from profashion.models.presets import DEMO_VIT, DEMO_VIT_SCHEDULE, preset
 from profashion.models.vit import (
     VIT_PAPER_PRESET,
     VIT_SCRATCH_PRESET,
@@ -54,7 +54,7 @@ class TFCSNConfig(CSNConfig):
 @register(
     "tf-csn",
     presets={
-        "demo": preset(DEMO_VIT, DEMO_SCHEDULE, "CSN's masks on the [CLS] of the frozen-EfficientNet hybrid ViT, 160 px"),
+        "demo": preset(DEMO_VIT, DEMO_VIT_SCHEDULE, "CSN's masks on the [CLS] of the frozen-EfficientNet hybrid ViT, 160 px"),
         "scratch": preset(VIT_SCRATCH_PRESET, VIT_SCRATCH_SCHEDULE,
                           "small hybrid ViT from scratch at 64 px (the demo preset before ImageNet)"),
         "paper": preset(VIT_PAPER_PRESET, about="R50+ViT-B/16 hybrid at 224 px, 1024-D"),
@@ -131,7 +131,7 @@ class TFASENConfig(ASENConfig):
 @register(
     "tf-asen",
     presets={
-        "demo": preset({**DEMO_VIT, "attr_dim": 64, "common_dim": 64, "channel_reduction": 2}, DEMO_SCHEDULE,
+        "demo": preset({**DEMO_VIT, "attr_dim": 64, "common_dim": 64, "channel_reduction": 2}, DEMO_VIT_SCHEDULE,
                        "ASEN's attention on the patch grid of the frozen-EfficientNet hybrid ViT, 160 px"),
         "scratch": preset({**VIT_SCRATCH_PRESET, "attr_dim": 64, "common_dim": 64, "channel_reduction": 2},
                           VIT_SCRATCH_SCHEDULE, "small hybrid ViT from scratch at 64 px (the demo preset before ImageNet)"),

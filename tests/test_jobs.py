@@ -143,7 +143,7 @@ def test_a_job_that_crashes_reports_failed_with_its_log(app, roots):
 def test_stop_kill_and_resume_a_running_job(app, roots):
     client, jobs = app["client"], app["jobs"]
     # enough triplets that an epoch outlasts a status poll (the demo preset trains from a cached trunk)
-    job_id = launch(client, roots["synth"], epochs=3, triplets=16384, batch=16, warmup=2)
+    job_id = launch(client, roots["synth"], epochs=3, triplets=4096, batch=16, warmup=2)
     # one job at a time: a second launch while it trains is refused
     with pytest.raises(AppError, match="already training"):
         launch(client, roots["synth"])

@@ -141,7 +141,7 @@ class RetrievalModel(nn.Module):
     def trunk_cache_key(self) -> dict | None:
         """What :meth:`trunk_features` depends on besides the images, for a cache kept on disk (None: none).
 
-        ``{"shared": the frozen pretrained parts' weights (name, sha256, number of stages), "extras": the
+        ``{"shared": the frozen pretrained parts (weights name, sha256, layer kind, parameter count), "extras": the
         settings the extras depend on, or None}``: every demo preset that freezes the same EfficientNet stages
         reads the same shared cache.
         """

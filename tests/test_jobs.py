@@ -151,7 +151,7 @@ def test_stop_kill_and_resume_a_running_job(app, roots):
     other = Client(client.src, verbose=False)
     gallery, _, _ = other.predict(handle_file(app["catalog"].examples[0][1]), "colour", ["csn"], api_name="/retrieve")
     assert len(gallery) == 5 and status(client, job_id)["status"] == "running"
-    rec = wait(client, job_id, lambda r: r["epochs_done"] >= 1 or r["status"] != "running")
+    rec = wait(client, job_id, lambda r: r["epochs_done"] >= 1 or r["status"] != "running", timeout=900)
     pid = rec["pid"]
     os.killpg(pid, signal.SIGSTOP)  # hold it inside its second epoch
     rec = status(client, job_id)
@@ -168,7 +168,7 @@ def test_stop_kill_and_resume_a_running_job(app, roots):
     assert rec["status"] == "failed" and "signal 9" in rec["reason"]
     rec = client.predict(job_id, api_name="/resume_job")[0]
     assert rec["resumed"] == 2
-    rec = wait(client, job_id, lambda r: r["status"] not in ("queued", "running"))
+    rec = wait(client, job_id, lambda r: r["status"] not in ("queued", "running"), timeout=900)
     assert rec["status"] == "finished", rec
     assert [m["epoch"] for m in rec["metrics"]] == [0, 1, 2]  # every epoch once, nothing lost
     log = (roots["jobs"] / job_id / "train.log").read_text()

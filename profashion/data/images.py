@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_PIXELS = 64_000_000  # larger images are refused (decompression bombs), well above any photo we need
+MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs); a 40 Mpx photo is plenty
+MAX_ASPECT = 20  # long side / short side; beyond it an image is a strip, not a garment (and its resize would explode)
+MAX_SIDE = 4096  # decoded images are reduced (area average) to at most this long side: no model needs more
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,13 +28,30 @@ class ImageError(ValueError):
     """An input that is not a usable image; the message says what was wrong and what to do."""
 
 
+def check_size(w: int, h: int, name: str = "the image", max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse a ``w`` x ``h`` image before anything of its size is allocated: no pixels, too many, too thin."""
+    if w < 1 or h < 1:
+        raise ImageError(f"{name} has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(f"{name} is {w}x{h} pixels, more than the {max_pixels:,} we accept; "
+                         "resize it (e.g. to 1024 px on the long side) and try again")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError(f"{name} is {w}x{h} pixels, an aspect ratio beyond the {MAX_ASPECT}:1 we accept; "
+                         "crop it to the garment and try again")
+
+
 def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open ``source`` (path, bytes, file object, PIL image or HxW[xC] array) as an RGB PIL image."""
+    """Open ``source`` (path, bytes, file object, PIL image or HxW[xC] array) as an RGB PIL image.
+
+    The cost is bounded before decoding (:func:`check_size`), and the decoded image is reduced to
+    ``MAX_SIDE`` on its long side in its own mode before any conversion, so memory stays within a few
+    times the (reduced) picture.
+    """
     if isinstance(source, Image.Image):
-        img = source
-        name = "the image"
+        check_size(*source.size, "the image", max_pixels)
+        img, exif = _reduced(source), source.getexif()
     elif isinstance(source, np.ndarray):
-        return _array_to_rgb(source)
+        return _array_to_rgb(source, max_pixels)
     else:
         name = str(source) if isinstance(source, (str, os.PathLike)) else "the upload"
         if isinstance(source, (str, os.PathLike)):
@@ -49,16 +68,17 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
             source = io.BytesIO(source)
         try:
             with Image.open(source) as opened:
-                w, h = opened.size
-                if w * h > max_pixels:
-                    raise ImageError(
-                        f"{name} is {w}x{h} pixels, more than the {max_pixels:,} we accept; "
-                        "resize it (e.g. to 1024 px on the long side) and try again"
-                    )
-                opened.load()
-                img = opened.copy()
-                img.info = dict(opened.info)
+                check_size(*opened.size, name, max_pixels)
                 exif = opened.getexif()
+                if opened.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers MAX_SIDE
+                    s = MAX_SIDE / max(opened.size)
+                    if s < 1:
+                        opened.draft(None, (max(1, int(opened.width * s)), max(1, int(opened.height * s))))
+                opened.load()
+                img = _reduced(opened)
+                if img is opened:
+                    img = opened.copy()
+                img.info = dict(opened.info)
         except ImageError:
             raise
         except Image.DecompressionBombError as exc:
@@ -67,12 +87,8 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
             raise ImageError(
                 f"{name} is not an image we can read ({type(exc).__name__}); upload a JPEG, PNG or WebP file"
             ) from exc
-        if exif:
-            img.getexif().update(exif)
-    if img.width * img.height > max_pixels:
-        raise ImageError(f"{name} is {img.width}x{img.height} pixels, more than the {max_pixels:,} we accept")
-    if img.width < 1 or img.height < 1:
-        raise ImageError(f"{name} has no pixels")
+    if exif:
+        img.getexif().update(exif)
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose the picture
@@ -80,14 +96,36 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return _to_rgb(img)
 
 
+def _reduced(img: Image.Image) -> Image.Image:
+    """``img`` with at most ``MAX_SIDE`` pixels on its long side (box average by a whole factor), 16-bit and
+    integer modes already brought to 8 bits; ``img`` itself when nothing had to change."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        img = _to_8bit(img)
+    factor = -(-max(img.size) // MAX_SIDE)
+    if factor <= 1:
+        return img
+    if img.mode in ("1", "P", "PA"):
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    return img.reduce(factor)
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float single-band image as 8-bit "L" (16-bit scaled by 1/257, wider values
+    by their range), in row blocks so no float copy of a large image is made."""
+    arr = np.asarray(img)
+    hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+    out = np.empty(arr.shape, np.uint8)
+    for r in range(0, arr.shape[0], 512):
+        block = arr[r:r + 512].astype(np.float32)
+        out[r:r + 512] = np.clip(block / hi * 255.0, 0, 255).astype(np.uint8)
+    return Image.fromarray(out, "L")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        img = _to_8bit(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -95,13 +133,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _array_to_rgb(arr: np.ndarray) -> Image.Image:
+def _array_to_rgb(arr: np.ndarray, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError(f"an image array must be HxW, HxWx3 or HxWx4; got shape {arr.shape}")
-    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
-        raise ImageError(f"the image is {arr.shape[1]}x{arr.shape[0]} pixels, more than the {MAX_PIXELS:,} we accept")
+    check_size(arr.shape[1], arr.shape[0], "the image array", max_pixels)
     if arr.dtype == np.uint16:
         arr = (arr.astype(np.float64) / 257.0).round().astype(np.uint8)
     elif np.issubdtype(arr.dtype, np.floating):
@@ -109,11 +146,9 @@ def _array_to_rgb(arr: np.ndarray) -> Image.Image:
         arr = np.clip(arr * scale, 0, 255).astype(np.uint8)
     else:
         arr = np.clip(arr, 0, 255).astype(np.uint8)
-    if arr.shape[2] == 1:
-        return Image.fromarray(arr[..., 0], "L").convert("RGB")
-    if arr.shape[2] == 4:
-        return _to_rgb(Image.fromarray(arr, "RGBA"))
-    return Image.fromarray(arr, "RGB")
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
+    img = Image.fromarray(arr[..., 0] if mode == "L" else arr, mode)
+    return _to_rgb(_reduced(img))
 
 
 @dataclass(frozen=True)
@@ -142,13 +177,24 @@ class Preprocess:
         left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
         return nw, nh, left, top
 
+    def _source_box(self, w: int, h: int) -> tuple[float, float, float, float] | None:
+        """The region of a ``w`` x ``h`` image that the resize + centre crop keeps, in its own pixels (None when
+        no resize is needed). Resampling only that region gives the crop without ever allocating the resized
+        whole image (a 100000 x 1 strip resized to 160 px on its short side would be 16 Gpx)."""
+        nw, nh, left, top = self._box(w, h)
+        if (nw, nh) == (w, h):
+            return None
+        sx, sy = w / nw, h / nh
+        return left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy
+
     def geometry(self, img: Image.Image) -> Image.Image:
         """Resize the short side to ``resize`` and centre-crop ``crop`` x ``crop`` (no normalisation)."""
         img = load_image(img)
-        nw, nh, left, top = self._box(*img.size)
-        if (nw, nh) != img.size:
-            img = img.resize((nw, nh), Image.BILINEAR)
-        return img.crop((left, top, left + self.crop, top + self.crop))
+        box = self._source_box(*img.size)
+        if box is None:
+            _, _, left, top = self._box(*img.size)
+            return img.crop((left, top, left + self.crop, top + self.crop))
+        return img.resize((self.crop, self.crop), Image.BILINEAR, box=box)
 
     def geometry_mask(self, mask: np.ndarray) -> np.ndarray:
         """The same resize + centre crop for an (H, W) boolean mask (nearest neighbour), so it aligns with
@@ -157,11 +203,14 @@ class Preprocess:
         if mask.ndim != 2:
             raise ImageError(f"a mask must be (H, W), got shape {mask.shape}")
         h, w = mask.shape
-        nw, nh, left, top = self._box(w, h)
         img = Image.fromarray(mask.astype(np.uint8) * 255, "L")
-        if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), Image.NEAREST)
-        return np.asarray(img.crop((left, top, left + self.crop, top + self.crop))) > 127
+        box = self._source_box(w, h)
+        if box is None:
+            _, _, left, top = self._box(w, h)
+            img = img.crop((left, top, left + self.crop, top + self.crop))
+        else:
+            img = img.resize((self.crop, self.crop), Image.NEAREST, box=box)
+        return np.asarray(img) > 127
 
     def to_tensor(self, img: Image.Image, flip: bool = False) -> torch.Tensor:
         """(3, crop, crop) float tensor, normalised; ``flip`` mirrors it (training augmentation)."""

@@ -177,9 +177,9 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_bad_settings_are_one_clear_error():
-    with pytest.raises(ModelError, match="transport must be one of"):
+    with pytest.raises(ModelError, match="'transport' must be one of"):
         tiny(transport="sinkhorn")
-    with pytest.raises(ModelError, match="superpixels must be one of"):
+    with pytest.raises(ModelError, match="'superpixels' must be one of"):
         tiny(superpixels="slic")
     with pytest.raises(ModelError, match="attribute_prompts"):
         tiny(attribute_embedding="clip", backbone="openclip:ViT-B-32")

@@ -52,6 +52,8 @@ class ASENConfig(ModelConfig):
     common_dim: int = 512  # ASA: common space of image and attribute
     channel_reduction: int = 2  # ACA: bottleneck = channels // channel_reduction
 
+    LIMITS = {**ModelConfig.LIMITS, "attr_dim": (1, 4096), "common_dim": (1, 4096), "channel_reduction": (1, 1024)}
+
 
 @register(
     "asen",

@@ -16,12 +16,16 @@ without unpickling anything.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
 import tempfile
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,17 +57,80 @@ class ModelConfig:
     adapter: int = 0  # channels of a trainable 1x1 conv + BN + ReLU on the frozen map (efficientnet_lite0 only)
     input_norm: str = "imagenet"  # "imagenet" mean/std, or "inception" (mean 0.5, std 0.5: TF-trained weights)
 
+    # The inclusive range of every numeric setting and the choices of the closed string ones; a method's config
+    # extends them for its own fields. Checked when a config is made (``__post_init__``), so a config.json or a
+    # --model-config with ``embed_dim`` 10**9 is one sentence before anything is built or allocated.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "embed_dim": (1, 4096), "image_size": (16, 1024), "resize": (16, 1024), "frozen_stages": (0, 7),
+        "adapter": (0, 4096)}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"input_norm": tuple(INPUT_NORMS)}
+    MAX_ATTRIBUTES: ClassVar[int] = 256
+    MAX_VALUES: ClassVar[int] = 100_000
+
+    def __post_init__(self):
+        check_config(self)
+
     @property
     def num_attributes(self) -> int:
         return len(self.num_values)
 
     def preprocess(self) -> Preprocess:
-        if self.input_norm not in INPUT_NORMS:
-            raise ModelError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
         return Preprocess(self.resize, self.image_size, *INPUT_NORMS[self.input_norm])
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_problem(value, kind) -> str | None:
+    """What ``value`` should have been to be of the annotated ``kind`` (None: it is)."""
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "a whole number"
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "a finite number"
+    if kind in (str, bool):
+        return None if isinstance(value, kind) else ("text" if kind is str else "true or false")
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        problem = _type_problem(value, inner)
+        return None if problem is None else f"{problem} or null"
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            return "a list"
+        problems = [_type_problem(v, args[0]) for v in value]
+        bad = next((p for p in problems if p), None)
+        return None if bad is None else f"a list of {bad.removeprefix('a ')}s"
+    return None
+
+
+def check_config(config: ModelConfig) -> None:
+    """Types, ranges and choices of every setting of ``config``; one ModelError naming the first wrong one."""
+    hints = _field_types(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        problem = _type_problem(value, hints[f.name])
+        if problem:
+            raise ModelError(f"setting {f.name!r} must be {problem}, got {value!r:.60}")
+        if f.name in config.LIMITS:
+            lo, hi = config.LIMITS[f.name]
+            if not lo <= value <= hi:
+                raise ModelError(f"setting {f.name!r} must be between {lo:g} and {hi:g}, got {value!r:.60}")
+        if f.name in config.CHOICES and value not in config.CHOICES[f.name]:
+            raise ModelError(f"setting {f.name!r} must be one of {', '.join(config.CHOICES[f.name])}, "
+                             f"got {value!r:.60}")
+    n = config.num_values
+    if not 1 <= len(n) <= config.MAX_ATTRIBUTES or not all(1 <= v <= config.MAX_VALUES for v in n):
+        raise ModelError(f"num_values must list 1 to {config.MAX_ATTRIBUTES} attributes of 1 to "
+                         f"{config.MAX_VALUES:,} values each, got {str(n):.60}")
 
 
 class RetrievalModel(nn.Module):
@@ -372,6 +439,23 @@ def read_checkpoint_config(ckpt_dir: str | os.PathLike) -> dict:
     return cfg
 
 
+def config_from_json(cls: type[RetrievalModel], raw, where: str) -> ModelConfig:
+    """``cls``'s config from the JSON object ``raw`` (read from ``where``): known keys only, every setting checked
+    (:func:`check_config`) before anything is built."""
+    if not isinstance(raw, dict):
+        raise ModelError(f"{where}: 'config' must be a JSON object of settings, got {type(raw).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ModelError(f"{where} does not match model {cls.name!r}: unknown setting(s) {', '.join(unknown)}"[:300])
+    try:
+        return cls.config_class(**raw)
+    except TypeError as exc:  # a required setting is missing
+        raise ModelError(f"{where} does not match model {cls.name!r}: {exc}") from None
+    except ModelError as exc:
+        raise ModelError(f"{where}: {exc}") from None
+
+
 def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
                expect_model: str | None = None) -> RetrievalModel:
     """Rebuild a model from a checkpoint folder; the model's ``preprocess`` is its image transform."""
@@ -384,12 +468,7 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
     if expect_model is not None and name != expect_model:
         raise ModelError(f"{ckpt_dir} holds a {name!r} model, not {expect_model!r}")
     cls, _ = _lookup(name)
-    fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    conf = {k: v for k, v in cfg["config"].items() if k in fields}
-    try:
-        config = cls.config_class(**conf)
-    except TypeError as exc:
-        raise ModelError(f"{ckpt_dir}/config.json does not match model {name!r}: {exc}") from exc
+    config = config_from_json(cls, cfg["config"], f"{ckpt_dir}/config.json")
     # The weights come from the checkpoint: do not load the backbone's pretrained weights again, except the
     # frozen parts the checkpoint refers to (installed weights, checked by sha256 below).
     refs = cfg.get("frozen_weights") or []

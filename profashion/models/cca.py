@@ -60,6 +60,8 @@ class CCAConfig(ModelConfig):
     mask_init_mean: float = 0.9  # Type-2: M ~ N(0.9, 0.7), as CSN's masks
     mask_init_std: float = 0.7
 
+    LIMITS = {**ModelConfig.LIMITS, "mask_init_mean": (-100, 100), "mask_init_std": (0, 100)}
+
 
 class ConditionalCrossAttention(nn.Module):
     """A timm ViT ``Block`` turned into the conditional cross-attention block (query = condition).

@@ -44,6 +44,9 @@ class CSNConfig(ModelConfig):
     embed_l2_weight: float = 5e-3  # CSN's --embed_loss
     mask_l1_weight: float = 5e-4  # CSN's --mask_loss
 
+    LIMITS = {**ModelConfig.LIMITS, "mask_init_mean": (-100, 100), "mask_init_std": (0, 100),
+              "embed_l2_weight": (0, 1e6), "mask_l1_weight": (0, 1e6)}
+
 
 @register(
     "csn",

@@ -117,6 +117,14 @@ class ProFashionConfig(ModelConfig):
     seed: int = 0
     clip_preprocess: bool = False  # CLIP mean/std instead of ImageNet's
 
+    LIMITS = {**ModelConfig.LIMITS, "feat_dim": (1, 4096), "ot_epsilon": (1e-6, 1e3), "ot_max_iter": (1, 100_000),
+              "attention_temperature": (1e-6, 1e3), "crop_threshold": (0, 1), "n_segments": (1, 4096),
+              "superpixel_window": (1, 1024), "superpixel_cache": (0, 1_000_000), "graph_steps": (0, 64),
+              "graph_views": (1, 64), "graph_dim": (1, 4096), "graph_tau": (1e-6, 1e3), "ln_weight": (0, 1e6),
+              "cluster_weight": (0, 1e6), "seed": (0, 2**32 - 1)}
+    CHOICES = {**ModelConfig.CHOICES, "attribute_embedding": ("table", "clip"), "transport": TRANSPORTS,
+               "superpixels": SUPERPIXELS}
+
     def preprocess(self) -> Preprocess:
         if self.clip_preprocess:
             return Preprocess(self.resize, self.image_size, CLIP_MEAN, CLIP_STD)
@@ -158,14 +166,6 @@ class ProFashion(RetrievalModel):
 
     def __init__(self, config: ProFashionConfig):
         super().__init__(config)
-        if config.transport not in TRANSPORTS:
-            raise ModelError(f"transport must be one of {', '.join(TRANSPORTS)}, got {config.transport!r}")
-        if config.superpixels not in SUPERPIXELS:
-            raise ModelError(f"superpixels must be one of {', '.join(SUPERPIXELS)}, got {config.superpixels!r}")
-        if config.attribute_embedding not in ("table", "clip"):
-            raise ModelError(f"attribute_embedding must be 'table' or 'clip', got {config.attribute_embedding!r}")
-        if not config.ot_epsilon > 0:
-            raise ModelError(f"ot_epsilon must be positive, got {config.ot_epsilon}")
         if config.attribute_embedding == "clip" and (not config.attribute_prompts
                                                      or len(config.attribute_prompts) != config.num_attributes):
             raise ModelError(f"attribute_embedding='clip' needs attribute_prompts: one prompt for each of the "

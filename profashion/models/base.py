@@ -360,6 +360,18 @@ def build_model(name: str, preset: str = "demo", num_values: list[int] | None = 
     return cls(cls.config_class(**kwargs))
 
 
+def check_settings(name: str, preset: str = "demo", **overrides) -> ModelConfig:
+    """The config ``build_model(name, preset, ...)`` would use with ``overrides``, checked (unknown keys, types,
+    ranges) without building anything; the attributes' value counts are placeholders."""
+    cls, _ = _lookup(name)
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    unknown = set(overrides) - fields - {"num_values"}
+    if unknown:
+        raise ModelError(f"unknown setting(s) for {name!r}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(fields))}")
+    return cls.config_class(**{**preset_record(name, preset)["model"], **overrides, "num_values": [2],
+                               "preset": preset})
+
+
 # --------------------------------------------------------------------------------------------------
 # Checkpoints: a folder with config.json and model.safetensors, written atomically.
 

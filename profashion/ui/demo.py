@@ -630,7 +630,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         view_out = [job_json, job_md, job_log, curve_plot]
         launch_btn.click(launch_job, [ft_model, ft_dataset, ft_preset, ft_epochs, ft_triplets, ft_batch, ft_warmup,
                                       ft_attrs, ft_frozen, ft_config], [job_dd, *view_out], api_name="launch_job",
-                         concurrency_id="jobs", concurrency_limit=1)
+                         concurrency_id="jobs", concurrency_limit=1, preprocess=False)  # jobs.launch checks the raw values
         refresh_btn.click(job_status, [job_dd], view_out, api_name="job_status", concurrency_id="tick",
                           concurrency_limit=4)
         stop_btn.click(stop_job, [job_dd], view_out, api_name="stop_job", concurrency_id="jobs")

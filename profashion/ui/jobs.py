@@ -21,7 +21,9 @@ time: a second launch while one runs is refused with a message naming the runnin
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -31,7 +33,8 @@ import time
 from pathlib import Path
 
 from profashion.data.splits import atomic_write_text
-from profashion.train.trainer import planned_epochs
+from profashion.models.backbones import WEIGHT_SUFFIXES
+from profashion.train.trainer import TrainConfig, planned_epochs
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_JOBS = "PROFASHION_JOBS"
@@ -40,6 +43,8 @@ ACTIVE = ("queued", "running")
 LOG_NAME = "train.log"
 DIED = "process ended without finishing; resume it"
 STOP_GRACE_S = 15.0
+MAX_PATH_CHARS = 1024
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class JobError(ValueError):
@@ -99,6 +104,19 @@ def _is_ours(pid: int, job_dir: Path) -> bool:
     except OSError:
         return _pid_alive(pid)  # no /proc: trust the pid
     return str(job_dir / "run") in cmd
+
+
+def _whole_number(name: str, value, lo: int) -> int:
+    """``value`` (a number or its text, as a form or an API client sends it) as an int of at least ``lo``."""
+    try:
+        f = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        f = math.nan
+    if isinstance(value, bool) or not math.isfinite(f) or f != int(f):
+        raise JobError(f"{name} must be a whole number, got {value!r:.40}")
+    if f < lo:
+        raise JobError(f"{name} must be at least {lo}, got {int(f)}")
+    return int(f)
 
 
 def _now() -> str:
@@ -167,29 +185,51 @@ class JobManager:
                     found.setdefault(str(d.resolve()), f"{d.name} ({d})")
         return [(label, path) for path, label in found.items()]
 
+    def _confined(self, path, what: str) -> Path:
+        """``path`` resolved (relative to the repo), refused unless inside an allowed data root; nothing is said of
+        whether a path outside them exists."""
+        text = str(path).strip()
+        roots = ", ".join(str(r) for r in self.data_roots)
+        if len(text) > MAX_PATH_CHARS or any(ord(c) < 32 for c in text):
+            raise JobError(f"the {what} path is not a usable path (control characters or over {MAX_PATH_CHARS} "
+                           f"characters); give a path inside the allowed data roots ({roots})")
+        p = Path(text).expanduser()
+        if ".." in p.parts:
+            raise JobError(f"the {what} path {p} contains '..'; give a path inside the allowed data roots ({roots})")
+        real = (p if p.is_absolute() else REPO / p).resolve()
+        if not any(real == r.resolve() or real.is_relative_to(r.resolve()) for r in self.data_roots):
+            raise JobError(f"the {what} path {p} is outside the allowed data roots ({roots}); set "
+                           f"{ENV_DATA_ROOTS} to allow another folder")
+        return real
+
     def resolve_dataset(self, path) -> Path:
         """The dataset folder, refused when missing, outside the allowed roots or escaping them with '..'."""
         if path is None or str(path).strip() == "":
             raise JobError("no dataset chosen: pick one from the list or type a dataset folder path")
-        p = Path(str(path).strip()).expanduser()
-        roots = ", ".join(str(r) for r in self.data_roots)
-        if ".." in p.parts:
-            raise JobError(f"the dataset path {p} contains '..'; give a path inside the allowed data roots ({roots})")
-        real = p.resolve()
-        if not any(real == r.resolve() or real.is_relative_to(r.resolve()) for r in self.data_roots):
-            raise JobError(f"the dataset path {p} is outside the allowed data roots ({roots}); set "
-                           f"{ENV_DATA_ROOTS} to allow another folder")
+        real = self._confined(path, "dataset")
         if not real.is_dir():
-            raise JobError(f"the dataset folder {p} does not exist")
+            raise JobError(f"the dataset folder {str(path).strip()} does not exist")
         return real
+
+    def _pretrained(self, value):
+        """A job's ``pretrained`` setting: null, a named weight set (``imagenet``, a hub tag), or a weights file
+        inside the data roots; any other path is refused before it is looked at."""
+        if value is None or not isinstance(value, str):
+            return value  # the config check names a wrong type
+        if re.fullmatch(r"[A-Za-z0-9_.:+-]{1,100}", value) and not value.lower().endswith(WEIGHT_SUFFIXES):
+            return value
+        real = self._confined(value, "pretrained weights")
+        if not real.is_file():
+            raise JobError(f"the pretrained weights file {value} does not exist in the data roots")
+        return str(real)
 
     # -- jobs on disk ------------------------------------------------------------------------------------
     def _dir(self, job_id: str) -> Path:
         job_id = str(job_id or "").strip()
         if not job_id:
             raise JobError("no job chosen: pick one from the job list")
-        if "/" in job_id or "\\" in job_id or job_id.startswith(".") or job_id != Path(job_id).name:
-            raise JobError(f"unknown job {job_id!r}; pick one from the job list")
+        if not JOB_ID.fullmatch(job_id):
+            raise JobError(f"unknown job {job_id!r:.60}; pick one from the job list")
         d = self.root / job_id
         if not (d / "job.json").is_file():
             raise JobError(f"unknown job {job_id!r}; refresh the job list")
@@ -303,17 +343,13 @@ class JobManager:
             raise JobError("this version of `profashion train` has no --frozen-trunk option")
         ds = self.resolve_dataset(dataset)
         args = ["--model", model, "--dataset", str(ds), "--preset", preset]
+        numbers = {}
         for flag, value in (("--epochs", epochs), ("--triplets-per-epoch", triplets_per_epoch),
                             ("--batch-size", batch_size), ("--warmup-steps", warmup_steps)):
             if value is None or value == "":
                 continue
-            try:
-                v = int(value)
-            except (TypeError, ValueError):
-                raise JobError(f"{flag[2:].replace('-', ' ')} must be a whole number, got {value!r}") from None
-            lo = 0 if flag == "--warmup-steps" else 1
-            if v < lo or v != float(value):
-                raise JobError(f"{flag[2:].replace('-', ' ')} must be a whole number of at least {lo}, got {value}")
+            numbers[flag[2:].replace("-", "_")] = v = _whole_number(flag[2:].replace("-", " "), value,
+                                                                    0 if flag == "--warmup-steps" else 1)
             args += [flag, str(v)]
         if attributes:
             names = [a.strip() for a in (attributes.split(",") if isinstance(attributes, str) else attributes)
@@ -332,8 +368,16 @@ class JobManager:
                 cfg = model_config
             if not isinstance(cfg, dict):
                 raise JobError("the model config must be a JSON object, e.g. {\"embed_dim\": 32}")
+            if "pretrained" in cfg:
+                cfg = {**cfg, "pretrained": self._pretrained(cfg["pretrained"])}
             if cfg:
                 args += ["--model-config", json.dumps(cfg)]
+        else:
+            cfg = {}
+        try:  # the settings and the run's size, checked as the trainer will, before anything starts
+            TrainConfig(model=model, dataset=str(ds), out="", preset=preset, model_overrides=cfg, **numbers).resolved()
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
         with self._lock:
             busy = self.running()
             if busy is not None:

@@ -13,8 +13,10 @@ model runs on the previous batch, and writes a folder::
 
 Embedding is resumable: finished chunks of images are kept in ``<out>.partial/`` and a rerun with the
 same checkpoint and dataset continues after the last one; the finished folder replaces ``out`` in one
-rename. ``GalleryIndex.load`` refuses an index whose files changed (sha256) and, when told the
-checkpoint or dataset it should belong to, an index built from another one.
+rename. ``GalleryIndex.load`` refuses an index whose files changed (sha256) or whose manifest does not
+record the checksum of every file it serves, and, when told the checkpoint or dataset it should belong to,
+an index built from another one. ``embeddings.npy``, the largest file and the one search does not need, is
+checked when it is first read (``GalleryIndex.embeddings``).
 
 Index kinds: ``flat`` (exact, the default), ``hnsw`` (graph, 32 links) or ``ivf`` (inverted lists,
 ``nlist ~ 4 sqrt(n)``), each with ``fp32``, ``fp16`` or ``sq8`` storage. An approximate index records its
@@ -31,6 +33,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +56,7 @@ KINDS = ("flat", "hnsw", "ivf")
 STORAGES = ("fp32", "fp16", "sq8")
 SPLIT_ORDER = ("train", "valid", "test")
 CHUNK = 2048  # images per resumable chunk
+REBUILD = "rebuild the index with `profashion index --overwrite`"
 
 
 class GalleryIndexError(ValueError):
@@ -64,6 +68,7 @@ class GalleryIndexError(ValueError):
 
 
 def _sha256_file(path: Path, h=None) -> str:
+    """sha256 of a file, read in 1 MiB blocks (bounded memory whatever its size)."""
     h = h or hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -399,11 +404,23 @@ def _search(index, q: np.ndarray, k: int):
         faiss.omp_set_num_threads(before)
 
 
+def served_files(num_attributes: int) -> list[str]:
+    """The files of an index folder that are read, each of which the manifest must record a sha256 of."""
+    return ["items.json", "values.npy", "embeddings.npy", *(f"attr_{a:02d}.faiss" for a in range(num_attributes))]
+
+
+def _changed(path: Path) -> GalleryIndexError:
+    return GalleryIndexError(f"{path} is corrupt or was changed after the index was built (its checksum does not "
+                             f"match the manifest); {REBUILD}")
+
+
 class GalleryIndex:
     """A loaded index folder: the per-attribute faiss indexes, the items and their known values."""
 
-    def __init__(self, root: Path, manifest: dict, items: dict, values: np.ndarray, indexes: list):
+    def __init__(self, root: Path, manifest: dict, items: dict, values: np.ndarray, indexes: list,
+                 verify: bool = True):
         self.root, self.manifest = root, manifest
+        self.verify = verify  # check embeddings.npy against the manifest when it is first read
         self.schema = AttributeSchema.from_json(manifest["schema"])
         self.splits: list[str] = items["split"]
         self.fids = np.asarray(items["fid"], dtype=np.int64)
@@ -411,6 +428,7 @@ class GalleryIndex:
         self.values = values
         self._indexes = indexes
         self._embeddings: np.ndarray | None = None
+        self._embeddings_lock = threading.Lock()  # one reader hashes the file; the others wait for it
         self._by_path: dict[str, int] | None = None  # resolved image path -> item, built on first use
 
     def __len__(self) -> int:
@@ -435,8 +453,8 @@ class GalleryIndex:
     @classmethod
     def load(cls, root: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
              dataset: SplitDataset | None = None, verify: bool = True) -> GalleryIndex:
-        """Load ``root``; refuse it when its files changed, or when it was built from another
-        ``checkpoint`` / ``dataset`` than the ones given."""
+        """Load ``root``; refuse it when its files changed (``verify``; embeddings.npy is checked when
+        first read), or when it was built from another ``checkpoint`` / ``dataset`` than the ones given."""
         import faiss
 
         root = Path(root)
@@ -453,13 +471,17 @@ class GalleryIndex:
             raise GalleryIndexError(f"{root} has index format {manifest.get('format')!r}, this version reads "
                               f"{INDEX_FORMAT}; rebuild it with `profashion index --overwrite`")
         if verify:
-            for name, digest in files.items():
+            served = served_files(A)
+            unchecked = [name for name in served if not isinstance(files.get(name), str)]
+            if unchecked:
+                raise GalleryIndexError(f"{mpath} records no checksum of {', '.join(unchecked)}, so a changed file "
+                                        f"would go unnoticed; {REBUILD}")
+            for name in served:
                 p = root / name
                 if not p.is_file():
                     raise GalleryIndexError(f"{root} is incomplete: {name} is missing; rebuild it with `profashion index --overwrite`")
-                if name != "embeddings.npy" and _sha256_file(p) != digest:
-                    raise GalleryIndexError(f"{p} is corrupt (its checksum does not match the manifest); rebuild "
-                                      "the index with `profashion index --overwrite`")
+                if name != "embeddings.npy" and _sha256_file(p) != files[name]:
+                    raise _changed(p)
         if checkpoint is not None:
             fp = checkpoint_fingerprint(checkpoint)
             if fp != manifest["checkpoint"]["fingerprint"]:
@@ -484,22 +506,31 @@ class GalleryIndex:
             apply_search_params(ix, manifest["index"].get("params") or {})
         if dataset is not None:  # the dataset may have moved since: take the image paths from it
             items["path"] = [str(dataset.image_path(s, f)) for s, f in zip(items["split"], items["fid"])]
-        return cls(root, manifest, items, values, indexes)
+        return cls(root, manifest, items, values, indexes, verify=verify)
 
     @property
     def embeddings(self) -> np.ndarray:
-        """(n, A, D) gallery embeddings, memory-mapped on first use."""
+        """(n, A, D) gallery embeddings, memory-mapped on first use; first checked against the manifest's
+        sha256 when the index was loaded with ``verify`` (the file is hashed in blocks, once)."""
         if self._embeddings is None:
-            p = self.root / "embeddings.npy"
-            try:
-                emb = np.load(p, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise GalleryIndexError(f"{p} cannot be read ({exc}); rebuild the index with `profashion index --overwrite`") from exc
-            if emb.shape[:2] != (len(self), self.schema.num_attributes):
-                raise GalleryIndexError(f"{p} has shape {emb.shape}, not ({len(self)}, {self.schema.num_attributes}, D); "
-                                  "rebuild the index with `profashion index --overwrite`")
-            self._embeddings = emb
+            with self._embeddings_lock:
+                if self._embeddings is None:
+                    self._embeddings = self._read_embeddings()
         return self._embeddings
+
+    def _read_embeddings(self) -> np.ndarray:
+        p = self.root / "embeddings.npy"
+        try:
+            digest = _sha256_file(p) if self.verify else None
+            emb = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise GalleryIndexError(f"{p} cannot be read ({exc}); {REBUILD}") from exc
+        if digest is not None and digest != self.manifest["files"].get("embeddings.npy"):
+            raise _changed(p)
+        if emb.shape[:2] != (len(self), self.schema.num_attributes):
+            raise GalleryIndexError(f"{p} has shape {emb.shape}, not ({len(self)}, {self.schema.num_attributes}, D); "
+                                    f"{REBUILD}")
+        return emb
 
     def search_vectors(self, queries: np.ndarray, attribute: int, k: int = 5,
                        exclude: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:

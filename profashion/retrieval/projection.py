@@ -11,6 +11,12 @@ How well an attribute space separates the attribute's values, measured in the em
 - ``knn_accuracy``: leave-one-out k-nearest-neighbour (cosine, k = 5, majority vote with ties to the
   nearest) accuracy of the value, in percent; ``chance`` is the share of the most common value;
 - ``silhouette``: the mean silhouette coefficient of the values (cosine distance), in [-1, 1].
+
+A degenerate space is refused before any of that (:func:`space_defect`): NaN or infinite values, or every
+point (nearly) the same, which is what a model whose space collapsed in training makes of every image
+(scikit-learn's t-SNE crashes the process on such a set). ``project_2d`` and ``attribute_projection`` raise
+:class:`DegenerateSpaceError` with one sentence; ``disentanglement_table`` marks the attribute collapsed;
+``collapsed_attributes`` lists a model's degenerate attributes cheaply.
 """
 
 from __future__ import annotations
@@ -25,6 +31,13 @@ import numpy as np
 from profashion.retrieval.index import GalleryIndex, GalleryIndexError
 
 METHODS = ("tsne", "umap")
+COLLAPSE_TOL = 1e-5  # points closer than this share of the largest norm count as one point
+MIN_DISTINCT = 3  # distinct points a space needs to be mapped or measured
+SCORES = ("knn_accuracy", "chance", "silhouette")
+
+
+class DegenerateSpaceError(GalleryIndexError):
+    """An embedding space with nothing to project: not finite, or collapsed to a point or two."""
 
 
 @dataclasses.dataclass
@@ -74,12 +87,41 @@ def disentanglement(embeddings: np.ndarray, labels: np.ndarray, k: int = 5) -> d
     return out
 
 
-def project_2d(embeddings: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
-    """(n, 2) t-SNE or UMAP coordinates of an (n, D) embedding set (cosine metric), seeded."""
+def space_defect(embeddings: np.ndarray) -> str | None:
+    """Why an (n, D) embedding set cannot be projected or measured, as the predicate of a sentence about
+    it, or None when it can: NaN or infinite values, or (from ``MIN_DISTINCT`` points on) fewer than
+    ``MIN_DISTINCT`` points further apart than ``COLLAPSE_TOL`` times the largest norm."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    n = len(x)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        return (f"hold NaN or infinite values ({n - int(finite.sum())} of {n} items): the model's training "
+                "diverged and there is nothing to project or measure; retrain it")
+    if n < MIN_DISTINCT:
+        return None
+    centred = x - x.mean(axis=0)
+    spread = float(np.sqrt((centred ** 2).sum(axis=1).max()))
+    tol = COLLAPSE_TOL * float(np.sqrt((x ** 2).sum(axis=1).max()))
+    distinct = 1 if spread <= tol else len(np.unique(np.round(centred / tol), axis=0))
+    if distinct >= MIN_DISTINCT:
+        return None
+    shape = (f"are all (nearly) identical (spread {spread:.1e})" if distinct == 1
+             else f"fall on only {distinct} distinct points among {n} items")
+    return (f"{shape}: the model's space collapsed in training and there is nothing to project or measure; "
+            "retrain it (the warm-up of the demo presets, --warmup-steps, prevents this)")
+
+
+def project_2d(embeddings: np.ndarray, method: str = "tsne", seed: int = 0,
+               what: str = "the embeddings") -> np.ndarray:
+    """(n, 2) t-SNE or UMAP coordinates of an (n, D) embedding set (cosine metric), seeded; a degenerate
+    set (:func:`space_defect`) raises DegenerateSpaceError, ``what`` naming it in the sentence."""
     x = np.asarray(embeddings, dtype=np.float32)
     n = len(x)
     if method not in METHODS:
         raise GalleryIndexError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
+    defect = space_defect(x)
+    if defect:
+        raise DegenerateSpaceError(f"{what} {defect}")
     if n < 3:
         return np.zeros((n, 2), np.float32) if n < 2 else np.array([[-1.0, 0.0], [1.0, 0.0]], np.float32)
     if method == "tsne":
@@ -100,6 +142,20 @@ def project_2d(embeddings: np.ndarray, method: str = "tsne", seed: int = 0) -> n
     return np.asarray(xy, dtype=np.float32)
 
 
+def _sample(items: np.ndarray, max_points: int, seed: int) -> np.ndarray:
+    """At most ``max_points`` of ``items``, a seeded sample in order."""
+    if len(items) <= max_points:
+        return items
+    return np.sort(np.random.default_rng(seed).choice(items, size=max_points, replace=False))
+
+
+def _embeddings_of(index: GalleryIndex, attribute: str) -> str:
+    """The subject of a defect sentence: "the 'colour' embeddings of model asen (checkpoint asen-ft)"."""
+    ckpt = Path(index.manifest["checkpoint"]["path"]).name
+    return (f"the {attribute!r} embeddings of model {index.model_name}"
+            + ("" if ckpt == index.model_name else f" (checkpoint {ckpt})"))
+
+
 def _cache_path(index: GalleryIndex, method: str, attribute: str, seed: int, max_points: int) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in attribute)
     return index.root / "projections" / f"{method}-{safe}-s{seed}-n{max_points}.npz"
@@ -110,7 +166,8 @@ def attribute_projection(index: GalleryIndex, attribute: str | int, method: str 
     """The 2-D map of ``attribute``'s embedding space of the gallery, coloured by known value.
 
     At most ``max_points`` labelled items (a seeded sample) are projected. Cached beside the index when
-    its folder is writable; a damaged cache file is recomputed.
+    its folder is writable; a damaged cache file, or one that does not fit the index, is recomputed. A
+    degenerate space raises DegenerateSpaceError.
     """
     a = index.schema.attribute_index(attribute)
     name = index.schema.names[a]
@@ -120,7 +177,8 @@ def attribute_projection(index: GalleryIndex, attribute: str | int, method: str 
     if cache and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                if str(z["fingerprint"]) == index.manifest["checkpoint"]["fingerprint"]:
+                if str(z["fingerprint"]) == index.manifest["checkpoint"]["fingerprint"] and \
+                        _fits(index, a, z["items"], z["xy"], z["values"]):
                     return Projection(name, method, z["items"], z["xy"], z["values"], list(index.schema.values[a]),
                                       _nan_none(z["knn"]), _nan_none(z["chance"]), _nan_none(z["silhouette"]),
                                       cached=True)
@@ -129,17 +187,24 @@ def attribute_projection(index: GalleryIndex, attribute: str | int, method: str 
     items = np.flatnonzero(index.values[:, a] >= 0)
     if len(items) == 0:
         raise GalleryIndexError(f"no gallery item has a known {name!r} value: there is nothing to colour")
-    if len(items) > max_points:
-        items = np.sort(np.random.default_rng(seed).choice(items, size=max_points, replace=False))
+    items = _sample(items, max_points, seed)
     emb = np.asarray(index.embeddings[items, a], dtype=np.float32)
     labels = index.values[items, a]
+    xy = project_2d(emb, method, seed, what=_embeddings_of(index, name))  # first: it refuses a degenerate space
     scores = disentanglement(emb, labels)
-    xy = project_2d(emb, method, seed)
     proj = Projection(name, method, items, xy, labels, list(index.schema.values[a]), scores["knn_accuracy"],
                       scores["chance"], scores["silhouette"])
     if cache:
         _save_cache(path, proj, index.manifest["checkpoint"]["fingerprint"])
     return proj
+
+
+def _fits(index: GalleryIndex, a: int, items: np.ndarray, xy: np.ndarray, values: np.ndarray) -> bool:
+    """Whether cached arrays are a drawable map of attribute ``a`` of this index: gallery items with their
+    known values, one finite point each."""
+    return (items.ndim == 1 and items.dtype.kind in "iu" and bool(((items >= 0) & (items < len(index))).all())
+            and xy.shape == (len(items), 2) and bool(np.isfinite(xy).all())
+            and np.array_equal(values, index.values[items, a]))
 
 
 def _nan_none(v) -> float | None:
@@ -163,12 +228,28 @@ def _save_cache(path: Path, p: Projection, fingerprint: str) -> None:
 
 
 def disentanglement_table(index: GalleryIndex, max_points: int = 2000, seed: int = 0) -> dict[str, dict]:
-    """kNN accuracy, chance and silhouette for every attribute of an index (no projection needed)."""
+    """kNN accuracy, chance and silhouette for every attribute of an index (no projection needed), as
+    plain JSON values. A degenerate space (:func:`space_defect`) has ``collapsed`` true, the sentence why in
+    ``defect`` and None scores; a sound one ``collapsed`` false and ``defect`` None."""
     out = {}
     for a, name in enumerate(index.schema.names):
-        items = np.flatnonzero(index.values[:, a] >= 0)
-        if len(items) > max_points:
-            items = np.sort(np.random.default_rng(seed).choice(items, size=max_points, replace=False))
-        out[name] = {"n": int(len(items)),
-                     **disentanglement(np.asarray(index.embeddings[items, a]), index.values[items, a])}
+        items = _sample(np.flatnonzero(index.values[:, a] >= 0), max_points, seed)
+        emb = np.asarray(index.embeddings[items, a], dtype=np.float32)
+        defect = space_defect(emb)
+        scores = dict.fromkeys(SCORES) if defect else disentanglement(emb, index.values[items, a])
+        out[name] = {"n": int(len(items)), **scores, "collapsed": bool(defect),
+                     "defect": f"{_embeddings_of(index, name)} {defect}" if defect else None}
+    return out
+
+
+def collapsed_attributes(index: GalleryIndex, sample: int = 256, seed: int = 0) -> dict[str, str]:
+    """The attributes whose gallery embeddings are degenerate (:func:`space_defect`), each with the
+    sentence why; empty for a sound model. Reads a seeded sample of ``sample`` items: cheap."""
+    items = _sample(np.arange(len(index)), sample, seed)
+    emb = np.asarray(index.embeddings[items], dtype=np.float32)
+    out = {}
+    for a, name in enumerate(index.schema.names):
+        defect = space_defect(emb[:, a])
+        if defect:
+            out[name] = f"{_embeddings_of(index, name)} {defect}"
     return out

@@ -19,7 +19,9 @@ column per attribute; an empty cell means "unknown". :func:`import_csv` writes:
   numbers under the other. With the default layout the files are byte-identical to earlier versions.
 
 A catalogue too small for the requested fractions (an eval split that would hold no query, i.e. no two
-of its images sharing a value) is refused with the smallest fraction that works for the seed.
+of its images sharing a value) is refused with the smallest fraction that works for the seed; so are
+valid and test fractions both 0 (nothing to evaluate on) and image paths that are absolute or lead out of
+the image root once ``..`` is resolved (symlinks are resolved when an image is opened).
 
 Train/valid/test split (seeded, stratified). Each row's stratum is its RAREST known label: the
 (attribute, value) with the fewest images in the whole catalogue (ties: attribute order, then value
@@ -53,6 +55,7 @@ from profashion.data.splits import (
     EVAL_LAYOUTS,
     AttributeSchema,
     DatasetError,
+    check_image_path,
     eval_query_split,
     move_folder_into_place,
     write_meta,
@@ -156,6 +159,9 @@ def _check_fractions(valid_fraction: float, test_fraction: float, query_fraction
         )
     if not 0 < query_fraction < 1:
         raise DatasetError(f"query_fraction must be between 0 and 1, got {query_fraction}")
+    if valid_fraction == 0 and test_fraction == 0:
+        raise DatasetError("valid_fraction and test_fraction are both 0, which leaves no valid or test query to "
+                           "evaluate a model on; give the test split a share, e.g. --test-fraction 0.2")
 
 
 
@@ -278,6 +284,7 @@ def import_csv(
 
     first_line: dict[str, int] = {}
     for p, ln in zip(paths, lines):
+        check_image_path(p, image_root, f"{csv_path}, line {ln}")
         if p in first_line:
             raise DatasetError(f"{csv_path}, line {ln}: image {p!r} is already listed on line {first_line[p]}")
         first_line[p] = ln

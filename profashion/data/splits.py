@@ -3,6 +3,7 @@
 A dataset folder holds (0-based indices everywhere):
 
 - ``filenames_<split>.txt``: one image path per line, relative to the image root; line = image id (fid).
+  A path that is absolute or leads out of the root (``..``; symlinks when an image is opened) is refused.
 - ``label_<split>.txt``: ``fid a1 v1 [a2 v2 ...]``. The official files only have ``label_train.txt``;
   our own datasets (synthetic, CSV imports) also write ``label_valid.txt`` and ``label_test.txt`` so the
   app can show every known value of a retrieved item.
@@ -205,6 +206,20 @@ def _check_label(path, lineno, schema: AttributeSchema, a: int, v: int) -> None:
         )
 
 
+def check_image_path(path: str, root: str | os.PathLike | None, where: str, resolve: bool = False) -> None:
+    """Refuse an image path that is absolute or leads out of the image ``root`` once ``..`` is resolved and,
+    with ``resolve`` (a disk look-up, done when an image is opened), once symlinks are resolved too; the
+    root's own path may be a symlink. The error names ``where`` (file and line) and the root."""
+    outside = os.path.isabs(path) or (".." in path and os.path.normpath(path).split(os.sep)[0] == os.pardir)
+    if not outside and resolve and root is not None:
+        real_root = os.path.realpath(root)
+        outside = os.path.commonpath([real_root, os.path.realpath(os.path.join(real_root, path))]) != real_root
+    if outside:
+        raise DatasetError(f"{where}: image path {path!r} leads out of the image root"
+                           f"{f' {root}' if root is not None else ''}; "
+                           "image paths must be relative to it and stay inside it")
+
+
 def _check_fid(path, lineno, fid: int, num_images: int | None) -> None:
     if fid < 0 or (num_images is not None and fid >= num_images):
         raise DatasetError(
@@ -267,7 +282,10 @@ class SplitDataset:
             raise DatasetError(f"{self.root}: filenames_{split}.txt is missing, so images cannot be found")
         if self.image_root is None:
             raise DatasetError(f"{self.root}: no image root; pass --image-root DIR")
-        return self.image_root / s.filenames[fid]
+        path = s.filenames[fid]
+        check_image_path(path, self.image_root, f"{self.root / f'filenames_{split}.txt'}, line {fid + 1}",
+                         resolve=True)
+        return self.image_root / path
 
     def mask_path(self, split: str, fid: int) -> Path | None:
         if self.mask_root is None:
@@ -340,6 +358,8 @@ def load_dataset(root: str | os.PathLike, image_root: str | os.PathLike | None =
         if not (fn.is_file() or lab.is_file() or q.is_file()):
             continue
         filenames = read_filenames(fn) if fn.is_file() else None
+        for i, path in enumerate(filenames or []):  # symlinks are resolved when an image is opened (image_path)
+            check_image_path(path, ds.image_root, f"{fn}, line {i + 1}")
         n = len(filenames) if filenames is not None else None
         labels = read_labels(lab, schema, n) if lab.is_file() else np.zeros((0, 3), np.int64)
         queries = read_pairs(q, schema, n) if q.is_file() else None

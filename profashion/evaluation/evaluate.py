@@ -7,7 +7,7 @@ import torch
 
 from profashion.data.loading import SplitImages, to_model_input
 from profashion.data.splits import SplitDataset
-from profashion.evaluation.retrieval_map import MAPResult, mean_average_precision
+from profashion.evaluation.retrieval_map import MAPResult, eval_rows, mean_average_precision
 from profashion.models.base import RetrievalModel
 
 
@@ -46,13 +46,11 @@ def evaluate_model(model: RetrievalModel, dataset: SplitDataset, split: str = "v
                    images: SplitImages | None = None, progress: bool = False, trunk=None) -> MAPResult:
     """Retrieval mAP of ``model`` on the query/candidate files of ``split`` (PROTOCOL.md); ``trunk``: see
     :func:`embed_rows`."""
-    s = dataset.split(split)
-    if s.queries is None:
-        raise ValueError(f"the {split} split of {dataset.root} has no query/candidate files")
+    qs, cs = eval_rows(dataset, split)
     if images is None:
-        fids = np.concatenate([s.queries[:, 0], s.candidates[:, 0]])
+        fids = np.concatenate([qs[:, 0], cs[:, 0]])
         images = SplitImages(dataset, split, model.preprocess, fids=fids, progress=progress)
-    q = embed_rows(model, images, s.queries, batch_size, progress, f"{split} queries", trunk)
-    c = embed_rows(model, images, s.candidates, batch_size, progress, f"{split} candidates", trunk)
-    return mean_average_precision(q, s.queries[:, 1], s.queries[:, 2], c, s.candidates[:, 1], s.candidates[:, 2],
-                                  dataset.schema.num_attributes).attach_split(s.queries, s.candidates)
+    q = embed_rows(model, images, qs, batch_size, progress, f"{split} queries", trunk)
+    c = embed_rows(model, images, cs, batch_size, progress, f"{split} candidates", trunk)
+    return mean_average_precision(q, qs[:, 1], qs[:, 2], c, cs[:, 1], cs[:, 2],
+                                  dataset.schema.num_attributes).attach_split(qs, cs)

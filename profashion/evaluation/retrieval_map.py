@@ -293,6 +293,8 @@ def mean_average_precision(
         raise ValueError("num_attributes must be at least 1")
     if chunk < 1:
         raise ValueError("chunk must be at least 1")
+    if len(query_attr) == 0:
+        raise ValueError("there is no query: the mAP of an empty query set is undefined")
     q = _as_float_tensor(query_emb, device, "query_emb")
     c = _as_float_tensor(cand_emb, device, "cand_emb")
     if q.shape[1] != c.shape[1]:
@@ -330,7 +332,7 @@ def mean_average_precision(
     per_attribute = [
         float(100.0 * ap[qa == a].mean()) if n_queries[a] else math.nan for a in range(num_attributes)
     ]
-    overall = float(100.0 * ap.mean()) if len(ap) else math.nan
+    overall = float(100.0 * ap.mean())
     return MAPResult(overall=overall, per_attribute=per_attribute, n_queries=n_queries, query_ap=ap,
                      query_attr=qa.copy())
 
@@ -347,6 +349,18 @@ def random_embeddings(n: int, dim: int = 128, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def eval_rows(dataset: SplitDataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (queries, candidates) rows of ``split``; a split without query files or without a query (whose
+    mAP would be undefined) is refused."""
+    s = dataset.split(split)
+    if s.queries is None or s.candidates is None:
+        raise DatasetError(f"{dataset.root}: the {split} split has no query/candidate files")
+    if not len(s.queries):
+        raise DatasetError(f"{dataset.root}: the {split} split has no query, so it has no mAP to measure; evaluate "
+                           f"another split or rebuild the dataset with more {split} images")
+    return s.queries, s.candidates
+
+
 def evaluate_random(dataset: SplitDataset, split: str = "test", seed: int = 0, dim: int = 128) -> MAPResult:
     """The protocol with one random vector per image id of ``split`` (labels only, no image needed).
 
@@ -354,16 +368,11 @@ def evaluate_random(dataset: SplitDataset, split: str = "test", seed: int = 0, d
     with a candidate; in the all-attributes layout an image can be a query under one attribute and a
     candidate under another, but the protocol never compares rows of different attributes.
     """
-    s = dataset.split(split)
-    if s.queries is None or s.candidates is None:
-        raise DatasetError(f"{dataset.root}: the {split} split has no query/candidate files")
-    n = s.num_images
-    if len(s.queries):
-        n = max(n, int(s.queries[:, 0].max()) + 1)
-    if len(s.candidates):
-        n = max(n, int(s.candidates[:, 0].max()) + 1)
+    qs, cs = eval_rows(dataset, split)
+    n = max(dataset.split(split).num_images, int(qs[:, 0].max()) + 1)
+    if len(cs):
+        n = max(n, int(cs[:, 0].max()) + 1)
     emb = random_embeddings(n, dim=dim, seed=seed)
-    qs, cs = s.queries, s.candidates
     return mean_average_precision(
         emb[qs[:, 0]], qs[:, 1], qs[:, 2], emb[cs[:, 0]], cs[:, 1], cs[:, 2], dataset.schema.num_attributes
     ).attach_split(qs, cs)

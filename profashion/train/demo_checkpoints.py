@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from profashion.data.splits import atomic_write_text, move_folder_into_place
-from profashion.train.trainer import planned_epochs
+from profashion.train.trainer import planned_epochs, run_started
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = {"train": 6000, "valid": 800, "test": 2000, "size": 160, "seed": 0}
@@ -115,7 +115,7 @@ def train_one(model: str, data: Path, run: Path, schedule: list[str], resume: bo
     and the seconds it took."""
     cmd = [sys.executable, "-m", "profashion.cli", "train", "--model", model, "--dataset", str(data),
            "--preset", "demo", "--out", str(run), *schedule]
-    if run.exists() and any(run.iterdir()):
+    if run_started(run):  # a run stopped before its first epoch ended is simply started again
         if not resume:
             raise SystemExit(f"error: {run} already holds a run; pass --resume to continue it or remove it")
         done, total = _run_state(run)

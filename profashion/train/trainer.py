@@ -25,6 +25,8 @@ import dataclasses
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -482,6 +484,18 @@ def _log(msg: str, d: Dist) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+# What a run writes before its first checkpoint: args.json, and the temporary files of a write or a
+# checkpoint save killed half-way (atomic_write_text, save_checkpoint)
+_BEFORE_FIRST_EPOCH = re.compile(r"args\.json|\.(args\.json|metrics\.jsonl|last|best)\..+\.tmp")
+
+
+def run_started(out: Path) -> bool:
+    """Whether the run folder ``out`` holds more than a run writes before its first checkpoint, i.e. whether
+    a fresh start there would overwrite work (a run stopped before its first epoch ended would not)."""
+    out = Path(out)
+    return out.is_dir() and any(not _BEFORE_FIRST_EPOCH.fullmatch(p.name) for p in out.iterdir())
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the run folder (``best/`` is the selected model)."""
     d = setup_distributed(cfg.device)
@@ -500,16 +514,23 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
             read_checkpoint_config(out / "last")  # also recovers a save killed between its renames
         except ModelError:
             pass
-        if not (out / "last" / "config.json").is_file():
+        restart = not (out / "last" / "config.json").is_file()  # stopped before its first epoch ended
+        if restart and run_started(out):
+            raise ModelError(f"nothing to resume in {out}: it has no last/ checkpoint but holds more than a run "
+                             "stopped before its first epoch; choose another --out")
+        if restart and not args_path.is_file():
             raise ModelError(f"nothing to resume in {out}: it has no last/ checkpoint; start without --resume")
         saved = json.loads(args_path.read_text())
         # the run's own settings win; only the epoch count may be extended and the device changed
         saved["epochs"] = cfg.epochs if cfg.epochs is not None else saved["epochs"]
         saved["device"] = cfg.device
         cfg = TrainConfig(**saved)
-    else:
-        if out.exists() and any(out.iterdir()):
-            raise ModelError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+        if restart:
+            _log(f"{out} was stopped before its first epoch ended: starting it again from epoch 1 with its saved "
+                 "settings", d)
+            resume = False
+    elif run_started(out):
+        raise ModelError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     cfg = cfg.resolved()
 
     ds = load_dataset(cfg.dataset, cfg.image_root)
@@ -528,7 +549,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
     if skipped:
         _log("attributes without a usable (anchor, positive, negative) triple are not trained: "
              + ", ".join(schema.names[a] for a in skipped), d)
-    has_valid = "valid" in ds.splits and ds.splits["valid"].queries is not None
+    valid = ds.splits.get("valid")
+    has_valid = valid is not None and valid.queries is not None and len(valid.queries) > 0  # else: lowest loss
 
     torch.manual_seed(cfg.seed)
     start_epoch, best, history = 0, -math.inf, []
@@ -548,6 +570,12 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
 
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
+        for p in out.iterdir():  # leftovers of writes killed half-way: nothing else writes into the folder
+            if p.name != "args.json" and _BEFORE_FIRST_EPOCH.fullmatch(p.name):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
         atomic_write_text(args_path, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
     train_fids = np.unique(train_labels[:, 0])

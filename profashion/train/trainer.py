@@ -45,11 +45,13 @@ from profashion.models.base import (
     ModelError,
     RetrievalModel,
     build_model,
+    check_settings,
     load_model,
     preset_record,
     read_checkpoint_config,
     save_checkpoint,
 )
+from profashion.train.limits import check_run_size
 
 
 # The schedule of a run comes from its model's preset record (profashion.models.presets: model settings and
@@ -99,6 +101,9 @@ class TrainConfig:
             raise ValueError(f"--warmup-target must be 'backbone' or 'embedding', got {cfg.warmup_target!r}")
         if not cfg.lr > 0:
             raise ValueError(f"--lr must be positive, got {cfg.lr}")
+        settings = check_settings(cfg.model, cfg.preset, **cfg.model_overrides)
+        check_run_size(int(cfg.epochs), int(cfg.batch_size), int(cfg.triplets_per_epoch), int(cfg.warmup_steps),
+                       int(cfg.stage2_epochs), settings.image_size)
         return cfg
 
     @property

@@ -282,3 +282,17 @@ def test_the_real_datasets_still_load(shared_data, tmp_path):
         paths = [r["image"] for _, r in zip(range(20), csv.DictReader(f))]
     ds = load_dataset(_dataset(tmp_path / "fp", {"train": paths}, image_root=str(fp)))
     assert all(ds.image_path("train", i).is_file() for i in range(20))
+
+
+def test_a_zappos_filename_leading_out_of_its_image_root_is_refused(tmp_path):
+    import numpy as np
+
+    from profashion.data.zappos import ZapposTriplets
+
+    (tmp_path / "images").mkdir()
+    t = ZapposTriplets(["ok/a.jpg", "../../etc/passwd", "/etc/passwd"], ["class"],
+                       np.zeros((1, 4), np.int64), image_root=tmp_path / "images")
+    assert t.image_path(0) == tmp_path / "images" / "ok" / "a.jpg"
+    for i in (1, 2):
+        with pytest.raises(DatasetError, match="leads out of the image root"):
+            t.image_path(i)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from profashion.data.splits import DatasetError
+from profashion.data.splits import DatasetError, check_image_path
 
 CONDITIONS = ("class", "closure", "gender", "heel")
 ZAPPOS_SPLITS = ("train", "val", "test")
@@ -48,7 +48,9 @@ class ZapposTriplets:
     def image_path(self, index: int) -> Path:
         if self.image_root is None:
             raise DatasetError("no image root for these triplets")
-        return self.image_root / self.filenames[int(index)]
+        name = self.filenames[int(index)]
+        check_image_path(name, self.image_root, f"image {int(index)} of the triplets", resolve=True)
+        return self.image_root / name
 
 
 def triplet_list_path(root, condition: str, split: str) -> Path:

@@ -220,3 +220,61 @@ def test_hostile_job_ids_are_one_sentence(manager, job_id):
 def test_hostile_dataset_paths_are_one_sentence(manager, path):
     with pytest.raises(JobError, match="not a usable path"):
         manager.launch("asen", path)
+
+
+# -- a public Space ---------------------------------------------------------------------------------------------
+
+
+def test_training_is_off_on_a_space_unless_its_owner_enables_it(monkeypatch, tmp_path, tiny_synth):
+    from profashion.ui.jobs import training_enabled
+
+    monkeypatch.delenv("PROFASHION_TRAINING", raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/profashion-explorer")
+    assert not training_enabled()
+    manager = JobManager(tmp_path / "jobs", [tiny_synth.parent])
+    for action, args in ((manager.launch, ("asen", tiny_synth)), (manager.stop, ("x",)), (manager.resume, ("x",))):
+        with pytest.raises(JobError, match="training is off on this public Space.*PROFASHION_TRAINING=1"):
+            action(*args)
+    monkeypatch.setenv("PROFASHION_TRAINING", "1")
+    assert training_enabled()
+    monkeypatch.delenv("SPACE_ID")
+    monkeypatch.setenv("PROFASHION_TRAINING", "0")
+    assert not training_enabled()
+
+
+def test_server_folders_are_shown_by_their_public_names(tmp_path, tiny_synth):
+    from profashion.ui.jobs import REPO
+
+    manager = JobManager(tmp_path / "jobs", [REPO / "data", REPO.parent / "shared" / "data", tiny_synth.parent])
+    text = manager.public(f"ran {sys.executable} on {tiny_synth} into {tmp_path / 'jobs' / 'j1'} from {REPO}")
+    assert str(tmp_path) not in text and str(REPO) not in text and str(tiny_synth.parent) not in text
+    assert text == "ran python on <data root 3>/synth into <jobs>/j1 from ."
+    assert manager.public(str(REPO / "data" / "synth160")) == "data/synth160"
+    assert manager.public(str(REPO.parent / "shared" / "data" / "x")) == "../shared/data/x"
+    # a public name given back (the dataset list's values) is the server folder again, still confined
+    assert manager.resolve_dataset("<data root 3>/synth") == tiny_synth.resolve()
+    with pytest.raises(JobError, match="contains '..'"):
+        manager.resolve_dataset("<data root 3>/../x")
+    assert all(not path.startswith("/") for _, path in manager.datasets())
+
+
+def test_a_checkpoint_whose_weights_changed_after_saving_is_refused(tmp_path):
+    """The weights file keeps a valid header (safetensors would load it): only its recorded sha256 catches it."""
+    ckpt = save_checkpoint(build_model("triplet", "scratch", [2, 3], image_size=32, resize=32), tmp_path / "c")
+    assert len(json.loads((ckpt / "config.json").read_text())["weights_sha256"]) == 64
+    load_model(ckpt)
+    data = bytearray((ckpt / "model.safetensors").read_bytes())
+    data[-5] ^= 0xFF  # a bit of the last tensor
+    (ckpt / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="not the file its config.json was saved with"):
+        load_model(ckpt)
+
+
+def test_every_shipped_checkpoint_records_and_matches_its_weights_checksum():
+    from profashion.models.pretrained import file_sha256
+    from profashion.ui.jobs import REPO
+
+    configs = sorted((REPO / "checkpoints").glob("*/config.json"))
+    assert configs
+    for cfg in configs:
+        assert json.loads(cfg.read_text())["weights_sha256"] == file_sha256(cfg.parent / "model.safetensors")

@@ -385,6 +385,8 @@ def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: di
     """
     from safetensors.torch import save_file
 
+    from profashion.models.pretrained import file_sha256
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -399,6 +401,7 @@ def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: di
             "model": model.name,
             "config": model.config.to_json(),
             "preprocess": model.preprocess.to_json(),
+            "weights_sha256": file_sha256(tmp / "model.safetensors"),
             **({"frozen_weights": [{"module": p, "name": m.weights_name, "sha256": m.weights_sha256}
                                    for p, m in referenced.items()]} if referenced else {}),
             **(extra or {}),
@@ -474,6 +477,8 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from profashion.models.pretrained import file_sha256
+
     ckpt_dir = Path(ckpt_dir)
     cfg = read_checkpoint_config(ckpt_dir)
     name = cfg["model"]
@@ -502,6 +507,10 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
     weights = ckpt_dir / "model.safetensors"
     if not weights.is_file():
         raise ModelError(f"{ckpt_dir} has no model.safetensors")
+    recorded_sha = cfg.get("weights_sha256")  # absent in checkpoints written before it was recorded
+    if recorded_sha is not None and file_sha256(weights) != recorded_sha:
+        raise ModelError(f"{weights} is not the file its config.json was saved with (its sha256 differs): it was "
+                         "changed or damaged after saving; retrain or copy the checkpoint again")
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:

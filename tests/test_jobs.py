@@ -121,9 +121,9 @@ def test_datasets_outside_the_allowed_roots_are_refused(app, roots, tmp_path):
         launch(client, f"{roots['data']}/../../{outside.parent.name}/synth")
     with pytest.raises(AppError, match="does not exist"):
         launch(client, roots["data"] / "nothing-here")
-    with pytest.raises(AppError, match="unknown model|not in the list of choices"):
+    with pytest.raises(AppError, match="(?i)unknown model|not in the list of choices"):
         launch(client, roots["synth"], model="resnet-9000")
-    with pytest.raises(AppError, match="preset 'paper' is not offered|not in the list of choices|JSON object"):
+    with pytest.raises(AppError, match="(?i)preset 'paper' is not offered|not in the list of choices|JSON object"):
         client.predict("asen", str(roots["synth"]), "paper" if not torch.cuda.is_available() else "demo", 1, 64, 16,
                        2, "", False, "[1, 2]", api_name="/launch_job")
     with pytest.raises(AppError, match="JSON object"):
@@ -194,3 +194,18 @@ def test_a_job_whose_process_vanished_is_failed_and_resumable(roots, tmp_path):
     assert json.loads((d / "job.json").read_text())["status"] == "failed"
     with pytest.raises(JobError, match="unknown job"):
         jobs.get("../etc")
+
+
+def test_the_page_shows_no_server_folder_of_the_jobs_or_data_roots(app, roots):
+    """The dataset list, the roots and the job view name folders by public names (``<data root 1>/synth``)."""
+    import urllib.request
+
+    client = app["client"]
+    page = urllib.request.urlopen(client.src.rstrip("/") + "/config", timeout=30).read().decode()
+    assert str(roots["data"]) not in page and str(roots["jobs"]) not in page
+    assert "<data root 1>/synth" in page
+    job_id = launch(client, "<data root 1>/synth", epochs=1)  # a public name is accepted back
+    record, md, log, _ = client.predict(job_id, api_name="/job_status")
+    shown = json.dumps(record) + md + log
+    assert str(roots["data"]) not in shown and str(roots["jobs"]) not in shown
+    wait(client, job_id, lambda r: r["status"] not in ("queued", "running"))

@@ -235,6 +235,7 @@ class Catalog:
             if (out / "manifest.json").is_file():
                 try:
                     index = GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=ds)
+                    index.embeddings  # noqa: B018 - checked against its checksum now, not at the first plot
                 except GalleryIndexError:
                     index = None  # damaged: build it again
             if index is None:

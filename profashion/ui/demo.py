@@ -23,7 +23,7 @@ from profashion.explain.scatter import scatter_svg
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
 from profashion.ui.catalog import MAX_UPLOAD_BYTES, Catalog
-from profashion.ui.jobs import JobError, JobManager, default_data_roots, default_jobs_root
+from profashion.ui.jobs import TRAINING_OFF, JobError, JobManager, default_data_roots, default_jobs_root
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
             tr = schedule(job.get("model"), job.get("preset", "demo"))
             total = int(tr["epochs"]) + int(tr.get("stage2_epochs") or 0)
         status = job["status"] + (f" ({job['reason']})" if job.get("reason") else "")
-        lines = [f"**Job {job_id}**: {job['model']} on `{job['dataset']}`, preset {job['preset']}",
+        lines = [f"**Job {job_id}**: {job['model']} on `{jobs.public(job['dataset'])}`, preset {job['preset']}",
                  f"**Status: {status}**; epochs done {done}" + (f"/{total}" if total else "")]
         if records:
             last = records[-1]
@@ -395,15 +395,16 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
             lines.append("Resume continues it from its last finished epoch.")
         times = ", ".join(f"{k} {job[k]}" for k in ("created", "started", "ended") if job.get(k))
         lines.append(f"_{times}; pid {job.get('pid')}; resumed {job.get('resumed', 0)} time(s)_")
-        record = {**job, "epochs_done": done, "epochs_total": total, "metrics": records,
+        record = {**job, "dataset": jobs.public(job["dataset"]), "args": [jobs.public(str(a)) for a in job["args"]],
+                  "epochs_done": done, "epochs_total": total, "metrics": records,
                   "checkpoint_model": job_id if job_id in catalog.models else None}
-        return (record, "\n\n".join(lines), jobs.log(job_id), _curves(records) if plot else None)
+        return (record, "\n\n".join(lines), jobs.public(jobs.log(job_id)), _curves(records) if plot else None)
 
     def _guard(fn, *args):
         try:
             return fn(*args)
         except (JobError, QueryError) as exc:
-            raise _error(exc) from None
+            raise _error(JobError(jobs.public(str(exc)))) from None
 
     def launch_job(model, dataset, preset, epochs, triplets, batch, warmup, attributes, frozen, model_config):
         job = _guard(jobs.launch, model, dataset, preset or "demo", epochs, triplets, batch, warmup, attributes,
@@ -542,9 +543,10 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                       "EfficientNet-Lite0, minutes on a CPU) is offered" + (", and frozen-trunk training for the ViT "
                       "models (cca1, cca2, tf-csn, tf-asen: the trunk's features are computed once and only the "
                       "head trains)." if jobs.frozen_trunk else "."))
-                roots = ", ".join(f"`{r}`" for r in jobs.data_roots)
-                gr.Markdown(f"{hw} Datasets are taken from the allowed data roots only: {roots}. Jobs live in "
-                            f"`{jobs.root}`.")
+                roots = ", ".join(f"`{jobs.public(str(r))}`" for r in jobs.data_roots)
+                gr.Markdown(f"{hw} Datasets are taken from the allowed data roots only: {roots}.")
+                if not jobs.enabled:
+                    gr.Markdown(f"**{TRAINING_OFF[0].upper() + TRAINING_OFF[1:]}.**", elem_id="training-off")
                 datasets = jobs.datasets()
                 all_models = available_models()
                 demo_p = schedule("asen" if "asen" in all_models else all_models[0], "demo")
@@ -570,15 +572,15 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                                            placeholder='{"image_size": 48, "resize": 48}', elem_id="ft-config")
                     ft_frozen = gr.Checkbox(False, label="Frozen trunk (ViT models)", visible=jobs.frozen_trunk,
                                             elem_id="ft-frozen")
-                launch_btn = gr.Button("Launch the job", variant="primary", elem_id="launch-job")
+                launch_btn = gr.Button("Launch the job", variant="primary", elem_id="launch-job", interactive=jobs.enabled)
                 with gr.Row():
                     job_choices = _job_choices()
                     job_dd = gr.Dropdown(job_choices, value=job_choices[0][1] if job_choices else None,
                                          label="Jobs (newest first)", elem_id="job-list", scale=3,
                                          allow_custom_value=True)
                     refresh_btn = gr.Button("Refresh", elem_id="job-refresh")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="job-stop")
-                    resume_btn = gr.Button("Resume", elem_id="job-resume")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="job-stop", interactive=jobs.enabled)
+                    resume_btn = gr.Button("Resume", elem_id="job-resume", interactive=jobs.enabled)
                 job_md = gr.Markdown(elem_id="job-status")
                 curve_plot = gr.Plot(label="Training loss and validation mAP per epoch", elem_id="job-curves")
                 job_log = gr.Textbox(label="Log (last 40 lines)", lines=12, max_lines=12, interactive=False,

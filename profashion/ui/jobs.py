@@ -39,6 +39,9 @@ from profashion.train.trainer import TrainConfig, planned_epochs
 REPO = Path(__file__).resolve().parents[2]
 ENV_JOBS = "PROFASHION_JOBS"
 ENV_DATA_ROOTS = "PROFASHION_DATA_ROOTS"
+ENV_TRAINING = "PROFASHION_TRAINING"
+TRAINING_OFF = ("training is off on this public Space: duplicate the Space (⋮ > Duplicate this Space) and set "
+                f"{ENV_TRAINING}=1 in its settings to fine-tune models there")
 ACTIVE = ("queued", "running")
 LOG_NAME = "train.log"
 DIED = "process ended without finishing; resume it"
@@ -60,6 +63,17 @@ def default_data_roots(cache_root: str | os.PathLike) -> list[Path]:
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p.strip()]
     return [REPO / "data", REPO.parent / "shared" / "data", Path(cache_root)]
+
+
+def training_enabled() -> bool:
+    """Fine-tuning is on, except on a Hugging Face Space (``SPACE_ID`` set) whose owner has not set
+    ``PROFASHION_TRAINING=1``; ``PROFASHION_TRAINING=0`` turns it off anywhere."""
+    flag = os.environ.get(ENV_TRAINING, "").strip().lower()
+    if flag in ("1", "true", "yes", "on"):
+        return True
+    if flag in ("0", "false", "no", "off"):
+        return False
+    return not os.environ.get("SPACE_ID")
 
 
 def frozen_trunk_supported() -> bool:
@@ -143,15 +157,47 @@ class JobManager:
     """Launch, watch, stop and resume training jobs under ``jobs_root``; datasets within ``data_roots``."""
 
     def __init__(self, jobs_root: str | os.PathLike, data_roots: list[str | os.PathLike],
-                 python: str = sys.executable, on_finished=None):
+                 python: str = sys.executable, on_finished=None, enabled: bool | None = None):
         self.root = Path(jobs_root)
         self.data_roots = [Path(r) for r in data_roots]
+        self.enabled = training_enabled() if enabled is None else enabled
         self.python = python
         self.on_finished = on_finished  # callback(job dict) once a job finished (the app indexes its checkpoint)
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.RLock()
         self._frozen = None
         self._gpu = None
+
+    def _public_names(self) -> list[tuple[Path, str]]:
+        """(server folder, the name a visitor sees) pairs, the longest folder first: ``data/...`` and
+        ``../shared/data/...`` for roots beside the repository, ``<data root N>`` for others, ``<jobs>``,
+        ``.`` for the repository, ``python`` for the interpreter, ``~`` for the home folder."""
+        names = [(self.root, "<jobs>"), (self.root.resolve(), "<jobs>")]
+        for i, r in enumerate(self.data_roots):
+            real = r.resolve()
+            if real.is_relative_to(REPO):
+                name = str(real.relative_to(REPO))
+            elif real.is_relative_to(REPO.parent):
+                name = "../" + str(real.relative_to(REPO.parent))
+            else:
+                name = f"<data root {i + 1}>"
+            names += [(real, name), (r, name)]
+        names += [(Path(self.python), "python"), (REPO, "."), (Path.home(), "~")]
+        return sorted({(p, n) for p, n in names if str(p) not in ("", "/", ".")}, key=lambda pn: -len(str(pn[0])))
+
+    def public(self, text: str) -> str:
+        """``text`` (a path, a log, a message) with every server folder replaced by its public name."""
+        for path, name in self._public_names():
+            text = text.replace(str(path), name)
+        return text
+
+    def _private(self, text: str) -> str:
+        """A path given by its public name (``data/synth``, ``../shared/data/x``, ``<data root 2>/y``) on the
+        server; other text unchanged."""
+        for path, name in sorted(self._public_names(), key=lambda pn: -len(pn[1])):
+            if name.startswith(("<data root", "data", "../")) and (text == name or text.startswith(name + "/")):
+                return str(path) + text[len(name):]
+        return text
 
     # -- options -----------------------------------------------------------------------------------------
     @property
@@ -182,14 +228,14 @@ class JobManager:
                 if d.name.startswith(".") or d.name in ("jobs", "indexes", "results", "projections"):
                     continue
                 if (d / "meta.json").is_file() and (d / "label_train.txt").is_file():
-                    found.setdefault(str(d.resolve()), f"{d.name} ({d})")
+                    found.setdefault(self.public(str(d.resolve())), f"{d.name} ({self.public(str(d))})")
         return [(label, path) for path, label in found.items()]
 
     def _confined(self, path, what: str) -> Path:
         """``path`` resolved (relative to the repo), refused unless inside an allowed data root; nothing is said of
         whether a path outside them exists."""
-        text = str(path).strip()
-        roots = ", ".join(str(r) for r in self.data_roots)
+        text = self._private(str(path).strip())
+        roots = ", ".join(self.public(str(r)) for r in self.data_roots)
         if len(text) > MAX_PATH_CHARS or any(ord(c) < 32 for c in text):
             raise JobError(f"the {what} path is not a usable path (control characters or over {MAX_PATH_CHARS} "
                            f"characters); give a path inside the allowed data roots ({roots})")
@@ -326,12 +372,18 @@ class JobManager:
         p = self.root / job_id / "run" / "best"
         return p if (p / "config.json").is_file() and (p / "model.safetensors").is_file() else None
 
+    def _check_enabled(self) -> None:
+        if not self.enabled:
+            raise JobError(TRAINING_OFF)
+
     # -- actions -----------------------------------------------------------------------------------------
     def launch(self, model: str, dataset, preset: str = "demo", epochs=None, triplets_per_epoch=None,
                batch_size=None, warmup_steps=None, attributes=None, frozen_trunk: bool = False,
                model_config: str | dict | None = None) -> dict:
         """Start a training job; refused (JobError) when another one runs or an argument is wrong."""
         from profashion.models.base import available_models
+
+        self._check_enabled()
 
         models = available_models()
         if model not in models:
@@ -425,6 +477,7 @@ class JobManager:
 
     def stop(self, job_id: str) -> dict:
         """SIGTERM to the job's process group (SIGKILL after a grace period); the job becomes "stopped"."""
+        self._check_enabled()
         d = self._dir(job_id)
         with self._lock:
             job = self.get(job_id)
@@ -455,6 +508,7 @@ class JobManager:
 
     def resume(self, job_id: str) -> dict:
         """Continue a stopped or failed job from its last finished epoch (from scratch if none finished)."""
+        self._check_enabled()
         d = self._dir(job_id)
         with self._lock:
             job = self.get(job_id)

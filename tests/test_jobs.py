@@ -209,3 +209,17 @@ def test_the_page_shows_no_server_folder_of_the_jobs_or_data_roots(app, roots):
     shown = json.dumps(record) + md + log
     assert str(roots["data"]) not in shown and str(roots["jobs"]) not in shown
     wait(client, job_id, lambda r: r["status"] not in ("queued", "running"))
+
+
+def test_hostile_inputs_through_the_api_are_one_sentence_each(app, roots):
+    """A 5,000-character job id, a NUL in a dataset path, epochs 'abc' or 1.5: one sentence, not a generic error."""
+    client = app["client"]
+    for job_id in ("x" * 5000, "../../etc", "\x00"):
+        with pytest.raises(AppError, match="(?i)unknown job"):
+            client.predict(job_id, api_name="/job_status")
+    with pytest.raises(AppError, match="(?i)not a usable path"):
+        launch(client, "\x00")
+    for epochs, message in (("abc", "whole number, got 'abc'"), (1.5, "whole number, got 1.5"),
+                            (10**9, "more than the 1000 a run may have")):
+        with pytest.raises(AppError, match=message):
+            launch(client, roots["synth"], epochs=epochs)

@@ -97,6 +97,27 @@ def test_several_models_answer_the_same_query(tiny_synth, ckpts, asen_index, tmp
     assert all(len(r.hits) == 3 and r.error is None for r in out.values())
     with pytest.raises(QueryError, match="unknown model"):
         engine.search("nope", query, "colour")
+    # the two demo models share their frozen trunk: search_all runs it once, and answers as each model alone
+    assert len(engine.shared_trunks(["asen", "csn"], engine.load_query(query))) == 1
+    for name, r in out.items():
+        alone = engine.search(name, query, "sleeve_length", k=3)
+        assert [h.item for h in alone.hits] == [h.item for h in r.hits]
+        np.testing.assert_allclose([h.score for h in alone.hits], [h.score for h in r.hits], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["asen", "csn", "triplet", "cca1", "tf-asen", "profashion"])
+def test_the_embedding_from_a_shared_trunk_is_the_models_embedding(name):
+    """What search_all relies on: the trunk computed by one model, the rest by another of the same trunk."""
+    torch.manual_seed(0)
+    model = build_model(name, "demo", [3, 4, 5], **TINY).eval()
+    other = build_model("asen", "demo", [2], **TINY).eval()  # another model on the same frozen trunk
+    x = torch.randn(2, 3, 48, 48)
+    ids = torch.tensor([1, 2])
+    with torch.no_grad():
+        shared = other.shared_trunk_features(x)
+        extras = tuple(model.trunk_extras(x)) if model.has_trunk_extras() else ()
+        got = model.embed_from_trunk((shared, *extras) if extras else shared, ids)
+        torch.testing.assert_close(got, model.embed(x, ids), atol=1e-5, rtol=0)
 
 
 def test_bad_queries_get_one_clear_error_and_the_engine_keeps_serving(tiny_synth, asen_index):

@@ -15,6 +15,7 @@ still answer, so the engine keeps serving.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -71,6 +72,18 @@ class SearchResult:
 class _Entry:
     index: GalleryIndex
     model: torch.nn.Module
+
+
+def _trunk_key(embedder) -> str | None:
+    """What identifies the frozen trunk output of a served model (its frozen weights and its preprocessing), or
+    None when it has none or is not served by PyTorch in float32 (ONNX and bf16 run the whole model)."""
+    if getattr(embedder, "backend", None) != "fp32" or not embedder.model.cacheable_trunk():
+        return None
+    key = embedder.model.trunk_cache_key()
+    if key is None:
+        return None
+    return json.dumps([key["shared"], embedder.model.preprocess.to_json(), str(embedder.model.device)],
+                      sort_keys=True, default=str)
 
 
 class RetrievalEngine:
@@ -151,23 +164,53 @@ class RetrievalEngine:
             raise QueryError(f"query image not found: {exc.filename}") from None
 
     @torch.no_grad()
-    def embed_query(self, name: str, image, attribute: str | int, decoded=None) -> np.ndarray:
-        """The query's embedding under ``attribute``; ``decoded`` is ``image`` already loaded, if it is."""
+    def embed_query(self, name: str, image, attribute: str | int, decoded=None, shared=None) -> np.ndarray:
+        """The query's embedding under ``attribute``; ``decoded`` is ``image`` already loaded, if it is, and
+        ``shared`` what :meth:`shared_trunks` computed for this model, if it did."""
         e = self.entry(name)
         a = self._attribute(e.index, attribute)
         img = decoded if decoded is not None else self.load_query(image)
         x = e.model.preprocess.to_tensor(img)[None].to(e.model.device)
         with one_thread():
-            return e.model.embed(x, torch.tensor([a])).float().cpu().numpy()[0]
+            feats = shared.get(_trunk_key(e.model)) if shared else None
+            if feats is not None:
+                m = e.model.model
+                extras = tuple(m.trunk_extras(x)) if m.has_trunk_extras() else ()
+                q = m.embed_from_trunk((feats, *extras) if extras else feats, torch.tensor([a]))
+            else:
+                q = e.model.embed(x, torch.tensor([a]))
+            return q.float().cpu().numpy()[0]
+
+    @torch.no_grad()
+    def shared_trunks(self, names: Sequence[str], decoded) -> dict:
+        """The frozen pretrained trunk's output for the query, once per trunk and preprocessing that two or more
+        of ``names`` share (the demo presets all freeze the same EfficientNet-Lite0 stages): a Retrieve with
+        every model runs that trunk once, not once per model."""
+        groups: dict = {}
+        for n in names:
+            if n in self._entries:
+                key = _trunk_key(self._entries[n].model)
+                if key is not None:
+                    groups.setdefault(key, []).append(n)
+        out = {}
+        for key, members in groups.items():
+            if len(members) > 1:
+                m = self._entries[members[0]].model
+                x = m.preprocess.to_tensor(decoded)[None].to(m.device)
+                with one_thread():
+                    out[key] = m.model.shared_trunk_features(x)
+        return out
 
     def search(self, name: str, image, attribute: str | int, k: int = 5, exclude: Sequence[int] = (),
-               query_value: str | None = None, exclude_query: bool = True, decoded=None) -> SearchResult:
+               query_value: str | None = None, exclude_query: bool = True, decoded=None,
+               shared=None) -> SearchResult:
         """Top-``k`` of model ``name`` for ``image`` under ``attribute``.
 
         A query that is a gallery image (given by its path) is left out of its own results unless
         ``exclude_query`` is False, and its known value marks each hit as a match or not; ``exclude``
         drops further items; ``query_value`` gives the value of an uploaded query; ``decoded`` is the
-        image already loaded (search_all decodes it once for every model).
+        image already loaded and ``shared`` its shared trunk features (search_all computes both once for every
+        model).
         """
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise QueryError(f"k must be a positive integer, got {k!r}")
@@ -182,7 +225,7 @@ class RetrievalEngine:
                 if query_value is None and ix.values[item, a] >= 0:
                     query_value = ix.schema.values[a][int(ix.values[item, a])]
         t0 = time.perf_counter()
-        q = self.embed_query(name, image, a, decoded)
+        q = self.embed_query(name, image, a, decoded, shared)
         t1 = time.perf_counter()
         scores, ids = ix.search_vectors(q[None], a, k, exclude)
         t2 = time.perf_counter()
@@ -209,10 +252,11 @@ class RetrievalEngine:
         if not names:
             raise QueryError("no model is loaded: build an index with `profashion index` and add it")
         decoded = self.load_query(image)  # once for all models: one clear error before any model runs
+        shared = self.shared_trunks(names, decoded)
         out = {}
         for n in names:
             try:
-                out[n] = self.search(n, image, attribute, k, exclude, query_value, exclude_query, decoded)
+                out[n] = self.search(n, image, attribute, k, exclude, query_value, exclude_query, decoded, shared)
             except (QueryError, GalleryIndexError, RuntimeError) as exc:
                 method = self._entries[n].index.model_name if n in self._entries else "?"
                 out[n] = SearchResult(n, method, str(attribute), [], query_value, error=str(exc))

@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 
-from profashion.data.images import ImageError, load_image
+from profashion.data.images import ImageError
 from profashion.data.splits import DatasetError
-from profashion.explain.render import hit_thumbnail, strip
+from profashion.explain.render import strip
 from profashion.explain.scatter import scatter_svg
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
@@ -221,11 +220,8 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                 continue
             for h in r.hits:
                 mark = {True: "✓", False: "✗", None: "?"}[h.match]
-                try:
-                    thumb = hit_thumbnail(load_image(h.path), h.match)
-                except ImageError:
-                    thumb = np.zeros((64, 64, 3), np.uint8)
-                gallery.append((thumb, f"{name} #{h.rank} {h.score:.3f} {h.value or '?'} {mark}"))
+                gallery.append((catalog.thumbnail(h.item, h.match),
+                                f"{name} #{h.rank} {h.score:.3f} {h.value or '?'} {mark}"))
                 rows.append([name, h.rank, round(h.score, 4), h.value or "", mark, h.item])
                 hits.append(h.item)
             known = [h.match for h in r.hits if h.match is not None]
@@ -325,8 +321,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                     v = catalog.query_value(j, a)
                     match = None if v is None or qv is None else v == qv
                     same += bool(match)
-                    out.append((hit_thumbnail(load_image(catalog.item_path(j)), match),
-                                f"{name} #{rank} item {j} {s:.3f} {v or '?'}"))
+                    out.append((catalog.thumbnail(j, match), f"{name} #{rank} item {j} {s:.3f} {v or '?'}"))
                 lines.append(f"- **{name}**: {same}/{len(nn)} neighbours share the value")
         except (QueryError, GalleryIndexError, DatasetError, ImageError, ValueError, TypeError) as exc:
             raise _error(exc) from None

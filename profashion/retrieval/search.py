@@ -72,6 +72,7 @@ class SearchResult:
 class _Entry:
     index: GalleryIndex
     model: torch.nn.Module
+    trunk_key: str | None = None  # _trunk_key(model), worked out once: walking the modules costs ~8 ms a model
 
 
 def _trunk_key(embedder) -> str | None:
@@ -121,7 +122,7 @@ class RetrievalEngine:
             raise GalleryIndexError(f"model {name!r} knows {model.num_attributes} attributes, its index "
                                     f"{index.schema.num_attributes}")
         with self._lock:
-            self._entries[name] = _Entry(index, model)
+            self._entries[name] = _Entry(index, model, _trunk_key(model))
 
     def remove(self, name: str) -> None:
         with self._lock:
@@ -172,7 +173,7 @@ class RetrievalEngine:
         img = decoded if decoded is not None else self.load_query(image)
         x = e.model.preprocess.to_tensor(img)[None].to(e.model.device)
         with one_thread():
-            feats = shared.get(_trunk_key(e.model)) if shared else None
+            feats = shared.get(e.trunk_key) if shared else None
             if feats is not None:
                 m = e.model.model
                 extras = tuple(m.trunk_extras(x)) if m.has_trunk_extras() else ()
@@ -189,7 +190,7 @@ class RetrievalEngine:
         groups: dict = {}
         for n in names:
             if n in self._entries:
-                key = _trunk_key(self._entries[n].model)
+                key = self._entries[n].trunk_key
                 if key is not None:
                     groups.setdefault(key, []).append(n)
         out = {}

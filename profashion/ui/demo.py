@@ -11,6 +11,7 @@ and the app keeps serving.
 from __future__ import annotations
 
 import logging
+import os
 
 import gradio as gr
 import pandas as pd
@@ -27,6 +28,14 @@ from profashion.ui.jobs import TRAINING_OFF, JobError, JobManager, default_data_
 log = logging.getLogger(__name__)
 
 K = 5
+QUEUE_SIZE = 16  # requests waiting beyond the running ones; PROFASHION_QUEUE_SIZE overrides it
+
+
+def queue_size() -> int:
+    try:
+        return max(1, int(os.environ.get("PROFASHION_QUEUE_SIZE", QUEUE_SIZE)))
+    except ValueError:
+        return QUEUE_SIZE
 METHOD_CHOICES = [("t-SNE", "tsne"), ("UMAP", "umap")]
 
 NOTES = {
@@ -649,6 +658,10 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         if names and first_example:
             demo.load(retrieve, q_inputs, r_outputs, api_visibility="private", preprocess=False,
                       concurrency_id="query")
+    # A full queue refuses at once ("Queue is full") rather than keeping a visitor a minute: a Retrieve with
+    # all eight models costs ~0.6 s of this 2-core machine's CPU, and 2 workers serve no faster than 1 here
+    # (benchmarks/load_test.py), so QUEUE_SIZE waiting requests are ~10 s of work.
+    demo.queue(max_size=queue_size())
     return demo
 
 

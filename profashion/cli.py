@@ -54,21 +54,46 @@ def _cmd_import_csv(args) -> int:
     return 0
 
 
-def _cmd_train(args) -> int:
-    from profashion.train.trainer import TrainConfig, train
+# ``profashion train`` flags and the TrainConfig setting each one sets (flags override a --config file)
+TRAIN_FLAGS = ("model", "dataset", "out", "preset", "image_root", "epochs", "lr", "lr_step", "lr_gamma",
+               "stage2_epochs", "stage2_lr", "stage2_gamma", "batch_size", "triplets_per_epoch", "warmup_steps",
+               "warmup_target", "attributes", "seed", "device", "model_config", "frozen_trunk")
 
-    overrides = json.loads(args.model_config) if args.model_config else {}
-    cfg = TrainConfig(model=args.model, dataset=args.dataset, out=args.out, preset=args.preset,
-                      image_root=args.image_root, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                      triplets_per_epoch=args.triplets_per_epoch, warmup_steps=args.warmup_steps,
-                      warmup_target=args.warmup_target,
-                      attributes=[a.strip() for a in args.attributes.split(",") if a.strip()] if args.attributes else None,
-                      lr_step=args.lr_step, lr_gamma=args.lr_gamma, stage2_epochs=args.stage2_epochs,
-                      stage2_lr=args.stage2_lr, stage2_gamma=args.stage2_gamma,
-                      seed=args.seed, device=args.device, model_overrides=overrides, frozen_trunk=args.frozen_trunk)
-    run = train(cfg, resume=args.resume, progress=not args.quiet)
+
+def train_config(args):
+    """The run's TrainConfig: the ``--config`` file's settings (if any), each flag given overriding its setting
+    (``--model-config`` entries override the file's ``model_overrides`` one by one)."""
+    from profashion.train.config import TrainConfig, read_config
+
+    settings = read_config(args.config) if args.config else {}
+    for flag in TRAIN_FLAGS:
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if flag == "model_config":
+            try:
+                overrides = json.loads(value)
+            except ValueError:
+                raise ValueError(f"--model-config is not valid JSON: {value}") from None
+            if not isinstance(overrides, dict):
+                raise ValueError('--model-config must be a JSON object, e.g. \'{"embed_dim": 32}\'')
+            settings["model_overrides"] = {**(settings.get("model_overrides") or {}), **overrides}
+        elif flag == "attributes":
+            settings["attributes"] = [a.strip() for a in value.split(",") if a.strip()] or None
+        else:
+            settings[flag] = value
+    if not settings.get("out"):
+        raise ValueError("no run folder: give --out (or \"out\" in the --config file)")
+    return TrainConfig.from_json(settings, f"the configuration of {args.config}" if args.config else
+                                 "the command line")
+
+
+def _cmd_train(args) -> int:
     import os
 
+    from profashion.train.trainer import train
+
+    run = train(train_config(args), resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run finished: best checkpoint in {run / 'best'}, metrics in {run / 'metrics.jsonl'}")
     return 0
@@ -87,8 +112,8 @@ def _cmd_eval(args) -> int:
         label = f"random embeddings (seed {args.seed})"
         info = {"model": f"random (seed {args.seed})"}
     else:
+        from profashion.device import resolve_device
         from profashion.evaluation.evaluate import evaluate_model
-        from profashion.train.trainer import resolve_device
 
         model = load_model_for_dataset(args.checkpoint, ds, resolve_device(args.device))
         result = evaluate_model(model, ds, args.split, batch_size=args.batch_size, progress=not args.quiet)
@@ -153,9 +178,9 @@ def _cmd_models(args) -> int:
 
 def _cmd_localise(args) -> int:
     from profashion.data.splits import load_dataset
+    from profashion.device import resolve_device
     from profashion.evaluation.localisation import evaluate_localisation, write_localisation_json
     from profashion.models.base import load_model
-    from profashion.train.trainer import resolve_device
 
     ds = load_dataset(args.dataset, args.image_root)
     model = load_model(args.checkpoint, device=resolve_device(args.device))
@@ -171,8 +196,8 @@ def _cmd_localise(args) -> int:
 
 
 def _cmd_index(args) -> int:
+    from profashion.device import resolve_device
     from profashion.retrieval.index import GalleryIndex, build_index
-    from profashion.train.trainer import resolve_device
 
     t0 = time.perf_counter()
     out = build_index(args.checkpoint, args.dataset, args.out, split=args.split, image_root=args.image_root,
@@ -192,8 +217,8 @@ def _cmd_index(args) -> int:
 
 def _cmd_search(args) -> int:
     from profashion.data.splits import atomic_write_text
+    from profashion.device import resolve_device
     from profashion.retrieval.search import RetrievalEngine
-    from profashion.train.trainer import resolve_device
 
     engine = RetrievalEngine(device=resolve_device(args.device))
     names = []
@@ -287,14 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_cmd_import_csv)
 
-    t = sub.add_parser("train", help="train a model with the conditioned triplet loss")
-    t.add_argument("--model", required=True, help="triplet, csn, asen, ... (see `profashion models`)")
-    t.add_argument("--dataset", required=True)
-    t.add_argument("--image-root", default=None)
-    t.add_argument("--preset", default="demo",
-                   help="the model's preset record: settings and schedule (demo, scratch, paper, ...: see "
-                        "`profashion models`)")
-    t.add_argument("--out", required=True, help="run folder (best/, last/, metrics.jsonl)")
+    t = sub.add_parser("train", help="train a model with the conditioned triplet loss",
+                       description="Every setting may come from --config FILE (a JSON object of training settings, "
+                                   "e.g. a run's args.json); a flag given overrides the file's setting.")
+    t.add_argument("--config", help="JSON file of training settings (profashion.train.config.TrainConfig); "
+                                    "flags override it")
+    t.add_argument("--model", help="triplet, csn, asen, ... (see `profashion models`)")
+    t.add_argument("--dataset")
+    t.add_argument("--image-root")
+    t.add_argument("--preset", help="the model's preset record: settings and schedule (demo, scratch, paper, ...: "
+                                    "see `profashion models`; default demo)")
+    t.add_argument("--out", help="run folder (best/, last/, metrics.jsonl)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--lr-step", type=int, help="decay the learning rate every N epochs")
@@ -313,11 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the warm-up classifies from: the backbone's features, or each attribute's "
                         "embedding (trains the whole model, conditioning included; the ViT models' demo preset)")
     t.add_argument("--attributes", help="train on these attributes only, comma-separated (default: all)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    t.add_argument("--model-config", default=None, help='JSON overrides of the model preset, e.g. \'{"embed_dim": 32}\'')
+    t.add_argument("--seed", type=int, help="default 0")
+    t.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    t.add_argument("--model-config", help='JSON overrides of the model preset, e.g. \'{"embed_dim": 32}\'')
     t.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
-    t.add_argument("--frozen-trunk", action="store_true",
+    t.add_argument("--frozen-trunk", action="store_true", default=None,
                    help="freeze a ViT model's whole trunk (cca1, cca2, tf-csn, tf-asen), cache its tokens and train "
                         "only the conditional head; the practical way to fine-tune a big pretrained ViT on a CPU. "
                         "Presets with frozen_stages (the demo presets) always train from a cache of those stages")

@@ -21,7 +21,6 @@ per rank, as in ordinary DDP). Rank 0 validates and writes; the others wait.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -40,87 +39,20 @@ import torch.nn.functional as F
 from profashion.data.loading import SplitImages, to_model_input
 from profashion.data.sampler import TripletSampler
 from profashion.data.splits import DatasetError, atomic_write_text, load_dataset
+from profashion.device import resolve_device
 from profashion.evaluation.evaluate import evaluate_model
 from profashion.models.base import (
     ModelError,
     RetrievalModel,
     build_model,
-    check_settings,
     load_model,
-    preset_record,
     read_checkpoint_config,
     save_checkpoint,
 )
-from profashion.train.limits import check_run_size
+from profashion.train.config import TrainConfig, planned_epochs
 
-
-# The schedule of a run comes from its model's preset record (profashion.models.presets: model settings and
-# training schedule together); the command line overrides single entries.
-@dataclass
-class TrainConfig:
-    model: str
-    dataset: str
-    out: str
-    preset: str = "demo"
-    image_root: str | None = None
-    epochs: int | None = None
-    lr: float | None = None
-    lr_step: int | None = None
-    lr_gamma: float | None = None
-    stage2_epochs: int | None = None
-    stage2_lr: float | None = None
-    stage2_gamma: float | None = None
-    batch_size: int | None = None
-    triplets_per_epoch: int | None = None
-    warmup_steps: int | None = None  # backbone warm-up by attribute classification (see warmup_backbone)
-    warmup_target: str | None = None  # "backbone" (its features) or "embedding" (each attribute's embedding)
-    attributes: list[str] | None = None  # train on these attributes only (default: all)
-    margin: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    eval_batch_size: int = 256
-    num_workers: int = 0
-    model_overrides: dict = field(default_factory=dict)
-    frozen_trunk: bool = False  # cache the trunk's features once, train only the head (see FrozenTrunk)
-
-    def resolved(self) -> TrainConfig:
-        d = dataclasses.asdict(self)
-        # an unknown model or preset fails here, with the list of models or of the model's presets
-        for k, v in preset_record(self.model, self.preset)["train"].items():
-            if d[k] is None:
-                d[k] = v
-        cfg = TrainConfig(**d)
-        for name in ("epochs", "batch_size", "triplets_per_epoch", "lr_step"):
-            if int(getattr(cfg, name)) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-        if int(cfg.stage2_epochs) < 0 or not cfg.stage2_lr > 0 or not cfg.stage2_gamma > 0:
-            raise ValueError("--stage2-epochs must be 0 or more and --stage2-lr, --stage2-gamma positive")
-        if int(cfg.warmup_steps) < 0:
-            raise ValueError(f"--warmup-steps must be 0 or more, got {cfg.warmup_steps}")
-        if cfg.warmup_target not in ("backbone", "embedding"):
-            raise ValueError(f"--warmup-target must be 'backbone' or 'embedding', got {cfg.warmup_target!r}")
-        if not cfg.lr > 0:
-            raise ValueError(f"--lr must be positive, got {cfg.lr}")
-        settings = check_settings(cfg.model, cfg.preset, **cfg.model_overrides)
-        check_run_size(int(cfg.epochs), int(cfg.batch_size), int(cfg.triplets_per_epoch), int(cfg.warmup_steps),
-                       int(cfg.stage2_epochs), settings.image_size)
-        return cfg
-
-    @property
-    def total_epochs(self) -> int:
-        return int(self.epochs) + int(self.stage2_epochs or 0)
-
-    def lr_at(self, epoch: int) -> float:
-        """Stage 1: ``lr`` decayed by ``lr_gamma`` every ``lr_step`` epochs; stage 2 (after ``epochs``):
-        ``stage2_lr`` decayed by ``stage2_gamma`` every epoch."""
-        if epoch < self.epochs:
-            return self.lr * self.lr_gamma ** (epoch // self.lr_step)
-        return self.stage2_lr * self.stage2_gamma ** (epoch - self.epochs)
-
-
-def planned_epochs(args: dict) -> int:
-    """Epochs a run's ``args.json`` plans: stage 1 plus any second stage."""
-    return int(args["epochs"]) + int(args.get("stage2_epochs") or 0)
+__all__ = ["TrainConfig", "planned_epochs", "resolve_device", "train", "run_started", "triplet_loss",
+           "warmup_backbone", "FrozenTrunk", "trunk_cache_dir"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,8 +109,7 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
     for _ in it:
         idx = fids[rng.integers(0, len(fids), size=batch_size)]
         flip = torch.as_tensor(rng.random(len(idx)) < 0.5)
-        x = frozen.get(idx, device, flip) if frozen is not None else \
-            to_model_input(images.get(idx), images.preprocess, flip=flip, device=device)
+        x = _batch_input(images, frozen, idx, flip, device)
         # a backbone may say what to classify from (ViT trunks: [CLS] and patches); else the pooled map
         if target == "embedding":  # each attribute's value from its own unit embedding (scaled: softmax needs range)
             emb = (model.embed_all_from_trunk(x) if frozen is not None else model.embed_all(x)) * 16.0
@@ -420,18 +351,6 @@ class Dist:
         return self.rank == 0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu")
-    return dev
-
-
 def setup_distributed(device: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -511,7 +430,64 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             dist.destroy_process_group()
 
 
+@dataclass
+class _Run:
+    """What the steps of a run share: its settings, data, model and state."""
+
+    cfg: TrainConfig
+    out: Path
+    d: Dist
+    progress: bool
+    resume: bool
+    ds: object = None
+    chosen: list[int] = field(default_factory=list)
+    train_labels: np.ndarray | None = None
+    sampler: TripletSampler | None = None
+    known: np.ndarray | None = None  # (images, A) values, -1 where unknown
+    has_valid: bool = False
+    model: RetrievalModel | None = None
+    start_epoch: int = 0
+    best: float = -math.inf
+    history: list[dict] = field(default_factory=list)
+    images: SplitImages | None = None
+    val_images: SplitImages | None = None
+    frozen: FrozenTrunk | None = None
+    val_trunk: FrozenTrunk | None = None
+    warmup: dict | None = None
+    net: torch.nn.Module | None = None
+    opt: torch.optim.Optimizer | None = None
+
+    @property
+    def shows_progress(self) -> bool:
+        return self.progress and self.d.main
+
+
 def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
+    cfg, resume = _settings(cfg, resume, d)
+    r = _Run(cfg, Path(cfg.out), d, progress, resume)
+    _setup_data(r)
+    _setup_model(r)
+    _prepare_folder(r)
+    _setup_images_and_trunk(r)
+    _setup_optimizer(r)
+    steps = max(1, cfg.triplets_per_epoch // cfg.batch_size)
+    for epoch in range(r.start_epoch, cfg.total_epochs):
+        t0 = time.perf_counter()
+        mean_loss, lr = _train_epoch(r, epoch, steps)
+        if d.main:
+            _validate_and_save(r, epoch, steps, mean_loss, lr, t0)
+        if d.world > 1:
+            dist.barrier()
+    return r.out
+
+
+# -- setup --------------------------------------------------------------------------------------------------
+
+
+def _settings(cfg: TrainConfig, resume: bool, d: Dist) -> tuple[TrainConfig, bool]:
+    """The run's resolved settings and whether it resumes: ``--resume`` continues with the run's own
+    ``args.json`` (only the epoch count may be extended and the device changed); a run stopped before its
+    first epoch ended starts again."""
     out = Path(cfg.out)
     args_path = out / "args.json"
     if resume:
@@ -525,206 +501,227 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
                              "stopped before its first epoch; choose another --out")
         if restart and not args_path.is_file():
             raise ModelError(f"nothing to resume in {out}: it has no last/ checkpoint; start without --resume")
-        saved = json.loads(args_path.read_text())
+        saved = TrainConfig.load(args_path)
         # the run's own settings win; only the epoch count may be extended and the device changed
-        saved["epochs"] = cfg.epochs if cfg.epochs is not None else saved["epochs"]
-        saved["device"] = cfg.device
-        cfg = TrainConfig(**saved)
+        saved.epochs = cfg.epochs if cfg.epochs is not None else saved.epochs
+        saved.device = cfg.device
+        saved.out = str(out)
+        cfg = saved
         if restart:
             _log(f"{out} was stopped before its first epoch ended: starting it again from epoch 1 with its saved "
                  "settings", d)
             resume = False
     elif run_started(out):
         raise ModelError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-    cfg = cfg.resolved()
+    return cfg.resolved(), resume
 
-    ds = load_dataset(cfg.dataset, cfg.image_root)
+
+def _setup_data(r: _Run) -> None:
+    """The dataset, the trained attributes, the triplet sampler (no image decoded yet)."""
+    cfg = r.cfg
+    r.ds = ds = load_dataset(cfg.dataset, cfg.image_root)
     train_split = ds.split("train")
     if len(train_split.labels) == 0:
         raise DatasetError(f"{cfg.dataset}: the train split has no labels (label_train.txt)")
     schema = ds.schema
-    train_labels = train_split.labels
-    chosen = list(range(schema.num_attributes))
+    r.train_labels = train_split.labels
+    r.chosen = list(range(schema.num_attributes))
     if cfg.attributes:
-        chosen = sorted({schema.attribute_index(a) for a in cfg.attributes})
-        train_labels = train_labels[np.isin(train_labels[:, 1], chosen)]
-        _log("training on " + ", ".join(schema.names[a] for a in chosen) + " only", d)
-    sampler = TripletSampler(train_labels, schema.num_values)
-    skipped = [a for a in sampler.skipped_attributes if a in chosen]
+        r.chosen = sorted({schema.attribute_index(a) for a in cfg.attributes})
+        r.train_labels = r.train_labels[np.isin(r.train_labels[:, 1], r.chosen)]
+        _log("training on " + ", ".join(schema.names[a] for a in r.chosen) + " only", r.d)
+    r.sampler = TripletSampler(r.train_labels, schema.num_values)
+    skipped = [a for a in r.sampler.skipped_attributes if a in r.chosen]
     if skipped:
         _log("attributes without a usable (anchor, positive, negative) triple are not trained: "
-             + ", ".join(schema.names[a] for a in skipped), d)
+             + ", ".join(schema.names[a] for a in skipped), r.d)
     valid = ds.splits.get("valid")
-    has_valid = valid is not None and valid.queries is not None and len(valid.queries) > 0  # else: lowest loss
+    r.has_valid = valid is not None and valid.queries is not None and len(valid.queries) > 0  # else: lowest loss
+    r.known = train_split.known_values(schema.num_attributes)
 
+
+def _setup_model(r: _Run) -> None:
+    """A fresh model, or the resumed run's ``last/`` with its epoch, best score and history."""
+    cfg, out = r.cfg, r.out
     torch.manual_seed(cfg.seed)
-    start_epoch, best, history = 0, -math.inf, []
-    if resume:
-        model = load_model(out / "last", device="cpu", expect_model=cfg.model)
+    if r.resume:
+        r.model = load_model(out / "last", device="cpu", expect_model=cfg.model)
         info = read_checkpoint_config(out / "last")["trainer"]
-        start_epoch, best = int(info["epoch"]) + 1, float(info["best"])
+        r.start_epoch, r.best = int(info["epoch"]) + 1, float(info["best"])
         if (out / "metrics.jsonl").is_file():
             history = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-            history = [h for h in history if h["epoch"] < start_epoch]
+            r.history = [h for h in history if h["epoch"] < r.start_epoch]
     else:
-        model = build_model(cfg.model, preset=cfg.preset, num_values=schema.num_values, **cfg.model_overrides)
-    model.to(d.device).train()
-    pre = model.preprocess
+        r.model = build_model(cfg.model, preset=cfg.preset, num_values=r.ds.schema.num_values, **cfg.model_overrides)
+    r.model.to(r.d.device).train()
     if cfg.frozen_trunk:
-        FrozenTrunk.check(model)  # before any image is decoded
+        FrozenTrunk.check(r.model)  # before any image is decoded
 
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        for p in out.iterdir():  # leftovers of writes killed half-way: nothing else writes into the folder
-            if p.name != "args.json" and _BEFORE_FIRST_EPOCH.fullmatch(p.name):
-                if p.is_dir():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
-        atomic_write_text(args_path, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
-    train_fids = np.unique(train_labels[:, 0])
-    images = SplitImages(ds, "train", pre, fids=train_fids, progress=progress and d.main)
-    val_images = None
-    if has_valid and d.main:
-        v = ds.split("valid")
-        val_images = SplitImages(ds, "valid", pre, fids=np.concatenate([v.queries[:, 0], v.candidates[:, 0]]),
-                                 progress=progress and d.main)
+def _prepare_folder(r: _Run) -> None:
+    """The run folder without the leftovers of writes killed half-way, and the run's ``args.json``."""
+    if not r.d.main:
+        return
+    r.out.mkdir(parents=True, exist_ok=True)
+    for p in r.out.iterdir():  # leftovers of writes killed half-way: nothing else writes into the folder
+        if p.name != "args.json" and _BEFORE_FIRST_EPOCH.fullmatch(p.name):
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    r.cfg.save(r.out / "args.json")
 
-    known = train_split.known_values(schema.num_attributes)  # (images, A) values, -1 where unknown
-    frozen = None
+
+def _setup_images_and_trunk(r: _Run) -> None:
+    """The decoded training (and validation) images, the frozen trunk's cache, and the warm-up."""
+    cfg, d, model, schema = r.cfg, r.d, r.model, r.ds.schema
+    pre = model.preprocess
+    r.images = SplitImages(r.ds, "train", pre, fids=np.unique(r.train_labels[:, 0]), progress=r.shows_progress)
+    if r.has_valid and d.main:
+        v = r.ds.split("valid")
+        r.val_images = SplitImages(r.ds, "valid", pre, fids=np.concatenate([v.queries[:, 0], v.candidates[:, 0]]),
+                                   progress=r.shows_progress)
     # a model with frozen pretrained stages always trains from their cache; --frozen-trunk on a ViT model
     # freezes its whole trunk after the warm-up (the warm-up trains it)
     cache_first = model.cacheable_trunk() and bool(model.frozen_modules())
     if cache_first:  # shared on disk by every run whose frozen stages and images are the same
-        frozen = FrozenTrunk(model, images, cfg.eval_batch_size, d.device, progress=progress and d.main,
-                             cache_dir=trunk_cache_dir())
-    warmup = None
-    if not resume and cfg.warmup_steps:
+        r.frozen = FrozenTrunk(model, r.images, cfg.eval_batch_size, d.device, progress=r.shows_progress,
+                               cache_dir=trunk_cache_dir())
+    if not r.resume and cfg.warmup_steps:
         # every rank runs the same seeded warm-up (DDP then starts from identical weights anyway)
-        trained = known.copy()
-        trained[:, np.setdiff1d(np.arange(schema.num_attributes), chosen)] = -1  # warm up on what is trained
-        warmup = warmup_backbone(model, images, trained, cfg.warmup_steps, cfg.batch_size, cfg.lr, cfg.seed,
-                                 d.device, progress=progress and d.main, target=cfg.warmup_target, frozen=frozen)
-        _log(f"{cfg.warmup_target} warm-up: {warmup['steps']} steps, classification loss {warmup['loss_start']:.3f} -> "
-             f"{warmup['loss_end']:.3f} in {warmup['seconds']:.0f}s", d)
+        trained = r.known.copy()
+        trained[:, np.setdiff1d(np.arange(schema.num_attributes), r.chosen)] = -1  # warm up on what is trained
+        w = r.warmup = warmup_backbone(model, r.images, trained, cfg.warmup_steps, cfg.batch_size, cfg.lr, cfg.seed,
+                                       d.device, progress=r.shows_progress, target=cfg.warmup_target, frozen=r.frozen)
+        _log(f"{cfg.warmup_target} warm-up: {w['steps']} steps, classification loss {w['loss_start']:.3f} -> "
+             f"{w['loss_end']:.3f} in {w['seconds']:.0f}s", d)
+    if cfg.frozen_trunk and r.frozen is None:
+        r.frozen = FrozenTrunk(model, r.images, cfg.eval_batch_size, d.device, progress=r.shows_progress)
+    if cache_first and r.val_images is not None:  # validation from the cache too (one orientation)
+        r.val_trunk = FrozenTrunk(model, r.val_images, cfg.eval_batch_size, d.device, progress=r.shows_progress,
+                                  flips=False, cache_dir=trunk_cache_dir())
+    f = r.frozen
+    if f is not None:
+        _log(f"frozen trunk: cached {f.info['images']} images x {f.info['orientations']} orientations x "
+             f"{f.info['feature_shape']} ({f.info['megabytes']:.0f} MB) in {f.info['seconds']:.0f}s"
+             f"{' (read from disk)' if f.info.get('from_disk') else ''}; "
+             f"{f.info['trainable_parameters']:,} parameters trained", d)
 
-    if cfg.frozen_trunk and frozen is None:
-        frozen = FrozenTrunk(model, images, cfg.eval_batch_size, d.device, progress=progress and d.main)
-    val_trunk = None
-    if cache_first and val_images is not None:  # validation from the cache too (one orientation)
-        val_trunk = FrozenTrunk(model, val_images, cfg.eval_batch_size, d.device, progress=progress and d.main,
-                                flips=False, cache_dir=trunk_cache_dir())
-    if frozen is not None:
-        _log(f"frozen trunk: cached {frozen.info['images']} images x {frozen.info['orientations']} orientations x "
-             f"{frozen.info['feature_shape']} ({frozen.info['megabytes']:.0f} MB) in {frozen.info['seconds']:.0f}s"
-             f"{' (read from disk)' if frozen.info.get('from_disk') else ''}; "
-             f"{frozen.info['trainable_parameters']:,} parameters trained", d)
 
-    net: torch.nn.Module = model if frozen is None else FrozenTrunkHead(model)
+def _setup_optimizer(r: _Run) -> None:
+    """The trained module (the head alone on a frozen trunk; DDP-wrapped under torchrun) and its optimizer."""
+    cfg, d, model = r.cfg, r.d, r.model
+    net: torch.nn.Module = model if r.frozen is None else FrozenTrunkHead(model)
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[d.device.index] if d.device.type == "cuda" else None,
             find_unused_parameters=getattr(model, "find_unused_parameters", False))
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    if resume:
-        _optimizer_from_files(opt, out / "last")
-    for g in opt.param_groups:
-        g["lr"] = cfg.lr_at(start_epoch)
-
+    r.net = net
+    r.opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    if r.resume:
+        _optimizer_from_files(r.opt, r.out / "last")
+    for g in r.opt.param_groups:
+        g["lr"] = cfg.lr_at(r.start_epoch)
     if cfg.batch_size % d.world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({d.world})")
+
+
+def _batch_input(images: SplitImages, frozen: FrozenTrunk | None, fids: np.ndarray, flip: torch.Tensor,
+                 device: torch.device):
+    """The model's input for ``fids`` (mirrored where ``flip``): cached trunk features, or decoded images."""
+    if frozen is not None:
+        return frozen.get(fids, device, flip)
+    return to_model_input(images.get(fids), images.preprocess, flip=flip, device=device)
+
+
+# -- an epoch -----------------------------------------------------------------------------------------------
+
+
+def _train_epoch(r: _Run, epoch: int, steps: int) -> tuple[float, float]:
+    """One epoch of triplets drawn from ``(seed, epoch)``; (mean loss over every process, learning rate)."""
+    cfg, d, model = r.cfg, r.d, r.model
+    lr = cfg.lr_at(epoch)
+    for g in r.opt.param_groups:
+        g["lr"] = lr
     per_rank = cfg.batch_size // d.world
-    steps = max(1, cfg.triplets_per_epoch // cfg.batch_size)
-    extra = {"dataset": {"name": ds.name, "attributes": list(schema.names),
+    triplets = r.sampler.sample(steps * cfg.batch_size, cfg.seed, epoch)
+    flips = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    flip_all = torch.rand(len(triplets), 3, generator=flips) < 0.5
+    model.train()
+    losses = []
+    it = range(steps)
+    bar = None
+    if r.shows_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.total_epochs}", unit="step", leave=False, file=sys.stderr,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        it = bar
+    for s in it:
+        lo = s * cfg.batch_size + d.rank * per_rank
+        rows = triplets[lo:lo + per_rank]
+        fl = flip_all[lo:lo + per_rank]
+        fids = np.concatenate([rows[:, 0], rows[:, 1], rows[:, 2]])
+        x = _batch_input(r.images, r.frozen, fids, torch.cat([fl[:, 0], fl[:, 1], fl[:, 2]]), d.device)
+        attrs = torch.as_tensor(np.tile(rows[:, 3], 3), device=d.device)
+        a, p, n = r.net(x, attrs).split(len(rows))
+        loss = triplet_loss(a, p, n, cfg.margin)
+        reg = getattr(model, "regularization", None)
+        if reg is not None:
+            loss = loss + reg()
+        aux = getattr(model, "auxiliary_loss", None)
+        if aux is not None:
+            # batch-level losses of the method (e.g. ProFashion's cluster losses) get each row's
+            # value under its attribute: anchors, positives, then negatives
+            values = torch.as_tensor(r.known[fids, np.tile(rows[:, 3], 3)], device=d.device)
+            loss = loss + aux(values)
+        r.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        r.opt.step()
+        losses.append(float(loss.detach()))
+        if bar is not None and s % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    if bar is not None:
+        bar.close()
+    mean_loss = float(np.mean(losses))
+    if d.world > 1:
+        t = torch.tensor([mean_loss], device=d.device)
+        dist.all_reduce(t)
+        mean_loss = float(t) / d.world
+    return mean_loss, lr
+
+
+def _validate_and_save(r: _Run, epoch: int, steps: int, mean_loss: float, lr: float, t0: float) -> None:
+    """Rank 0 after an epoch: validation mAP (else the loss) selects ``best/``; ``last/`` and metrics.jsonl."""
+    cfg, out, schema = r.cfg, r.out, r.ds.schema
+    record = {"epoch": epoch, "stage": 1 if epoch < cfg.epochs else 2, "loss": mean_loss, "lr": lr,
+              "triplets": steps * cfg.batch_size, "processes": r.d.world}
+    if r.warmup is not None and epoch == r.start_epoch:
+        record["warmup"] = r.warmup
+    if r.frozen is not None and epoch == r.start_epoch:
+        record["frozen_trunk"] = r.frozen.info
+    if r.val_images is not None:
+        res = evaluate_model(r.model, r.ds, "valid", cfg.eval_batch_size, images=r.val_images, trunk=r.val_trunk)
+        record["val_map"] = res.overall
+        record["val_per_attribute"] = res.to_json(schema, per_query=False)["per_attribute"]
+        score = res.overall
+    else:
+        score = -mean_loss  # no validation split: keep the lowest training loss
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    improved = score > r.best
+    if improved:
+        r.best = score
+    record["best"] = improved
+    state = {"trainer": {"epoch": epoch, "best": r.best, "score": score},
+             "dataset": {"name": r.ds.name, "attributes": list(schema.names),
                          "values": [list(v) for v in schema.values]}}
-
-    for epoch in range(start_epoch, cfg.total_epochs):
-        lr = cfg.lr_at(epoch)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        t0 = time.perf_counter()
-        triplets = sampler.sample(steps * cfg.batch_size, cfg.seed, epoch)
-        flips = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        flip_all = torch.rand(len(triplets), 3, generator=flips) < 0.5
-        model.train()
-        losses = []
-        it = range(steps)
-        bar = None
-        if progress and d.main:
-            from tqdm import tqdm
-
-            bar = tqdm(it, desc=f"epoch {epoch + 1}/{cfg.total_epochs}", unit="step", leave=False, file=sys.stderr,
-                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
-            it = bar
-        for s in it:
-            lo = s * cfg.batch_size + d.rank * per_rank
-            rows = triplets[lo:lo + per_rank]
-            fl = flip_all[lo:lo + per_rank]
-            fids = np.concatenate([rows[:, 0], rows[:, 1], rows[:, 2]])
-            flip = torch.cat([fl[:, 0], fl[:, 1], fl[:, 2]])
-            if frozen is None:
-                x = to_model_input(images.get(fids), pre, flip=flip, device=d.device)
-            else:
-                x = frozen.get(fids, d.device, flip)  # cached trunk features, mirrored where flipped
-            attrs = torch.as_tensor(np.tile(rows[:, 3], 3), device=d.device)
-            emb = net(x, attrs)
-            a, p, n = emb.split(len(rows))
-            loss = triplet_loss(a, p, n, cfg.margin)
-            reg = getattr(model, "regularization", None)
-            if reg is not None:
-                loss = loss + reg()
-            aux = getattr(model, "auxiliary_loss", None)
-            if aux is not None:
-                # batch-level losses of the method (e.g. ProFashion's cluster losses) get each row's
-                # value under its attribute: anchors, positives, then negatives
-                values = torch.as_tensor(known[fids, np.tile(rows[:, 3], 3)], device=d.device)
-                loss = loss + aux(values)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            if bar is not None and s % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if bar is not None:
-            bar.close()
-        mean_loss = float(np.mean(losses))
-        if d.world > 1:
-            t = torch.tensor([mean_loss], device=d.device)
-            dist.all_reduce(t)
-            mean_loss = float(t) / d.world
-
-        record = {"epoch": epoch, "stage": 1 if epoch < cfg.epochs else 2, "loss": mean_loss, "lr": lr,
-                  "triplets": steps * cfg.batch_size,
-                  "processes": d.world}
-        if warmup is not None and epoch == start_epoch:
-            record["warmup"] = warmup
-        if frozen is not None and epoch == start_epoch:
-            record["frozen_trunk"] = frozen.info
-        if d.main:
-            if val_images is not None:
-                res = evaluate_model(model, ds, "valid", cfg.eval_batch_size, images=val_images, trunk=val_trunk)
-                record["val_map"] = res.overall
-                record["val_per_attribute"] = res.to_json(schema, per_query=False)["per_attribute"]
-                score = res.overall
-            else:
-                score = -mean_loss  # no validation split: keep the lowest training loss
-            record["seconds"] = round(time.perf_counter() - t0, 2)
-            improved = score > best
-            if improved:
-                best = score
-            record["best"] = improved
-            state = {"trainer": {"epoch": epoch, "best": best, "score": score}, **extra}
-            if improved:
-                save_checkpoint(model, out / "best", extra=state)
-            ckpt = save_checkpoint(model, out / "last", extra=state,
-                                   extra_writer=lambda folder: _optimizer_to_files(opt, folder))
-            assert ckpt.exists()
-            history.append(record)
-            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            val = f"  val mAP {record['val_map']:.2f}" if "val_map" in record else ""
-            _log(f"epoch {epoch + 1}/{cfg.total_epochs}  loss {mean_loss:.4f}{val}  lr {lr:.2e}  "
-                 f"{record['seconds']:.1f}s{'  *best*' if improved else ''}", d)
-        if d.world > 1:
-            dist.barrier()
-    return out
+    if improved:
+        save_checkpoint(r.model, out / "best", extra=state)
+    ckpt = save_checkpoint(r.model, out / "last", extra=state,
+                           extra_writer=lambda folder: _optimizer_to_files(r.opt, folder))
+    assert ckpt.exists()
+    r.history.append(record)
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in r.history))
+    val = f"  val mAP {record['val_map']:.2f}" if "val_map" in record else ""
+    _log(f"epoch {epoch + 1}/{cfg.total_epochs}  loss {mean_loss:.4f}{val}  lr {lr:.2e}  "
+         f"{record['seconds']:.1f}s{'  *best*' if improved else ''}", r.d)

@@ -33,7 +33,7 @@ test: $(STAMP)
 # Trains every registered model with its demo preset (hours on a CPU) and installs each best checkpoint
 # into checkpoints/<model>/ with checkpoints/manifest.json; an interrupted run continues where it stopped.
 checkpoints: $(STAMP)
-	$(PY) -m profashion.train.demo_checkpoints --resume --jobs 2
+	$(PY) scripts/demo_checkpoints.py --resume --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-output

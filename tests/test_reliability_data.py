@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN
+from conftest import REPO, TINY_TRAIN
 from PIL import Image
 
 from profashion.cli import main
@@ -147,18 +147,29 @@ def test_a_folder_with_other_content_or_a_finished_epoch_is_still_refused(tiny_s
     _one_line_error(capsys, "nothing to resume", "start without --resume")
 
 
-def test_make_checkpoints_starts_a_run_stopped_before_its_first_epoch_again(tiny_synth, tmp_path, monkeypatch):
-    from profashion.train import demo_checkpoints
+def _demo_checkpoints():
+    """scripts/demo_checkpoints.py (``make checkpoints``), loaded from its file."""
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location("demo_checkpoints", REPO / "scripts" / "demo_checkpoints.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_checkpoints_starts_a_run_stopped_before_its_first_epoch_again(tiny_synth, tmp_path, monkeypatch):
+    demo_checkpoints = _demo_checkpoints()
     calls = []
     monkeypatch.setattr(demo_checkpoints.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
     run = tmp_path / "runs" / "triplet"
     _stopped_before_first_epoch(tiny_synth, run)
-    demo_checkpoints.train_one("triplet", tiny_synth, run, ["--epochs", "1"], resume=False)
+    demo_checkpoints.train_one("triplet", tiny_synth, run, {"epochs": 1}, resume=False)
     assert len(calls) == 1 and "--resume" not in calls[0]
+    config = calls[0][calls[0].index("--config") + 1]  # the run's settings, in a file beside the run folder
+    assert json.loads(Path(config).read_text())["epochs"] == 1 and not Path(config).is_relative_to(run)
     (run / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match="already holds a run"):
-        demo_checkpoints.train_one("triplet", tiny_synth, run, ["--epochs", "1"], resume=False)
+        demo_checkpoints.train_one("triplet", tiny_synth, run, {"epochs": 1}, resume=False)
 
 
 # --------------------------------------------------------------------------------------------------

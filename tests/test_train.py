@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TRAIN
+from conftest import REPO, TINY_TRAIN
 
 from profashion.cli import main
 from profashion.data.loading import SplitImages
@@ -226,11 +226,20 @@ def test_second_stage_schedule(tiny_synth, tmp_path):
         TrainConfig(model="asen", dataset="d", out="o", stage2_epochs=-1).resolved()
 
 
-def test_make_checkpoints_trains_two_at_a_time_and_keeps_the_manifest(tiny_synth, tmp_path, capsys, monkeypatch):
-    """``make checkpoints`` (demo_checkpoints --jobs 2): both models installed, an entry written by another
-    invocation meanwhile is kept, and a second --resume run skips the finished models."""
-    from profashion.train import demo_checkpoints
+def _demo_checkpoints():
+    """scripts/demo_checkpoints.py (``make checkpoints``), loaded from its file."""
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location("demo_checkpoints", REPO / "scripts" / "demo_checkpoints.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_checkpoints_trains_two_at_a_time_and_keeps_the_manifest(tiny_synth, tmp_path, capsys, monkeypatch):
+    """``make checkpoints`` (scripts/demo_checkpoints.py --jobs 2): both models installed, an entry written by another
+    invocation meanwhile is kept, and a second --resume run skips the finished models."""
+    demo_checkpoints = _demo_checkpoints()
     monkeypatch.setenv("PROFASHION_CACHE", str(tmp_path / "cache"))  # the shared trunk cache, computed once
     out, runs = tmp_path / "ck", tmp_path / "runs"
     out.mkdir()
@@ -245,6 +254,7 @@ def test_make_checkpoints_trains_two_at_a_time_and_keeps_the_manifest(tiny_synth
     for m in ("triplet", "csn"):
         assert manifest[m]["threads"] == max(1, (os.cpu_count() or 1) // 2)
         assert manifest[m]["seconds"] > 0 and manifest[m]["epochs"] == 1
+        assert manifest[m]["config"]["epochs"] == 1 and "--config" in manifest[m]["command"]
         assert manifest[m]["minutes"] == round(manifest[m]["seconds"] / 60, 1) and manifest[m]["trunk_cache_seconds"] > 0
         load_model(out / m)  # an installed, loadable checkpoint
     assert not list(out.glob(".*.tmp"))

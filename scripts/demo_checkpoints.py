@@ -1,6 +1,6 @@
 """``make checkpoints``: train every registered model with its demo preset and ship its best checkpoint.
 
-    python -m profashion.train.demo_checkpoints [--models a,b] [--resume] [--out checkpoints]
+    python scripts/demo_checkpoints.py [--models a,b] [--resume] [--out checkpoints]
         [--data data/synth160] [--runs runs/demo-checkpoints] [--epochs N --triplets-per-epoch N ...]
 
 1. generates the synthetic training set when it is missing (``data/synth160``: the gallery's generator,
@@ -8,9 +8,11 @@
 2. computes the frozen trunk's features of the training images once, with every CPU thread (the demo presets
    all freeze the same ImageNet EfficientNet-Lite0 stages and read the same cache, see
    :class:`profashion.train.trainer.FrozenTrunk`);
-3. trains each model (``available_models()`` unless ``--models``) with ``profashion train --preset demo``
-   in its own process (a crash of one does not stop the others), in ``<runs>/<model>``; with ``--resume``
-   an unfinished run continues after its last finished epoch and a finished one is not trained again;
+3. trains each model (``available_models()`` unless ``--models``) in its own process (a crash of one does not
+   stop the others): its training configuration (the demo preset, the schedule options below) is written to
+   ``<runs>/<model>.train.json`` and trained with ``profashion train --config <runs>/<model>.train.json --out
+   <runs>/<model>``; with ``--resume`` an unfinished run continues after its last finished epoch and a finished
+   one is not trained again;
 4. copies each run's ``best/`` into ``<out>/<model>/`` atomically (a temporary folder renamed into place:
    the app never sees half a checkpoint), prints the time per model, and records the provenance in
    ``<out>/manifest.json`` (model, command, seconds, validation mAP, epochs, dataset), rewritten atomically.
@@ -21,7 +23,8 @@ model is installed as soon as it is done, and the manifest is updated under a lo
 concurrent invocations never lose each other's entries.
 
 The schedule options (``--epochs``, ``--triplets-per-epoch``, ``--batch-size``, ``--warmup-steps``,
-``--model-config``) override the preset, e.g. for a quick check of the whole pipeline.
+``--model-config``) override the preset, e.g. for a quick check of the whole pipeline. The repository's
+folders (the defaults of ``--out``, ``--data``, ``--runs``) are worked out here, from this file's place.
 """
 
 from __future__ import annotations
@@ -40,10 +43,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from profashion.data.splits import atomic_write_text, move_folder_into_place
-from profashion.train.trainer import planned_epochs, run_started
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # runs from a checkout without an installed package too
 
-REPO = Path(__file__).resolve().parents[2]
+from profashion.data.splits import atomic_write_text, move_folder_into_place  # noqa: E402
+from profashion.train.config import TrainConfig, planned_epochs  # noqa: E402
+from profashion.train.trainer import run_started  # noqa: E402
+
 SYNTH = {"train": 6000, "valid": 800, "test": 2000, "size": 160, "seed": 0}
 
 
@@ -109,12 +115,21 @@ def warm_trunk_cache(data: Path, models: list[str], overrides: dict | None = Non
     return time.perf_counter() - t0
 
 
-def train_one(model: str, data: Path, run: Path, schedule: list[str], resume: bool,
-              threads: int | None = None) -> tuple[list[str], float]:
-    """Train ``model`` into ``run`` (a subprocess, ``threads`` CPU threads when given); returns the command
-    and the seconds it took."""
-    cmd = [sys.executable, "-m", "profashion.cli", "train", "--model", model, "--dataset", str(data),
-           "--preset", "demo", "--out", str(run), *schedule]
+def config_path(run: Path) -> Path:
+    """Where the training configuration of the run folder ``run`` is written: beside it (a file inside a fresh
+    run folder would count as a started run)."""
+    return run.parent / f"{run.name}.train.json"
+
+
+def train_one(model: str, data: Path, run: Path, settings: dict, resume: bool,
+              threads: int | None = None, quiet: bool = False) -> tuple[list[str], float]:
+    """Train ``model`` into ``run`` with the demo preset overridden by ``settings`` (TrainConfig fields: epochs,
+    model_overrides, ...), in a subprocess (``threads`` CPU threads when given); returns the command and the
+    seconds it took."""
+    cfg = TrainConfig.from_json({"model": model, "dataset": str(data), "preset": "demo", "out": str(run),
+                                 **settings})
+    cmd = [sys.executable, "-m", "profashion.cli", "train", "--config", str(config_path(run)), "--out", str(run),
+           *(["--quiet"] if quiet else [])]
     if run_started(run):  # a run stopped before its first epoch ended is simply started again
         if not resume:
             raise SystemExit(f"error: {run} already holds a run; pass --resume to continue it or remove it")
@@ -126,6 +141,7 @@ def train_one(model: str, data: Path, run: Path, schedule: list[str], resume: bo
             cmd.append("--resume")
         else:
             shutil.rmtree(run)  # no epoch finished: start over
+    cfg.save(config_path(run))
     print(f"{model}: $ {shlex.join(cmd)}", flush=True)
     t0 = time.perf_counter()
     env = None
@@ -173,7 +189,7 @@ def update_manifest(path: Path, model: str, entry_for) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from profashion.models.base import available_models, read_checkpoint_config
 
-    p = argparse.ArgumentParser(prog="python -m profashion.train.demo_checkpoints", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python scripts/demo_checkpoints.py", description=__doc__.split("\n")[0])
     p.add_argument("--models", help="comma-separated models (default: every registered model)")
     p.add_argument("--resume", action="store_true", help="continue unfinished runs, skip finished ones")
     p.add_argument("--out", default=str(REPO / "checkpoints"), help="checkpoints root (default: checkpoints/)")
@@ -193,20 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown model {unknown[0]!r}; available models: {', '.join(known)}", file=sys.stderr)
         return 2
-    schedule = []
-    for flag in ("epochs", "triplets_per_epoch", "batch_size", "warmup_steps", "model_config"):
-        v = getattr(args, flag)
-        if v is not None:
-            schedule += [f"--{flag.replace('_', '-')}", str(v)]
     if args.jobs < 1:
         print("error: --jobs must be at least 1", file=sys.stderr)
         return 2
-    data = ensure_dataset(Path(args.data))
     try:
         overrides = json.loads(args.model_config) if args.model_config else {}
+        if not isinstance(overrides, dict):
+            raise ValueError
     except ValueError:
-        print(f"error: --model-config is not valid JSON: {args.model_config}", file=sys.stderr)
+        print(f"error: --model-config is not a JSON object: {args.model_config}", file=sys.stderr)
         return 2
+    settings = {k: getattr(args, k) for k in ("epochs", "triplets_per_epoch", "batch_size", "warmup_steps")
+                if getattr(args, k) is not None}
+    if overrides:
+        settings["model_overrides"] = overrides
+    data = ensure_dataset(Path(args.data))
     cache_seconds = warm_trunk_cache(data, models, overrides)
     out, runs = Path(args.out), Path(args.runs)
     manifest_path = out / "manifest.json"
@@ -222,10 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         install(best, out / model)
         done, _ = _run_state(run)
         command = _portable(shlex.join(["python", *cmd[1:]]))
+        try:  # the training configuration the command read, as shipped provenance
+            config = json.loads(_portable(config_path(run).read_text()))
+        except (OSError, ValueError):
+            config = None
 
         def entry(previous: dict) -> dict:
             return {
                 "model": model, "command": command if seconds or not previous else previous.get("command"),
+                "config": config if seconds or not previous else previous.get("config"),
                 "dataset": _portable(str(data)), "run": _portable(str(run)),
                 "seconds": round(seconds, 1) if seconds else previous.get("seconds"),
                 "minutes": round(seconds / 60, 1) if seconds else previous.get("minutes"),
@@ -244,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"-> {out / model}", flush=True)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        quiet = ["--quiet"] if jobs > 1 else []  # interleaved progress bars are unreadable: epoch lines only
-        futures = {pool.submit(train_one, m, data, runs / m, schedule + quiet, args.resume, threads): m
+        quiet = jobs > 1  # interleaved progress bars are unreadable: epoch lines only
+        futures = {pool.submit(train_one, m, data, runs / m, settings, args.resume, threads, quiet): m
                    for m in models}
         for fut in as_completed(futures):
             model = futures[fut]

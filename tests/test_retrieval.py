@@ -326,3 +326,25 @@ def test_project_command(asen_index, tmp_path, capsys):
     res = json.loads(out.read_text())["attributes"]
     assert set(res) == {"colour", "texture"} and len(res["colour"]["xy"]) == len(res["colour"]["items"])
     assert main(["project", "--index", str(root), "--attribute", "hat"]) == 2
+
+
+def test_a_query_is_embedded_once_per_model_and_asked_many_times(tiny_synth, ckpts, asen_index):
+    """Embed once, ask many: another attribute, another k or the same picture uploaded again runs no model."""
+    engine = RetrievalEngine()
+    engine.add("asen", asen_index, backend="fp32")
+    calls = []
+    model = engine.entry("asen").model.model
+    original = model.embed_all
+    model.embed_all = lambda x: calls.append(1) or original(x)
+    path = load_dataset(tiny_synth).image_path("test", 3)
+    first = engine.search_all(path, "sleeve_length", k=3)["asen"]
+    again = engine.search_all(path.read_bytes(), "colour", k=5)["asen"]  # same content, another attribute
+    same = engine.search_all(path, "sleeve_length", k=3)["asen"]
+    assert len(calls) == 1
+    assert [h.item for h in same.hits] == [h.item for h in first.hits] and len(again.hits) == 5
+    # the cached answer is the model's own embedding of that attribute
+    x = engine.entry("asen").model.preprocess.to_tensor(engine.load_query(path))[None]
+    with torch.no_grad():
+        direct = original(x)[0, load_dataset(tiny_synth).schema.attribute_index("colour")].numpy()
+    np.testing.assert_allclose(engine.embed_query("asen", path, "colour"), direct, atol=1e-6)
+    assert len(calls) == 1

@@ -7,6 +7,10 @@
     result = engine.search("asen", "query.jpg", "sleeve_length", k=5)
     results = engine.search_all("query.jpg", "sleeve_length", k=5)   # every model on the same query
 
+A query image is embedded once per model under every attribute (``embed_all``) and kept, keyed by the image's
+content and the served model (segment-anything's predictor pattern: embed once, ask many): asking the same
+image under another attribute, or for more results, runs no model.
+
 A bad query (not an image, a decompression bomb, an unknown attribute) raises one ``QueryError`` with a
 clear message; in ``search_all`` a model that fails reports its error in its own result and the others
 still answer, so the engine keeps serving.
@@ -14,7 +18,9 @@ still answer, so the engine keeps serving.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import json
 import os
 import threading
@@ -68,6 +74,16 @@ class SearchResult:
         return d
 
 
+QUERY_CACHE = 512  # (query image, model) embeddings kept, (A, D) float32 each: ~3 KB for the demo models
+
+
+def query_key(image) -> str:
+    """The content of a decoded query image, as a key: the same picture uploaded twice is the same query."""
+    h = hashlib.blake2b(f"{image.mode}{image.size}".encode(), digest_size=16)
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
 @dataclasses.dataclass
 class _Entry:
     index: GalleryIndex
@@ -94,6 +110,7 @@ class RetrievalEngine:
         self.device = torch.device(device)
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._queries: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()  # LRU
 
     def add(self, name: str, index: str | os.PathLike | GalleryIndex, checkpoint: str | os.PathLike | None = None,
             model: torch.nn.Module | None = None, backend: str = "auto") -> None:
@@ -171,16 +188,42 @@ class RetrievalEngine:
         e = self.entry(name)
         a = self._attribute(e.index, attribute)
         img = decoded if decoded is not None else self.load_query(image)
-        x = e.model.preprocess.to_tensor(img)[None].to(e.model.device)
+        return self.embed_all_query(name, img, shared)[a]
+
+    def _cache_key(self, name: str, key: str) -> tuple:
+        return key, name, id(self._entries[name].model)  # a model re-added under the same name is another one
+
+    def cached(self, name: str, key: str) -> bool:
+        with self._lock:
+            return self._cache_key(name, key) in self._queries
+
+    @torch.no_grad()
+    def embed_all_query(self, name: str, decoded, shared=None) -> np.ndarray:
+        """(A, D) embeddings of a decoded query image under every attribute of model ``name``: computed once,
+        then read from the cache (LRU, ``QUERY_CACHE`` entries)."""
+        e = self.entry(name)
+        ck = self._cache_key(name, query_key(decoded))
+        with self._lock:
+            hit = self._queries.get(ck)
+            if hit is not None:
+                self._queries.move_to_end(ck)
+                return hit
+        x = e.model.preprocess.to_tensor(decoded)[None].to(e.model.device)
         with one_thread():
             feats = shared.get(e.trunk_key) if shared else None
             if feats is not None:
                 m = e.model.model
                 extras = tuple(m.trunk_extras(x)) if m.has_trunk_extras() else ()
-                q = m.embed_from_trunk((feats, *extras) if extras else feats, torch.tensor([a]))
+                q = m.embed_all_from_trunk((feats, *extras) if extras else feats)
             else:
-                q = e.model.embed(x, torch.tensor([a]))
-            return q.float().cpu().numpy()[0]
+                q = e.model.embed_all(x)
+        out = q.float().cpu().numpy()[0]
+        out.setflags(write=False)
+        with self._lock:
+            self._queries[ck] = out
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return out
 
     @torch.no_grad()
     def shared_trunks(self, names: Sequence[str], decoded) -> dict:
@@ -253,7 +296,8 @@ class RetrievalEngine:
         if not names:
             raise QueryError("no model is loaded: build an index with `profashion index` and add it")
         decoded = self.load_query(image)  # once for all models: one clear error before any model runs
-        shared = self.shared_trunks(names, decoded)
+        key = query_key(decoded)
+        shared = self.shared_trunks([n for n in names if n in self._entries and not self.cached(n, key)], decoded)
         out = {}
         for n in names:
             try:

@@ -91,7 +91,7 @@ def test_explain_maps(vit_model):
     for m in maps:
         h = m["heatmap"]
         assert h.shape == (SIZE, SIZE) and float(h.min()) >= 0 and float(h.max()) <= 1 and float(h.max()) > 0
-        assert m["feature_map_size"] == (SIZE // 8, SIZE // 8)
+        assert m.feature_map_size == (SIZE // 8, SIZE // 8)
     if vit_model.name != "tf-asen":
         heads = maps[0]["attention_heads"]
         assert heads.shape == (vit_model.backbone.num_heads, SIZE // 8, SIZE // 8)

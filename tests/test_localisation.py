@@ -19,6 +19,7 @@ from profashion.evaluation.localisation import (
     localisation_score,
     pointing_hit,
 )
+from profashion.explain.explanation import Explanation, Map
 from profashion.models.base import build_model, save_checkpoint
 
 
@@ -80,7 +81,9 @@ def test_an_oracle_map_scores_100_and_a_uniform_map_its_area(tiny_synth, monkeyp
             # find the image by its pixels: the evaluator passes images in pair order
             fid = int(order.pop(0))
             m = load_attribute_masks(ds.mask_path("test", fid), ds.schema.num_attributes)[attribute_id]
-            return {"heatmap": pre.geometry_mask(m).astype(float), "flat": np.ones((48, 48))}
+            return Explanation((Map("heatmap", "heatmap", pre.geometry_mask(m).astype(float), "the mask itself"),
+                                Map("flat", "heatmap", np.ones((48, 48)), "uniform"),
+                                Map("plan", "matrix", np.ones((3, 4)), "not a heatmap")))
 
     visible = [(f, a) for f, a in pairs
                if pre.geometry_mask(load_attribute_masks(ds.mask_path("test", f), ds.schema.num_attributes)[a]).any()]
@@ -94,6 +97,9 @@ def test_an_oracle_map_scores_100_and_a_uniform_map_its_area(tiny_synth, monkeyp
     with pytest.raises(ValueError, match="no 'nope' map"):
         order = [f for f, _ in visible]
         evaluate_localisation(Oracle(), ds, "test", key="nope")
+    with pytest.raises(ValueError, match="a matrix, not a heatmap"):
+        order = [f for f, _ in visible]
+        evaluate_localisation(Oracle(), ds, "test", key="plan")
 
 
 def test_localise_command(tiny_synth, tmp_path, capsys):

@@ -67,9 +67,9 @@ def test_explain_heatmap_at_input_resolution(demo):
         assert heat.shape == (40, 56)
         assert torch.isfinite(heat).all()
         assert heat.min() >= 0 and heat.max() <= 1
-        assert len(out["feature_map_size"]) == 2
+        assert len(out.feature_map_size) == 2
     if demo.name == "asen":
-        assert out["attention"].shape == out["feature_map_size"]
+        assert out["attention"].shape == out.feature_map_size
         assert abs(out["attention"].sum().item() - 1) < 1e-4
 
 
@@ -181,7 +181,7 @@ def test_csn_zappos_preset_and_asen_on_a_vit_backbone():
         assert csn.embed_all(images(1, 112, 112)).shape == (1, 3, 64)
     asen = build_model("asen", "scratch", NUM_VALUES, backbone="timm:vit_tiny_patch16_224", image_size=64, resize=64)
     out = asen.eval().explain(images(1, 64, 64)[0], 2)
-    assert out["feature_map_size"] == (4, 4)
+    assert out.feature_map_size == (4, 4)
     assert out["heatmap"].shape == (64, 64)
 
 

@@ -64,7 +64,7 @@ def test_explain_keys_shapes_and_ranges(model):
         m = out[key]
         assert m.shape == (40, 56), key
         assert torch.isfinite(m).all() and m.min() >= 0 and m.max() <= 1, key
-    h, w = out["feature_map_size"]
+    h, w = out.feature_map_size
     assert out["ot_weights"].shape == (h, w)
     assert abs(out["ot_weights"].sum().item() - 1) < 1e-3
     plan = out["ot_plan"]
@@ -73,12 +73,13 @@ def test_explain_keys_shapes_and_ranges(model):
         torch.testing.assert_close(plan.sum(1), torch.full((3,), 1 / 3), atol=1e-3, rtol=0)
         torch.testing.assert_close(plan.sum(0), torch.full((h * w,), 1 / (h * w)), atol=1e-3, rtol=0)
     elif model.config.transport == "ot_literal":
-        assert plan.shape == (1, h, w) and abs(plan.sum().item() - 1) < 1e-3
+        assert plan.shape == (h, w) and abs(plan.sum().item() - 1) < 1e-3
     y0, x0, y1, x1 = out["crop_box"]
     assert 0 <= y0 < y1 <= 40 and 0 <= x0 < x1 <= 56
     sp = out["superpixels"]
     assert sp.shape == (40, 56) and sp.dtype == torch.int32 and sp.min() == 0
-    chosen = out["selected_superpixels"]
+    assert out.map("superpixels").kind == "labels" and out.map("crop_box").kind == "box"
+    chosen = out.map("superpixels").selection
     assert chosen and all(0 <= i <= int(sp.max()) for i, _ in chosen)
     assert all(math.isfinite(wt) for _, wt in chosen)
     assert [wt for _, wt in chosen] == sorted((wt for _, wt in chosen), reverse=True)

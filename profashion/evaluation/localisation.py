@@ -106,6 +106,26 @@ def localisation_pairs(dataset: SplitDataset, split: str = "test", max_pairs: in
     return pairs
 
 
+def explained_heatmap(explanation, key: str, model_name: str = "model"):
+    """The heatmap called ``key`` of an :class:`~profashion.explain.explanation.Explanation` (a ValueError
+    naming the heatmaps there are when it has none, or when ``key`` is a map of another kind); a free-form
+    dict (a model outside this package) gives its ``key`` entry."""
+    from profashion.explain.explanation import Explanation
+
+    if not isinstance(explanation, Explanation):
+        if key not in explanation:
+            raise ValueError(f"model {model_name!r} has no {key!r} map; its maps: {', '.join(sorted(explanation))}")
+        return explanation[key]
+    heatmaps = [m.name for m in explanation.of_kind("heatmap")]
+    if key not in explanation.names():
+        raise ValueError(f"model {model_name!r} has no {key!r} map; its heatmaps: {', '.join(heatmaps)}")
+    m = explanation.map(key) if key not in explanation.numbers else None
+    if m is None or m.kind != "heatmap":
+        raise ValueError(f"the {key!r} map of model {model_name!r} is {'a number' if m is None else 'a ' + m.kind}, "
+                         f"not a heatmap: localisation scores a heatmap ({', '.join(heatmaps)})")
+    return m.data
+
+
 @torch.no_grad()
 def evaluate_localisation(model, dataset: SplitDataset, split: str = "test", key: str = "heatmap",
                           max_pairs: int | None = None, seed: int = 0, progress: bool = False) -> LocalisationResult:
@@ -137,11 +157,9 @@ def evaluate_localisation(model, dataset: SplitDataset, split: str = "test", key
         mask = pre.geometry_mask(masks[a])
         if not mask.any():
             continue  # not visible in this image (or cropped away): nothing to localise
-        maps = model.explain(x, a)
-        if key not in maps:
-            raise ValueError(f"model {model.name!r} has no {key!r} map; its maps: {', '.join(sorted(maps))}")
-        per.setdefault(a, []).append((localisation_score(maps[key], mask), 100.0 * float(mask.mean()),
-                                      pointing_hit(maps[key], mask)))
+        heat = explained_heatmap(model.explain(x, a), key, model.name)
+        per.setdefault(a, []).append((localisation_score(heat, mask), 100.0 * float(mask.mean()),
+                                      pointing_hit(heat, mask)))
     if not per:
         raise DatasetError(f"no visible attribute in the {split} split of {dataset.root}: nothing to localise")
     allv = [v for a in sorted(per) for v in per[a]]

@@ -1,19 +1,18 @@
 """Pure picture functions for a model's ``explain`` maps; numpy/PIL in, uint8 RGB arrays out.
 
-``model.explain(x, a)`` returns a dict whose entries differ per method (ASEN's attention, CCA's
-per-head cross-attention, ProFashion's correlation map, OT map and plan, superpixels, ...). Nothing
-here knows a model by name: :func:`classify_maps` sorts the entries by what they ARE:
+``model.explain(x, a)`` returns an :class:`~profashion.explain.explanation.Explanation`: maps, each with its
+kind. :func:`explain_panels` draws each map by its kind, never by its name:
 
-- a 2-D float array shaped like the image (same aspect ratio, at most its size): a spatial **map**,
-  drawn as a colour overlay and scored for localisation;
-- a 3-D float array of such maps (e.g. one per attention head): **maps**, drawn as a montage;
-- a 2-D integer array shaped like the image: a **segmentation** (superpixel labels), drawn as
-  boundaries; a list of ``(segment id, weight)`` pairs beside it marks the **selected** segments;
-- any other 2-D (or 1-D) float array, or one whose key names a plan: a **matrix** (e.g. a transport
-  plan), drawn with ``imshow``; rows are labelled with the attribute names when there is one row per
-  attribute, and the queried attribute's row is marked;
-- four increasing numbers ``(y0, x0, y1, x1)``: a **box** drawn on the image;
-- scalars: kept as numbers; anything else is ignored.
+- ``heatmap``: a colour overlay (nearest-neighbour when coarser than the image), scored for localisation
+  when a ground-truth mask is given;
+- ``heatmaps``: a montage of overlays (at most 16);
+- ``labels``: region boundaries; with a ``selection``, a second panel darkens the regions not picked;
+- ``matrix``: ``imshow`` with a colour bar, its rows / columns named (attribute rows by the dataset's
+  attribute names) and the queried attribute's row marked;
+- ``box``: the box drawn on the image.
+
+Numbers are returned as they are. A model outside this package that still returns a free-form dict is read
+by :func:`classify_maps`, which guesses each entry's kind from its dtype and shape (the old contract).
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from profashion.explain.explanation import Explanation, Map
 
 DISPLAY = 192  # pixels of one panel's image side in a strip
 TITLE_H = 22
@@ -152,9 +153,12 @@ def box_overlay(image, box: Sequence[float], colour=(255, 0, 255)) -> np.ndarray
     return np.asarray(img)
 
 
+MAX_TICKS = 16  # column tick labels are drawn up to this many columns (else the axis is named)
+
+
 def matrix_image(matrix, title: str = "", row_labels: Sequence[str] | None = None,
                  highlight_row: int | None = None, xlabel: str = "column", ylabel: str = "row",
-                 size: tuple[float, float] = (4.0, 3.0)) -> np.ndarray:
+                 size: tuple[float, float] = (4.0, 3.0), col_labels: Sequence[str] | None = None) -> np.ndarray:
     """A matrix (e.g. a transport plan) drawn with imshow and a colour bar, as an RGB array."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -168,6 +172,9 @@ def matrix_image(matrix, title: str = "", row_labels: Sequence[str] | None = Non
     if title:
         ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel, fontsize=8)
+    if col_labels is not None and len(col_labels) == m.shape[1] and m.shape[1] <= MAX_TICKS:
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_xticklabels(list(col_labels), fontsize=6, rotation=90)
     if row_labels is not None and len(row_labels) == m.shape[0]:
         ax.set_yticks(range(m.shape[0]))
         ax.set_yticklabels(list(row_labels), fontsize=6)
@@ -193,7 +200,7 @@ def hit_thumbnail(image, match: bool | None, side: int = 128, border: int = 6) -
 
 
 # --------------------------------------------------------------------------------------------------
-# A model's explain dict, generically
+# A free-form explain dict (models outside this package, the old contract): kinds guessed
 
 
 def _spatial(shape: tuple[int, int], image_hw: tuple[int, int]) -> bool:
@@ -226,7 +233,8 @@ def _box(value) -> tuple[float, ...] | None:
 
 
 def classify_maps(maps: dict, image_hw: tuple[int, int]) -> tuple[list[Panel], dict[str, float]]:
-    """Sort an ``explain`` dict into drawable panels (heatmap first) and plain numbers."""
+    """Sort a free-form ``explain`` dict into drawable panels (heatmap first) and plain numbers, guessing each
+    entry's kind from its dtype and shape (the models here return a typed :class:`Explanation` instead)."""
     panels: list[Panel] = []
     numbers: dict[str, float] = {}
     selections: list[list[tuple[int, float]]] = []
@@ -262,14 +270,37 @@ def classify_maps(maps: dict, image_hw: tuple[int, int]) -> tuple[list[Panel], d
     return panels, numbers
 
 
+_GUESSED = {"map": "heatmap", "maps": "heatmaps", "segments": "labels", "matrix": "matrix", "box": "box"}
+
+
+def maps_from_dict(maps: dict, image_hw: tuple[int, int], attribute: int | None = None,
+                   num_attributes: int | None = None) -> tuple[list[Map], dict[str, float]]:
+    """A free-form ``explain`` dict as typed maps (kinds guessed by :func:`classify_maps`) and numbers; a matrix
+    with one row per attribute (``num_attributes``) gets attribute rows with the queried one marked."""
+    panels, numbers = classify_maps(maps, image_hw)
+    out = []
+    for p in panels:
+        extra: dict = {}
+        if p.kind == "segments" and p.selection is not None:
+            extra["selection"] = tuple(p.selection)
+        if p.kind == "matrix" and num_attributes is not None and p.data.shape[0] == num_attributes:
+            extra.update(rows="attribute", row_attributes=tuple(range(num_attributes)),
+                         row_labels=tuple(f"attribute {i}" for i in range(num_attributes)))
+            if attribute is not None and 0 <= attribute < num_attributes:
+                extra["highlight_row"] = attribute
+        out.append(Map(p.key, _GUESSED[p.kind], p.data, "(its kind guessed from a free-form explain dict)", **extra))
+    return out, numbers
+
+
 @dataclasses.dataclass
 class RenderedPanel:
     title: str
     image: np.ndarray  # uint8 RGB
-    key: str
-    kind: str
+    key: str  # the map's name (or "input" / "ground_truth")
+    kind: str  # the picture: image | mask | map | maps | segments | selection | matrix | box
     localisation: float | None = None  # percent of the map's mass in the ground-truth mask
     pointing: bool | None = None
+    about: str = ""  # what the map means, in a sentence (the model's)
 
 
 def _montage(tiles: list[np.ndarray], cols: int) -> np.ndarray:
@@ -282,57 +313,86 @@ def _montage(tiles: list[np.ndarray], cols: int) -> np.ndarray:
     return out
 
 
-def explain_panels(image, maps: dict, mask: np.ndarray | None = None, attribute: int | None = None,
-                   attribute_names: Sequence[str] | None = None) -> tuple[list[RenderedPanel], dict[str, float]]:
-    """Every drawable entry of ``maps`` as a picture of the (model-input-sized) ``image``.
+def _row_labels(m: Map, attribute_names: Sequence[str] | None) -> list[str] | None:
+    """A matrix's row labels: attribute rows by the dataset's names when known, else the model's labels."""
+    if m.row_attributes is not None and attribute_names is not None \
+            and all(0 <= i < len(attribute_names) for i in m.row_attributes):
+        return [str(attribute_names[i]) for i in m.row_attributes]
+    return list(m.row_labels) if m.row_labels is not None else None
 
-    With a ground-truth ``mask`` (same size as the image), each spatial map gets its localisation score
-    and pointing-game hit, and the first panel is the image with the mask's outline.
+
+def explain_panels(image, explanation: Explanation | dict, mask: np.ndarray | None = None,
+                   attribute: int | None = None, attribute_names: Sequence[str] | None = None
+                   ) -> tuple[list[RenderedPanel], dict[str, float]]:
+    """Every map of ``explanation`` drawn by its kind on the (model-input-sized) ``image``; and its numbers.
+
+    With a ground-truth ``mask`` (same size as the image), each heatmap gets its localisation score and
+    pointing-game hit, and the first panel is the image with the mask's outline. ``attribute_names`` name the
+    rows of matrices whose rows are attributes. A free-form dict (a model outside this package) is read by
+    :func:`maps_from_dict` first.
     """
     from profashion.evaluation.localisation import localisation_score, pointing_hit
 
     small = as_rgb(image)
     hw = small.shape[:2]
-    panels, numbers = classify_maps(maps, hw)
+    if isinstance(explanation, Explanation):
+        maps, numbers = list(explanation.maps), dict(explanation.numbers)
+    else:
+        maps, numbers = maps_from_dict(explanation, hw, attribute,
+                                       len(attribute_names) if attribute_names is not None else None)
     # drawn at display size (boundaries and outlines one display pixel wide); scored at the model's size
     rgb = _upscale(small, max(DISPLAY, max(hw)))
     scale = rgb.shape[0] / hw[0]
     big_mask = None
-    if mask is not None and np.asarray(mask).any():
+    scored = mask is not None and np.asarray(mask).any()
+    if scored:
         big_mask = resize_map(np.asarray(mask, np.float32), rgb.shape[:2], nearest=True) > 0.5
         share = 100.0 * float(np.asarray(mask, bool).mean())
         out = [RenderedPanel(f"ground truth ({share:.0f}% of image)", mask_outline(rgb, big_mask, width=2),
-                             "ground_truth", "mask")]
+                             "ground_truth", "mask", about="The attribute's ground-truth region.")]
     else:
-        out = [RenderedPanel("input", rgb, "input", "image")]
-    for p in panels:
-        if p.kind == "map":
-            coarse = p.data.shape != hw
+        out = [RenderedPanel("input", rgb, "input", "image", about="The model's input image.")]
+    for m in maps:
+        if m.kind == "box":
+            out.append(RenderedPanel(m.name, box_overlay(rgb, [float(v) * scale for v in m.data]), m.name, "box",
+                                     about=m.about))
+            continue
+        data = to_numpy(m.data)
+        if data is None or data.size == 0:
+            continue
+        if m.kind == "heatmap":
+            data = data.astype(np.float32)
+            coarse = data.shape != hw
             score = hit = None
-            title = p.key + (f" ({p.data.shape[0]}x{p.data.shape[1]})" if coarse else "")
-            if mask is not None and np.asarray(mask).any() and np.isfinite(p.data).all():
-                score = localisation_score(p.data, mask)
-                hit = pointing_hit(p.data, mask)
+            title = m.name + (f" ({data.shape[0]}x{data.shape[1]})" if coarse else "")
+            if scored and np.isfinite(data).all():
+                score = localisation_score(data, mask)
+                hit = pointing_hit(data, mask)
                 title += f": {score:.0f}% in mask"
-            out.append(RenderedPanel(title, heatmap_overlay(rgb, p.data, nearest=coarse), p.key, p.kind, score, hit))
-        elif p.kind == "maps":
-            tiles = [heatmap_overlay(rgb, m, nearest=m.shape != hw) for m in p.data[:16]]
+            out.append(RenderedPanel(title, heatmap_overlay(rgb, data, nearest=coarse), m.name, "map", score, hit,
+                                     m.about))
+        elif m.kind == "heatmaps":
+            data = data.astype(np.float32)
+            tiles = [heatmap_overlay(rgb, t, nearest=t.shape != hw) for t in data[:16]]
             cols = int(np.ceil(np.sqrt(len(tiles))))
-            out.append(RenderedPanel(f"{p.key} ({len(p.data)})", _montage(tiles, cols), p.key, p.kind))
-        elif p.kind == "segments":
-            n = len(np.unique(p.data))
-            out.append(RenderedPanel(f"{p.key} ({n})", segmentation_overlay(rgb, p.data), p.key, p.kind))
-            if p.selection is not None:
-                ids = [i for i, _ in p.selection]
-                out.append(RenderedPanel(f"selected {p.key} ({len(ids)})",
-                                         segmentation_overlay(rgb, p.data, selected=ids), p.key, "selection"))
-        elif p.kind == "box":
-            out.append(RenderedPanel(p.key, box_overlay(rgb, [v * scale for v in p.data]), p.key, p.kind))
-        elif p.kind == "matrix":
-            rows = attribute_names if attribute_names is not None and len(attribute_names) == p.data.shape[0] else None
-            img = matrix_image(p.data, f"{p.key} {p.data.shape[0]}x{p.data.shape[1]}", row_labels=rows,
-                               highlight_row=attribute if rows is not None else None)
-            out.append(RenderedPanel(p.key, img, p.key, p.kind))
+            out.append(RenderedPanel(f"{m.name} ({len(data)})", _montage(tiles, cols), m.name, "maps",
+                                     about=m.about))
+        elif m.kind == "labels":
+            n = len(np.unique(data))
+            out.append(RenderedPanel(f"{m.name} ({n})", segmentation_overlay(rgb, data), m.name, "segments",
+                                     about=m.about))
+            if m.selection:
+                ids = [i for i, _ in m.selection]
+                out.append(RenderedPanel(f"selected {m.name} ({len(ids)})",
+                                         segmentation_overlay(rgb, data, selected=ids), m.name, "selection",
+                                         about=f"The {len(ids)} region(s) the method picked, the rest darkened."))
+        elif m.kind == "matrix":
+            data = np.atleast_2d(data.astype(np.float32))
+            img = matrix_image(data, f"{m.name} {data.shape[0]}x{data.shape[1]}",
+                               row_labels=_row_labels(m, attribute_names), highlight_row=m.highlight_row,
+                               xlabel=m.columns or "column", ylabel=m.rows or "row",
+                               col_labels=m.col_labels)
+            out.append(RenderedPanel(m.name, img, m.name, "matrix", about=m.about))
     return out, numbers
 
 

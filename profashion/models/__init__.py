@@ -1,7 +1,9 @@
-"""Models: one file per method; importing this package registers them all (see base.register)."""
+"""Models: one file per method; importing this package imports every module in it, which registers each method
+(see base.register), so adding a method is adding its file."""
 
-# Each method module registers itself on import. Keep this list in sync with the files.
-from profashion.models import asen, cca, csn, profashion, tf_baselines, triplet  # noqa: E402,F401,I001
+import importlib
+import pkgutil
+
 from profashion.models.base import (  # noqa: F401
     ModelConfig,
     ModelError,
@@ -12,3 +14,7 @@ from profashion.models.base import (  # noqa: F401
     register,
     save_checkpoint,
 )
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+del _module

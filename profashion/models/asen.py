@@ -35,12 +35,12 @@ products; ``embed`` computes only the requested attribute per image.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from profashion.explain.explanation import Explanation, Map
 from profashion.models.backbones import create_backbone
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
 from profashion.models.presets import DEMO_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
@@ -129,7 +129,7 @@ class ASEN(RetrievalModel):
         return self.embed_all_from_map(self.backbone(images))
 
     @torch.no_grad()
-    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
+    def explain(self, image: torch.Tensor, attribute_id: int) -> Explanation:
         """The attribute's spatial attention: ``"attention"`` at feature resolution (sums to 1), ``"heatmap"``
         upsampled to the image and rescaled to [0, 1]."""
         if image.ndim != 3 or image.shape[0] != 3:
@@ -143,8 +143,9 @@ class ASEN(RetrievalModel):
         finally:
             self.train(was_training)
         attention = attention[0, 0]
-        return {
-            "heatmap": self.upsample_map(attention, tuple(image.shape[1:])).cpu(),
-            "attention": attention.cpu(),
-            "feature_map_size": tuple(attention.shape),
-        }
+        return Explanation((
+            Map("heatmap", "heatmap", self.upsample_map(attention, tuple(image.shape[1:])).cpu(),
+                "The attribute's spatial attention, upsampled to the image and rescaled to [0, 1]."),
+            Map("attention", "heatmap", attention.cpu(),
+                "The attribute's spatial attention over the feature map (softmax weights, summing to 1)."),
+        ), feature_map_size=tuple(attention.shape))

@@ -64,6 +64,10 @@ class Backbone(nn.Module):
     def forward_rest(self, features: torch.Tensor) -> torch.Tensor:
         return self(features)
 
+    def warmup_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, out_channels): what the trainer's warm-up classifies attribute values from; the pooled map."""
+        return self(x).mean(dim=(2, 3))
+
 
 class FrozenPretrained(nn.Module):
     """Pretrained layers kept as they are: no gradients, always in eval mode (BatchNorm statistics untouched).

@@ -5,8 +5,13 @@ Every method (triplet, csn, asen, and later cca1/cca2/tf-csn/tf-asen/profashion)
 
 - ``embed(images, attribute_ids) -> (B, D)``: each image conditioned on its own attribute, L2-normalised;
 - ``embed_all(images) -> (B, A, D)``: every attribute at once, sharing whatever does not depend on it;
-- ``explain(image, attribute_id) -> dict``: maps of the method at work; ``"heatmap"`` (H x W floats at
-  the input image's resolution) is always present.
+- ``explain(image, attribute_id) -> Explanation``: maps of the method at work, each with its kind and a
+  sentence on what it means (:mod:`profashion.explain.explanation`); its ``heatmap`` (H x W floats in [0, 1]
+  at the input image's resolution) is always present.
+
+:class:`RetrievalModel` declares every hook the trainer, the index and the app call, with the behaviour a model
+gets when it does not override it; adding a model is one file in this package (its class and its
+``@register(...)`` preset records), which ``profashion.models`` imports by itself.
 
 A model is built from a name, a preset and its dataset's value counts; its whole configuration is a
 JSON-serialisable dataclass, so a checkpoint (``config.json`` + ``model.safetensors``) rebuilds it
@@ -23,7 +28,7 @@ import os
 import tempfile
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from profashion.explain.explanation import Explanation
+
+if typing.TYPE_CHECKING:
+    from profashion.models.backbones import Backbone
 from profashion.data.images import Preprocess
 
 CHECKPOINT_FORMAT = 1
@@ -134,9 +143,22 @@ def check_config(config: ModelConfig) -> None:
 
 
 class RetrievalModel(nn.Module):
-    """Base class: subclasses implement ``embed_all`` (and usually ``embed`` more cheaply) and ``explain``."""
+    """Base class and contract of every method: subclasses set :attr:`backbone`, implement ``embed_all`` (and
+    usually ``embed`` more cheaply) and ``explain``, and override the hooks below where their method needs to.
 
+    The trainer, the index and the app call only what is declared here (and :attr:`config`).
+    """
+
+    """The registered name (set by :func:`register`)."""
     name: str = ""
+    """The dataclass of the method's settings; a checkpoint's config.json rebuilds it."""
+    backbone: Backbone
+    """The image trunk (a :class:`~profashion.models.backbones.Backbone`: ``out_channels``, ``forward_frozen`` /
+    ``forward_rest``, ``warmup_features``); every method sets it in ``__init__``."""
+    find_unused_parameters: bool = False
+    """Whether some trainable parameters get no gradient in a step (DistributedDataParallel must then look)."""
+    checkpoint_info: Mapping = types.MappingProxyType({})
+    """The config.json of the checkpoint the model was loaded from (empty for a freshly built model)."""
     config_class: type[ModelConfig] = ModelConfig
 
     def __init__(self, config: ModelConfig):
@@ -150,15 +172,33 @@ class RetrievalModel(nn.Module):
         all_ = self.embed_all(images)
         return all_[torch.arange(len(images), device=all_.device), attribute_ids]
 
+        """(B, A, D) L2-normalised embeddings of every image under every attribute."""
     def embed_all(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
-        """Maps of the method at work for one (3, H, W) image; ``"heatmap"`` is (H, W) in [0, 1]."""
+    def explain(self, image: torch.Tensor, attribute_id: int) -> Explanation:
+        """The method's maps for one (3, H, W) image and attribute, each with its kind and meaning; its
+        ``heatmap`` is (H, W) in [0, 1]."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+        """Same as :meth:`embed` (what the trainer's and DDP's ``net(x, attrs)`` calls)."""
     def forward(self, images: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
         return self.embed(images, attribute_ids)
+    # -- training hooks (the trainer adds them to the triplet loss) --------------------------------------
+    def regularization(self) -> torch.Tensor:
+        """The method's own penalty added to every training step's loss (CSN: masks' L1, embeddings' L2); 0."""
+        return torch.zeros((), device=self.device)
+
+    def auxiliary_loss(self, values: torch.Tensor) -> torch.Tensor:
+        """A batch-level loss of the last training forward, given each embedded row's value under its attribute
+        (anchors, positives, negatives; -1 unknown), added to the step's loss (ProFashion: cluster losses); 0."""
+        return torch.zeros((), device=self.device)
+
+    def warmup_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C) what the trainer's backbone warm-up classifies attribute values from: the backbone's own
+        :meth:`~profashion.models.backbones.Backbone.warmup_features` (default: the pooled feature map)."""
+        return self.backbone.warmup_features(images)
+
 
     # -- the trunk / head split (frozen-trunk training) -------------------------------------------------
     # ``embed == embed_from_trunk o trunk_features``: ``trunk_features`` is what does not depend on the

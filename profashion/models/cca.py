@@ -36,12 +36,12 @@ Presets:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from profashion.explain.explanation import Explanation
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
 from profashion.models.presets import DEMO_VIT, DEMO_VIT_SCHEDULE, preset
 from profashion.models.vit import (
@@ -201,7 +201,7 @@ class CCA(ViTTrunkFeatures, RetrievalModel):
         return self.normalise(torch.stack(out, dim=1))
 
     @torch.no_grad()
-    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
+    def explain(self, image: torch.Tensor, attribute_id: int) -> Explanation:
         """The condition query's attention over the patches in the conditional block.
 
         ``"attention_heads"`` (H, h, w) and ``"attention"`` (h, w, mean over heads) are the softmax weights
@@ -222,8 +222,12 @@ class CCA(ViTTrunkFeatures, RetrievalModel):
             self.train(was_training)
         attn = attn[0, :, 0]  # (H, T)
         p = self.backbone.num_prefix_tokens
-        return {**self.backbone.attention_maps(attn, grid, tuple(image.shape[1:])),
-                "prefix_attention": float(attn[:, :p].sum(-1).mean())}
+        maps = self.backbone.attention_maps(attn, grid, tuple(image.shape[1:]),
+                                            query="the attribute's condition query in the conditional block")
+        return Explanation(maps, numbers={"prefix_attention": float(attn[:, :p].sum(-1).mean())},
+                           number_about={"prefix_attention": "The share of the condition query's attention that "
+                                         "goes to the [CLS] token rather than the patches (mean over heads)."},
+                           feature_map_size=grid)
 
 
 PRESETS_CCA = {

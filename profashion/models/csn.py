@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from profashion.explain.explanation import Explanation, Map, attribute_labels
 from profashion.models.backbones import create_backbone
 from profashion.models.base import ModelConfig, RetrievalModel, register
 from profashion.models.presets import DEMO_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
@@ -117,7 +117,7 @@ class CSN(RetrievalModel):
         return reg
 
     @torch.no_grad()
-    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
+    def explain(self, image: torch.Tensor, attribute_id: int) -> Explanation:
         """Each location's share of the attribute's masked embedding, and the mask itself.
 
         ``e_a = mean_p m_a * (W f_p + b)``, so location ``p`` contributes ``(m_a * (W f_p + b)) . e_a / |e_a|``;
@@ -127,9 +127,14 @@ class CSN(RetrievalModel):
         a = int(self.check_attributes(attribute_id, 1)[0])
         mask = F.relu(self.masks[a]).detach()
         contribution, size = self.pooled_linear_contribution(image, lambda f: self.fc(f) * mask)
-        return {
-            "heatmap": self.upsample_map(contribution, tuple(image.shape[1:])).cpu(),
-            "contribution": contribution.cpu(),
-            "mask": mask.cpu(),
-            "feature_map_size": size,
-        }
+        return Explanation((
+            Map("heatmap", "heatmap", self.upsample_map(contribution, tuple(image.shape[1:])).cpu(),
+                "Each location's share of the attribute's masked embedding, upsampled to the image and rescaled "
+                "to [0, 1]."),
+            Map("contribution", "heatmap", contribution.cpu(),
+                "Each feature-map location's share of the masked embedding's length, negatives clipped."),
+            Map("mask", "matrix", mask.cpu(),
+                "The attribute's mask over the embedding dimensions (ReLU of the learned mask): which dimensions "
+                "count for it.", rows="attribute", columns="embedding dimension",
+                row_labels=attribute_labels([a]), row_attributes=(a,), highlight_row=0),
+        ), feature_map_size=size)

@@ -78,6 +78,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from profashion.data.images import Preprocess
+from profashion.explain.explanation import Explanation, Map, attribute_labels, patch_labels
 from profashion.graph import SemanticAggregation
 from profashion.models.backbones import create_backbone
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
@@ -463,7 +464,7 @@ class ProFashion(RetrievalModel):
         return self.config.cluster_weight * res["loss"]
 
     @torch.no_grad()
-    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
+    def explain(self, image: torch.Tensor, attribute_id: int) -> Explanation:
         """Correlation map, OT map and plan, crop box, superpixels and the selected ones, heatmap."""
         if image.ndim != 3 or image.shape[0] != 3:
             raise ModelError(f"explain expects one (3, H, W) image, got shape {tuple(image.shape)}")
@@ -509,18 +510,48 @@ class ProFashion(RetrievalModel):
         plan = plan[0] if plan is not None else weights.view(1, -1)
         ot_map = self.upsample_map(ot_weights, size)
         heatmap = sp_map if self.config.use_ps else ot_map
-        return {
-            "heatmap": heatmap.cpu(),
-            "correlation": self.upsample_map(corr, size).cpu(),
-            "ot_map": ot_map.cpu(),
-            "ot_weights": ot_weights.cpu(),
-            "ot_plan": plan.cpu(),
-            "crop_box": box,
-            "superpixels": lab.to(torch.int32).cpu(),
-            "selected_superpixels": chosen,
-            "superpixel_map": sp_map.cpu(),
-            "feature_map_size": (h, w),
-        }
+        mode = self.config.transport
+        if mode == "ot":  # (A, N): every attribute against every patch
+            plan_map = Map("ot_plan", "matrix", plan.cpu(),
+                           "The transport plan between the attributes (rows, mass 1/A each) and the patches "
+                           "(columns, mass 1/N each), from the cost 1 - correlation: the queried attribute's row, "
+                           "times A, is its patch weights.",
+                           rows="attribute", columns=f"patch (row-major over the {h} x {w} grid)",
+                           row_labels=attribute_labels(range(len(plan))), col_labels=patch_labels((h, w)),
+                           row_attributes=tuple(range(len(plan))), highlight_row=a)
+        elif mode == "ot_literal":  # (1, h, w): the attribute's map transported between rows and columns
+            plan_map = Map("ot_plan", "matrix", plan[0].cpu(),
+                           "The transport plan between the feature map's rows and its columns from the cost "
+                           "1 - the attribute's correlation (Eq. 2 read literally); it is the patch weights.",
+                           rows="feature-map row", columns="feature-map column",
+                           row_labels=tuple(map(str, range(h))), col_labels=tuple(map(str, range(w))))
+        else:  # attention: no plan, the attribute's softmax weights over the patches
+            plan_map = Map("ot_plan", "matrix", plan.cpu(),
+                           "The attribute's softmax attention weights over the patches (no transport plan).",
+                           rows="attribute", columns=f"patch (row-major over the {h} x {w} grid)",
+                           row_labels=attribute_labels([a]), col_labels=patch_labels((h, w)),
+                           row_attributes=(a,), highlight_row=0)
+        return Explanation((
+            Map("heatmap", "heatmap", heatmap.cpu(),
+                "The weights of the selected superpixels (max 1), where the model pools the attribute from."
+                if self.config.use_ps else "The attribute's patch weights from the transport, upsampled to the "
+                "image and rescaled to [0, 1]."),
+            Map("correlation", "heatmap", self.upsample_map(corr, size).cpu(),
+                "The correlation of each patch with the attribute's embedding, upsampled and rescaled to [0, 1]."),
+            Map("ot_map", "heatmap", ot_map.cpu(),
+                "The attribute's patch weights from the transport, upsampled and rescaled to [0, 1]."),
+            Map("ot_weights", "heatmap", ot_weights.cpu(),
+                "The attribute's patch weights from the transport on the feature-map grid (summing to 1)."),
+            plan_map,
+            Map("crop_box", "box", box,
+                "The bounding box of the patches whose weight is at least crop_threshold x the largest "
+                "(Region -> Patch); only they feed the superpixels."),
+            Map("superpixels", "labels", lab.to(torch.int32).cpu(),
+                "The image's superpixels; the selected ones (inside the crop, positive mean weight) are the "
+                "parts the attribute is pooled from.", selection=tuple(chosen)),
+            Map("superpixel_map", "heatmap", sp_map.cpu(),
+                "Each selected superpixel's mean patch weight (max 1), zero elsewhere."),
+        ), feature_map_size=(h, w))
 
 
 def _is_path(s: str) -> bool:

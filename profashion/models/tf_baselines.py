@@ -21,11 +21,11 @@ Presets as CCA's: ``demo`` (``vit_demo_hybrid`` at 64 px, embedding warm-up) and
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from profashion.explain.explanation import Explanation, Map, attribute_labels
 from profashion.models.asen import ASEN, ASENConfig
 from profashion.models.base import ModelError, register
 from profashion.models.csn import CSN, CSNConfig
@@ -87,7 +87,7 @@ class TFCSN(ViTTrunkFeatures, CSN):
         return self.normalise(e[:, None, :] * F.relu(self.masks)[None])
 
     @torch.no_grad()
-    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
+    def explain(self, image: torch.Tensor, attribute_id: int) -> Explanation:
         """The [CLS] token's attention over the patches in the last block (per head and mean), and the mask.
 
         CSN's mask acts on embedding dimensions, not on places: the map is the same for every attribute,
@@ -103,8 +103,13 @@ class TFCSN(ViTTrunkFeatures, CSN):
             attn = last_block_cls_attention(self.backbone, image[None].to(self.device))[0]  # (H, T)
         finally:
             self.train(was_training)
-        return {**self.backbone.attention_maps(attn, grid, tuple(image.shape[1:])),
-                "mask": F.relu(self.masks[a]).detach().cpu()}
+        maps = self.backbone.attention_maps(attn, grid, tuple(image.shape[1:]),
+                                            query="the [CLS] token in the last block (the same for every attribute)")
+        mask = Map("mask", "matrix", F.relu(self.masks[a]).detach().cpu(),
+                   "The attribute's mask over the embedding dimensions (ReLU of the learned mask): which dimensions "
+                   "count for it.", rows="attribute", columns="embedding dimension",
+                   row_labels=attribute_labels([a]), row_attributes=(a,), highlight_row=0)
+        return Explanation((*maps, mask), feature_map_size=grid)
 
 
 @torch.no_grad()

@@ -18,11 +18,11 @@ Presets:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from torch import nn
 
+from profashion.explain.explanation import Explanation, Map
 from profashion.models.backbones import create_backbone
 from profashion.models.base import ModelConfig, RetrievalModel, register
 from profashion.models.presets import DEMO_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
@@ -77,7 +77,7 @@ class TripletNet(RetrievalModel):
         return self._embed(images)[:, None].repeat(1, self.num_attributes, 1)
 
     @torch.no_grad()
-    def explain(self, image: torch.Tensor, attribute_id: int) -> dict[str, Any]:
+    def explain(self, image: torch.Tensor, attribute_id: int) -> Explanation:
         """Where the embedding comes from: each location's share of the final vector.
 
         GAP and FC are linear, so ``e = mean_p (W f_p + b)``; location ``p`` contributes
@@ -85,8 +85,11 @@ class TripletNet(RetrievalModel):
         """
         self.check_attributes(attribute_id, 1)
         contribution, size = self.pooled_linear_contribution(image, self.fc)
-        return {
-            "heatmap": self.upsample_map(contribution, tuple(image.shape[1:])).cpu(),
-            "contribution": contribution.cpu(),
-            "feature_map_size": size,
-        }
+        return Explanation((
+            Map("heatmap", "heatmap", self.upsample_map(contribution, tuple(image.shape[1:])).cpu(),
+                "Each location's share of the embedding, upsampled to the image and rescaled to [0, 1]; the "
+                "same for every attribute (the triplet network is not conditioned)."),
+            Map("contribution", "heatmap", contribution.cpu(),
+                "Each feature-map location's share of the embedding's length, (W f_p + b) . e / |e|, negatives "
+                "clipped."),
+        ), feature_map_size=size)

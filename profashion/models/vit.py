@@ -195,16 +195,24 @@ class ViTTrunk(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch_grid(self.forward_tokens(x), self.grid_size(x.shape[-2], x.shape[-1]))
 
-    def attention_maps(self, attn: torch.Tensor, grid: tuple[int, int], image_hw: tuple[int, int]) -> dict:
-        """One query's attention over the tokens, (H, T), as ``explain`` maps: ``heatmap`` (mean over heads
-        at image resolution, in [0, 1]), ``attention`` (h, w), ``attention_heads`` (H, h, w) and
-        ``feature_map_size``; the prefix tokens' share is left to the caller."""
+    def attention_maps(self, attn: torch.Tensor, grid: tuple[int, int], image_hw: tuple[int, int],
+                       query: str = "the query") -> tuple:
+        """One query's attention over the tokens, (H, T), as ``explain`` maps (:class:`~profashion.explain.
+        explanation.Map`): ``heatmap`` (mean over heads at image resolution, in [0, 1]), ``attention`` (h, w)
+        and ``attention_heads`` (H, h, w); ``query`` names the query in their sentences. The prefix tokens'
+        share is left to the caller."""
+        from profashion.explain.explanation import Map
         from profashion.models.base import RetrievalModel
 
         heads = attn[:, self.num_prefix_tokens:].reshape(-1, *grid)
         mean = heads.mean(0)
-        return {"heatmap": RetrievalModel.upsample_map(mean, image_hw).cpu(), "attention": mean.cpu(),
-                "attention_heads": heads.cpu(), "feature_map_size": grid}
+        return (Map("heatmap", "heatmap", RetrievalModel.upsample_map(mean, image_hw).cpu(),
+                    f"The attention of {query} on the patches (mean over heads), upsampled to the image and "
+                    "rescaled to [0, 1]."),
+                Map("attention", "heatmap", mean.cpu(),
+                    f"The softmax attention of {query} on each patch, mean over the heads."),
+                Map("attention_heads", "heatmaps", heads.cpu(),
+                    f"The softmax attention of {query} on each patch, one map per head."))
 
     def warmup_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C): what the trainer's warm-up classifies from: the mean of the [CLS] token and of the mean

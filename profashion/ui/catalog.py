@@ -425,8 +425,9 @@ class Catalog:
 
     @torch.no_grad()
     def explain(self, name: str, path, attribute, item: int | None = None, image=None) -> Explained:
-        """The model's ``explain`` maps for the query, drawn, with the ground-truth region when known;
-        ``image`` is the query already decoded (:meth:`decode_query`), if it is."""
+        """The model's :class:`~profashion.explain.explanation.Explanation` for the query, each map drawn by its
+        kind (with the sentence saying what it means), with the ground-truth region when known; ``image`` is
+        the query already decoded (:meth:`decode_query`), if it is."""
         from profashion.data.synth import load_attribute_masks
         from profashion.explain.render import explain_panels
 
@@ -435,7 +436,7 @@ class Catalog:
         pre = model.preprocess
         img = image if image is not None else load_image(path)
         with one_thread():  # one image: see accel.one_thread
-            maps = model.explain(pre.to_tensor(img).to(model.device), a)
+            explanation = model.explain(pre.to_tensor(img).to(model.device), a)
         shown = np.asarray(pre.geometry(img))
         mask, share, note = None, None, ""
         if item is not None and self.dataset.mask_path(GALLERY_SPLIT, item) is not None:
@@ -447,7 +448,7 @@ class Catalog:
                 note = f"{self.attributes[a]} is not visible in this image: there is no region to localise"
         elif item is None:
             note = "an uploaded image has no ground-truth region; pick a gallery example to see localisation scores"
-        panels, numbers = explain_panels(shown, maps, mask, a, self.attributes)
+        panels, numbers = explain_panels(shown, explanation, mask, a, self.attributes)
         return Explained(name, panels, numbers, share, note)
 
     def projection(self, name: str, attribute, method: str = "tsne"):

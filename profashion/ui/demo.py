@@ -282,6 +282,10 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                                  "yes" if pnl.pointing else "no"])
             if ex.numbers:
                 lines.append(f"- **{name}**: " + ", ".join(f"{k} = {v:.3g}" for k, v in ex.numbers.items()))
+            meanings = [f"  - *{pnl.key}*: {pnl.about}" for pnl in ex.panels
+                        if pnl.about and pnl.kind not in ("image", "mask", "selection")]
+            if meanings:  # each map's kind and sentence come from the model's Explanation
+                lines.append(f"- **{name}**, what its maps show:\n" + "\n".join(meanings))
             if ex.note and ex.note not in "\n".join(lines):
                 lines.insert(0, f"_{ex.note[0].upper() + ex.note[1:]}._")
         who = f"gallery item #{item}" if item is not None else "an uploaded image"

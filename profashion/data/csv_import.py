@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +55,10 @@ from profashion.data.splits import (
     DatasetError,
     check_image_path,
     eval_query_split,
-    move_folder_into_place,
     write_meta,
     write_split_files,
 )
+from profashion.io import atomic_folder, check_output_folder
 
 STRATIFICATION = "rarest known (attribute, value) of each row; systematic sampling with a random offset"
 
@@ -225,26 +223,6 @@ def _check_eval_splits(codes, seed, valid_fraction, test_fraction, query_fractio
                            + "; ".join(problems) + advice)
 
 
-def _check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """Refuse an output folder we could not replace safely (overwrite replaces only a dataset folder)."""
-    target = Path(os.path.abspath(out))
-    for p in inputs:
-        p = Path(os.path.abspath(p))
-        if p == target or target in p.parents:
-            raise DatasetError(f"output folder {out} would contain the input {p}; choose another output folder")
-    if out.exists():
-        if not out.is_dir():
-            raise DatasetError(f"output path {out} exists and is not a folder")
-        if any(out.iterdir()):
-            if not overwrite:
-                raise DatasetError(f"output folder {out} exists and is not empty; pass overwrite=True to replace it")
-            if not (out / "meta.json").is_file():
-                raise DatasetError(
-                    f"output folder {out} is not empty and holds no meta.json: overwrite=True only replaces a "
-                    "dataset folder, so choose an empty or new folder"
-                )
-
-
 def import_csv(
     csv_path,
     image_root,
@@ -278,7 +256,7 @@ def import_csv(
     if eval_layout not in EVAL_LAYOUTS:
         raise DatasetError(f"unknown eval layout {eval_layout!r}: choose one of {', '.join(EVAL_LAYOUTS)}")
     _check_fractions(valid_fraction, test_fraction, query_fraction)
-    _check_out(out, overwrite, [csv_path, image_root])
+    check_output_folder(out, overwrite, marker="meta.json", inputs=[csv_path, image_root], error=DatasetError)
 
     paths, cells, lines = _read_catalogue(csv_path, image_column, attributes)
 
@@ -320,10 +298,7 @@ def import_csv(
     split_of, eval_files = _plan(codes, seed, valid_fraction, test_fraction, query_fraction, eval_layout)
     _check_eval_splits(codes, seed, valid_fraction, test_fraction, query_fraction, eval_layout, split_of, eval_files)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_folder(out) as tmp:
         for k, split in enumerate(("train", "valid", "test")):
             rows = np.flatnonzero(split_of == k)  # CSV order inside each split
             labels = [[(a, int(v)) for a, v in enumerate(r) if v >= 0] for r in codes[rows]]
@@ -346,8 +321,4 @@ def import_csv(
         if eval_layout != "asen":  # the default layout leaves meta.json as it always was
             extra["EVAL_LAYOUT"] = eval_layout
         write_meta(tmp, schema, out.name, image_root=Path(image_root_rel).as_posix(), extra=extra)
-        move_folder_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

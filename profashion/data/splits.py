@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from profashion.io import atomic_write_json, atomic_write_text
+from profashion.io import replace_folder as move_folder_into_place  # noqa: F401 - re-exported
 
 SPLITS = ("train", "valid", "test")
 EVAL_SPLITS = ("valid", "test")
@@ -373,49 +374,11 @@ def load_dataset(root: str | os.PathLike, image_root: str | os.PathLike | None =
 
 
 # --------------------------------------------------------------------------------------------------
-# Writing (atomically: a dataset is written to a temporary folder and renamed into place)
+# Writing (atomically: a dataset is written to a temporary folder and renamed into place, profashion.io)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def move_folder_into_place(tmp: Path, out: Path) -> None:
-    """Rename a finished ``tmp`` folder onto ``out``; an existing ``out`` is replaced only at the very end.
-
-    An empty ``out`` is simply taken over; a non-empty one is moved aside, replaced, then deleted (and
-    put back if the replacing rename fails), so ``out`` is never half-written.
-    """
-    tmp, out = Path(tmp), Path(out)
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old)  # onto the empty placeholder
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+# atomic_write_text and move_folder_into_place live in profashion.io (imported above); they stay importable
+# from here for the code that imports them from this module.
 
 
 def format_labels(labels: Sequence[Sequence[tuple[int, int]]]) -> str:
@@ -455,7 +418,7 @@ def write_meta(out: Path, schema: AttributeSchema, name: str, image_root: str = 
         meta["MASK_ROOT"] = mask_root
     if extra:
         meta.update(extra)
-    atomic_write_text(Path(out) / "meta.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(Path(out) / "meta.json", meta)
 
 
 def query_candidate_split(

@@ -75,9 +75,7 @@ import io
 import math
 import multiprocessing as mp
 import os
-import shutil
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +84,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from profashion.data import splits
-from profashion.data.splits import AttributeSchema, DatasetError, SplitDataset
+from profashion.data.masks import attribute_mask, load_attribute_masks  # noqa: F401 - re-exported
+from profashion.data.splits import AttributeSchema, DatasetError
+from profashion.io import atomic_folder, check_output_folder
 
 __all__ = [
     "ATTRIBUTE_KIND",
@@ -173,29 +173,8 @@ _UPPER_ARM, _FOREARM = 0.165, 0.15
 
 
 # --------------------------------------------------------------------------------------------------
-# Masks
+# Masks: read by profashion.data.masks (re-exported here for old imports)
 
-
-def load_attribute_masks(path: str | os.PathLike, num_attributes: int = NUM_ATTRIBUTES) -> np.ndarray:
-    """The (A, H, W) boolean masks stored in one 16-bit mask PNG (bit ``a`` = attribute ``a``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"mask not found: {path}")
-    with Image.open(path) as im:
-        bits = np.asarray(im).astype(np.uint16)
-    if bits.ndim != 2:
-        raise DatasetError(f"{path} is not a single-channel mask (shape {bits.shape})")
-    shifts = np.arange(num_attributes, dtype=np.uint16)[:, None, None]
-    return ((bits[None] >> shifts) & 1).astype(bool)
-
-
-def attribute_mask(dataset: SplitDataset, split: str, fid: int, attribute: str | int) -> np.ndarray:
-    """(H, W) boolean mask of where ``attribute`` lives in image ``fid`` of ``split``."""
-    a = dataset.schema.attribute_index(attribute)
-    path = dataset.mask_path(split, int(fid))
-    if path is None:
-        raise DatasetError(f"{dataset.root} has no attribute masks (only synthetic datasets have them)")
-    return load_attribute_masks(path, a + 1)[a]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -917,26 +896,10 @@ def generate_synth(
     if eval_layout not in splits.EVAL_LAYOUTS:
         raise DatasetError(f"unknown eval layout {eval_layout!r}: choose one of {', '.join(splits.EVAL_LAYOUTS)}")
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise DatasetError(f"{out} exists and is not a folder; choose another output path")
-        if any(out.iterdir()):
-            if not overwrite:
-                raise DatasetError(f"{out} already exists and is not empty; choose another folder or pass "
-                                   "overwrite=True (--overwrite) to replace it")
-            if not (out / "meta.json").is_file():
-                raise DatasetError(f"refusing to overwrite {out}: it is not empty and holds no meta.json, so it "
-                                   "does not look like a dataset folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    check_output_folder(out, overwrite, flag="overwrite=True (--overwrite)", marker="meta.json", error=DatasetError)
+    with atomic_folder(out) as tmp:
         _build(tmp, {"train": n_train, "valid": n_valid, "test": n_test}, size, seed, progress, workers,
                eval_layout)
-        splits.move_folder_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

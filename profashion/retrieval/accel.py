@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from profashion.io import atomic_path
+
 BACKENDS = ("fp32", "bf16", "onnx", "auto")
 PROBE_TOLERANCE = 1e-4  # max |onnx - fp32| on the probe batch for the export to be trusted
 
@@ -89,16 +91,8 @@ def export_onnx(model, path: str | os.PathLike, batch: int = 2) -> Path:
             program = torch.onnx.export(_EmbedAll(model).cpu(), (x,), dynamo=True, input_names=["images"],
                                         output_names=["embeddings"],
                                         dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            program.save(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            program.save(str(tmp))
     finally:
         model.train(was_training)
     return path

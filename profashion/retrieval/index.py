@@ -32,7 +32,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,9 +46,9 @@ from profashion.data.splits import (
     AttributeSchema,
     DatasetError,
     SplitDataset,
-    atomic_write_text,
     load_dataset,
 )
+from profashion.io import atomic_folder, atomic_save_npy, atomic_write_json, check_output_folder, sha256_file
 
 INDEX_FORMAT = 1
 KINDS = ("flat", "hnsw", "ivf")
@@ -67,15 +66,6 @@ class GalleryIndexError(ValueError):
 # Fingerprints
 
 
-def _sha256_file(path: Path, h=None) -> str:
-    """sha256 of a file, read in 1 MiB blocks (bounded memory whatever its size)."""
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def checkpoint_fingerprint(ckpt_dir: str | os.PathLike) -> str:
     """sha256 of a checkpoint's config.json and model.safetensors (what the embeddings depend on)."""
     ckpt_dir = Path(ckpt_dir)
@@ -84,7 +74,7 @@ def checkpoint_fingerprint(ckpt_dir: str | os.PathLike) -> str:
         p = ckpt_dir / name
         if not p.is_file():
             raise GalleryIndexError(f"{ckpt_dir} is not a checkpoint: it has no {name}")
-        _sha256_file(p, h)
+        sha256_file(p, h=h)
     return h.hexdigest()
 
 
@@ -242,18 +232,6 @@ def embed_images(model, batches: Iterator[np.ndarray], total: int, progress: boo
     return np.concatenate(out) if out else np.zeros((0, model.num_attributes, 0), np.float32)
 
 
-def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | SplitDataset, out: str | os.PathLike,
                 split: str = "test", image_root: str | None = None, kind: str = "flat", storage: str = "fp32",
                 batch_size: int = 128, device: str | torch.device = "cpu", overwrite: bool = False,
@@ -271,8 +249,7 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
     faiss_description(kind, storage, 1000)  # validate the options before any work
     if batch_size < 1:
         raise GalleryIndexError(f"batch size must be at least 1, got {batch_size}")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise GalleryIndexError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    check_output_folder(out, overwrite, flag="--overwrite", error=GalleryIndexError)
     ds = dataset if isinstance(dataset, SplitDataset) else load_dataset(dataset, image_root)
     items, split_names = gallery_items(ds, split)
     ckpt = Path(checkpoint)
@@ -298,7 +275,7 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
         if not same:
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(partial / "stamp.json", json.dumps(stamp, indent=2) + "\n")
+    atomic_write_json(partial / "stamp.json", stamp)
     embedder = Embedder(model, backend, cache_dir=partial / "accel", fingerprint=ckpt_fp)
 
     t0 = time.perf_counter()
@@ -319,20 +296,19 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
             batches = prefetched_batches(items.paths[lo:hi], model.preprocess, batch_size, workers)
             emb = embed_images(embedder, batches, hi - lo, progress=progress,
                                desc=f"embedding gallery {c + 1}/{n_chunks}")
-            _atomic_save_npy(path, emb)
+            atomic_save_npy(path, emb)
         chunks.append(emb)
         if on_chunk is not None:
             on_chunk(c, n_chunks)
     embeddings = np.concatenate(chunks)
     embed_seconds = time.perf_counter() - t0
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         A, D = embeddings.shape[1], embeddings.shape[2]
-        _atomic_save_npy(tmp / "embeddings.npy", embeddings.astype(np.float32))
-        _atomic_save_npy(tmp / "values.npy", items.values.astype(np.int64))
-        atomic_write_text(tmp / "items.json", json.dumps(
-            {"split": items.splits, "fid": items.fids.tolist(), "path": items.paths}) + "\n")
+        atomic_save_npy(tmp / "embeddings.npy", embeddings.astype(np.float32))
+        atomic_save_npy(tmp / "values.npy", items.values.astype(np.int64))
+        atomic_write_json(tmp / "items.json", {"split": items.splits, "fid": items.fids.tolist(),
+                                               "path": items.paths}, indent=None)
         import faiss
 
         desc, params = faiss_description(kind, storage, len(items))
@@ -345,7 +321,7 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
                 recall[ds.schema.names[a]] = round(recall_at_k(index, embeddings[:, a], embeddings[sample, a],
                                                                recall_k), 2)
             faiss.write_index(index, str(tmp / f"attr_{a:02d}.faiss"))
-        files = {p.name: _sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         if (partial / "accel").is_dir():
             shutil.copytree(partial / "accel", tmp / "accel")  # a cache: not part of the checked files
         manifest = {
@@ -367,14 +343,7 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
             "preprocess": model.preprocess.to_json(),
             "files": files,
         }
-        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        from profashion.data.splits import move_folder_into_place
-
-        move_folder_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write_json(tmp / "manifest.json", manifest)
     shutil.rmtree(partial, ignore_errors=True)
     return out
 
@@ -480,7 +449,7 @@ class GalleryIndex:
                 p = root / name
                 if not p.is_file():
                     raise GalleryIndexError(f"{root} is incomplete: {name} is missing; rebuild it with `profashion index --overwrite`")
-                if name != "embeddings.npy" and _sha256_file(p) != files[name]:
+                if name != "embeddings.npy" and sha256_file(p) != files[name]:
                     raise _changed(p)
         if checkpoint is not None:
             fp = checkpoint_fingerprint(checkpoint)
@@ -521,7 +490,7 @@ class GalleryIndex:
     def _read_embeddings(self) -> np.ndarray:
         p = self.root / "embeddings.npy"
         try:
-            digest = _sha256_file(p) if self.verify else None
+            digest = sha256_file(p) if self.verify else None
             emb = np.load(p, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise GalleryIndexError(f"{p} cannot be read ({exc}); {REBUILD}") from exc

@@ -22,12 +22,11 @@ point (nearly) the same, which is what a model whose space collapsed in training
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from profashion.io import atomic_path
 from profashion.retrieval.index import GalleryIndex, GalleryIndexError
 
 METHODS = ("tsne", "umap")
@@ -214,15 +213,11 @@ def _nan_none(v) -> float | None:
 
 def _save_cache(path: Path, p: Projection, fingerprint: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, items=p.items, xy=p.xy, values=p.values, fingerprint=np.array(fingerprint),
                      knn=np.float64(np.nan if p.knn_accuracy is None else p.knn_accuracy),
                      chance=np.float64(np.nan if p.chance is None else p.chance),
                      silhouette=np.float64(np.nan if p.silhouette is None else p.silhouette))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
     except OSError:
         pass  # a read-only index folder: the projection is simply not cached
 

@@ -18,7 +18,6 @@ projections, nearest neighbours, the measured mAP (cached per checkpoint) and th
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import threading
@@ -30,6 +29,7 @@ import torch
 
 from profashion.data.images import ImageError, load_image
 from profashion.data.splits import DatasetError, SplitDataset, atomic_write_text, load_dataset
+from profashion.io import sha256_file
 from profashion.retrieval.accel import one_thread
 from profashion.retrieval.index import (
     GalleryIndex,
@@ -139,14 +139,6 @@ class Explained:
     numbers: dict[str, float]
     mask_share: float | None  # percent of the image inside the ground-truth region (None: no mask)
     note: str = ""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Catalog:
@@ -402,8 +394,8 @@ class Catalog:
                 return None
             with self._lock:
                 if self._by_hash is None:
-                    self._by_hash = {_sha256(Path(self.item_path(i))): i for i in range(self.num_items)}
-            return self._by_hash.get(_sha256(p))
+                    self._by_hash = {sha256_file(Path(self.item_path(i))): i for i in range(self.num_items)}
+            return self._by_hash.get(sha256_file(p))
         except OSError:
             return None
 
@@ -428,7 +420,7 @@ class Catalog:
         """The model's :class:`~profashion.explain.explanation.Explanation` for the query, each map drawn by its
         kind (with the sentence saying what it means), with the ground-truth region when known; ``image`` is
         the query already decoded (:meth:`decode_query`), if it is."""
-        from profashion.data.synth import load_attribute_masks
+        from profashion.data.masks import load_attribute_masks
         from profashion.explain.render import explain_panels
 
         a = self.attribute_index(attribute)

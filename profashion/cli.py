@@ -279,39 +279,8 @@ EVAL_LAYOUT_HELP = ("how valid/test images become queries and candidates: asen (
                     "with: several times more queries on small data; numbers not comparable across layouts)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="profashion", description="Attribute-specific fashion retrieval, made visible.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    g = sub.add_parser("generate", help="generate a dataset")
-    gsub = g.add_subparsers(dest="kind", required=True)
-    s = gsub.add_parser("synth", help="synthetic garments with attribute masks (the embedded default)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--train", type=int, default=4000)
-    s.add_argument("--valid", type=int, default=500)
-    s.add_argument("--test", type=int, default=1000)
-    s.add_argument("--size", type=int, default=112, help="image size in pixels (default 112)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--eval-layout", default="asen", choices=["asen", "all-attributes"], help=EVAL_LAYOUT_HELP)
-    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
-    s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=_cmd_generate)
-
-    c = sub.add_parser("import-csv", help="turn a CSV catalogue into the split format")
-    c.add_argument("csv")
-    c.add_argument("--image-root", required=True, help="folder the CSV's image paths are relative to")
-    c.add_argument("--attributes", required=True, help="comma-separated attribute columns, e.g. baseColour,usage")
-    c.add_argument("--out", required=True)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--image-column", default="image")
-    c.add_argument("--eval-layout", default="asen", choices=["asen", "all-attributes"], help=EVAL_LAYOUT_HELP)
-    c.add_argument("--valid-fraction", type=float, default=0.1, help="share of the images in valid (default 0.1)")
-    c.add_argument("--test-fraction", type=float, default=0.2, help="share of the images in test (default 0.2)")
-    c.add_argument("--query-fraction", type=float, default=0.2,
-                   help="share of each (attribute, value)'s eval images that are queries (default 0.2)")
-    c.add_argument("--overwrite", action="store_true")
-    c.set_defaults(func=_cmd_import_csv)
-
+def _add_train_parser(sub) -> None:
+    """``profashion train``: every flag sets one TrainConfig setting, over a --config file's."""
     t = sub.add_parser("train", help="train a model with the conditioned triplet loss",
                        description="Every setting may come from --config FILE (a JSON object of training settings, "
                                    "e.g. a run's args.json); a flag given overrides the file's setting.")
@@ -351,6 +320,42 @@ def build_parser() -> argparse.ArgumentParser:
                         "Presets with frozen_stages (the demo presets) always train from a cache of those stages")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="profashion", description="Attribute-specific fashion retrieval, made visible.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate a dataset")
+    gsub = g.add_subparsers(dest="kind", required=True)
+    s = gsub.add_parser("synth", help="synthetic garments with attribute masks (the embedded default)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--train", type=int, default=4000)
+    s.add_argument("--valid", type=int, default=500)
+    s.add_argument("--test", type=int, default=1000)
+    s.add_argument("--size", type=int, default=112, help="image size in pixels (default 112)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--eval-layout", default="asen", choices=["asen", "all-attributes"], help=EVAL_LAYOUT_HELP)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_generate)
+
+    c = sub.add_parser("import-csv", help="turn a CSV catalogue into the split format")
+    c.add_argument("csv")
+    c.add_argument("--image-root", required=True, help="folder the CSV's image paths are relative to")
+    c.add_argument("--attributes", required=True, help="comma-separated attribute columns, e.g. baseColour,usage")
+    c.add_argument("--out", required=True)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--image-column", default="image")
+    c.add_argument("--eval-layout", default="asen", choices=["asen", "all-attributes"], help=EVAL_LAYOUT_HELP)
+    c.add_argument("--valid-fraction", type=float, default=0.1, help="share of the images in valid (default 0.1)")
+    c.add_argument("--test-fraction", type=float, default=0.2, help="share of the images in test (default 0.2)")
+    c.add_argument("--query-fraction", type=float, default=0.2,
+                   help="share of each (attribute, value)'s eval images that are queries (default 0.2)")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=_cmd_import_csv)
+
+    _add_train_parser(sub)
 
     e = sub.add_parser("eval", help="retrieval mAP with the ASEN protocol")
     e.add_argument("--dataset", required=True)

@@ -95,6 +95,10 @@ def test_a_tiny_job_trains_and_its_checkpoint_answers_retrieve(app, roots):
     job_dir = roots["jobs"] / job_id
     assert json.loads((job_dir / "job.json").read_text())["status"] == "finished"
     assert "run finished" in (job_dir / "train.log").read_text()
+    # one configuration: the job's train.json, read by `profashion train --config`; the view's epochs from it
+    assert json.loads((job_dir / "train.json").read_text())["triplets_per_epoch"] == 64
+    assert f"--config {job_dir / 'train.json'}" in (job_dir / "train.log").read_text()
+    assert rec["epochs_total"] == 1 and rec["settings"]["epochs"] == 1 and "args" not in rec
     rec = wait(client, job_id, lambda r: r["checkpoint_model"] == job_id, timeout=120)
     assert job_id in catalog.models and catalog.models[job_id].method == "asen"
     _, md, _, _ = client.predict(job_id, api_name="/job_status")
@@ -194,6 +198,34 @@ def test_a_job_whose_process_vanished_is_failed_and_resumable(roots, tmp_path):
     assert json.loads((d / "job.json").read_text())["status"] == "failed"
     with pytest.raises(JobError, match="unknown job"):
         jobs.get("../etc")
+
+
+def test_a_job_of_an_older_version_is_shown_and_resumes_from_its_runs_settings(roots, tmp_path, monkeypatch):
+    """job.json with the trainer's argv ("args") and no train.json: shown; resumed with its run's args.json as
+    the configuration, or refused in one sentence when it has none."""
+    from profashion.train.config import TrainConfig
+
+    jobs = JobManager(tmp_path / "jobs", [roots["data"]], enabled=True)
+    started = []
+    monkeypatch.setattr(jobs, "_start", lambda job, resume: started.append((job, resume)) or job)
+    for name, with_args in (("asen-20250101-000000-0001", True), ("asen-20250101-000000-0002", False)):
+        d = tmp_path / "jobs" / name
+        d.mkdir(parents=True)
+        (d / "job.json").write_text(json.dumps({
+            "id": name, "model": "asen", "dataset": str(roots["synth"]), "preset": "demo",
+            "args": ["--model", "asen", "--dataset", str(roots["synth"]), "--epochs", "2"], "status": "stopped",
+            "reason": "", "pid": None, "created": "2025-01-01T00:00:00Z"}))
+        if with_args:
+            cfg = TrainConfig(model="asen", dataset=str(roots["synth"]), out=str(d / "run"), epochs=2).resolved()
+            cfg.save(d / "run" / "args.json")
+    old, bare = jobs.get("asen-20250101-000000-0001"), jobs.get("asen-20250101-000000-0002")
+    assert jobs.public_json(old)["args"][3] == "<data root 1>/synth"
+    assert jobs.total_epochs(old) == 2 and jobs.total_epochs(bare) == 3  # its run's args.json; else the preset
+    jobs.resume(old["id"])
+    assert started and started[0][1] is False  # no epoch finished: started again from its settings
+    assert TrainConfig.load(tmp_path / "jobs" / old["id"] / "train.json").epochs == 2
+    with pytest.raises(JobError, match="older version.*launch a new job"):
+        jobs.resume(bare["id"])
 
 
 def test_the_page_shows_no_server_folder_of_the_jobs_or_data_roots(app, roots):

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from profashion.models.base import ModelError, build_model, load_model, save_che
 from profashion.train.limits import MAX_EPOCHS, max_batch_size
 from profashion.train.trainer import TrainConfig
 from profashion.ui.jobs import JobError, JobManager
+
+REPO = Path(__file__).resolve().parents[1]
 
 # -- images -------------------------------------------------------------------------------------------------
 
@@ -243,9 +246,8 @@ def test_training_is_off_on_a_space_unless_its_owner_enables_it(monkeypatch, tmp
 
 
 def test_server_folders_are_shown_by_their_public_names(tmp_path, tiny_synth):
-    from profashion.ui.jobs import REPO
-
-    manager = JobManager(tmp_path / "jobs", [REPO / "data", REPO.parent / "shared" / "data", tiny_synth.parent])
+    manager = JobManager(tmp_path / "jobs", [REPO / "data", REPO.parent / "shared" / "data", tiny_synth.parent],
+                         home=REPO)
     text = manager.public(f"ran {sys.executable} on {tiny_synth} into {tmp_path / 'jobs' / 'j1'} from {REPO}")
     assert str(tmp_path) not in text and str(REPO) not in text and str(tiny_synth.parent) not in text
     assert text == "ran python on <data root 3>/synth into <jobs>/j1 from ."
@@ -272,8 +274,6 @@ def test_a_checkpoint_whose_weights_changed_after_saving_is_refused(tmp_path):
 
 def test_every_shipped_checkpoint_records_and_matches_its_weights_checksum():
     from profashion.models.pretrained import file_sha256
-    from profashion.ui.jobs import REPO
-
     configs = sorted((REPO / "checkpoints").glob("*/config.json"))
     assert configs
     for cfg in configs:

@@ -137,14 +137,12 @@ def planned_epochs(settings: dict) -> int:
 
 def _kind(tp) -> tuple[type, ...]:
     """The JSON types a field of annotation ``tp`` (a string under ``from __future__ import annotations``) takes."""
-    text = str(tp)
-    kinds: list[type] = []
-    for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str), ("list", list), ("dict", dict)):
-        if name in text:
-            kinds.append(t)
-    if float in kinds:
-        kinds.append(int)
-    return tuple(kinds)
+    text = str(tp).replace(" | None", "")
+    for name, kinds in (("list", (list,)), ("dict", (dict,)), ("bool", (bool,)), ("float", (float, int)),
+                        ("int", (int,)), ("str", (str,))):
+        if text.startswith(name):
+            return kinds
+    return (object,)
 
 
 _FIELDS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}

@@ -40,7 +40,6 @@ from profashion.retrieval.index import (
 )
 from profashion.retrieval.search import QueryError, RetrievalEngine, SearchResult
 
-REPO = Path(__file__).resolve().parents[2]
 ENV_CHECKPOINTS = "PROFASHION_CHECKPOINTS"
 ENV_CACHE = "PROFASHION_CACHE"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -58,7 +57,8 @@ EXAMPLE_ATTRIBUTES = ("skirt_length", "sleeve_length", "pant_length", "coat_leng
 
 
 def default_checkpoints_root() -> Path:
-    return Path(os.environ.get(ENV_CHECKPOINTS) or REPO / "checkpoints")
+    """``PROFASHION_CHECKPOINTS``, else ``checkpoints/`` in the working folder (app.py passes the repository's)."""
+    return Path(os.environ.get(ENV_CHECKPOINTS) or "checkpoints")
 
 
 def default_cache_root() -> Path:

@@ -193,14 +193,8 @@ def _curves(records: list[dict]):
 
 def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
     """The app for a loaded (or not yet loaded) catalog; ``jobs`` runs the fine-tuning tab's jobs."""
-    from profashion.models.base import ModelError, available_models, preset_record
-
-    def schedule(model: str | None, preset: str | None) -> dict:
-        """The training schedule of a model's preset record (the demo preset's when either is unknown)."""
-        try:
-            return preset_record(model or "asen", preset or "demo")["train"]
-        except ModelError:
-            return preset_record("asen", "demo")["train"]
+    from profashion.models.base import available_models
+    from profashion.train.config import preset_schedule as schedule
 
     if catalog.dataset is None:
         catalog.load()
@@ -378,10 +372,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         job = jobs.get(job_id)
         records = jobs.metrics(job_id)
         done = len(records)
-        total = next((int(a) for f, a in zip(job["args"], job["args"][1:]) if f == "--epochs"), None)
-        if total is None:
-            tr = schedule(job.get("model"), job.get("preset", "demo"))
-            total = int(tr["epochs"]) + int(tr.get("stage2_epochs") or 0)
+        total = jobs.total_epochs(job)
         status = job["status"] + (f" ({job['reason']})" if job.get("reason") else "")
         lines = [f"**Job {job_id}**: {job['model']} on `{jobs.public(job['dataset'])}`, preset {job['preset']}",
                  f"**Status: {status}**; epochs done {done}" + (f"/{total}" if total else "")]
@@ -403,8 +394,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
             lines.append("Resume continues it from its last finished epoch.")
         times = ", ".join(f"{k} {job[k]}" for k in ("created", "started", "ended") if job.get(k))
         lines.append(f"_{times}; pid {job.get('pid')}; resumed {job.get('resumed', 0)} time(s)_")
-        record = {**job, "dataset": jobs.public(job["dataset"]), "args": [jobs.public(str(a)) for a in job["args"]],
-                  "epochs_done": done, "epochs_total": total, "metrics": records,
+        record = {**jobs.public_json(job), "epochs_done": done, "epochs_total": total, "metrics": records,
                   "checkpoint_model": job_id if job_id in catalog.models else None}
         return (record, "\n\n".join(lines), jobs.public(jobs.log(job_id)), _curves(records) if plot else None)
 
@@ -548,9 +538,9 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                 hw = ("**This machine has a GPU**: the paper presets (pretrained backbones, ~100k triplets per "
                       "epoch) are offered beside the demo preset." if jobs.gpu else
                       "**This machine has no GPU**: only the demo preset (small heads on a frozen, cached ImageNet "
-                      "EfficientNet-Lite0, minutes on a CPU) is offered" + (", and frozen-trunk training for the ViT "
+                      "EfficientNet-Lite0, minutes on a CPU) is offered, and frozen-trunk training for the ViT "
                       "models (cca1, cca2, tf-csn, tf-asen: the trunk's features are computed once and only the "
-                      "head trains)." if jobs.frozen_trunk else "."))
+                      "head trains).")
                 roots = ", ".join(f"`{jobs.public(str(r))}`" for r in jobs.data_roots)
                 gr.Markdown(f"{hw} Datasets are taken from the allowed data roots only: {roots}.")
                 if not jobs.enabled:
@@ -578,8 +568,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                     ft_attrs = gr.Textbox(label="Attributes (comma-separated; empty = all)", elem_id="ft-attrs")
                     ft_config = gr.Textbox(label="Model config overrides (JSON, optional)",
                                            placeholder='{"image_size": 48, "resize": 48}', elem_id="ft-config")
-                    ft_frozen = gr.Checkbox(False, label="Frozen trunk (ViT models)", visible=jobs.frozen_trunk,
-                                            elem_id="ft-frozen")
+                    ft_frozen = gr.Checkbox(False, label="Frozen trunk (ViT models)", elem_id="ft-frozen")
                 launch_btn = gr.Button("Launch the job", variant="primary", elem_id="launch-job", interactive=jobs.enabled)
                 with gr.Row():
                     job_choices = _job_choices()

@@ -2,19 +2,24 @@
 
 A job is a folder ``<jobs root>/<job id>/`` holding
 
-- ``job.json``: model, dataset, the train arguments, pid, status (queued / running / finished / failed /
-  stopped), times and the exit code, rewritten atomically at every change;
+- ``job.json``: model, dataset, the training settings asked for, pid, status (queued / running / finished /
+  failed / stopped), times and the exit code, rewritten atomically at every change;
+- ``train.json``: the job's training configuration (:class:`~profashion.train.config.TrainConfig` as JSON;
+  settings left out come from the preset);
 - ``train.log``: the trainer's stdout and stderr (appended to when the job is resumed);
 - ``run/``: the trainer's run folder (``args.json``, ``metrics.jsonl``, ``last/``, ``best/``).
 
-The trainer runs as ``python -m profashion.cli train ... --out <job>/run`` in its own process group, so a
-stop is a SIGTERM to the group and the web process never trains. Everything is read back from disk, so a
+The trainer runs as ``python -m profashion.cli train --config <job>/train.json --out <job>/run`` (``--resume``
+to continue) in its own process group, so a stop is a SIGTERM to the group and the web process never trains.
+Jobs written by older versions (``job.json`` with the trainer's ``args`` and no ``train.json``) are shown;
+one resumes from its run's ``args.json`` when it has one. Everything is read back from disk, so a
 page reload, a second browser or a restarted app sees the same jobs; a job whose process ended without
 its status being written (the app was down, the process was killed) is judged from its run folder:
 every epoch done means finished, otherwise "failed (process ended without finishing; resume it)".
 
-Datasets are restricted to the allowed data roots (the repo's ``data/``, ``../shared/data`` beside the
-repo and the app cache; ``PROFASHION_DATA_ROOTS``, os.pathsep-separated, replaces them). One job runs at a
+Datasets are restricted to the allowed data roots (given by the caller: the app passes the repository's
+``data/``, ``../shared/data`` beside it and the app cache; ``PROFASHION_DATA_ROOTS``, os.pathsep-separated,
+replaces them). One job runs at a
 time: a second launch while one runs is refused with a message naming the running job.
 """
 
@@ -34,10 +39,10 @@ import time
 from pathlib import Path
 
 from profashion.data.splits import atomic_write_text
+from profashion.device import gpu_available
 from profashion.models.backbones import WEIGHT_SUFFIXES
-from profashion.train.trainer import TrainConfig, planned_epochs
+from profashion.train.config import TrainConfig, offered_presets, planned_epochs, read_config
 
-REPO = Path(__file__).resolve().parents[2]
 ENV_JOBS = "PROFASHION_JOBS"
 ENV_DATA_ROOTS = "PROFASHION_DATA_ROOTS"
 ENV_TRAINING = "PROFASHION_TRAINING"
@@ -45,6 +50,7 @@ TRAINING_OFF = ("training is off on this public Space: duplicate the Space (⋮ 
                 f"{ENV_TRAINING}=1 in its settings to fine-tune models there")
 ACTIVE = ("queued", "running")
 LOG_NAME = "train.log"
+CONFIG_NAME = "train.json"
 DIED = "process ended without finishing; resume it"
 STOP_GRACE_S = 15.0
 MAX_PATH_CHARS = 1024
@@ -60,11 +66,13 @@ def default_jobs_root(cache_root: str | os.PathLike) -> Path:
     return Path(os.environ.get(ENV_JOBS) or Path(cache_root) / "jobs")
 
 
-def default_data_roots(cache_root: str | os.PathLike) -> list[Path]:
+def default_data_roots(cache_root: str | os.PathLike, roots: list[str | os.PathLike] = ()) -> list[Path]:
+    """``PROFASHION_DATA_ROOTS`` (os.pathsep-separated) when set, else ``roots`` (the caller's, e.g. the app's
+    folders beside the repository) and the cache root."""
     env = os.environ.get(ENV_DATA_ROOTS)
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p.strip()]
-    return [REPO / "data", REPO.parent / "shared" / "data", Path(cache_root)]
+    return [*(Path(r) for r in roots), Path(cache_root)]
 
 
 def training_enabled() -> bool:
@@ -76,24 +84,6 @@ def training_enabled() -> bool:
     if flag in ("0", "false", "no", "off"):
         return False
     return not os.environ.get("SPACE_ID")
-
-
-def frozen_trunk_supported() -> bool:
-    """Whether this version of ``profashion train`` has ``--frozen-trunk``."""
-    from profashion.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._subparsers._group_actions:  # noqa: SLF001 (argparse has no public accessor)
-        train = action.choices.get("train")
-        if train is not None:
-            return any("--frozen-trunk" in a.option_strings for a in train._actions)  # noqa: SLF001
-    return False
-
-
-def gpu_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -156,18 +146,23 @@ def tail(path: Path, lines: int = 40, max_bytes: int = 64 * 1024) -> str:
 
 
 class JobManager:
-    """Launch, watch, stop and resume training jobs under ``jobs_root``; datasets within ``data_roots``."""
+    """Launch, watch, stop and resume training jobs under ``jobs_root``; datasets within ``data_roots``.
+
+    ``home`` (the app passes its repository; default: the working folder) is where relative dataset paths
+    start and the trainer runs, and what public names are relative to (``data/...``, ``../shared/data/...``).
+    """
 
     def __init__(self, jobs_root: str | os.PathLike, data_roots: list[str | os.PathLike],
-                 python: str = sys.executable, on_finished=None, enabled: bool | None = None):
+                 python: str = sys.executable, on_finished=None, enabled: bool | None = None,
+                 home: str | os.PathLike | None = None):
         self.root = Path(jobs_root)
         self.data_roots = [Path(r) for r in data_roots]
+        self.home = Path(home).resolve() if home is not None else Path.cwd()
         self.enabled = training_enabled() if enabled is None else enabled
         self.python = python
         self.on_finished = on_finished  # callback(job dict) once a job finished (the app indexes its checkpoint)
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.RLock()
-        self._frozen = None
         self._gpu = None
 
     def _public_names(self) -> list[tuple[Path, str]]:
@@ -177,14 +172,14 @@ class JobManager:
         names = [(self.root, "<jobs>"), (self.root.resolve(), "<jobs>")]
         for i, r in enumerate(self.data_roots):
             real = r.resolve()
-            if real.is_relative_to(REPO):
-                name = str(real.relative_to(REPO))
-            elif real.is_relative_to(REPO.parent):
-                name = "../" + str(real.relative_to(REPO.parent))
+            if real.is_relative_to(self.home):
+                name = str(real.relative_to(self.home))
+            elif real.is_relative_to(self.home.parent):
+                name = "../" + str(real.relative_to(self.home.parent))
             else:
                 name = f"<data root {i + 1}>"
             names += [(real, name), (r, name)]
-        names += [(Path(self.python), "python"), (REPO, "."), (Path.home(), "~")]
+        names += [(Path(self.python), "python"), (self.home, "."), (Path.home(), "~")]
         return sorted({(p, n) for p, n in names if str(p) not in ("", "/", ".")}, key=lambda pn: -len(str(pn[0])))
 
     def public(self, text: str) -> str:
@@ -192,6 +187,16 @@ class JobManager:
         for path, name in self._public_names():
             text = text.replace(str(path), name)
         return text
+
+    def public_json(self, obj):
+        """``obj`` (a job record: dicts, lists, text) with :meth:`public` applied to every string in it."""
+        if isinstance(obj, str):
+            return self.public(obj)
+        if isinstance(obj, dict):
+            return {k: self.public_json(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.public_json(v) for v in obj]
+        return obj
 
     def _private(self, text: str) -> str:
         """A path given by its public name (``data/synth``, ``../shared/data/x``, ``<data root 2>/y``) on the
@@ -210,13 +215,7 @@ class JobManager:
 
     def presets(self) -> list[str]:
         """The presets offered on this hardware: demo on CPU, demo and paper on a GPU."""
-        return ["demo", "paper"] if self.gpu else ["demo"]
-
-    @property
-    def frozen_trunk(self) -> bool:
-        if self._frozen is None:
-            self._frozen = frozen_trunk_supported()
-        return self._frozen
+        return offered_presets(self.gpu)
 
     def datasets(self) -> list[tuple[str, str]]:
         """(label, path) of every dataset folder (meta.json + a train split) up to two levels below a root."""
@@ -234,7 +233,7 @@ class JobManager:
         return [(label, path) for path, label in found.items()]
 
     def _confined(self, path, what: str) -> Path:
-        """``path`` resolved (relative to the repo), refused unless inside an allowed data root; nothing is said of
+        """``path`` resolved (relative to ``home``), refused unless inside an allowed data root; nothing is said of
         whether a path outside them exists."""
         text = self._private(str(path).strip())
         roots = ", ".join(self.public(str(r)) for r in self.data_roots)
@@ -244,7 +243,7 @@ class JobManager:
         p = Path(text).expanduser()
         if ".." in p.parts:
             raise JobError(f"the {what} path {p} contains '..'; give a path inside the allowed data roots ({roots})")
-        real = (p if p.is_absolute() else REPO / p).resolve()
+        real = (p if p.is_absolute() else self.home / p).resolve()
         if not any(real == r.resolve() or real.is_relative_to(r.resolve()) for r in self.data_roots):
             raise JobError(f"the {what} path {p} is outside the allowed data roots ({roots}); set "
                            f"{ENV_DATA_ROOTS} to allow another folder")
@@ -339,6 +338,27 @@ class JobManager:
             total = None
         return done, total
 
+    def config(self, job_id: str) -> TrainConfig | None:
+        """The job's training configuration: its ``train.json``, else (an older job) its run's ``args.json``;
+        None when it has neither or they cannot be read."""
+        d = self._dir(job_id)
+        for path in (d / CONFIG_NAME, d / "run" / "args.json"):
+            if path.is_file():
+                try:
+                    return TrainConfig.load(path)
+                except (OSError, ValueError):
+                    continue
+        return None
+
+    def total_epochs(self, job: dict) -> int | None:
+        """The epochs the job plans (its configuration's, else its model's preset's); None when unknown."""
+        try:
+            cfg = self.config(job["id"]) or TrainConfig(model=job.get("model"), dataset=str(job.get("dataset")),
+                                                        preset=job.get("preset") or "demo")
+            return cfg.total_epochs
+        except (ValueError, KeyError, TypeError, JobError):
+            return None
+
     def _ended(self, job: dict, rc: int | None) -> dict:
         """Record the end of the job's process (``rc`` None: not our child, its exit code is unknown)."""
         d = self.root / job["id"]
@@ -393,43 +413,26 @@ class JobManager:
         if preset not in self.presets():
             why = " (the paper presets need a GPU: none was found)" if preset == "paper" else ""
             raise JobError(f"preset {preset!r} is not offered here{why}; choose {', '.join(self.presets())}")
-        if frozen_trunk and not self.frozen_trunk:
-            raise JobError("this version of `profashion train` has no --frozen-trunk option")
         ds = self.resolve_dataset(dataset)
-        args = ["--model", model, "--dataset", str(ds), "--preset", preset]
-        numbers = {}
-        for flag, value in (("--epochs", epochs), ("--triplets-per-epoch", triplets_per_epoch),
-                            ("--batch-size", batch_size), ("--warmup-steps", warmup_steps)):
+        settings: dict = {"model": model, "dataset": str(ds), "preset": preset}
+        for name, value, lo in (("epochs", epochs, 1), ("triplets_per_epoch", triplets_per_epoch, 1),
+                                ("batch_size", batch_size, 1), ("warmup_steps", warmup_steps, 0)):
             if value is None or value == "":
                 continue
-            numbers[flag[2:].replace("-", "_")] = v = _whole_number(flag[2:].replace("-", " "), value,
-                                                                    0 if flag == "--warmup-steps" else 1)
-            args += [flag, str(v)]
+            settings[name] = _whole_number(name.replace("_", " "), value, lo)
         if attributes:
-            names = [a.strip() for a in (attributes.split(",") if isinstance(attributes, str) else attributes)
+            names = [str(a).strip() for a in (attributes.split(",") if isinstance(attributes, str) else attributes)
                      if str(a).strip()]
             if names:
-                args += ["--attributes", ",".join(names)]
+                settings["attributes"] = names
         if frozen_trunk:
-            args.append("--frozen-trunk")
-        if model_config:
-            if isinstance(model_config, str):
-                try:
-                    cfg = json.loads(model_config)
-                except ValueError:
-                    raise JobError("the model config must be a JSON object, e.g. {\"embed_dim\": 32}") from None
-            else:
-                cfg = model_config
-            if not isinstance(cfg, dict):
-                raise JobError("the model config must be a JSON object, e.g. {\"embed_dim\": 32}")
-            if "pretrained" in cfg:
-                cfg = {**cfg, "pretrained": self._pretrained(cfg["pretrained"])}
-            if cfg:
-                args += ["--model-config", json.dumps(cfg)]
-        else:
-            cfg = {}
+            settings["frozen_trunk"] = True
+        overrides = self._model_config(model_config)
+        if overrides:
+            settings["model_overrides"] = overrides
         try:  # the settings and the run's size, checked as the trainer will, before anything starts
-            TrainConfig(model=model, dataset=str(ds), out="", preset=preset, model_overrides=cfg, **numbers).resolved()
+            cfg = TrainConfig.from_json(settings)
+            cfg.resolved()
         except ValueError as exc:
             raise JobError(str(exc)) from None
         with self._lock:
@@ -440,15 +443,34 @@ class JobManager:
             job_id = f"{model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
             d = self.root / job_id
             d.mkdir(parents=True)
-            job = {"id": job_id, "model": model, "dataset": str(ds), "preset": preset, "args": args,
+            cfg.out = str(d / "run")
+            cfg.save(d / CONFIG_NAME)
+            job = {"id": job_id, "model": model, "dataset": str(ds), "preset": preset, "settings": settings,
                    "status": "queued", "reason": "", "pid": None, "created": _now(), "started": None,
                    "ended": None, "exit_code": None, "resumed": 0, "stop_requested": False}
             self._write(job)
             return self._start(job, resume=False)
 
+    def _model_config(self, model_config: str | dict | None) -> dict:
+        """The model settings a job overrides (a JSON object, as text or parsed), a pretrained path confined."""
+        if not model_config:
+            return {}
+        if isinstance(model_config, str):
+            try:
+                cfg = json.loads(model_config)
+            except ValueError:
+                raise JobError("the model config must be a JSON object, e.g. {\"embed_dim\": 32}") from None
+        else:
+            cfg = model_config
+        if not isinstance(cfg, dict):
+            raise JobError("the model config must be a JSON object, e.g. {\"embed_dim\": 32}")
+        if "pretrained" in cfg:
+            cfg = {**cfg, "pretrained": self._pretrained(cfg["pretrained"])}
+        return cfg
+
     def _start(self, job: dict, resume: bool) -> dict:
         d = self.root / job["id"]
-        cmd = [self.python, "-m", "profashion.cli", "train", *job["args"], "--out", str(d / "run")]
+        cmd = [self.python, "-m", "profashion.cli", "train", "--config", str(d / CONFIG_NAME), "--out", str(d / "run")]
         if shutil.which("nice"):  # the web process keeps the CPU it needs to answer while a job trains
             cmd = ["nice", "-n", str(JOB_NICENESS), *cmd]
         if resume:
@@ -458,7 +480,7 @@ class JobManager:
             log.write(f"[{_now()}] $ {' '.join(cmd)}\n".encode())
             log.flush()
             try:
-                proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT,
+                proc = subprocess.Popen(cmd, cwd=str(self.home), stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
             except OSError as exc:
                 job.update(status="failed", reason=f"the trainer could not be started ({exc})", ended=_now())
@@ -524,6 +546,13 @@ class JobManager:
             if busy is not None:
                 raise JobError(f"job {busy['id']} is already training; one job runs at a time on this machine")
             resumable = (d / "run" / "last" / "config.json").is_file()
+            if not (d / CONFIG_NAME).is_file():  # a job of an older version: its run's args.json is its config
+                try:
+                    read_config(d / "run" / "args.json")
+                except (OSError, ValueError):
+                    raise JobError(f"job {job_id} was launched by an older version and has no training "
+                                   "configuration to resume from; launch a new job") from None
+                shutil.copyfile(d / "run" / "args.json", d / CONFIG_NAME)
             if not resumable and (d / "run").exists():
                 # nothing finished an epoch yet: start over (the trainer refuses a non-empty fresh run folder)
                 shutil.rmtree(d / "run")

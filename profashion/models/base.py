@@ -35,11 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from profashion.data.images import Preprocess
 from profashion.explain.explanation import Explanation
 
 if typing.TYPE_CHECKING:
     from profashion.models.backbones import Backbone
-from profashion.data.images import Preprocess
 
 CHECKPOINT_FORMAT = 1
 INPUT_NORMS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -148,8 +148,9 @@ class RetrievalModel(nn.Module):
     The trainer, the index and the app call only what is declared here (and :attr:`config`).
     """
 
-    """The registered name (set by :func:`register`)."""
     name: str = ""
+    """The registered name (set by :func:`register`)."""
+    config_class: type[ModelConfig] = ModelConfig
     """The dataclass of the method's settings; a checkpoint's config.json rebuilds it."""
     backbone: Backbone
     """The image trunk (a :class:`~profashion.models.backbones.Backbone`: ``out_channels``, ``forward_frozen`` /
@@ -158,7 +159,6 @@ class RetrievalModel(nn.Module):
     """Whether some trainable parameters get no gradient in a step (DistributedDataParallel must then look)."""
     checkpoint_info: Mapping = types.MappingProxyType({})
     """The config.json of the checkpoint the model was loaded from (empty for a freshly built model)."""
-    config_class: type[ModelConfig] = ModelConfig
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -171,8 +171,8 @@ class RetrievalModel(nn.Module):
         all_ = self.embed_all(images)
         return all_[torch.arange(len(images), device=all_.device), attribute_ids]
 
-        """(B, A, D) L2-normalised embeddings of every image under every attribute."""
     def embed_all(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """(B, A, D) L2-normalised embeddings of every image under every attribute."""
         raise NotImplementedError
 
     def explain(self, image: torch.Tensor, attribute_id: int) -> Explanation:
@@ -180,9 +180,10 @@ class RetrievalModel(nn.Module):
         ``heatmap`` is (H, W) in [0, 1]."""
         raise NotImplementedError  # pragma: no cover - abstract
 
-        """Same as :meth:`embed` (what the trainer's and DDP's ``net(x, attrs)`` calls)."""
     def forward(self, images: torch.Tensor, attribute_ids: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`embed` (what the trainer's and DDP's ``net(x, attrs)`` calls)."""
         return self.embed(images, attribute_ids)
+
     # -- training hooks (the trainer adds them to the triplet loss) --------------------------------------
     def regularization(self) -> torch.Tensor:
         """The method's own penalty added to every training step's loss (CSN: masks' L1, embeddings' L2); 0."""
@@ -197,7 +198,6 @@ class RetrievalModel(nn.Module):
         """(B, C) what the trainer's backbone warm-up classifies attribute values from: the backbone's own
         :meth:`~profashion.models.backbones.Backbone.warmup_features` (default: the pooled feature map)."""
         return self.backbone.warmup_features(images)
-
 
     # -- the trunk / head split (frozen-trunk training) -------------------------------------------------
     # ``embed == embed_from_trunk o trunk_features``: ``trunk_features`` is what does not depend on the
@@ -526,14 +526,14 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
     weights = ckpt_dir / "model.safetensors"
     if not weights.is_file():
         raise ModelError(f"{ckpt_dir} has no model.safetensors")
-    recorded_sha = cfg.get("weights_sha256")  # absent in checkpoints written before it was recorded
-    if recorded_sha is not None and sha256_file(weights) != recorded_sha:
-        raise ModelError(f"{weights} is not the file its config.json was saved with (its sha256 differs): it was "
-                         "changed or damaged after saving; retrain or copy the checkpoint again")
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{weights} is corrupt or truncated ({exc}); retrain or copy the checkpoint again") from exc
+    recorded_sha = cfg.get("weights_sha256")  # absent in checkpoints written before it was recorded
+    if recorded_sha is not None and sha256_file(weights) != recorded_sha:
+        raise ModelError(f"{weights} is not the file its config.json was saved with (its sha256 differs): it was "
+                         "changed or damaged after saving; retrain or copy the checkpoint again")
     recorded = state.get("num_values")  # models that record their value counts are checked against config.json
     if recorded is not None and recorded.tolist() != [int(n) for n in config.num_values]:
         raise ModelError(f"{weights} was trained with num_values={recorded.tolist()} but its config.json says "

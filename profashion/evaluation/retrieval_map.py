@@ -1,6 +1,6 @@
 """The retrieval mAP of the attribute-specific benchmarks (the "MAP" / "Overall MAP" of every table).
 
-The protocol (../shared/docs/PROTOCOL.md), which ASEN, ASEN++, RPF, CCA and ProFashion all use:
+The protocol (docs/PROTOCOL.md), which ASEN, ASEN++, RPF, CCA and ProFashion all use:
 
 1. Each query and candidate is embedded conditioned on ITS OWN attribute (from the query/candidate
    file) and L2-normalised, so cosine similarity is a dot product.

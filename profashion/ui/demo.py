@@ -76,7 +76,7 @@ NOTES = {
     ),
     "results": (
         "**How to read this.** Measured: retrieval mAP (%) per attribute on the embedded gallery's test split "
-        "with the exact protocol of the papers (PROTOCOL.md), beside a random embedding on the same split, and "
+        "with the exact protocol of the papers (docs/PROTOCOL.md), beside a random embedding on the same split, and "
         "below it each value's 95% bootstrap interval over the test queries. "
         "Published: the overall numbers of the papers on the real benchmarks (224 px, ImageNet-pretrained "
         "backbones, GPU training). The embedded models are small heads on a frozen ImageNet EfficientNet-Lite0 at "
@@ -470,7 +470,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
     published = _df([[m] + [PUBLISHED[m].get(d) for d in datasets] + [", ".join(loaded_as.get(m, []))]
                      for m in PUBLISHED], ["method", *datasets[:3], "Zappos50K (triplet acc.)", "loaded here as"])
     sources = ("**Sources.** " + "; ".join(f"{k}: {v}" for k, v in PUBLISHED_SOURCES.items())
-               + ". Compiled in PROTOCOL.md (overall test mAP, %). " + " ".join(PUBLISHED_NOTES))
+               + ". Compiled in docs/PROTOCOL.md (overall test mAP, %). " + " ".join(PUBLISHED_NOTES))
     model_lines = [f"- **{e.label}**: {e.describe()}" for e in catalog.models.values()]
     model_lines += [f"- ~~{e.name}~~: {e.error}" for e in catalog.skipped]
 

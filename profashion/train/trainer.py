@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    RUN/args.json        the resolved training settings (what `--resume` continues with)
+    RUN/args.json        the resolved training settings (what `--resume` continues with; a TrainConfig file:
+                         `profashion train --config RUN/args.json --out OTHER` trains the same run again)
     RUN/metrics.jsonl    one JSON object per finished epoch (loss, validation mAP, lr, seconds)
     RUN/last/            checkpoint after the last finished epoch + optimizer state (resume point)
     RUN/best/            checkpoint with the best validation overall mAP (model selection)

@@ -77,10 +77,27 @@ def test_catalog_discovers_every_checkpoint_folder(catalog, ckpt_root):
     assert not catalog.skipped
     assert catalog.models["asen"].method == "asen" and "48 px" in catalog.models["asen"].describe()
     assert len(catalog.examples) == 8 and len({e[0] for e in catalog.examples}) == 8
+    _examples_show_their_attribute(catalog)
     # the gallery is reused and the indexes are loaded from the cache the second time
     again = Catalog(ckpt_root, catalog.cache_root, gallery=TINY_GALLERY).load()
     assert again.names == catalog.names
     assert all(again.models[n].index_dir == catalog.models[n].index_dir for n in MODELS)
+
+
+def _examples_show_their_attribute(catalog):
+    """Each curated example carries its attribute, in the catalog's order; its value is known (not 'Invisible')
+    and its ground-truth region of that attribute has pixels; captions are short: 'attribute: value'."""
+    from profashion.data.masks import load_attribute_masks
+    from profashion.ui.catalog import EXAMPLE_ATTRIBUTES
+
+    schema = catalog.dataset.schema
+    assert [e.attribute for e in catalog.examples] == list(EXAMPLE_ATTRIBUTES)
+    for e in catalog.examples:
+        a = schema.attribute_index(e.attribute)
+        value = catalog.item_values(e.item)[e.attribute]
+        assert value != "Invisible" and e.caption == f"{e.attribute.replace('_', ' ')}: {value}"
+        masks = load_attribute_masks(catalog.dataset.mask_path("test", e.item), schema.num_attributes)
+        assert masks[a].any()
 
 
 def test_every_compute_event_is_named_and_page_events_are_private(client):
@@ -91,7 +108,7 @@ def test_every_compute_event_is_named_and_page_events_are_private(client):
 
 
 def test_retrieve_returns_the_top5_of_every_model(client, catalog):
-    item, path, _ = catalog.examples[0]
+    item, path = catalog.examples[0][:2]
     gallery, table, status = client.predict(handle_file(path), "colour", list(MODELS), api_name="/retrieve")
     rows = _rows(table)
     assert len(gallery) == 3 * 5 and len(rows) == 3 * 5
@@ -115,8 +132,7 @@ def test_retrieve_returns_the_top5_of_every_model(client, catalog):
 
 def test_explore_draws_every_models_maps_with_localisation(client, catalog, tmp_path):
     # an example chosen for a visible local attribute: its ground-truth region exists
-    item, path, caption = catalog.examples[0]
-    attribute = caption.split()[1].rstrip(":")
+    item, path, _, attribute = catalog.examples[0]
     strips, table, md = client.predict(handle_file(path), attribute, list(MODELS), api_name="/explore")
     assert len(strips) == 3 and [s["caption"] for s in strips] == sorted(MODELS)
     for s in strips:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from html import escape as html_escape
 
 import gradio as gr
 import pandas as pd
@@ -40,11 +41,11 @@ METHOD_CHOICES = [("t-SNE", "tsne"), ("UMAP", "umap")]
 
 NOTES = {
     "retrieve": (
-        "**How to read this.** Each row is one model's top-5 for the same query, ranked by cosine similarity "
-        "(score) in the space of the chosen attribute. A green frame (✓) means the retrieved item has the "
-        "query's value of that attribute, red (✗) that it has another; grey means the query's value is "
-        "unknown (an uploaded image). The table repeats every hit, since captions are cut short. Click a "
-        "result to make it the next query."
+        "**How to read this.** The query is at the left; each row is one model's top-5 for it (the model's name and "
+        "hit count at the row's start), ranked by cosine similarity (score) in the space of the chosen attribute. "
+        "Beside each result: ✓ hit (green frame) when it has the query's value of that attribute, ✗ miss (red) "
+        "when it has another, ? (grey) when the query's value is unknown (an uploaded image); then its value, "
+        "its rank and score. The table below repeats every hit. Click a result to make it the next query."
     ),
     "explore": (
         "**How to read this.** For the query and attribute, each model's maps of where it looks, as colour "
@@ -135,6 +136,80 @@ element.addEventListener('click', (e) => {
 });
 """
 
+# A click on a result of the comparison grid or on a curated example -> a "click" event with its item id or the
+# example's index (event delegation: survives every re-render of the HTML).
+ITEM_CLICK_JS = """
+element.addEventListener('click', (e) => {
+  const b = e.target.closest('[data-item],[data-example]');
+  if (!b) return;
+  if (b.dataset.example !== undefined) { trigger('click', {example: parseInt(b.dataset.example, 10)}); }
+  else { trigger('click', {item: parseInt(b.dataset.item, 10)}); }
+});
+"""
+
+STALE = {
+    "retrieve": "⚠️ **Out of date**: these results are for an earlier query, attribute or model choice; they refresh "
+                "when this tab is open (or press Retrieve).",
+    "explore": "⚠️ **Out of date**: these maps are for an earlier query, attribute or model choice; they refresh "
+               "when this tab is open (or press the button).",
+    "embeddings": "⚠️ **Out of date**: these plots are for an earlier attribute or model; they refresh when this "
+                  "tab is open (or press the button).",
+}
+MARKS = {True: ("hit", "✓ hit"), False: ("miss", "✗ miss"), None: ("unknown", "? unknown")}
+
+
+def file_url(path) -> str:
+    """The URL under which Gradio itself serves a file it may serve (the gallery folder given to
+    ``set_static_paths``/``allowed_paths``, its upload cache): the form gr.Gallery and gr.Image use, relative to
+    the page so that it holds under a proxy's root path too."""
+    from gradio_client.utils import encode_file_path
+
+    return "gradio_api/file=" + encode_file_path(str(path))
+
+
+def comparison_html(query: dict, rows: list[dict]) -> str:
+    """The Retrieve comparison: the query pinned at the left (top on a phone), then one row per model, its name and
+    hit count at the row's start and its top-k beside it, each with its thumbnail (at most its native size), its
+    value, rank and score written under or beside it and hit/miss in words as well as in the frame's colour.
+    ``query``: url, who, attribute, value; ``rows``: name, label, summary, error, hits (item, rank, score, value,
+    match, url)."""
+    e = html_escape
+    compact = len(rows) > 5  # six or more models: smaller thumbnails, text beside them, all rows in one screen
+    out = [f'<div class="pf-cmp{" pf-compact" if compact else ""}" data-models="{len(rows)}">',
+           f'<figure class="pf-query"><img src="{e(query["url"])}" alt="the query image">'
+           f'<figcaption><b>Query</b> {e(query["who"])}<br>{e(query["attribute"].replace("_", " "))}: '
+           f'<b>{e(query["value"] or "unknown")}</b></figcaption></figure>', '<div class="pf-rows">']
+    for r in rows:
+        out.append(f'<div class="pf-row" data-model="{e(r["name"])}"><div class="pf-name"><b>{e(r["label"])}</b>'
+                   f'<span>{e(r["summary"])}</span></div>')
+        if r.get("error"):
+            out.append(f'<div class="pf-error">{e(r["error"])}</div>')
+        for h in r.get("hits", []):
+            cls, mark = MARKS[h["match"]]
+            tip = (f'{r["label"]}, rank {h["rank"]}: item {h["item"]}, {query["attribute"]} = {h["value"] or "?"}, '
+                   f'score {h["score"]:.4f}, {mark[2:]}; click to query it')
+            out.append(f'<button type="button" class="pf-item pf-{cls}" data-item="{int(h["item"])}" title="{e(tip)}" '
+                       f'aria-label="{e(tip)}"><span class="pf-img"><img src="{e(h["url"])}" alt=""></span>'
+                       f'<span class="pf-txt"><span class="pf-mark">{mark}</span>'
+                       f'<span class="pf-val">{e(h["value"] or "?")}</span>'
+                       f'<span class="pf-score">#{h["rank"]} · {h["score"]:.3f}</span></span></button>')
+        out.append("</div>")
+    out.append("</div></div>")
+    return "".join(out)
+
+
+def examples_html(examples) -> str:
+    """The curated examples as buttons (image, attribute, value on two short lines), in the catalog's order."""
+    e = html_escape
+    out = ['<div class="pf-examples">']
+    for i, ex in enumerate(examples):
+        attr, _, value = ex.caption.partition(": ")
+        out.append(f'<button type="button" class="pf-ex" data-example="{i}" title="{e(ex.caption)} (item {ex.item})" '
+                   f'aria-label="Example {i + 1}: {e(ex.caption)}"><img src="{e(file_url(ex.path))}" alt="">'
+                   f'<span class="pf-ex-attr">{e(attr)}</span><span class="pf-ex-val">{e(value)}</span></button>')
+    out.append("</div>")
+    return "".join(out)
+
 
 # --------------------------------------------------------------------------------------------------
 
@@ -203,8 +278,10 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
     names = catalog.names
     labels = [(catalog.models[n].label, n) for n in names]
     attrs = catalog.attributes
-    default_attr = "colour" if "colour" in attrs else (attrs[0] if attrs else None)
-    first_example = catalog.examples[0][1] if catalog.examples else None
+    first_example = catalog.examples[0].path if catalog.examples else None
+    # the landing page queries the first example for the attribute it illustrates
+    default_attr = (catalog.examples[0].attribute if catalog.examples else
+                    "colour" if "colour" in attrs else (attrs[0] if attrs else None))
     empty = catalog.empty_message()
 
     # -- event functions -------------------------------------------------------------------------------
@@ -216,39 +293,52 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
             raise _error(exc) from None
         a = catalog.attribute_index(attribute)
         qv = catalog.query_value(item, a)
-        gallery, rows, hits, lines = [], [], [], []
+        gallery, rows, hits, lines, grid_rows = [], [], [], [], []
         for name, r in results.items():
+            label = catalog.models[name].label if name in catalog.models else name
             if r.error:
                 lines.append(f"- **{name}**: {r.error}")
+                grid_rows.append({"name": name, "label": label, "summary": "failed", "error": r.error, "hits": []})
                 continue
+            cells = []
             for h in r.hits:
                 mark = {True: "✓", False: "✗", None: "?"}[h.match]
-                gallery.append((catalog.thumbnail(h.item, h.match),
-                                f"{name} #{h.rank} {h.score:.3f} {h.value or '?'} {mark}"))
+                thumb = catalog.thumbnail(h.item, h.match)
+                gallery.append((thumb, f"{name} #{h.rank} {h.score:.3f} {h.value or '?'} {mark}"))
                 rows.append([name, h.rank, round(h.score, 4), h.value or "", mark, h.item])
                 hits.append(h.item)
+                cells.append({"item": int(h.item), "rank": h.rank, "score": float(h.score), "value": h.value,
+                              "match": h.match, "url": file_url(thumb)})
             known = [h.match for h in r.hits if h.match is not None]
             hit_s = f"{sum(known)}/{len(known)} hits" if known else "hits unknown"
             lines.append(f"- **{name}**: {hit_s}, query embedded in {r.embed_ms:.0f} ms, searched in {r.search_ms:.1f} ms")
+            grid_rows.append({"name": name, "label": label, "summary": hit_s, "hits": cells})
         who = f"gallery item #{item}" if item is not None else "an uploaded image"
         value = f", whose {attribute} is **{qv}**" if qv else " (its value is unknown, so hits are not marked)"
         status = f"Query: {who}{value}.\n\n" + "\n".join(lines)
         table = _df(rows, ["model", "rank", "score", "value", "hit", "item"])
-        return gallery, table, status, hits
+        grid = comparison_html({"url": file_url(path), "who": f"#{item}" if item is not None else "(upload)",
+                                "attribute": attribute, "value": qv}, grid_rows)
+        return gallery, table, status, {"hits": hits, "html": grid}
 
-    def pick_result(hits, evt: gr.SelectData):
-        if not hits or evt.index is None or not (0 <= int(evt.index) < len(hits)):
+    def pick_result(evt: gr.EventData):
+        data = evt._data if isinstance(evt._data, dict) else {}
+        if data.get("item") is None:
+            raise gr.Error("click on a result to make it the next query")
+        item = int(data["item"])
+        if not (0 <= item < catalog.num_items):
             raise gr.Error("that result is no longer available; run the search again")
-        item = int(hits[int(evt.index)])
         vals = catalog.item_values(item)
         text = f"**Item #{item}** (now the query): " + ", ".join(f"{k}: {v}" for k, v in vals.items())
         return catalog.item_path(item), text
 
-    def pick_example(evt: gr.SelectData):
-        i = int(evt.index)
-        if not (0 <= i < len(catalog.examples)):
+    def pick_example(evt: gr.EventData):
+        data = evt._data if isinstance(evt._data, dict) else {}
+        i = data.get("example")
+        if i is None or not (0 <= int(i) < len(catalog.examples)):
             raise gr.Error("unknown example")
-        return catalog.examples[i][1]
+        ex = catalog.examples[int(i)]
+        return ex.path, ex.attribute
 
     def explore(query, attribute, models):
         path = _path_of(query)
@@ -482,27 +572,31 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                 query = gr.Image(value=first_example, type="filepath", label="Query image (upload or pick an example)",
                                  elem_id="query-upload", sources=["upload", "clipboard"], height=240)
             with gr.Column(scale=3):
-                examples = gr.Gallery(value=[(p, c) for _, p, c in catalog.examples], label="Examples from the "
-                                      "synthetic gallery: click one to query it", columns=8, height=170,
-                                      allow_preview=False, elem_id="examples")
+                gr.Markdown("**Examples** from the synthetic gallery, each for the attribute it shows: click one to "
+                            "query it with that attribute.")
+                examples = gr.HTML(examples_html(catalog.examples), js_on_load=ITEM_CLICK_JS, elem_id="examples")
                 with gr.Row():
                     attribute = gr.Dropdown(attrs, value=default_attr, label="Attribute", elem_id="attribute")
                     models = gr.CheckboxGroup(labels, value=names, label="Models", elem_id="models")
         with gr.Tabs():
-            with gr.Tab("Retrieve", id="retrieve"):
+            with gr.Tab("Retrieve", id="retrieve") as retrieve_tab:
                 if empty:
                     gr.Markdown(f"### No model to show\n{empty}", elem_id="no-models")
                 gr.Markdown(NOTES["retrieve"])
                 retrieve_btn = gr.Button("Retrieve", variant="primary")
-                status = gr.Markdown()
-                result_gallery = gr.Gallery(label="Top-5 per model (one row per model)", columns=K, height="auto",
-                                            allow_preview=False, elem_id="results")
+                retrieve_stale = gr.Markdown(elem_id="retrieve-stale")
+                grid = gr.HTML("", js_on_load=ITEM_CLICK_JS, elem_id="retrieve-grid", min_height=0)
                 inspect = gr.Markdown()
+                status = gr.Markdown(elem_id="retrieve-status")
+                # the API's outputs (gr.Gallery of framed thumbnails with captions); the page shows the grid
+                result_gallery = gr.Gallery(label="Top-5 per model", columns=K, height="auto", allow_preview=False,
+                                            elem_id="results", visible=False)
                 result_table = gr.Dataframe(label="Every hit", interactive=False, elem_id="results-table")
-                hits_state = gr.State([])
+                hits_state = gr.State({"hits": [], "html": ""})
             with gr.Tab("Explore", id="explore") as explore_tab:
                 gr.Markdown(NOTES["explore"])
                 explore_btn = gr.Button("Explain the query", variant="primary")
+                explore_stale = gr.Markdown(elem_id="explore-stale")
                 explore_md = gr.Markdown()
                 strips = gr.Gallery(label="Maps per model", columns=1, height="auto", object_fit="contain",
                                     elem_id="explore-maps")
@@ -516,6 +610,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                                           allow_custom_value=True)
                     method = gr.Radio(METHOD_CHOICES, value="tsne", label="Projection")
                 embed_btn = gr.Button("Project the gallery", variant="primary")
+                embed_stale = gr.Markdown(elem_id="embeddings-stale")
                 with gr.Row():
                     with gr.Column():
                         plot_a = gr.HTML("", js_on_load=POINT_CLICK_JS, elem_id="scatter-a", min_height=200)
@@ -533,7 +628,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                         nn_md = gr.Markdown()
                         nn_gallery = gr.Gallery(label="Nearest neighbours (model A, then model B)", columns=K,
                                                 height="auto", allow_preview=False)
-            with gr.Tab("Fine-tune", id="finetune"):
+            with gr.Tab("Fine-tune", id="finetune") as finetune_tab:
                 gr.Markdown(NOTES["finetune"])
                 hw = ("**This machine has a GPU**: the paper presets (pretrained backbones, ~100k triplets per "
                       "epoch) are offered beside the demo preset." if jobs.gpu else
@@ -583,7 +678,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
                 job_log = gr.Textbox(label="Log (last 40 lines)", lines=12, max_lines=12, interactive=False,
                                      autoscroll=True, elem_id="job-log")
                 job_json = gr.JSON(visible=False)
-            with gr.Tab("Results", id="results"):
+            with gr.Tab("Results", id="results") as results_tab:
                 gr.Markdown(NOTES["results"])
                 results_btn = gr.Button("Measure mAP of the selected models", variant="primary")
                 results_md = gr.Markdown()
@@ -596,21 +691,18 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
 
         # outside the tabs: an inactive tab is not rendered, and the timer must tick on every tab (model lists)
         seen_state = gr.State({"names": names})
+        view_state = gr.State({"tab": "retrieve", "shown": {}})
         timer = gr.Timer(2.0)
 
         # -- events ------------------------------------------------------------------------------------
         q_inputs = [query, attribute, models]
         r_outputs = [result_gallery, result_table, status, hits_state]
-        retrieve_btn.click(retrieve, q_inputs, r_outputs, api_name="retrieve", preprocess=False,
-                           concurrency_id="query", concurrency_limit=2)
-        result_gallery.select(pick_result, [hits_state], [query, inspect], api_visibility="private").success(
-            retrieve, q_inputs, r_outputs, api_visibility="private", preprocess=False, concurrency_id="query")
-        examples.select(pick_example, None, [query], api_visibility="private").success(
-            retrieve, q_inputs, r_outputs, api_visibility="private", preprocess=False, concurrency_id="query")
-        explore_btn.click(explore, q_inputs, [strips, loc_table, explore_md], api_name="explore", preprocess=False,
+        retrieve_ev = retrieve_btn.click(retrieve, q_inputs, r_outputs, api_name="retrieve", preprocess=False,
+                                         concurrency_id="query", concurrency_limit=2)
+        explore_ev = explore_btn.click(explore, q_inputs, [strips, loc_table, explore_md], api_name="explore", preprocess=False,
                           concurrency_id="query", concurrency_limit=2)
-        embed_btn.click(embeddings, [model_a, model_b, attribute, method], [plot_a, md_a, plot_b, md_b],
-                        api_name="embeddings", concurrency_id="heavy", concurrency_limit=1)
+        embed_ev = embed_btn.click(embeddings, [model_a, model_b, attribute, method], [plot_a, md_a, plot_b, md_b],
+                                   api_name="embeddings", concurrency_id="heavy", concurrency_limit=1)
         nn_btn.click(neighbours, [model_a, model_b, attribute, item_box], [item_image, nn_gallery, nn_md],
                      api_name="neighbours", concurrency_id="query", concurrency_limit=2)
 
@@ -643,14 +735,75 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         for chooser in (ft_preset, ft_model):  # the schedule shown is the chosen model's preset record
             chooser.input(on_preset, [ft_preset, ft_model], [ft_epochs, ft_triplets, ft_batch, ft_warmup],
                           api_visibility="private")
-        if names:  # opening a tab shows its view for the current choices at once
-            explore_tab.select(explore, q_inputs, [strips, loc_table, explore_md], api_visibility="private",
-                               preprocess=False, concurrency_id="query")
-            embeddings_tab.select(embeddings, [model_a, model_b, attribute, method], [plot_a, md_a, plot_b, md_b],
-                                  api_visibility="private", concurrency_id="heavy")
+        # Views follow the query: each tab remembers the choices its view was computed for (view_state["shown"]).
+        # A change of query, attribute or models (or of Embeddings' own choices) first marks every view computed
+        # for other choices "out of date" with a banner, then recomputes the open tab's view (which clears its
+        # banner); opening a tab whose view is out of date recomputes it. Views never computed show no banner.
+        v_inputs = [view_state, query, attribute, models, model_a, model_b, method]
+        banners = [retrieve_stale, explore_stale, embed_stale]
+        v_outputs = [view_state, *r_outputs, grid, strips, loc_table, explore_md, plot_a, md_a, plot_b, md_b,
+                     *banners]
+
+        def _keys(query, attribute, models, model_a, model_b, method) -> dict:
+            q = [_path_of(query), attribute, list(models or [])]
+            return {"retrieve": q, "explore": q, "embeddings": [attribute, model_a, model_b, method]}
+
+        def _banners(view, keys) -> tuple:
+            shown = (view or {}).get("shown") or {}
+            return tuple(STALE[t] if shown.get(t) is not None and shown[t] != keys[t] else ""
+                         for t in ("retrieve", "explore", "embeddings"))
+
+        def mark_stale(view, *choices):
+            return _banners(view, _keys(*choices))
+
+        def refresh(view, tab, query, attribute, models, model_a, model_b, method):
+            view = dict(view or {})
+            shown = dict(view.get("shown") or {})
+            cur = view["tab"] = tab or view.get("tab") or "retrieve"
+            keys = _keys(query, attribute, models, model_a, model_b, method)
+            r_out, e_out, b_out = (gr.skip(),) * 5, (gr.skip(),) * 3, (gr.skip(),) * 4
+            if cur in keys and shown.get(cur) != keys[cur] and (cur == "embeddings" or _path_of(query)) and names:
+                if cur == "retrieve":
+                    g, t, st, hs = retrieve(query, attribute, models)
+                    r_out = (g, t, st, hs, hs["html"])
+                elif cur == "explore":
+                    e_out = explore(query, attribute, models)
+                else:
+                    b_out = embeddings(model_a, model_b, attribute, method)
+                shown[cur] = keys[cur]
+            view["shown"] = shown
+            return (view, *r_out, *e_out, *b_out, *_banners(view, keys))
+
+        def shown_now(tab):
+            """After a button's public event: its view is now the one of the current choices."""
+            def done(view, hits, *choices):
+                keys = _keys(*choices)
+                view = {**(view or {}), "shown": {**((view or {}).get("shown") or {}), tab: keys[tab]}}
+                html = (hits or {}).get("html", "") if tab == "retrieve" else gr.skip()
+                return (view, html, *_banners(view, keys))
+            return done
+
+        after = [view_state, grid, *banners]
+        retrieve_ev.then(shown_now("retrieve"), [view_state, hits_state, *v_inputs[1:]], after,
+                         api_visibility="private", preprocess=False)
+        explore_ev.then(shown_now("explore"), [view_state, hits_state, *v_inputs[1:]], after,
+                        api_visibility="private", preprocess=False)
+        embed_ev.then(shown_now("embeddings"), [view_state, hits_state, *v_inputs[1:]], after,
+                      api_visibility="private", preprocess=False)
+        gr.on([query.change, attribute.change, models.change, model_a.change, model_b.change, method.change],
+              mark_stale, v_inputs, banners, api_visibility="private", preprocess=False, queue=False,
+              show_progress="hidden").then(
+            lambda view, *choices: refresh(view, None, *choices), v_inputs, v_outputs, api_visibility="private",
+            preprocess=False, concurrency_id="query", trigger_mode="always_last")
+        for tab, name in ((retrieve_tab, "retrieve"), (explore_tab, "explore"), (embeddings_tab, "embeddings"),
+                          (finetune_tab, "finetune"), (results_tab, "results")):
+            tab.select(lambda view, *choices, _name=name: refresh(view, _name, *choices), v_inputs, v_outputs,
+                       api_visibility="private", preprocess=False, concurrency_id="query")
+        grid.click(pick_result, None, [query, inspect], api_visibility="private")  # the query's change searches it
+        examples.click(pick_example, None, [query, attribute], api_visibility="private")
         if names and first_example:
-            demo.load(retrieve, q_inputs, r_outputs, api_visibility="private", preprocess=False,
-                      concurrency_id="query")
+            demo.load(lambda view, *choices: refresh(view, "retrieve", *choices), v_inputs, v_outputs,
+                      api_visibility="private", preprocess=False, concurrency_id="query")
     # A full queue refuses at once ("Queue is full") rather than keeping a visitor a minute: a Retrieve with
     # all eight models costs ~0.6 s of this 2-core machine's CPU, and 2 workers serve no faster than 1 here
     # (benchmarks/load_test.py), so QUEUE_SIZE waiting requests are ~10 s of work.
@@ -667,6 +820,51 @@ CSS = """
 #explore-maps .grid-wrap { overflow-y: visible; height: auto !important; max-height: none !important; }
 #explore-maps { height: auto !important; max-height: none !important; }
 #query-upload img { width: 100%; height: 100%; max-height: 200px; object-fit: contain; }
+.pf-cmp, .pf-examples { --t: 128px; font-size: 13px; line-height: 1.25; }
+:where(.pf-cmp, .pf-examples) button { all: unset; box-sizing: border-box; cursor: pointer; }
+.pf-cmp button:focus-visible, .pf-examples button:focus-visible { outline: 2px solid #2563eb; }
+.pf-cmp { display: flex; gap: 12px; align-items: flex-start; }
+.pf-cmp.pf-compact { --t: 96px; }
+.pf-query { flex: 0 0 132px; margin: 0; position: sticky; top: 8px; }
+.pf-query img { display: block; width: 128px; height: 128px; object-fit: contain; border: 3px solid #2563eb;
+  box-sizing: border-box; }
+.pf-query figcaption { margin-top: 4px; }
+.pf-rows { flex: 1; min-width: 0; display: flex; flex-direction: column; gap: 4px; }
+.pf-row { display: flex; gap: 8px; align-items: flex-start; padding-top: 4px;
+  border-top: 1px solid var(--border-color-primary, #e5e7eb); }
+.pf-name { flex: 0 0 104px; display: flex; flex-direction: column; overflow-wrap: anywhere; }
+.pf-name b { font-size: 14px; }
+.pf-item { display: flex; flex-direction: column; width: var(--t); }
+.pf-img { display: flex; width: var(--t); height: var(--t); align-items: center; justify-content: center; }
+.pf-img img { max-width: var(--t); max-height: var(--t); width: auto; height: auto; }
+.pf-txt { display: flex; flex-direction: column; padding: 2px 0 0 2px; overflow-wrap: anywhere; }
+.pf-compact .pf-item { flex-direction: row; width: calc(var(--t) + 86px); }
+.pf-compact .pf-txt { width: 82px; padding: 0 0 0 4px; }
+.pf-mark { font-weight: 700; }
+.pf-hit .pf-mark { color: #15803d; }
+.pf-miss .pf-mark { color: #b91c1c; }
+.pf-unknown .pf-mark { color: #64748b; }
+.pf-score { color: var(--body-text-color-subdued, #6b7280); font-variant-numeric: tabular-nums; }
+.pf-error { color: #b91c1c; }
+.pf-examples { display: grid; grid-template-columns: repeat(8, minmax(0, 1fr)); gap: 6px; }
+.pf-ex { display: flex; flex-direction: column; align-items: center; text-align: center; font-size: 12px;
+  padding: 2px; border-radius: 4px; }
+.pf-ex:hover, .pf-item:hover { background: var(--background-fill-secondary, #f3f4f6); }
+.pf-ex img { width: 88px; height: 88px; object-fit: contain; }
+.pf-ex-attr { color: var(--body-text-color-subdued, #6b7280); }
+@media (max-width: 720px) {
+  .pf-cmp, .pf-cmp.pf-compact { --t: 62px; flex-direction: column; font-size: 11px; }
+  .pf-query { position: static; display: flex; gap: 8px; align-items: center; flex: none; }
+  .pf-query img { width: 96px; height: 96px; }
+  .pf-rows { width: 100%; }
+  .pf-row { flex-wrap: wrap; gap: 4px; }
+  .pf-name { flex: 0 0 100%; flex-direction: row; gap: 8px; }
+  .pf-item, .pf-compact .pf-item { flex-direction: column; width: calc((100% - 16px) / 5); }
+  .pf-compact .pf-txt { width: auto; padding: 2px 0 0 0; }
+  .pf-img { width: 100%; }
+  .pf-examples { grid-template-columns: repeat(4, minmax(0, 1fr)); }
+  .pf-ex img { width: 64px; height: 64px; }
+}
 """
 
 

@@ -34,8 +34,7 @@ def _loss(model, x: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
     emb = model(x, attrs.repeat(3))
     a, p, n = emb.float().split(len(attrs))
     loss = F.relu(F.cosine_similarity(a, n) - F.cosine_similarity(a, p) + 0.2).mean()
-    reg = getattr(model, "regularization", None)
-    return loss + reg() if reg is not None else loss
+    return loss + model.regularization()
 
 
 def run_model(name: str, args, device: torch.device) -> dict:

@@ -85,13 +85,11 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
     ``known`` is (num_images, A) with -1 where a value is unknown. With ``frozen`` (a cache of the frozen
     trunk) the warm-up reads the cache and trains what the triplet epochs train (``target="embedding"`` only).
     """
-    backbone = getattr(model, "backbone", None)
+    backbone = model.backbone
     if target not in ("backbone", "embedding"):
         raise ValueError(f"unknown warm-up target {target!r}: 'backbone' or 'embedding'")
     if frozen is not None and target != "embedding":
         raise ModelError("a warm-up on a cached frozen trunk trains the embedding: use --warmup-target embedding")
-    if backbone is None and target == "backbone":
-        raise ModelError(f"model {model.name!r} has no .backbone to warm up; use --warmup-steps 0")
     width = backbone.out_channels if target == "backbone" else model.config.embed_dim
     heads = torch.nn.ModuleList(torch.nn.Linear(width, n) for n in model.config.num_values)
     heads.to(device)
@@ -116,14 +114,13 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
             emb = (model.embed_all_from_trunk(x) if frozen is not None else model.embed_all(x)) * 16.0
             feats = [emb[:, a] for a in range(len(heads))]
         else:
-            f = backbone.warmup_features(x) if hasattr(backbone, "warmup_features") else backbone(x).mean(dim=(2, 3))
+            f = model.warmup_features(x)
             feats = [f] * len(heads)
         labels = torch.as_tensor(known[idx], device=device)
         loss = sum(F.cross_entropy(h(feats[a]), labels[:, a], ignore_index=-1)
                    for a, h in enumerate(heads) if (labels[:, a] >= 0).any()) / len(heads)
-        reg = getattr(model, "regularization", None) if target == "embedding" else None
-        if reg is not None:  # the model's own penalty, as in its triplet training (CSN: it consumes the norms)
-            loss = loss + reg()
+        if target == "embedding":  # the model's own penalty, as in its triplet training (CSN: it consumes the norms)
+            loss = loss + model.regularization()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -616,7 +613,7 @@ def _setup_optimizer(r: _Run) -> None:
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[d.device.index] if d.device.type == "cuda" else None,
-            find_unused_parameters=getattr(model, "find_unused_parameters", False))
+            find_unused_parameters=model.find_unused_parameters)
     r.net = net
     r.opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     if r.resume:
@@ -667,15 +664,10 @@ def _train_epoch(r: _Run, epoch: int, steps: int) -> tuple[float, float]:
         attrs = torch.as_tensor(np.tile(rows[:, 3], 3), device=d.device)
         a, p, n = r.net(x, attrs).split(len(rows))
         loss = triplet_loss(a, p, n, cfg.margin)
-        reg = getattr(model, "regularization", None)
-        if reg is not None:
-            loss = loss + reg()
-        aux = getattr(model, "auxiliary_loss", None)
-        if aux is not None:
-            # batch-level losses of the method (e.g. ProFashion's cluster losses) get each row's
-            # value under its attribute: anchors, positives, then negatives
-            values = torch.as_tensor(r.known[fids, np.tile(rows[:, 3], 3)], device=d.device)
-            loss = loss + aux(values)
+        # the method's own penalty (CSN) and batch-level losses (ProFashion's clusters), which get each row's
+        # value under its attribute: anchors, positives, then negatives
+        values = torch.as_tensor(r.known[fids, np.tile(rows[:, 3], 3)], device=d.device)
+        loss = loss + model.regularization() + model.auxiliary_loss(values)
         r.opt.zero_grad(set_to_none=True)
         loss.backward()
         r.opt.step()

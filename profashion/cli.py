@@ -130,8 +130,8 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from profashion.data.splits import atomic_write_text
     from profashion.evaluation.statistics import compare_result_files
+    from profashion.io import atomic_write_json
 
     if args.resamples < 1 or args.permutations < 1:
         raise ValueError("--resamples and --permutations must be at least 1")
@@ -142,7 +142,7 @@ def _cmd_compare(args) -> int:
     print(f"paired comparison on {where or 'the same queries'}{layout}: B - A in mAP points")
     print(cmp.format_table())
     if args.json:
-        atomic_write_text(Path(args.json), json.dumps(cmp.to_json(), indent=2) + "\n")
+        atomic_write_json(args.json, cmp.to_json())
     return 0
 
 
@@ -216,8 +216,8 @@ def _cmd_index(args) -> int:
 
 
 def _cmd_search(args) -> int:
-    from profashion.data.splits import atomic_write_text
     from profashion.device import resolve_device
+    from profashion.io import atomic_write_json
     from profashion.retrieval.search import RetrievalEngine
 
     engine = RetrievalEngine(device=resolve_device(args.device))
@@ -242,12 +242,12 @@ def _cmd_search(args) -> int:
     if args.json:
         payload = {"query": str(args.image), "attribute": args.attribute, "k": args.k,
                    "results": [r.to_json() for r in results.values()]}
-        atomic_write_text(Path(args.json), json.dumps(payload, indent=2) + "\n")
+        atomic_write_json(args.json, payload)
     return 0 if all(r.error is None for r in results.values()) else 2
 
 
 def _cmd_project(args) -> int:
-    from profashion.data.splits import atomic_write_text
+    from profashion.io import atomic_write_json
     from profashion.retrieval.index import GalleryIndex
     from profashion.retrieval.projection import attribute_projection
 
@@ -269,8 +269,8 @@ def _cmd_project(args) -> int:
                          "values": [p.value_names[v] for v in p.values], "knn_accuracy": p.knn_accuracy,
                          "chance": p.chance, "silhouette": p.silhouette}
     if args.json:
-        atomic_write_text(Path(args.json), json.dumps({"index": str(args.index), "method": args.method,
-                                                       "attributes": payload}) + "\n")
+        atomic_write_json(args.json, {"index": str(args.index), "method": args.method, "attributes": payload},
+                          indent=None)
     return 0
 
 

@@ -37,7 +37,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -46,7 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runs from a checkout without an installed package too
 
-from profashion.data.splits import atomic_write_text, move_folder_into_place  # noqa: E402
+from profashion.io import atomic_folder, atomic_write_json  # noqa: E402
 from profashion.train.config import TrainConfig, planned_epochs  # noqa: E402
 from profashion.train.trainer import run_started  # noqa: E402
 
@@ -156,17 +155,10 @@ def train_one(model: str, data: Path, run: Path, settings: dict, resume: bool,
 
 def install(best: Path, dest: Path) -> None:
     """Copy ``best`` to ``dest`` atomically: a temporary sibling folder renamed into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
+    with atomic_folder(dest) as tmp:
         for f in best.iterdir():
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
-        tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint folder is shared like any other
-        move_folder_into_place(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def update_manifest(path: Path, model: str, entry_for) -> dict:
@@ -182,7 +174,7 @@ def update_manifest(path: Path, model: str, entry_for) -> dict:
         except (OSError, ValueError):
             manifest = {}
         manifest[model] = entry_for(manifest.get(model, {}))
-        atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+        atomic_write_json(path, manifest)
         return manifest[model]
 
 

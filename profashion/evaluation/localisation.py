@@ -19,7 +19,6 @@ empty); an "Invisible" label has no region to find.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -174,6 +173,6 @@ def evaluate_localisation(model, dataset: SplitDataset, split: str = "test", key
 
 
 def write_localisation_json(result: LocalisationResult, path, extra: dict | None = None) -> None:
-    from profashion.data.splits import atomic_write_text
+    from profashion.io import atomic_write_json
 
-    atomic_write_text(path, json.dumps({**(extra or {}), **result.to_json()}, indent=2) + "\n")
+    atomic_write_json(path, {**(extra or {}), **result.to_json()})

@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from profashion.io import atomic_write_json
+
 REQUIRED = ("model", "dataset")
 SCHEDULE = ("epochs", "lr", "lr_step", "lr_gamma", "stage2_epochs", "stage2_lr", "stage2_gamma", "batch_size",
             "triplets_per_epoch", "warmup_steps", "warmup_target")
@@ -73,9 +75,7 @@ class TrainConfig:
         return cls.from_json(read_config(path), str(path))
 
     def save(self, path: str | os.PathLike) -> Path:
-        from profashion.data.splits import atomic_write_text
-
-        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=2) + "\n")
+        atomic_write_json(path, self.to_json())
         return Path(path)
 
     # -- the schedule ----------------------------------------------------------------------------------------

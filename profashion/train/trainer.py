@@ -39,9 +39,10 @@ import torch.nn.functional as F
 
 from profashion.data.loading import SplitImages, to_model_input
 from profashion.data.sampler import TripletSampler
-from profashion.data.splits import DatasetError, atomic_write_text, load_dataset
+from profashion.data.splits import DatasetError, load_dataset
 from profashion.device import resolve_device
 from profashion.evaluation.evaluate import evaluate_model
+from profashion.io import atomic_path, atomic_write_text
 from profashion.models.base import (
     ModelError,
     RetrievalModel,
@@ -284,9 +285,8 @@ def _save_parts(path: Path, parts: list[tuple[torch.Tensor, ...]]) -> None:
     data["__count__"] = torch.tensor(len(parts[0]))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(data, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(data, str(tmp))
     except OSError:  # a full or read-only disk only costs the computation next time
         pass
 

@@ -38,8 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-from profashion.data.splits import atomic_write_text
 from profashion.device import gpu_available
+from profashion.io import atomic_write_json
 from profashion.models.backbones import WEIGHT_SUFFIXES
 from profashion.train.config import TrainConfig, offered_presets, planned_epochs, read_config
 
@@ -289,7 +289,7 @@ class JobManager:
             raise JobError(f"the job file {d / 'job.json'} cannot be read ({exc})") from None
 
     def _write(self, job: dict) -> None:
-        atomic_write_text(self.root / job["id"] / "job.json", json.dumps(job, indent=2) + "\n")
+        atomic_write_json(self.root / job["id"] / "job.json", job)
 
     def ids(self) -> list[str]:
         if not self.root.is_dir():

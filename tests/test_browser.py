@@ -89,19 +89,121 @@ def settle(pg) -> None:
     pg.wait_for_timeout(300)
 
 
+def choose_attribute(page, name: str) -> None:
+    page.locator("#attribute input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+
+
 def test_retrieve(page, app):
     expect = sync_api.expect
-    # the page runs the first example's search on load; a click on another example searches it
-    expect(page.locator("#results").get_by_label("Thumbnail 10 of 10")).to_be_attached(timeout=T)
-    page.locator("#examples").get_by_label("Thumbnail 2 of 8").click()
-    item = app["catalog"].examples[1][0]
-    expect(page.get_by_text(f"Query: gallery item #{item}")).to_be_visible(timeout=T)
+    examples = app["catalog"].examples
+    grid = page.locator("#retrieve-grid")
+    # the page searches the first example on load, for the attribute that example illustrates
+    expect(grid.locator(".pf-row")).to_have_count(len(MODELS), timeout=T)
+    expect(page.locator("#attribute input")).to_have_value(examples[0].attribute)
+    for name in MODELS:  # one row per model, its name at the row's start, its top-5 beside it
+        row = grid.locator(f".pf-row[data-model='{name}']")
+        expect(row.locator(".pf-name")).to_contain_text(name)
+        expect(row.locator("[data-item]")).to_have_count(5)
+        expect(row.locator(".pf-mark").first).to_have_text(__import__("re").compile("✓ hit|✗ miss"))
+    # every thumbnail loaded from Gradio's file route, shown no larger than its own pixels (never upscaled)
+    sizes = grid.locator("img").evaluate_all("ims => ims.map(i => [i.complete && i.naturalWidth, i.width])")
+    assert sizes and all(nat and w <= nat for nat, w in sizes[1:]), sizes
+    # a click on an example queries it and sets the attribute it illustrates
+    page.locator("#examples [data-example='1']").click()
+    expect(page.locator("#attribute input")).to_have_value(examples[1].attribute, timeout=T)
+    expect(page.get_by_text(f"Query: gallery item #{examples[1].item}")).to_be_visible(timeout=T)
+    expect(grid.locator(".pf-query")).to_contain_text(f"#{examples[1].item}")
     page.get_by_role("button", name="Retrieve", exact=True).click()
     expect(page.locator("#results-table")).to_contain_text("asen", timeout=T)
     expect(page.locator("#results-table")).to_contain_text("csn")
-    # a click on a result makes it the next query
-    page.locator("#results").get_by_label("Thumbnail 1 of 10").click()
+    # a click on a result makes it the next query, and the comparison follows it
+    first = grid.locator(".pf-row[data-model='asen'] [data-item]").first
+    item = int(first.get_attribute("data-item"))
+    first.click()
     expect(page.get_by_text("(now the query)")).to_be_visible(timeout=T)
+    expect(page.get_by_text(f"Query: gallery item #{item}")).to_be_visible(timeout=T)
+    expect(grid.locator(".pf-query")).to_contain_text(f"#{item}")
+
+
+def rows_fit(page, width: int, height: int) -> list[list[float]]:
+    """Scroll the comparison to the top of the window; the rows' boxes (top, bottom, left, right), each inside
+    the window."""
+    page.locator("#retrieve-grid").evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    boxes = page.locator("#retrieve-grid .pf-row").evaluate_all(
+        "rs => rs.map(r => { const b = r.getBoundingClientRect(); return [b.top, b.bottom, b.left, b.right]; })")
+    for _top, _bottom, left, right in boxes:
+        assert left >= 0 and right <= width + 0.5, boxes
+    return boxes
+
+
+@pytest.fixture(scope="module")
+def app8(tmp_path_factory):
+    """The app with eight models (the shipped demo has eight): copies of small asen/csn/triplet checkpoints."""
+    base = tmp_path_factory.mktemp("browser-app8")
+    ck = base / "checkpoints"
+    torch.manual_seed(1)
+    for i in range(8):
+        method = ("asen", "csn", "triplet")[i % 3]
+        save_checkpoint(build_model(method, "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48),
+                        ck / f"{method}-{i}")
+    catalog = Catalog(ck, base / "cache", gallery=TINY_GALLERY, max_points=60).load()
+    demo = build_demo(catalog, JobManager(base / "jobs", [base]))
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(catalog))
+    try:
+        yield {"url": f"http://127.0.0.1:{port}/", "catalog": catalog}
+    finally:
+        demo.close()
+
+
+@pytest.mark.parametrize("size", [(1400, 1000), (390, 844)], ids=["desktop", "mobile"])
+def test_eight_models_fit_one_screen(browser, app8, size):
+    """Every model's top-5 of a Retrieve lies within one 1400x1000 window; on a phone the rows stack, each as
+    wide as the screen at most."""
+    expect = sync_api.expect
+    width, height = size
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    page = ctx.new_page()
+    page.set_default_timeout(T)
+    try:
+        page.goto(app8["url"])
+        expect(page.locator("#retrieve-grid .pf-row")).to_have_count(8, timeout=T)
+        expect(page.locator("#retrieve-grid [data-item]")).to_have_count(40)
+        boxes = rows_fit(page, width, height)
+        if width >= 1000:
+            assert boxes[-1][1] - boxes[0][0] <= height and all(0 <= b[0] and b[1] <= height for b in boxes), boxes
+        else:  # stacked: one row under the other
+            assert all(a[1] <= b[0] + 0.5 for a, b in zip(boxes, boxes[1:])), boxes
+        settle(page)
+        page.screenshot(path=str(SHOTS / f"retrieve_eight_models_{width}x{height}.png"))
+    finally:
+        ctx.close()
+
+
+def test_explore_and_embeddings_follow_the_query(page, app):
+    expect = sync_api.expect
+    page.get_by_role("tab", name="Explore").click()
+    expect(page.get_by_text(f"attribute {app['catalog'].examples[0].attribute}")).to_be_visible(timeout=T)
+    # the open tab recomputes when the attribute changes, without its button
+    choose_attribute(page, "colour")
+    expect(page.get_by_text("attribute colour")).to_be_visible(timeout=T)
+    expect(page.locator("#explore-stale")).not_to_contain_text("Out of date", timeout=T)
+    # Embeddings too
+    page.get_by_role("tab", name="Embeddings").click()
+    expect(page.get_by_text("colour, tsne").first).to_be_visible(timeout=T)
+    choose_attribute(page, "texture")
+    expect(page.get_by_text("texture, tsne").first).to_be_visible(timeout=T)
+    # a view out of the screen is marked out of date, and refreshed when its tab is opened
+    page.get_by_role("tab", name="Retrieve").click()
+    page.locator("#examples [data-example='2']").click()
+    ex = app["catalog"].examples[2]
+    expect(page.get_by_text(f"Query: gallery item #{ex.item}")).to_be_visible(timeout=T)
+    expect(page.locator("#explore-stale")).to_contain_text("Out of date", timeout=T)
+    page.get_by_role("tab", name="Explore").click()
+    expect(page.get_by_text(f"Query: gallery item #{ex.item}, attribute {ex.attribute}")).to_be_visible(timeout=T)
+    expect(page.locator("#explore-stale")).not_to_contain_text("Out of date", timeout=T)
 
 
 def test_explore(page):
@@ -153,7 +255,7 @@ def test_fine_tune_job_becomes_a_selectable_model(page, app):
     expect(page.locator("#job-status")).to_contain_text("Status: finished", timeout=T)
 
 
-def test_bad_upload_shows_an_error_toast(page, tmp_path):
+def test_bad_upload_shows_an_error_toast(page, app, tmp_path):
     expect = sync_api.expect
     fake = tmp_path / "holiday.png"
     fake.write_text("this is a text file, not a picture")
@@ -162,7 +264,9 @@ def test_bad_upload_shows_an_error_toast(page, tmp_path):
     toast = page.get_by_test_id("toast-body")
     expect(toast.first).to_contain_text("not an image we can read", timeout=T)
     # the app keeps serving: an example still searches
-    page.locator("#examples").get_by_label("Thumbnail 3 of 8").click()
+    page.locator("#examples [data-example='2']").click()
+    ex = app["catalog"].examples[2]
+    expect(page.get_by_text(f"Query: gallery item #{ex.item}")).to_be_visible(timeout=T)
     expect(page.locator("#results-table")).to_contain_text("asen", timeout=T)
 
 

@@ -445,22 +445,39 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: tuple, fill) -> None:
 # Drawing one image
 
 
-def render_garment(rng: np.random.Generator, size: int = 112) -> Sample:
-    """Draw one synthetic garment image with its attribute masks and values, from ``rng`` alone."""
-    values, outfit = _sample_values(rng)
-    n2 = 2 * size
+@dataclass
+class _Body:
+    """A mannequin's proportions and pose, in figure units (0 = top of the head, 1 = the floor)."""
 
-    # ---- body proportions and pose (figure units)
+    head_rx: float
+    head_ry: float
+    y0: float  # neck base
+    nw: float  # neck half width
+    ys: float  # shoulder line
+    sw: float  # shoulder half width
+    cw: float  # chest half width
+    yw: float  # waist line
+    ww: float  # waist half width
+    yh: float  # hip line
+    hw: float  # hip half width
+    yc: float  # crotch
+    thigh: float
+    ankle_w: float
+    arms: dict  # side -> (shoulder joint, elbow, wrist, upper-arm direction, forearm direction)
+    legs: dict  # side -> (hip joint, ankle)
+    reach: float  # half the figure's width, arms and legs included
+
+
+def _sample_body(rng: np.random.Generator) -> _Body:
     head_ry = rng.uniform(0.056, 0.064)
     head_rx = head_ry * rng.uniform(0.74, 0.84)
-    y0 = rng.uniform(0.158, 0.17)  # neck base
-    nw = rng.uniform(0.021, 0.027)  # neck half width
-    ys = y0 + 0.02  # shoulder line
-    sw = rng.uniform(0.1, 0.122)  # shoulder half width
+    y0 = rng.uniform(0.158, 0.17)
+    nw = rng.uniform(0.021, 0.027)
+    ys = y0 + 0.02
+    sw = rng.uniform(0.1, 0.122)
     cw = sw * rng.uniform(0.8, 0.88)
     yw, ww = rng.uniform(0.37, 0.395), rng.uniform(0.062, 0.078)
     yh, hw = rng.uniform(0.47, 0.49), rng.uniform(0.085, 0.102)
-    yc = yh + 0.045
     hj_y = yh + 0.01
     thigh, ankle_w = hw * 0.5, rng.uniform(0.017, 0.021)
     arms, legs = {}, {}
@@ -477,15 +494,33 @@ def render_garment(rng: np.random.Generator, size: int = 112) -> Sample:
         legs[sg] = (hj, an)
     reach = max(abs(arms[sg][2][0]) for sg in (1, -1)) + 0.03
     reach = max(reach, max(abs(legs[sg][1][0]) for sg in (1, -1)) + 0.05)
+    return _Body(head_rx, head_ry, y0, nw, ys, sw, cw, yw, ww, yh, hw, yh + 0.045, thigh, ankle_w, arms, legs,
+                 reach)
 
-    # ---- placement
+
+def _leg_x(b: _Body, sg: int, y: float) -> float:
+    """|x| of leg ``sg``'s axis at height ``y`` (clamped at the hip joint)."""
+    hj, an = b.legs[sg]
+    return abs(hj[0] + max(0.0, y - hj[1]) / (an[1] - hj[1]) * (an[0] - hj[0]))
+
+
+def render_garment(rng: np.random.Generator, size: int = 112) -> Sample:
+    """Draw one synthetic garment image with its attribute masks and values, from ``rng`` alone.
+
+    The parts are drawn back to front, each by its own function, in a fixed order: the random draws (and so
+    the images of a seed) follow that order."""
+    values, outfit = _sample_values(rng)
+    n2 = 2 * size
+    b = _sample_body(rng)
+
+    # placement
     h = n2 * rng.uniform(0.55, 0.95)
     top = rng.uniform(0.02 * n2, max(0.02 * n2, 0.985 * n2 - h))
-    half = reach * h
+    half = b.reach * h
     cx = rng.uniform(half + 1, n2 - half - 1) if n2 > 2 * half + 2 else n2 / 2
     pt = _Painter(n2, cx, top, h)
 
-    # ---- colours
+    # colours
     base = np.clip(_COLOUR_RGB[values[A_COLOUR]] + rng.normal(0, 9, 3), 0, 255)
     pat1, pat2 = _away(base, rng.uniform(0.4, 0.55)), _away(base, rng.uniform(0.68, 0.8))
     skin = np.clip(_SKIN[rng.integers(len(_SKIN))] + rng.normal(0, 7, 3), 0, 255)
@@ -493,64 +528,83 @@ def render_garment(rng: np.random.Generator, size: int = 112) -> Sample:
     hair = np.clip(_HAIR[rng.integers(len(_HAIR))] + rng.normal(0, 8, 3), 0, 255)
     shoe = np.clip((rng.choice([25, 70, 225]),) * 3 + rng.normal(0, 10, 3), 0, 255)
 
-    # ---- the mannequin
-    if hair_kind == 3:
-        pt.poly([(-head_rx * 1.15, head_ry), (head_rx * 1.15, head_ry), (head_rx * 1.3, y0 + 0.07),
-                 (-head_rx * 1.3, y0 + 0.07)], L_HAIR)
-    for sg in (1, -1):
-        hj, an = legs[sg]
-        pt.poly(_quad(hj, an, thigh, ankle_w), L_SKIN)
-        pt.ellipse(an[0] + sg * 0.012, 0.972, 0.032, 0.022, L_SHOE)
-    pt.poly(_sym([(0, y0 - 0.01), (nw, y0 - 0.01), (sw, ys), (sw + 0.004, ys + 0.03), (cw, 0.27), (ww, yw),
-                  (hw, yh), (hw * 0.85, yc), (0, yc + 0.005)]), L_SKIN)
-    pt.poly(_sym([(0, 2 * head_ry - 0.02), (nw, 2 * head_ry - 0.02), (nw, y0 + 0.01), (0, y0 + 0.01)]), L_SKIN)
-    pt.ellipse(0, head_ry + 0.002, head_rx, head_ry, L_SKIN)
-    if hair_kind:
-        pt.chord(0, head_ry, head_rx * 1.06, head_ry * 1.04, 180, 360, L_HAIR)
-        if hair_kind == 2:
-            pt.ellipse(0, 0.004, head_rx * 0.5, head_ry * 0.38, L_HAIR)
-
     zones = []  # (attribute, (row slice, col slice), allowed labels) for region-defined masks
-    upper, lower, coat = outfit["upper"], outfit["lower"], outfit["coat"]
+    _draw_mannequin(pt, b, hair_kind)
+    _draw_pants(rng, pt, b, values)
+    _draw_top(rng, pt, b, outfit)
+    _draw_skirt(rng, pt, b, values)
+    _draw_neck(rng, pt, b, values, zones)
+    if outfit["coat"]:
+        _draw_coat(rng, pt, b, values, zones)
+    _draw_arms_and_sleeves(pt, b, values, outfit["coat"], zones)
+    return _finish(rng, pt, size, values, zones, base, pat1, pat2, skin, hair, shoe)
 
-    # ---- lower garments
-    if values[A_PANT]:
-        t = _PANT_T[values[A_PANT]] + rng.uniform(-0.02, 0.02) * (values[A_PANT] < 5)
-        pt.poly(_sym([(0, yw - 0.006), (ww + 0.011, yw - 0.006), (hw + 0.013, yh), (hw + 0.008, yc),
-                      (0, yc + 0.012)]), L_PANTS)
-        for sg in (1, -1):
-            hj, an = legs[sg]
-            p1 = (hj[0] + t * (an[0] - hj[0]), hj[1] + t * (an[1] - hj[1]))
-            w1 = thigh + t * (ankle_w - thigh)
-            pt.poly(_quad((hj[0], hj[1] - 0.02), p1, thigh + 0.013, w1 + 0.012), L_PANTS)
 
-    def top_path(y_hem, loose):
-        e = 0.006 if loose else 0.0
-        return _cut([(0, y0 - 0.006), (nw + 0.004, y0 - 0.006), (sw + 0.01, ys - 0.003), (sw + 0.014, ys + 0.03),
-                     (cw + 0.012 + e, 0.27), (ww + 0.012 + e, yw), (hw + 0.014 + e, yh), (hw + 0.02, 1.0)], y_hem)
+def _draw_mannequin(pt: _Painter, b: _Body, hair_kind: int) -> None:
+    """Legs, shoes, torso, neck, head and hair (long hair behind everything)."""
+    if hair_kind == 3:
+        pt.poly([(-b.head_rx * 1.15, b.head_ry), (b.head_rx * 1.15, b.head_ry), (b.head_rx * 1.3, b.y0 + 0.07),
+                 (-b.head_rx * 1.3, b.y0 + 0.07)], L_HAIR)
+    for sg in (1, -1):
+        hj, an = b.legs[sg]
+        pt.poly(_quad(hj, an, b.thigh, b.ankle_w), L_SKIN)
+        pt.ellipse(an[0] + sg * 0.012, 0.972, 0.032, 0.022, L_SHOE)
+    pt.poly(_sym([(0, b.y0 - 0.01), (b.nw, b.y0 - 0.01), (b.sw, b.ys), (b.sw + 0.004, b.ys + 0.03), (b.cw, 0.27),
+                  (b.ww, b.yw), (b.hw, b.yh), (b.hw * 0.85, b.yc), (0, b.yc + 0.005)]), L_SKIN)
+    pt.poly(_sym([(0, 2 * b.head_ry - 0.02), (b.nw, 2 * b.head_ry - 0.02), (b.nw, b.y0 + 0.01), (0, b.y0 + 0.01)]),
+            L_SKIN)
+    pt.ellipse(0, b.head_ry + 0.002, b.head_rx, b.head_ry, L_SKIN)
+    if hair_kind:
+        pt.chord(0, b.head_ry, b.head_rx * 1.06, b.head_ry * 1.04, 180, 360, L_HAIR)
+        if hair_kind == 2:
+            pt.ellipse(0, 0.004, b.head_rx * 0.5, b.head_ry * 0.38, L_HAIR)
 
-    if upper != "none":
-        if upper == "dress" or lower == "skirt":
-            y_hem = yw + 0.012
-        elif lower == "pants":
-            y_hem = yh + rng.uniform(-0.02, 0.015)
-        else:
-            y_hem = yh + rng.uniform(0.01, 0.04)
-        half_top = top_path(y_hem, lower != "skirt" and upper != "dress")
-        pt.poly(_sym(half_top + [(0, y_hem)]), L_TOP)
 
-    if values[A_SKIRT]:
-        y_hem = _SKIRT_HEM[values[A_SKIRT]] + rng.uniform(-0.012, 0.012) * (values[A_SKIRT] < 5)
-        flare = rng.uniform(0.12, 0.4)
-        hem_x = hw + 0.014 + (y_hem - yh) * flare
-        for sg in (1, -1):
-            hj, an = legs[sg]
-            leg_x = abs(hj[0] + (y_hem - hj[1]) / (an[1] - hj[1]) * (an[0] - hj[0])) + thigh + 0.012
-            hem_x = max(hem_x, leg_x)
-        pt.poly(_sym([(0, yw - 0.008), (ww + 0.01, yw - 0.008), (hw + 0.013, yh), (hem_x, y_hem), (0, y_hem)]),
-                L_SKIRT)
+def _draw_pants(rng: np.random.Generator, pt: _Painter, b: _Body, values) -> None:
+    if not values[A_PANT]:
+        return
+    t = _PANT_T[values[A_PANT]] + rng.uniform(-0.02, 0.02) * (values[A_PANT] < 5)
+    pt.poly(_sym([(0, b.yw - 0.006), (b.ww + 0.011, b.yw - 0.006), (b.hw + 0.013, b.yh), (b.hw + 0.008, b.yc),
+                  (0, b.yc + 0.012)]), L_PANTS)
+    for sg in (1, -1):
+        hj, an = b.legs[sg]
+        p1 = (hj[0] + t * (an[0] - hj[0]), hj[1] + t * (an[1] - hj[1]))
+        w1 = b.thigh + t * (b.ankle_w - b.thigh)
+        pt.poly(_quad((hj[0], hj[1] - 0.02), p1, b.thigh + 0.013, w1 + 0.012), L_PANTS)
 
-    # ---- the neck: neckline cut, collar or neck piece (drawn a little larger than life, to stay legible)
+
+def _draw_top(rng: np.random.Generator, pt: _Painter, b: _Body, outfit: dict) -> None:
+    upper, lower = outfit["upper"], outfit["lower"]
+    if upper == "none":
+        return
+    if upper == "dress" or lower == "skirt":
+        y_hem = b.yw + 0.012
+    elif lower == "pants":
+        y_hem = b.yh + rng.uniform(-0.02, 0.015)
+    else:
+        y_hem = b.yh + rng.uniform(0.01, 0.04)
+    e = 0.006 if lower != "skirt" and upper != "dress" else 0.0  # a loose top
+    half_top = _cut([(0, b.y0 - 0.006), (b.nw + 0.004, b.y0 - 0.006), (b.sw + 0.01, b.ys - 0.003),
+                     (b.sw + 0.014, b.ys + 0.03), (b.cw + 0.012 + e, 0.27), (b.ww + 0.012 + e, b.yw),
+                     (b.hw + 0.014 + e, b.yh), (b.hw + 0.02, 1.0)], y_hem)
+    pt.poly(_sym(half_top + [(0, y_hem)]), L_TOP)
+
+
+def _draw_skirt(rng: np.random.Generator, pt: _Painter, b: _Body, values) -> None:
+    if not values[A_SKIRT]:
+        return
+    y_hem = _SKIRT_HEM[values[A_SKIRT]] + rng.uniform(-0.012, 0.012) * (values[A_SKIRT] < 5)
+    flare = rng.uniform(0.12, 0.4)
+    hem_x = b.hw + 0.014 + (y_hem - b.yh) * flare
+    for sg in (1, -1):
+        hem_x = max(hem_x, _leg_x(b, sg, y_hem) + b.thigh + 0.012)
+    pt.poly(_sym([(0, b.yw - 0.008), (b.ww + 0.01, b.yw - 0.008), (b.hw + 0.013, b.yh), (hem_x, y_hem),
+                  (0, y_hem)]), L_SKIRT)
+
+
+def _draw_neck(rng: np.random.Generator, pt: _Painter, b: _Body, values, zones: list) -> None:
+    """The neckline cut, a collar or a neck piece (drawn a little larger than life, to stay legible)."""
+    y0, nw, sw = b.y0, b.nw, b.sw
     if values[A_NECKLINE]:
         v = values[A_NECKLINE]
         if v == 1:  # round
@@ -592,7 +646,7 @@ def render_garment(rng: np.random.Generator, size: int = 112) -> Sample:
     elif values[A_NECK]:
         v = values[A_NECK]
         if v in (1, 3):  # turtle / low turtle: a band up the neck with rolled folds
-            y_top = 2 * head_ry + 0.003 if v == 1 else y0 - 0.036
+            y_top = 2 * b.head_ry + 0.003 if v == 1 else y0 - 0.036
             pt.poly(_sym([(0, y_top), (nw + 0.011, y_top), (nw + 0.014, y0 + 0.014), (0, y0 + 0.016)]), L_NECK)
             for k in ((1, 2) if v == 1 else (1,)):
                 yl = y_top + k * (y0 + 0.014 - y_top) / (3 if v == 1 else 2)
@@ -608,71 +662,72 @@ def render_garment(rng: np.random.Generator, size: int = 112) -> Sample:
             pt.arc(0, y0 - 0.014, nw + 0.017, 0.06, 15, 165, 0.008, L_NECK_LINE)
             pt.arc(0, y0 - 0.014, nw + 0.027, 0.09, 25, 155, 0.008, L_NECK_LINE)
 
-    # ---- the coat: two open panels, lapels at the opening
-    if coat:
-        y_hem = _COAT_HEM[values[A_COAT]] + rng.uniform(-0.012, 0.012) * (values[A_COAT] < 5)
-        yb = min(yw - 0.03, y_hem - 0.004)
-        flare = rng.uniform(0.1, 0.3)
-        neck_pt = (nw + 0.02, y0 + 0.004)
-        for sg in (1, -1):
-            hj, an = legs[sg]
-            leg_x = abs(hj[0] + max(0.0, y_hem - hj[1]) / (an[1] - hj[1]) * (an[0] - hj[0])) + thigh + 0.02
-            outer = [(nw + 0.008, y0 - 0.01), (sw + 0.02, ys - 0.004), (sw + 0.026, ys + 0.035),
-                     (cw + 0.024, 0.275), (ww + 0.028, yw), (hw + 0.028, yh),
-                     (hw + 0.03 + flare * (1.0 - yh), 1.0)]
-            path = _cut(outer, y_hem)
-            if y_hem > yh:
-                path[-1] = (max(path[-1][0], leg_x), y_hem)
-            panel = path + [(0.012 + max(0.0, y_hem - yb) * 0.2, y_hem), (0.012, yb), neck_pt]
-            pt.poly(panel if sg == 1 else _mirror(panel), L_COAT)
-        lap_end = (neck_pt[0] + 0.7 * (0.012 - neck_pt[0]), neck_pt[1] + 0.7 * (yb - neck_pt[1]))
-        nx, ny = neck_pt
-        lapel = None
-        if values[A_LAPEL] == 1:  # notched: a collar piece and a lapel with a deep notch between them
-            lapel = [(nx - 0.004, ny - 0.018), (nx + 0.032, ny - 0.012), (nx + 0.04, ny + 0.026),
-                     (nx + 0.018, ny + 0.036), (nx + 0.074, ny + 0.05), lap_end]
-        elif values[A_LAPEL] == 3:  # shawl: one smooth rounded band, no notch
-            arc = [(nx + 0.05 * math.sin(math.pi * k / 8), ny + (lap_end[1] - ny) * k / 8) for k in range(1, 8)]
-            lapel = [(nx - 0.004, ny - 0.018), (nx + 0.02, ny - 0.016)] + arc + [lap_end]
-        elif values[A_LAPEL] == 4:  # peak: the lapel's point rises above the notch, towards the shoulder
-            lapel = [(nx - 0.004, ny - 0.018), (nx + 0.03, ny - 0.012), (nx + 0.036, ny + 0.03),
-                     (nx + 0.092, ny - 0.004), (nx + 0.07, ny + 0.07), lap_end]
-        if lapel is not None:
-            pt.poly(lapel, L_LAPEL)
-            pt.poly(_mirror(lapel), L_LAPEL)
-        else:  # collarless: the mask is the coat's front edge where lapels would be
-            for sg in (1, -1):
-                xs = sorted((sg * (nx - 0.014), sg * (nx + 0.07)))
-                zones.append((A_LAPEL, pt.zone(xs[0], ny - 0.016, xs[1], lap_end[1] + 0.012), (L_COAT,)))
 
-    # ---- arms, then sleeves (the coat's sleeves when a coat is worn)
+def _draw_coat(rng: np.random.Generator, pt: _Painter, b: _Body, values, zones: list) -> None:
+    """Two open panels, lapels at the opening (a collarless coat's mask is its front edge)."""
+    y_hem = _COAT_HEM[values[A_COAT]] + rng.uniform(-0.012, 0.012) * (values[A_COAT] < 5)
+    yb = min(b.yw - 0.03, y_hem - 0.004)
+    flare = rng.uniform(0.1, 0.3)
+    neck_pt = (b.nw + 0.02, b.y0 + 0.004)
     for sg in (1, -1):
-        sj, el, wr, d1, d2 = arms[sg]
+        leg_x = _leg_x(b, sg, y_hem) + b.thigh + 0.02
+        outer = [(b.nw + 0.008, b.y0 - 0.01), (b.sw + 0.02, b.ys - 0.004), (b.sw + 0.026, b.ys + 0.035),
+                 (b.cw + 0.024, 0.275), (b.ww + 0.028, b.yw), (b.hw + 0.028, b.yh),
+                 (b.hw + 0.03 + flare * (1.0 - b.yh), 1.0)]
+        path = _cut(outer, y_hem)
+        if y_hem > b.yh:
+            path[-1] = (max(path[-1][0], leg_x), y_hem)
+        panel = path + [(0.012 + max(0.0, y_hem - yb) * 0.2, y_hem), (0.012, yb), neck_pt]
+        pt.poly(panel if sg == 1 else _mirror(panel), L_COAT)
+    lap_end = (neck_pt[0] + 0.7 * (0.012 - neck_pt[0]), neck_pt[1] + 0.7 * (yb - neck_pt[1]))
+    nx, ny = neck_pt
+    lapel = None
+    if values[A_LAPEL] == 1:  # notched: a collar piece and a lapel with a deep notch between them
+        lapel = [(nx - 0.004, ny - 0.018), (nx + 0.032, ny - 0.012), (nx + 0.04, ny + 0.026),
+                 (nx + 0.018, ny + 0.036), (nx + 0.074, ny + 0.05), lap_end]
+    elif values[A_LAPEL] == 3:  # shawl: one smooth rounded band, no notch
+        arc = [(nx + 0.05 * math.sin(math.pi * k / 8), ny + (lap_end[1] - ny) * k / 8) for k in range(1, 8)]
+        lapel = [(nx - 0.004, ny - 0.018), (nx + 0.02, ny - 0.016)] + arc + [lap_end]
+    elif values[A_LAPEL] == 4:  # peak: the lapel's point rises above the notch, towards the shoulder
+        lapel = [(nx - 0.004, ny - 0.018), (nx + 0.03, ny - 0.012), (nx + 0.036, ny + 0.03),
+                 (nx + 0.092, ny - 0.004), (nx + 0.07, ny + 0.07), lap_end]
+    if lapel is not None:
+        pt.poly(lapel, L_LAPEL)
+        pt.poly(_mirror(lapel), L_LAPEL)
+    else:  # collarless: the mask is the coat's front edge where lapels would be
+        for sg in (1, -1):
+            xs = sorted((sg * (nx - 0.014), sg * (nx + 0.07)))
+            zones.append((A_LAPEL, pt.zone(xs[0], ny - 0.016, xs[1], lap_end[1] + 0.012), (L_COAT,)))
+
+
+def _draw_arms_and_sleeves(pt: _Painter, b: _Body, values, coat: bool, zones: list) -> None:
+    """Bare arms, then sleeves over them (the coat's sleeves when a coat is worn)."""
+    for sg in (1, -1):
+        sj, el, wr, d1, d2 = b.arms[sg]
         pt.poly(_quad(sj, el, 0.024, 0.019), L_SKIN)
         pt.poly(_quad(el, wr, 0.019, 0.015), L_SKIN)
         pt.ellipse(el[0], el[1], 0.019, 0.019, L_SKIN)
         pt.ellipse(wr[0] + d2[0] * 0.016, wr[1] + d2[1] * 0.016, 0.021, 0.024, L_SKIN)
     sv = values[A_SLEEVE]
-    if sv:
-        reach_len = {2: 0.03, 3: 0.085, 4: _UPPER_ARM + 0.008, 5: _UPPER_ARM + 0.55 * _FOREARM,
-                     6: _UPPER_ARM + _FOREARM + 0.006}.get(sv, 0.0)
-        label = L_COAT_SLEEVE if coat else L_TOP_SLEEVE
-        width = (0.066 if coat else 0.058) + (0.012 if sv == 2 else 0.0)
-        for sg in (1, -1):
-            sj, el, wr, d1, d2 = arms[sg]
-            if sv == 1:  # sleeveless: the armhole and the top of the bare arm
-                zones.append((A_SLEEVE, pt.zone(sj[0] - 0.04, sj[1] - 0.035, sj[0] + 0.04, sj[1] + 0.045),
-                              (L_TOP, L_COAT, L_SKIN)))
-                continue
-            if reach_len <= _UPPER_ARM:
-                path = [sj, (sj[0] + d1[0] * reach_len, sj[1] + d1[1] * reach_len)]
-            else:
-                r = reach_len - _UPPER_ARM
-                path = [sj, el, (el[0] + d2[0] * r, el[1] + d2[1] * r)]
-            pt.ellipse(sj[0], sj[1], width / 2, width * 0.42, label)  # a rounded shoulder
-            pt.line(path, width, label)
-
-    return _finish(rng, pt, size, values, zones, base, pat1, pat2, skin, hair, shoe)
+    if not sv:
+        return
+    reach_len = {2: 0.03, 3: 0.085, 4: _UPPER_ARM + 0.008, 5: _UPPER_ARM + 0.55 * _FOREARM,
+                 6: _UPPER_ARM + _FOREARM + 0.006}.get(sv, 0.0)
+    label = L_COAT_SLEEVE if coat else L_TOP_SLEEVE
+    width = (0.066 if coat else 0.058) + (0.012 if sv == 2 else 0.0)
+    for sg in (1, -1):
+        sj, el, wr, d1, d2 = b.arms[sg]
+        if sv == 1:  # sleeveless: the armhole and the top of the bare arm
+            zones.append((A_SLEEVE, pt.zone(sj[0] - 0.04, sj[1] - 0.035, sj[0] + 0.04, sj[1] + 0.045),
+                          (L_TOP, L_COAT, L_SKIN)))
+            continue
+        if reach_len <= _UPPER_ARM:
+            path = [sj, (sj[0] + d1[0] * reach_len, sj[1] + d1[1] * reach_len)]
+        else:
+            r = reach_len - _UPPER_ARM
+            path = [sj, el, (el[0] + d2[0] * r, el[1] + d2[1] * r)]
+        pt.ellipse(sj[0], sj[1], width / 2, width * 0.42, label)  # a rounded shoulder
+        pt.line(path, width, label)
 
 
 def _finish(rng, pt: _Painter, size, values, zones, base, pat1, pat2, skin, hair, shoe) -> Sample:

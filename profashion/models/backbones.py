@@ -139,8 +139,8 @@ class EfficientNetLiteTrunk(Backbone):
         if pretrained == "imagenet":
             state, sha = weights.imagenet_lite0_weights()
             net.load_state_dict(state)
-        elif pretrained is not None and _looks_like_path(pretrained):
-            state = _read_state_dict(Path(pretrained).expanduser()) if Path(pretrained).expanduser().is_file() \
+        elif pretrained is not None and looks_like_path(pretrained):
+            state = read_state_dict(Path(pretrained).expanduser()) if Path(pretrained).expanduser().is_file() \
                 else None
             if state is None:
                 raise ModelError(f"pretrained weights file not found: {pretrained}")
@@ -284,7 +284,7 @@ def create_backbone(name: str, pretrained: str | None = None, image_size: int | 
         raise ModelError(f"adapter is only supported by the efficientnet_lite0 backbones, not {name!r}")
     if int(frozen_stages):
         raise ModelError(f"frozen_stages is only supported by the efficientnet_lite0 backbone, not {name!r}")
-    is_file = pretrained is not None and _looks_like_path(pretrained)
+    is_file = pretrained is not None and looks_like_path(pretrained)
     tag = None if (pretrained is None or is_file) else pretrained
 
     if name == "small_cnn":
@@ -307,17 +307,17 @@ def create_backbone(name: str, pretrained: str | None = None, image_size: int | 
     return backbone
 
 
-def _looks_like_path(s: str) -> bool:
+def looks_like_path(s: str) -> bool:
     return s.lower().endswith(WEIGHT_SUFFIXES) or os.sep in s or "/" in s or Path(s).is_file()
 
 
-def _unavailable(tag: str, name: str) -> ModelError:
+def unavailable_error(tag: str, name: str) -> ModelError:
     return ModelError(f"pretrained weights '{tag}' for backbone '{name}' are not available offline: download them "
                       "once into the Hugging Face cache, or pass a local .safetensors file path")
 
 
 @contextlib.contextmanager
-def _hub_offline():
+def hub_offline():
     """Force huggingface_hub offline (env var and its already-imported constant) for the duration."""
     import huggingface_hub.constants as hf_constants
 
@@ -334,7 +334,7 @@ def _hub_offline():
             os.environ["HF_HUB_OFFLINE"] = old_env
 
 
-def _is_missing_download(exc: Exception) -> bool:
+def is_missing_download(exc: Exception) -> bool:
     # hub misses are OSErrors (LocalEntryNotFoundError); open_clip wraps them in "Failed to download" errors
     return isinstance(exc, OSError) or "download" in str(exc).lower()
 
@@ -355,11 +355,11 @@ def _timm_backbone(model_name: str, tag: str | None, name: str, out_indices: tup
         if not cfg.hf_hub_id:  # only a URL: the torch hub cache must already hold the file
             cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url or "").path)
             if not cfg.url or not cached.is_file():
-                raise _unavailable(tag, name)
+                raise unavailable_error(tag, name)
         arch, kwargs["pretrained"] = f"{model_name}.{tag}", True
 
     def build(**extra) -> nn.Module:
-        with _hub_offline():
+        with hub_offline():
             return timm.create_model(arch, **kwargs, **extra)
 
     try:
@@ -368,8 +368,8 @@ def _timm_backbone(model_name: str, tag: str | None, name: str, out_indices: tup
         except TypeError:  # CNNs take any size and have no img_size argument
             body = build()
     except Exception as exc:  # a hub miss is an OSError (LocalEntryNotFoundError); unknown models RuntimeErrors
-        if tag is not None and _is_missing_download(exc):
-            raise _unavailable(tag, name) from exc
+        if tag is not None and is_missing_download(exc):
+            raise unavailable_error(tag, name) from exc
         raise ModelError(f"cannot build backbone '{name}': {exc}") from exc
     return TimmBackbone(body)
 
@@ -387,14 +387,14 @@ def _openclip_backbone(model_name: str, tag: str | None, name: str, image_size: 
         if not cfg.get("hf_hub"):  # only a URL: open_clip's own cache must already hold the file
             cached = Path("~/.cache/clip").expanduser() / os.path.basename(urlparse(cfg.get("url", "")).path)
             if not cached.is_file():
-                raise _unavailable(tag, name)
+                raise unavailable_error(tag, name)
     try:
-        with _hub_offline():
+        with hub_offline():
             model = open_clip.create_model(model_name, pretrained=tag, force_image_size=image_size,
                                            weights_only=True, require_pretrained=tag is not None)
     except Exception as exc:  # open_clip reports a hub miss as a RuntimeError
-        if tag is not None and _is_missing_download(exc):
-            raise _unavailable(tag, name) from exc
+        if tag is not None and is_missing_download(exc):
+            raise unavailable_error(tag, name) from exc
         raise ModelError(f"cannot build backbone '{name}': {exc}") from exc
     return OpenClipBackbone(model.visual)
 
@@ -403,7 +403,7 @@ def _openclip_backbone(model_name: str, tag: str | None, name: str, image_size: 
 # Local weight files.
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import SafetensorError
@@ -461,7 +461,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, name: st
     if not path.is_file():
         raise ModelError(f"pretrained weights file not found: {path}")
     own = backbone.state_dict()
-    state = _align_keys(_read_state_dict(path), set(own))
+    state = _align_keys(read_state_dict(path), set(own))
     problem = state_dict_mismatch(own, state, optional=lambda k: k.endswith("num_batches_tracked"))
     if problem:
         raise ModelError(f"{path} does not fit backbone '{name or type(backbone).__name__}': {problem}")

@@ -566,11 +566,11 @@ def _clip_text_embeddings(config: ProFashionConfig) -> torch.Tensor:
     prompts = config.attribute_prompts
     import open_clip
 
-    from profashion.models.backbones import _hub_offline
+    from profashion.models.backbones import hub_offline
 
     tag = config.pretrained if config.pretrained and not _is_path(config.pretrained) else None
     try:
-        with _hub_offline():
+        with hub_offline():
             model = open_clip.create_model(name[9:], pretrained=tag, weights_only=True,
                                            require_pretrained=tag is not None)
     except Exception as exc:

@@ -47,12 +47,12 @@ from torch import nn
 
 from profashion.models.backbones import (
     Backbone,
-    _hub_offline,
-    _is_missing_download,
-    _looks_like_path,
-    _read_state_dict,
-    _unavailable,
+    hub_offline,
+    is_missing_download,
+    looks_like_path,
+    read_state_dict,
     state_dict_mismatch,
+    unavailable_error,
 )
 from profashion.models.base import ModelError
 
@@ -257,12 +257,12 @@ def _build_timm_vit(arch: str, image_size: int, tag: str | None, frozen_stages: 
         if cfg is None:
             raise ModelError(f"unknown timm ViT {arch!r}")
     try:
-        with _hub_offline():
+        with hub_offline():
             vit = timm.create_model(name, pretrained=tag is not None, num_classes=0, img_size=image_size,
                                     dynamic_img_size=True)
     except Exception as exc:  # hub misses are OSErrors; unknown names RuntimeErrors
-        if tag is not None and _is_missing_download(exc):
-            raise _unavailable(tag, arch) from exc
+        if tag is not None and is_missing_download(exc):
+            raise unavailable_error(tag, arch) from exc
         if isinstance(exc, TypeError) and "img_size" in str(exc):
             raise ModelError(f"'{arch}' is not a ViT: these models need a ViT trunk "
                              f"({', '.join(VIT_ARCHS)} or another timm vit_* name)") from exc
@@ -281,7 +281,7 @@ def load_vit_weights(vit: nn.Module, path: str, arch: str) -> None:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"pretrained weights file not found: {path}")
-    state = _read_state_dict(path)
+    state = read_state_dict(path)
     own = vit.state_dict()
     for prefix in ("module.", "backbone.", "model.", "vit.", ""):  # keep the prefix under which most keys match
         stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -308,7 +308,7 @@ def create_vit_trunk(arch: str, image_size: int, pretrained: str | None = None, 
     if int(image_size) < 1:
         raise ModelError(f"image_size must be positive, got {image_size}")
     stem = VIT_ARCHS.get(arch, {}).get("stem") or ""
-    is_file = pretrained is not None and _looks_like_path(pretrained) and not stem.startswith("efficientnet_lite0")
+    is_file = pretrained is not None and looks_like_path(pretrained) and not stem.startswith("efficientnet_lite0")
     vit = _build_timm_vit(arch, int(image_size), None if (pretrained is None or is_file) else pretrained,
                           frozen_stages)
     if is_file:

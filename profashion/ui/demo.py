@@ -857,11 +857,12 @@ CSS = """
   .pf-query { position: static; display: flex; gap: 8px; align-items: center; flex: none; }
   .pf-query img { width: 96px; height: 96px; }
   .pf-rows { width: 100%; }
-  .pf-row { flex-wrap: wrap; gap: 4px; }
+  .pf-row { flex-wrap: wrap; gap: 4px 0; }
   .pf-name { flex: 0 0 100%; flex-direction: row; gap: 8px; }
-  .pf-item, .pf-compact .pf-item { flex-direction: column; width: calc((100% - 16px) / 5); }
+  .pf-item, .pf-compact .pf-item { flex-direction: column; width: 20%; }
   .pf-compact .pf-txt { width: auto; padding: 2px 0 0 0; }
-  .pf-img { width: 100%; }
+  .pf-img { width: 100%; box-sizing: border-box; padding: 0 3px; }
+  .pf-img img { max-width: 100%; }
   .pf-examples { grid-template-columns: repeat(4, minmax(0, 1fr)); }
   .pf-ex img { width: 64px; height: 64px; }
 }

@@ -6,6 +6,11 @@ every compute event to a named API endpoint (``/retrieve``, ``/explore``, ``/emb
 ``/resume_job``, ``/list_jobs``); events that only move things around in the page are private. A bad
 request raises ``gr.Error`` with one sentence (a toast in the browser, ``AppError`` in gradio_client)
 and the app keeps serving.
+
+The page shows a Retrieve as one HTML grid (:func:`comparison_html`: the query pinned at the left, one row per
+model), its images served by Gradio's own file route from the gallery folder; ``/retrieve`` still returns a
+gallery, a table and a status for API clients. The views follow the query: a change of query, attribute or
+models recomputes the open tab's view and marks the others out of date until their tab is opened.
 """
 
 from __future__ import annotations

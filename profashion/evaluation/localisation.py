@@ -25,7 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from profashion.data.images import load_image
+from profashion.data.masks import load_attribute_masks
 from profashion.data.splits import DatasetError, SplitDataset
+from profashion.explain.explanation import Explanation
+from profashion.io import atomic_write_json
 
 
 def _as_map(heatmap) -> np.ndarray:
@@ -109,7 +113,6 @@ def explained_heatmap(explanation, key: str, model_name: str = "model"):
     """The heatmap called ``key`` of an :class:`~profashion.explain.explanation.Explanation` (a ValueError
     naming the heatmaps there are when it has none, or when ``key`` is a map of another kind); a free-form
     dict (a model outside this package) gives its ``key`` entry."""
-    from profashion.explain.explanation import Explanation
 
     if not isinstance(explanation, Explanation):
         if key not in explanation:
@@ -129,9 +132,6 @@ def explained_heatmap(explanation, key: str, model_name: str = "model"):
 def evaluate_localisation(model, dataset: SplitDataset, split: str = "test", key: str = "heatmap",
                           max_pairs: int | None = None, seed: int = 0, progress: bool = False) -> LocalisationResult:
     """Score the ``key`` map of ``model.explain`` against the ground-truth masks of a synthetic split."""
-    from profashion.data.images import load_image
-    from profashion.data.masks import load_attribute_masks
-
     if dataset.mask_path(split, 0) is None:
         raise DatasetError(f"{dataset.root} has no attribute masks: localisation needs a synthetic dataset "
                            "(profashion generate synth)")
@@ -173,6 +173,4 @@ def evaluate_localisation(model, dataset: SplitDataset, split: str = "test", key
 
 
 def write_localisation_json(result: LocalisationResult, path, extra: dict | None = None) -> None:
-    from profashion.io import atomic_write_json
-
     atomic_write_json(path, {**(extra or {}), **result.to_json()})

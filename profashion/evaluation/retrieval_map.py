@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from profashion.data.splits import AttributeSchema, DatasetError, SplitDataset, atomic_write_text
+from profashion.evaluation.statistics import bootstrap_intervals, split_fingerprint
 
 # --------------------------------------------------------------------------------------------------
 # Published numbers (overall MAP on the test split, percent)
@@ -124,7 +125,6 @@ class MAPResult:
 
     def attach_split(self, queries: np.ndarray, candidates: np.ndarray) -> MAPResult:
         """Record the split's query rows (the order of ``query_ap``) and its fingerprint; returns self."""
-        from profashion.evaluation.statistics import split_fingerprint
 
         queries = np.asarray(queries, dtype=np.int64).reshape(-1, 3)
         if self.query_ap is not None and len(queries) != len(self.query_ap):
@@ -139,8 +139,6 @@ class MAPResult:
         if self.query_ap is None or self.query_attr is None:
             return None
         if self._intervals is None:
-            from profashion.evaluation.statistics import bootstrap_intervals
-
             self._intervals = bootstrap_intervals(self.query_ap, self.query_attr, len(self.per_attribute),
                                                   n_resamples=self.n_resamples, seed=self.bootstrap_seed)
         return self._intervals

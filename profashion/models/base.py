@@ -37,6 +37,7 @@ from torch import nn
 
 from profashion.data.images import Preprocess
 from profashion.explain.explanation import Explanation
+from profashion.io import atomic_folder, atomic_write_json, recover_folder, sha256_file
 
 if typing.TYPE_CHECKING:
     from profashion.models.backbones import Backbone
@@ -424,8 +425,6 @@ def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: di
     """
     from safetensors.torch import save_file
 
-    from profashion.io import atomic_folder, atomic_write_json, sha256_file
-
     out_dir = Path(out_dir)
     with atomic_folder(out_dir) as tmp:  # a previous out_dir waits as .NAME.old until the new one is in place
         # frozen parts with installed, named weights are referenced (name + sha256), not stored again
@@ -451,7 +450,6 @@ def save_checkpoint(model: RetrievalModel, out_dir: str | os.PathLike, extra: di
 
 def _recover(ckpt_dir: Path) -> None:
     """A save killed between its two renames leaves ``.NAME.old`` and no ``NAME``: put the old one back."""
-    from profashion.io import recover_folder
 
     recover_folder(ckpt_dir)
 
@@ -495,8 +493,6 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
     """Rebuild a model from a checkpoint folder; the model's ``preprocess`` is its image transform."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from profashion.io import sha256_file
 
     ckpt_dir = Path(ckpt_dir)
     cfg = read_checkpoint_config(ckpt_dir)

@@ -80,9 +80,11 @@ from torch import nn
 from profashion.data.images import Preprocess
 from profashion.explain.explanation import Explanation, Map, attribute_labels, patch_labels
 from profashion.graph import SemanticAggregation
-from profashion.models.backbones import create_backbone
+from profashion.models.backbones import create_backbone, hub_offline
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
 from profashion.models.presets import DEMO_PROFASHION_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
+from profashion.ot import sinkhorn
+from profashion.superpixels import density_superpixels
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -243,10 +245,6 @@ class ProFashion(RetrievalModel):
         return plan.flatten(2), plan
 
     def _sinkhorn(self, cost: torch.Tensor) -> torch.Tensor:
-        try:
-            from profashion.ot import sinkhorn
-        except ImportError as exc:  # pragma: no cover - the package ships with profashion
-            raise ModelError("profashion.ot is missing; use transport='attention'") from exc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an unconverged plan is still a plan
             plan = sinkhorn(cost, epsilon=float(self.config.ot_epsilon), max_iter=int(self.config.ot_max_iter),
@@ -302,8 +300,6 @@ class ProFashion(RetrievalModel):
         if self.config.superpixels == "grid":
             labels = grid_superpixels(h, w, self.config.n_segments)
         else:
-            from profashion.superpixels import density_superpixels
-
             labels = np.asarray(density_superpixels(img, n_segments=self.config.n_segments))
         # relabel to 0..K-1 (a label map with gaps would waste rows)
         _, labels = np.unique(labels, return_inverse=True)
@@ -565,8 +561,6 @@ def _clip_text_embeddings(config: ProFashionConfig) -> torch.Tensor:
         raise ModelError("attribute_embedding='clip' needs an open_clip backbone (e.g. openclip:ViT-B-32)")
     prompts = config.attribute_prompts
     import open_clip
-
-    from profashion.models.backbones import hub_offline
 
     tag = config.pretrained if config.pretrained and not _is_path(config.pretrained) else None
     try:

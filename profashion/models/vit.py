@@ -45,8 +45,11 @@ import math
 import torch
 from torch import nn
 
+from profashion.explain.explanation import Map
 from profashion.models.backbones import (
     Backbone,
+    SmallCNN,
+    create_backbone,
     hub_offline,
     is_missing_download,
     looks_like_path,
@@ -54,7 +57,7 @@ from profashion.models.backbones import (
     state_dict_mismatch,
     unavailable_error,
 )
-from profashion.models.base import ModelError
+from profashion.models.base import ModelError, RetrievalModel
 
 # Our own small ViT (timm ``VisionTransformer`` keyword arguments); every other name is a timm model.
 VIT_ARCHS: dict[str, dict] = {
@@ -201,9 +204,6 @@ class ViTTrunk(Backbone):
         explanation.Map`): ``heatmap`` (mean over heads at image resolution, in [0, 1]), ``attention`` (h, w)
         and ``attention_heads`` (H, h, w); ``query`` names the query in their sentences. The prefix tokens'
         share is left to the caller."""
-        from profashion.explain.explanation import Map
-        from profashion.models.base import RetrievalModel
-
         heads = attn[:, self.num_prefix_tokens:].reshape(-1, *grid)
         mean = heads.mean(0)
         return (Map("heatmap", "heatmap", RetrievalModel.upsample_map(mean, image_hw).cpu(),
@@ -230,8 +230,6 @@ def _build_timm_vit(arch: str, image_size: int, tag: str | None, frozen_stages: 
         from functools import partial
 
         from timm.models.vision_transformer import VisionTransformer
-
-        from profashion.models.backbones import SmallCNN, create_backbone
 
         kwargs = dict(VIT_ARCHS[arch])
         stem = kwargs.pop("stem", None)

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from profashion.data.images import ImageError, load_image
+from profashion.data.loading import to_model_input
 from profashion.data.splits import (
     AttributeSchema,
     DatasetError,
@@ -49,6 +50,8 @@ from profashion.data.splits import (
     load_dataset,
 )
 from profashion.io import atomic_folder, atomic_save_npy, atomic_write_json, check_output_folder, sha256_file
+from profashion.models.base import load_model
+from profashion.retrieval.accel import Embedder
 
 INDEX_FORMAT = 1
 KINDS = ("flat", "hnsw", "ivf")
@@ -211,7 +214,6 @@ def prefetched_batches(paths: Sequence[str], preprocess, batch_size: int, worker
 def embed_images(model, batches: Iterator[np.ndarray], total: int, progress: bool = False,
                  desc: str = "embedding gallery") -> np.ndarray:
     """(n, A, D) float32 ``embed_all`` of uint8 batches."""
-    from profashion.data.loading import to_model_input
 
     model.eval()
     pre, device = model.preprocess, model.device
@@ -242,9 +244,6 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
     ``backend`` is the inference backend of accel.Embedder (``auto``: ONNX Runtime on CPU when the model
     exports, else PyTorch fp32); its exported graph is kept in ``out/accel/`` for the search engine.
     """
-    from profashion.models.base import load_model
-    from profashion.retrieval.accel import Embedder
-
     out = Path(out)
     faiss_description(kind, storage, 1000)  # validate the options before any work
     if batch_size < 1:

@@ -33,7 +33,8 @@ import torch
 
 from profashion.data.images import ImageError, load_image
 from profashion.data.splits import DatasetError
-from profashion.retrieval.accel import one_thread
+from profashion.models.base import load_model
+from profashion.retrieval.accel import Embedder, one_thread
 from profashion.retrieval.index import GalleryIndex, GalleryIndexError, checkpoint_fingerprint
 
 
@@ -117,9 +118,6 @@ class RetrievalEngine:
         """Serve ``index`` under ``name``, with ``model`` or the model of ``checkpoint`` (default: the
         checkpoint the index was built from); an index of another checkpoint is refused. Queries are
         embedded through ``backend`` (accel.Embedder; ``auto`` = ONNX Runtime on CPU when it exports)."""
-        from profashion.models.base import load_model
-        from profashion.retrieval.accel import Embedder
-
         if not isinstance(index, GalleryIndex):
             index = GalleryIndex.load(index, checkpoint=checkpoint)
         elif checkpoint is not None:

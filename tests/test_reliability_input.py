@@ -5,6 +5,7 @@ and app inputs that used to raise a generic error. Each must be one sentence, at
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -258,6 +259,21 @@ def test_server_folders_are_shown_by_their_public_names(tmp_path, tiny_synth):
     with pytest.raises(JobError, match="contains '..'"):
         manager.resolve_dataset("<data root 3>/../x")
     assert all(not path.startswith("/") for _, path in manager.datasets())
+
+
+def test_a_data_root_reached_through_a_symlink_keeps_its_public_name(tmp_path, tiny_synth):
+    """CI clones the repository beside a ``shared`` that is a symlink to the data elsewhere."""
+    home, elsewhere = tmp_path / "work" / "repo", tmp_path / "elsewhere"
+    (home / "data").mkdir(parents=True)
+    (elsewhere / "data").mkdir(parents=True)
+    shutil.copytree(tiny_synth, elsewhere / "data" / "synth")
+    (tmp_path / "work" / "shared").symlink_to(elsewhere, target_is_directory=True)
+    shared = home.parent / "shared" / "data"
+    manager = JobManager(tmp_path / "jobs", [home / "data", shared], home=home)
+    assert manager.public(str(shared / "synth")) == "../shared/data/synth"
+    assert manager.public(str(elsewhere / "data" / "synth")) == "../shared/data/synth"  # the resolved path too
+    assert [path for _, path in manager.datasets()] == ["../shared/data/synth"]
+    assert manager.resolve_dataset("../shared/data/synth") == (elsewhere / "data" / "synth").resolve()
 
 
 def test_a_checkpoint_whose_weights_changed_after_saving_is_refused(tmp_path):

@@ -170,15 +170,18 @@ class JobManager:
         ``../shared/data/...`` for roots beside the repository, ``<data root N>`` for others, ``<jobs>``,
         ``.`` for the repository, ``python`` for the interpreter, ``~`` for the home folder."""
         names = [(self.root, "<jobs>"), (self.root.resolve(), "<jobs>")]
+        home = Path(os.path.abspath(self.home))
         for i, r in enumerate(self.data_roots):
-            real = r.resolve()
-            if real.is_relative_to(self.home):
-                name = str(real.relative_to(self.home))
-            elif real.is_relative_to(self.home.parent):
-                name = "../" + str(real.relative_to(self.home.parent))
-            else:
-                name = f"<data root {i + 1}>"
-            names += [(real, name), (r, name)]
+            real, plain = r.resolve(), Path(os.path.abspath(r))  # named by where it is given (a symlink may point away)
+            name = f"<data root {i + 1}>"
+            for p in (plain, real):
+                if p.is_relative_to(home):
+                    name = str(p.relative_to(home))
+                    break
+                if p.is_relative_to(home.parent):
+                    name = "../" + str(p.relative_to(home.parent))
+                    break
+            names += [(real, name), (plain, name), (r, name)]
         names += [(Path(self.python), "python"), (self.home, "."), (Path.home(), "~")]
         return sorted({(p, n) for p, n in names if str(p) not in ("", "/", ".")}, key=lambda pn: -len(str(pn[0])))
 

@@ -1,0 +1,84 @@
+"""What the tabs of the app share: the number of results, the input and error helpers, the click scripts.
+
+Handlers of the tabs (``tab_*.py``) are plain functions over the catalog: they raise the library's own errors,
+and :func:`guard` turns the ones a visitor can cause into one ``gr.Error`` sentence at the event's edge.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+import pandas as pd
+
+K = 5
+
+# A click on a point of an SVG scatter (event delegation: survives every re-render) -> a "click" event whose
+# data carries the point's gallery item id.
+POINT_CLICK_JS = """
+element.addEventListener('click', (e) => {
+  const c = e.target.closest('circle[data-item]');
+  if (c) { trigger('click', {item: parseInt(c.dataset.item, 10), plot: c.dataset.plot}); }
+});
+"""
+
+# A click on a result of the comparison grid or on a curated example -> a "click" event with its item id or the
+# example's index (event delegation: survives every re-render of the HTML).
+ITEM_CLICK_JS = """
+element.addEventListener('click', (e) => {
+  const b = e.target.closest('[data-item],[data-example]');
+  if (!b) return;
+  if (b.dataset.example !== undefined) { trigger('click', {example: parseInt(b.dataset.example, 10)}); }
+  else { trigger('click', {item: parseInt(b.dataset.item, 10)}); }
+});
+"""
+
+
+def path_of(value) -> str | None:
+    """The file path of an image input given raw (preprocess=False): a FileData dict, a path or None."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get("path")
+    if isinstance(value, str):
+        return value
+    return getattr(value, "path", None)
+
+
+def to_error(exc: Exception) -> gr.Error:
+    """One sentence for the visitor (a toast in the browser, ``AppError`` in gradio_client)."""
+    msg = str(exc).strip() or type(exc).__name__
+    return gr.Error(msg[0].upper() + msg[1:] if msg else msg, print_exception=False)
+
+
+def guard(fn, errors: tuple[type[Exception], ...], *bound):
+    """``fn(*bound, *inputs)`` for an event: ``errors`` raised by it become a ``gr.Error``."""
+
+    @functools.wraps(fn)
+    def event(*inputs):
+        try:
+            return fn(*bound, *inputs)
+        except errors as exc:
+            raise to_error(exc) from None
+
+    del event.__wrapped__  # Gradio reads the signature: the event takes the inputs only
+    return event
+
+
+def event_data(evt) -> dict:
+    """The data a ``trigger('click', {...})`` of a click script sent (an empty dict for anything else)."""
+    data = getattr(evt, "_data", None)
+    return data if isinstance(data, dict) else {}
+
+
+def df(rows: list[list], headers: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=headers)
+
+
+def file_url(path) -> str:
+    """The URL under which Gradio itself serves a file it may serve (the gallery folder given to
+    ``set_static_paths``/``allowed_paths``, its upload cache): the form gr.Gallery and gr.Image use, relative to
+    the page so that it holds under a proxy's root path too."""
+    from gradio_client.utils import encode_file_path
+
+    return "gradio_api/file=" + encode_file_path(str(path))

@@ -1,0 +1,185 @@
+"""The Retrieve tab: each model's top-k for the query and attribute, shown as one comparison grid.
+
+Handlers: :func:`retrieve` (``/retrieve``: gallery, table, status and the grid's HTML), :func:`pick_result` and
+:func:`pick_example` (a click on a result or a curated example makes it the query).
+"""
+
+from __future__ import annotations
+
+from html import escape as html_escape
+from types import SimpleNamespace
+
+import gradio as gr
+
+from profashion.data.images import ImageError
+from profashion.data.splits import DatasetError
+from profashion.retrieval.index import GalleryIndexError
+from profashion.retrieval.search import QueryError
+from profashion.ui.catalog import Catalog
+from profashion.ui.common import ITEM_CLICK_JS, K, df, event_data, file_url, guard, path_of
+
+NOTE = (
+    "**How to read this.** The query is at the left; each row is one model's top-5 for it (the model's name and "
+    "hit count at the row's start), ranked by cosine similarity (score) in the space of the chosen attribute. "
+    "Beside each result: ✓ hit (green frame) when it has the query's value of that attribute, ✗ miss (red) "
+    "when it has another, ? (grey) when the query's value is unknown (an uploaded image); then its value, "
+    "its rank and score. The table below repeats every hit. Click a result to make it the next query."
+)
+ERRORS = (QueryError, GalleryIndexError, ImageError, DatasetError)
+MARKS = {True: ("hit", "✓ hit"), False: ("miss", "✗ miss"), None: ("unknown", "? unknown")}
+
+
+def comparison_html(query: dict, rows: list[dict]) -> str:
+    """The Retrieve comparison: the query pinned at the left (top on a phone), then one row per model, its name and
+    hit count at the row's start and its top-k beside it, each with its thumbnail (at most its native size), its
+    value, rank and score written under or beside it and hit/miss in words as well as in the frame's colour.
+    ``query``: url, who, attribute, value; ``rows``: name, label, summary, error, hits (item, rank, score, value,
+    match, url)."""
+    e = html_escape
+    compact = len(rows) > 5  # six or more models: smaller thumbnails, text beside them, all rows in one screen
+    out = [f'<div class="pf-cmp{" pf-compact" if compact else ""}" data-models="{len(rows)}">',
+           f'<figure class="pf-query"><img src="{e(query["url"])}" alt="the query image">'
+           f'<figcaption><b>Query</b> {e(query["who"])}<br>{e(query["attribute"].replace("_", " "))}: '
+           f'<b>{e(query["value"] or "unknown")}</b></figcaption></figure>', '<div class="pf-rows">']
+    for r in rows:
+        out.append(f'<div class="pf-row" data-model="{e(r["name"])}"><div class="pf-name"><b>{e(r["label"])}</b>'
+                   f'<span>{e(r["summary"])}</span></div>')
+        if r.get("error"):
+            out.append(f'<div class="pf-error">{e(r["error"])}</div>')
+        for h in r.get("hits", []):
+            cls, mark = MARKS[h["match"]]
+            tip = (f'{r["label"]}, rank {h["rank"]}: item {h["item"]}, {query["attribute"]} = {h["value"] or "?"}, '
+                   f'score {h["score"]:.4f}, {mark[2:]}; click to query it')
+            out.append(f'<button type="button" class="pf-item pf-{cls}" data-item="{int(h["item"])}" title="{e(tip)}" '
+                       f'aria-label="{e(tip)}"><span class="pf-img"><img src="{e(h["url"])}" alt=""></span>'
+                       f'<span class="pf-txt"><span class="pf-mark">{mark}</span>'
+                       f'<span class="pf-val">{e(h["value"] or "?")}</span>'
+                       f'<span class="pf-score">#{h["rank"]} · {h["score"]:.3f}</span></span></button>')
+        out.append("</div>")
+    out.append("</div></div>")
+    return "".join(out)
+
+
+def examples_html(examples) -> str:
+    """The curated examples as buttons (image, attribute, value on two short lines), in the catalog's order."""
+    e = html_escape
+    out = ['<div class="pf-examples">']
+    for i, ex in enumerate(examples):
+        attr, _, value = ex.caption.partition(": ")
+        out.append(f'<button type="button" class="pf-ex" data-example="{i}" title="{e(ex.caption)} (item {ex.item})" '
+                   f'aria-label="Example {i + 1}: {e(ex.caption)}"><img src="{e(file_url(ex.path))}" alt="">'
+                   f'<span class="pf-ex-attr">{e(attr)}</span><span class="pf-ex-val">{e(value)}</span></button>')
+    out.append("</div>")
+    return "".join(out)
+
+
+# -- handlers ------------------------------------------------------------------------------------------
+
+
+def retrieve(catalog: Catalog, query, attribute, models):
+    """``/retrieve``: (gallery of framed thumbnails with captions, table of every hit, status markdown,
+    {"hits": item ids, "html": the comparison grid}). Raises the library's errors for a bad request."""
+    path = path_of(query)
+    results, item = catalog.search(path, attribute, models, k=K)
+    a = catalog.attribute_index(attribute)
+    qv = catalog.query_value(item, a)
+    gallery, rows, hits, lines, grid_rows = [], [], [], [], []
+    for name, r in results.items():
+        label = catalog.models[name].label if name in catalog.models else name
+        if r.error:
+            lines.append(f"- **{name}**: {r.error}")
+            grid_rows.append({"name": name, "label": label, "summary": "failed", "error": r.error, "hits": []})
+            continue
+        cells = []
+        for h in r.hits:
+            mark = {True: "✓", False: "✗", None: "?"}[h.match]
+            thumb = catalog.thumbnail(h.item, h.match)
+            gallery.append((thumb, f"{name} #{h.rank} {h.score:.3f} {h.value or '?'} {mark}"))
+            rows.append([name, h.rank, round(h.score, 4), h.value or "", mark, h.item])
+            hits.append(h.item)
+            cells.append({"item": int(h.item), "rank": h.rank, "score": float(h.score), "value": h.value,
+                          "match": h.match, "url": file_url(thumb)})
+        known = [h.match for h in r.hits if h.match is not None]
+        hit_s = f"{sum(known)}/{len(known)} hits" if known else "hits unknown"
+        lines.append(f"- **{name}**: {hit_s}, query embedded in {r.embed_ms:.0f} ms, searched in {r.search_ms:.1f} ms")
+        grid_rows.append({"name": name, "label": label, "summary": hit_s, "hits": cells})
+    who = f"gallery item #{item}" if item is not None else "an uploaded image"
+    value = f", whose {attribute} is **{qv}**" if qv else " (its value is unknown, so hits are not marked)"
+    status = f"Query: {who}{value}.\n\n" + "\n".join(lines)
+    table = df(rows, ["model", "rank", "score", "value", "hit", "item"])
+    grid = comparison_html({"url": file_url(path), "who": f"#{item}" if item is not None else "(upload)",
+                            "attribute": attribute, "value": qv}, grid_rows)
+    return gallery, table, status, {"hits": hits, "html": grid}
+
+
+def pick_result(catalog: Catalog, data: dict):
+    """A click on a result (``data["item"]``): (its image path as the next query, a line of its values)."""
+    if data.get("item") is None:
+        raise QueryError("click on a result to make it the next query")
+    item = int(data["item"])
+    if not (0 <= item < catalog.num_items):
+        raise QueryError("that result is no longer available; run the search again")
+    vals = catalog.item_values(item)
+    text = f"**Item #{item}** (now the query): " + ", ".join(f"{k}: {v}" for k, v in vals.items())
+    return catalog.item_path(item), text
+
+
+def pick_example(catalog: Catalog, data: dict):
+    """A click on a curated example (``data["example"]``): (its image path, the attribute it illustrates)."""
+    i = data.get("example")
+    if i is None or not (0 <= int(i) < len(catalog.examples)):
+        raise QueryError("unknown example")
+    ex = catalog.examples[int(i)]
+    return ex.path, ex.attribute
+
+
+# -- layout and events ---------------------------------------------------------------------------------
+
+
+def build(catalog: Catalog) -> SimpleNamespace:
+    """The tab's components (inside ``gr.Tab("Retrieve")``)."""
+    empty = catalog.empty_message()
+    if empty:
+        gr.Markdown(f"### No model to show\n{empty}", elem_id="no-models")
+    gr.Markdown(NOTE)
+    c = SimpleNamespace()
+    c.button = gr.Button("Retrieve", variant="primary")
+    c.stale = gr.Markdown(elem_id="retrieve-stale")
+    c.grid = gr.HTML("", js_on_load=ITEM_CLICK_JS, elem_id="retrieve-grid", min_height=0)
+    c.inspect = gr.Markdown()
+    c.status = gr.Markdown(elem_id="retrieve-status")
+    # the API's outputs (gr.Gallery of framed thumbnails with captions); the page shows the grid
+    c.gallery = gr.Gallery(label="Top-5 per model", columns=K, height="auto", allow_preview=False,
+                           elem_id="results", visible=False)
+    c.table = gr.Dataframe(label="Every hit", interactive=False, elem_id="results-table")
+    c.hits = gr.State({"hits": [], "html": ""})
+    c.outputs = [c.gallery, c.table, c.status, c.hits]
+    return c
+
+
+def wire(catalog: Catalog, c: SimpleNamespace, q_inputs: list):
+    """The public ``/retrieve`` event; returns (the event, the guarded handler the views recompute with)."""
+    fn = guard(retrieve, ERRORS, catalog)
+    ev = c.button.click(fn, q_inputs, c.outputs, api_name="retrieve", preprocess=False,
+                        concurrency_id="query", concurrency_limit=2)
+    return ev, fn
+
+
+def wire_clicks(catalog: Catalog, c: SimpleNamespace, query, attribute, examples) -> None:
+    """Private events: a click on a result or an example makes it the query (the query's change searches it)."""
+
+    def pick_result_event(evt: gr.EventData):
+        try:
+            return pick_result(catalog, event_data(evt))
+        except QueryError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def pick_example_event(evt: gr.EventData):
+        try:
+            return pick_example(catalog, event_data(evt))
+        except QueryError as exc:
+            raise gr.Error(str(exc)) from None
+
+    pick_result_event.__name__, pick_example_event.__name__ = "pick_result", "pick_example"
+    c.grid.click(pick_result_event, None, [query, c.inspect], api_visibility="private")
+    examples.click(pick_example_event, None, [query, attribute], api_visibility="private")

@@ -1,0 +1,111 @@
+"""The app's handlers are plain functions over the catalog: called here directly, without launching Gradio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_GALLERY
+
+from profashion.data.synth import SYNTH_SCHEMA
+from profashion.models.base import build_model, save_checkpoint
+from profashion.retrieval.search import QueryError
+
+gr = pytest.importorskip("gradio")
+
+from profashion.ui import Catalog, tab_embeddings, tab_finetune, tab_retrieve, views  # noqa: E402
+from profashion.ui.common import guard, path_of  # noqa: E402
+
+MODELS = ("asen", "triplet")
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory) -> Catalog:
+    root = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    for name in MODELS:
+        save_checkpoint(build_model(name, "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), root / name,
+                        extra={"dataset": {"name": "synth"}})
+    return Catalog(root, tmp_path_factory.mktemp("cache"), gallery=TINY_GALLERY, max_points=60).load()
+
+
+def test_retrieve_handler_gives_the_api_outputs_and_the_grid(catalog):
+    item, path = catalog.examples[0][:2]
+    gallery, table, status, state = tab_retrieve.retrieve(catalog, {"path": path}, "colour", list(MODELS))
+    assert len(gallery) == len(table) == 2 * 5 and list(table["model"].unique()) == list(MODELS)
+    assert f"gallery item #{item}" in status and state["hits"] == list(table["item"])
+    html = state["html"]
+    assert html.startswith('<div class="pf-cmp" data-models="2">') and html.count('class="pf-item') == 10
+    assert all(f'data-item="{i}"' in html for i in state["hits"])
+
+
+def test_handlers_raise_the_librarys_errors_and_guard_turns_them_into_one_sentence(catalog):
+    path = catalog.examples[0][1]
+    with pytest.raises(QueryError, match="no model selected"):
+        tab_retrieve.retrieve(catalog, path, "colour", [])
+    event = guard(tab_retrieve.retrieve, tab_retrieve.ERRORS, catalog)
+    with pytest.raises(gr.Error) as err:
+        event(path, "colour", [])
+    assert err.value.message == "No model selected: tick at least one model"
+    with pytest.raises(QueryError, match="hat"):
+        tab_retrieve.retrieve(catalog, path, "hat", list(MODELS))
+
+
+def test_clicks_pick_a_result_an_example_or_a_point(catalog):
+    path, text = tab_retrieve.pick_result(catalog, {"item": 3})
+    assert path == catalog.item_path(3) and text.startswith("**Item #3** (now the query)")
+    with pytest.raises(QueryError, match="no longer available"):
+        tab_retrieve.pick_result(catalog, {"item": catalog.num_items})
+    with pytest.raises(QueryError):
+        tab_retrieve.pick_result(catalog, {})
+    ex = catalog.examples[1]
+    assert tab_retrieve.pick_example(catalog, {"example": 1}) == (ex.path, ex.attribute)
+    with pytest.raises(QueryError, match="unknown example"):
+        tab_retrieve.pick_example(catalog, {"example": len(catalog.examples)})
+    assert tab_embeddings.clicked_item({"item": 7, "plot": "a"}) == 7
+    with pytest.raises(QueryError, match="click on a point"):
+        tab_embeddings.clicked_item({})
+
+
+def test_neighbours_handler_shows_k_per_chosen_model(catalog):
+    image, out, md = tab_embeddings.neighbours(catalog, "asen", "triplet", "colour", 2)
+    assert image == catalog.item_path(2) and len(out) == 2 * 5
+    assert md.startswith("**Item #2**: colour = ") and md.count("neighbours share the value") == 2
+    with pytest.raises(QueryError, match="no item id"):
+        tab_embeddings.neighbours(catalog, "asen", None, "colour", None)
+
+
+def test_the_views_recompute_only_the_open_tab_and_mark_the_others_stale():
+    calls = []
+    compute = {"retrieve": lambda *a: calls.append(("retrieve", a)) or ([], None, "st", {"hits": [], "html": "H"}),
+               "explore": lambda *a: calls.append(("explore", a)) or ([], None, "md"),
+               "embeddings": lambda *a: calls.append(("embeddings", a)) or ("", "", "", "")}
+    choices = ({"path": "/q.png"}, "colour", ["asen"], "asen", "triplet", "tsne")
+    out = views.refresh(None, None, choices, compute, True)
+    assert len(out) == 1 + 5 + 3 + 4 + 3 and [c[0] for c in calls] == ["retrieve"] and out[5] == "H"
+    view = out[0]
+    assert view["tab"] == "retrieve" and view["shown"]["retrieve"] == ["/q.png", "colour", ["asen"]]
+    assert out[-3:] == ("", "", "")
+    again = views.refresh(view, None, choices, compute, True)  # the same choices: nothing recomputed
+    assert len(calls) == 1 and again[1:13] == (gr.skip(),) * 12
+    new = ("/other.png", *choices[1:])
+    assert views.banners(view, views.view_keys(*new)) == (views.STALE["retrieve"], "", "")
+    views.refresh(view, "embeddings", new, compute, True)
+    assert calls[-1] == ("embeddings", ("asen", "triplet", "colour", "tsne"))
+    assert path_of({"path": "/x"}) == "/x" and path_of(None) is None
+
+
+def test_fine_tune_handlers_without_a_job(catalog, tmp_path: Path):
+    from profashion.ui.jobs import JobError, JobManager
+
+    jobs = JobManager(tmp_path / "jobs", [tmp_path])
+    record, md, log, fig = tab_finetune.job_view(catalog, jobs, None)
+    assert record == {} and md == tab_finetune.NO_JOB and log == "" and fig is not None
+    assert tab_finetune.list_jobs(jobs) == [] and tab_finetune.job_choices(jobs) == []
+    with pytest.raises(JobError):
+        tab_finetune.job_status(catalog, jobs, "no-such-job")
+    epochs, triplets, batch, warmup = tab_finetune.on_preset("demo", "asen")
+    assert min(epochs, triplets, batch) >= 1 and warmup >= 0
+    seen = tab_finetune.tick(catalog, jobs, None, {}, list(MODELS))[-1]
+    assert seen["names"] == list(catalog.models) and seen["jobs"] == []

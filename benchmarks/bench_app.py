@@ -68,6 +68,17 @@ def checkpoints_from_runs(tmp: Path) -> dict[str, str]:
     return {m: str(p) for m, (_, p) in best.items()}
 
 
+def stop_app(proc: subprocess.Popen, log, grace: float = 30.0) -> None:
+    """Terminate the app started by a benchmark (killed after ``grace`` seconds) and close its log."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
 def pct(xs: list[float]) -> dict:
     a = np.asarray(xs)
     return {"p50": round(float(np.percentile(a, 50)), 1), "p95": round(float(np.percentile(a, 95)), 1),
@@ -163,13 +174,7 @@ def main() -> int:
         print(json.dumps(out, indent=2))
         return 0
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop_app(proc, log)
 
 
 if __name__ == "__main__":

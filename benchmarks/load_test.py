@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from bench_app import free_port, pct, rss_mb
+from bench_app import free_port, pct, rss_mb, stop_app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -210,13 +210,7 @@ def main() -> int:
                 Client(url, verbose=False).predict(job_id, api_name="/stop_job")
             except Exception:  # noqa: BLE001 - the app may be gone; the job dies with its process group below
                 pass
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop_app(proc, log)
 
 
 if __name__ == "__main__":

@@ -255,6 +255,32 @@ def test_fine_tune_job_becomes_a_selectable_model(page, app):
     expect(page.locator("#job-status")).to_contain_text("Status: finished", timeout=T)
 
 
+def test_fine_tune_another_browsers_job_is_neither_listed_nor_shown(page, app):
+    """A job of another browser (another owner token; this page's context is new, so the job the test above
+    launched is another browser's too): not in this browser's job list, and asked for by id, one sentence."""
+    import json
+
+    from profashion.ui.jobs import owner_key
+
+    expect = sync_api.expect
+    d = app["jobs"].root / "asen-20260101-000000-0bad"
+    d.mkdir(parents=True, exist_ok=True)
+    d.joinpath("job.json").write_text(json.dumps({"id": d.name, "model": "asen", "dataset": str(app["base"]),
+                                                  "preset": "demo", "status": "stopped", "reason": "", "pid": None,
+                                                  "created": "2099-01-01T00:00:00Z", "owner": owner_key("other")}))
+    page.get_by_role("tab", name="Fine-tune").click()
+    expect(page.locator("#job-status")).to_contain_text("No job chosen", timeout=T)
+    page.wait_for_timeout(4500)  # two ticks of the timer
+    page.locator("#job-list input").click()
+    expect(page.get_by_role("option", name=d.name, exact=False)).to_have_count(0)
+    assert all(j["id"] not in page.locator("#job-list").inner_text() for j in app["jobs"].list())
+    expect(page.locator("#job-status")).to_contain_text("No job chosen")
+    box = page.locator("#job-list input")
+    box.fill(d.name)
+    box.press("Enter")
+    expect(page.get_by_test_id("toast-body").first).to_contain_text("launched from another browser", timeout=T)
+
+
 def test_bad_upload_shows_an_error_toast(page, app, tmp_path):
     expect = sync_api.expect
     fake = tmp_path / "holiday.png"

@@ -255,3 +255,59 @@ def test_hostile_inputs_through_the_api_are_one_sentence_each(app, roots):
                             (10**9, "more than the 1000 a run may have")):
         with pytest.raises(AppError, match=message):
             launch(client, roots["synth"], epochs=epochs)
+
+
+def test_a_job_belongs_to_its_owner_no_server(roots, tmp_path, monkeypatch):
+    """Owner A's job: B (another browser) and anonymous callers neither list, see, stop nor resume it; A does;
+    job.json keeps only the token's SHA-256; a launch while A's job trains names it to A only."""
+    import hashlib
+
+    from profashion.ui.jobs import BUSY, NOT_YOURS
+
+    jobs = JobManager(tmp_path / "jobs", [roots["data"]], enabled=True)
+    started = []
+    monkeypatch.setattr(jobs, "_start", lambda job, resume: started.append(resume) or job)
+    a, b = "token-of-browser-a-0123456789", "token-of-browser-b-0123456789"
+    job_id = jobs.launch("asen", roots["synth"], epochs=1, triplets_per_epoch=64, owner=a)["id"]
+    text = (tmp_path / "jobs" / job_id / "job.json").read_text()
+    assert a not in text and json.loads(text)["owner"] == hashlib.sha256(a.encode()).hexdigest()
+    assert [j["id"] for j in jobs.list_for(a)] == [job_id] and jobs.list_for(b) == jobs.list_for(None) == []
+    refused = NOT_YOURS.format(job_id)
+    for owner in (b, None, ""):
+        for call in (jobs.job_for, jobs.stop, jobs.resume):
+            with pytest.raises(JobError) as err:
+                call(job_id, owner)
+            assert str(err.value) == refused
+    assert jobs.job_for(job_id, a)["id"] == job_id  # its process never started: failed, resumable by A only
+    with pytest.raises(JobError, match="is not running"):
+        jobs.stop(job_id, a)
+    assert jobs.resume(job_id, a)["resumed"] == 1 and started == [False, False]
+    # one job at a time stays global; only its owner is told which job trains
+    monkeypatch.setattr(jobs, "running", lambda: {**jobs.get(job_id), "status": "running"})
+    with pytest.raises(JobError) as err:
+        jobs.launch("asen", roots["synth"], owner=b)
+    assert str(err.value) == BUSY and job_id not in BUSY
+    with pytest.raises(JobError, match=f"job {job_id} is already training"):
+        jobs.launch("asen", roots["synth"], owner=a)
+
+
+def test_another_browsers_job_is_refused_through_the_api_owner(app, roots):
+    """An owner token as the endpoints' last argument: the job is that client's; a client without it (or with
+    another) neither lists, sees, stops nor resumes it."""
+    client = app["client"]
+    a, b = "api-owner-a-" + "x" * 20, "api-owner-b-" + "y" * 20
+    _, record, _, _, _ = client.predict("asen", str(roots["broken"]), "demo", 1, 64, 16, 2, "", False, TINY_CONFIG,
+                                        a, api_name="/launch_job")
+    job_id = record["id"]
+    assert "owner" not in record
+    deadline = time.time() + 120
+    while client.predict(job_id, a, api_name="/job_status")[0]["status"] in ("queued", "running"):
+        assert time.time() < deadline
+        time.sleep(0.3)
+    assert [j["id"] for j in client.predict(a, api_name="/list_jobs")] == [job_id]
+    others = client.predict(api_name="/list_jobs") + client.predict(b, api_name="/list_jobs")
+    assert all(j["id"] != job_id for j in others)
+    for api, args in (("/job_status", (job_id,)), ("/stop_job", (job_id, b)), ("/resume_job", (job_id,)),
+                      ("/resume_job", (job_id, b))):
+        with pytest.raises(AppError, match=f"(?i)job {job_id} was launched from another browser; only that browser"):
+            client.predict(*args, api_name=api)

@@ -109,3 +109,27 @@ def test_fine_tune_handlers_without_a_job(catalog, tmp_path: Path):
     assert min(epochs, triplets, batch) >= 1 and warmup >= 0
     seen = tab_finetune.tick(catalog, jobs, None, {}, list(MODELS))[-1]
     assert seen["names"] == list(catalog.models) and seen["jobs"] == []
+
+
+def test_fine_tune_handlers_show_a_browser_its_own_jobs_only_owner(catalog, tmp_path: Path):
+    import json
+
+    from profashion.ui.jobs import JobError, JobManager, owner_key
+
+    jobs = JobManager(tmp_path / "jobs", [tmp_path])
+    d = tmp_path / "jobs" / "asen-20260101-000000-beef"
+    d.mkdir(parents=True)
+    d.joinpath("job.json").write_text(json.dumps({"id": d.name, "model": "asen", "dataset": str(tmp_path),
+                                                  "preset": "demo", "status": "stopped", "reason": "", "pid": None,
+                                                  "created": "2026-01-01T00:00:00Z", "owner": owner_key("mine")}))
+    assert tab_finetune.job_choices(jobs, "mine") == [(f"{d.name} (stopped)", d.name)]
+    assert tab_finetune.job_choices(jobs, "theirs") == tab_finetune.list_jobs(jobs) == []
+    record, md, _, _ = tab_finetune.job_status(catalog, jobs, d.name, "mine")
+    assert record["id"] == d.name and "owner" not in record and "Status: stopped" in md
+    with pytest.raises(JobError, match="launched from another browser; only that browser can see, stop or resume"):
+        tab_finetune.job_status(catalog, jobs, d.name, "theirs")
+    out = tab_finetune.tick(catalog, jobs, d.name, {}, list(MODELS), "theirs")
+    assert out[-1]["jobs"] == [] and out[-1]["job"] is None and out[2] == tab_finetune.NO_JOB
+    assert tab_finetune.tick(catalog, jobs, None, {}, list(MODELS), "mine")[-1]["job"] == d.name
+    token = tab_finetune.new_owner(None)
+    assert len(token) >= 22 and tab_finetune.new_owner(token) == token and tab_finetune.new_owner("x") != "x"

@@ -113,6 +113,7 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         tab_results.wire(catalog, res, models)
         tab_finetune.wire(catalog, jobs, f)
         tab_finetune.wire_private(catalog, jobs, f, timer, seen_state, models, b.model_a, b.model_b)
+        tab_finetune.wire_owner(demo, f)
         q = SimpleNamespace(query=query, attribute=attribute, models=models)
         views.wire(q, r, e, b, tabs, events, compute, view_state, bool(names))
         tab_retrieve.wire_clicks(catalog, r, query, attribute, examples)  # the query's change searches it

@@ -20,11 +20,19 @@ every epoch done means finished, otherwise "failed (process ended without finish
 Datasets are restricted to the allowed data roots (given by the caller: the app passes the repository's
 ``data/``, ``../shared/data`` beside it and the app cache; ``PROFASHION_DATA_ROOTS``, os.pathsep-separated,
 replaces them). One job runs at a
-time: a second launch while one runs is refused with a message naming the running job.
+time: a second launch while one runs is refused (naming the running job only to the browser that launched it).
+
+A job belongs to whoever launched it: ``owner`` is a secret token (the app keeps a random one per browser in
+``gr.BrowserState``, so it survives reloads; an API client may pass its own); ``job.json`` stores only its
+SHA-256 (:func:`owner_key`). Only the same owner sees, stops or resumes the job (:meth:`JobManager.job_for`,
+:meth:`JobManager.list_for`); another owner is refused with one sentence (:data:`NOT_YOURS`). Jobs launched
+without an owner (the CLI, an API client that sends none) and jobs of older versions are anonymous: seen and
+controlled by anonymous callers only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -56,6 +64,8 @@ STOP_GRACE_S = 15.0
 MAX_PATH_CHARS = 1024
 JOB_NICENESS = 10  # jobs train at a lower CPU priority than the app (see benchmarks/load_test.py)
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+NOT_YOURS = "job {} was launched from another browser; only that browser can see, stop or resume it"
+BUSY = "a job is already training on this machine; one job runs at a time: wait for it to finish"
 
 
 class JobError(ValueError):
@@ -123,6 +133,13 @@ def _whole_number(name: str, value, lo: int) -> int:
     if f < lo:
         raise JobError(f"{name} must be at least {lo}, got {int(f)}")
     return int(f)
+
+
+def owner_key(owner) -> str:
+    """What a job record keeps of its owner: the SHA-256 of the token, "" (anonymous) when there is none."""
+    if owner is None or owner == "":
+        return ""
+    return hashlib.sha256(str(owner).encode("utf-8", errors="replace")).hexdigest()
 
 
 def _now() -> str:
@@ -309,6 +326,28 @@ class JobManager:
                 continue
         return sorted(out, key=lambda j: j.get("created", ""), reverse=True)
 
+    def list_for(self, owner) -> list[dict]:
+        """The jobs ``owner`` launched (anonymous jobs for an anonymous caller), newest first."""
+        key = owner_key(owner)
+        return [j for j in self.list() if j.get("owner", "") == key]
+
+    def job_for(self, job_id: str, owner) -> dict:
+        """The job's record (as :meth:`get`), refused unless ``owner`` launched it."""
+        job = self.get(job_id)
+        if job.get("owner", "") != owner_key(owner):
+            raise JobError(NOT_YOURS.format(job["id"]))
+        return job
+
+    def _busy(self, owner) -> None:
+        """Refuse a start while a job trains, naming it only to its owner."""
+        busy = self.running()
+        if busy is None:
+            return
+        if busy.get("owner", "") == owner_key(owner):
+            raise JobError(f"job {busy['id']} is already training ({busy['status']}); one job runs at a time "
+                           "on this machine: stop it or wait for it to finish")
+        raise JobError(BUSY)
+
     def running(self) -> dict | None:
         for job in self.list():
             if job["status"] in ACTIVE:
@@ -404,8 +443,9 @@ class JobManager:
     # -- actions -----------------------------------------------------------------------------------------
     def launch(self, model: str, dataset, preset: str = "demo", epochs=None, triplets_per_epoch=None,
                batch_size=None, warmup_steps=None, attributes=None, frozen_trunk: bool = False,
-               model_config: str | dict | None = None) -> dict:
-        """Start a training job; refused (JobError) when another one runs or an argument is wrong."""
+               model_config: str | dict | None = None, owner=None) -> dict:
+        """Start a training job owned by ``owner``; refused (JobError) when another one runs or an argument is
+        wrong."""
         from profashion.models.base import available_models
 
         self._check_enabled()
@@ -439,10 +479,7 @@ class JobManager:
         except ValueError as exc:
             raise JobError(str(exc)) from None
         with self._lock:
-            busy = self.running()
-            if busy is not None:
-                raise JobError(f"job {busy['id']} is already training ({busy['status']}); one job runs at a time "
-                               "on this machine: stop it or wait for it to finish")
+            self._busy(owner)
             job_id = f"{model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
             d = self.root / job_id
             d.mkdir(parents=True)
@@ -450,7 +487,8 @@ class JobManager:
             cfg.save(d / CONFIG_NAME)
             job = {"id": job_id, "model": model, "dataset": str(ds), "preset": preset, "settings": settings,
                    "status": "queued", "reason": "", "pid": None, "created": _now(), "started": None,
-                   "ended": None, "exit_code": None, "resumed": 0, "stop_requested": False}
+                   "ended": None, "exit_code": None, "resumed": 0, "stop_requested": False,
+                   "owner": owner_key(owner)}
             self._write(job)
             return self._start(job, resume=False)
 
@@ -504,12 +542,13 @@ class JobManager:
         except JobError:
             pass
 
-    def stop(self, job_id: str) -> dict:
-        """SIGTERM to the job's process group (SIGKILL after a grace period); the job becomes "stopped"."""
+    def stop(self, job_id: str, owner=None) -> dict:
+        """SIGTERM to the job's process group (SIGKILL after a grace period); the job becomes "stopped". Only
+        its owner may stop it."""
         self._check_enabled()
         d = self._dir(job_id)
         with self._lock:
-            job = self.get(job_id)
+            job = self.job_for(job_id, owner)
             if job["status"] not in ACTIVE:
                 raise JobError(f"job {job_id} is not running (it is {job['status']})")
             job["stop_requested"] = True
@@ -535,19 +574,18 @@ class JobManager:
                 proc.wait(timeout=10)
         return self.get(d.name)
 
-    def resume(self, job_id: str) -> dict:
-        """Continue a stopped or failed job from its last finished epoch (from scratch if none finished)."""
+    def resume(self, job_id: str, owner=None) -> dict:
+        """Continue a stopped or failed job from its last finished epoch (from scratch if none finished). Only
+        its owner may resume it."""
         self._check_enabled()
         d = self._dir(job_id)
         with self._lock:
-            job = self.get(job_id)
+            job = self.job_for(job_id, owner)
             if job["status"] in ACTIVE:
                 raise JobError(f"job {job_id} is still {job['status']}; stop it before resuming")
             if job["status"] == "finished":
                 raise JobError(f"job {job_id} has finished; launch a new job to train more")
-            busy = self.running()
-            if busy is not None:
-                raise JobError(f"job {busy['id']} is already training; one job runs at a time on this machine")
+            self._busy(owner)
             resumable = (d / "run" / "last" / "config.json").is_file()
             if not (d / CONFIG_NAME).is_file():  # a job of an older version: its run's args.json is its config
                 try:

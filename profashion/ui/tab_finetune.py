@@ -1,8 +1,16 @@
 """The Fine-tune tab: launch, follow, stop and resume training jobs (``/launch_job``, ``/job_status``,
-``/stop_job``, ``/resume_job``, ``/list_jobs``); a finished job's best checkpoint joins the catalog."""
+``/stop_job``, ``/resume_job``, ``/list_jobs``); a finished job's best checkpoint joins the catalog.
+
+Jobs belong to the browser that launched them: each browser keeps a random owner token in a ``gr.BrowserState``
+(it survives reloads), passed as the last input of every job event; the job list shows this browser's jobs only,
+and another browser's job is refused in one sentence. API clients may pass their own token as the endpoints'
+last (optional) argument; without one they are anonymous and see and control anonymous jobs only."""
 
 from __future__ import annotations
 
+import inspect
+import re
+import secrets
 import threading
 from types import SimpleNamespace
 
@@ -13,12 +21,16 @@ from profashion.ui.catalog import Catalog
 from profashion.ui.common import to_error
 from profashion.ui.jobs import TRAINING_OFF, JobError, JobManager, default_data_roots, default_jobs_root
 
+OWNER_KEY = "profashion-job-owner"  # the localStorage key of the browser's owner token
+TOKEN = re.compile(r"[A-Za-z0-9_-]{22,128}")
+
 NOTE = (
     "**How to use this.** Choose a model, a dataset inside the allowed data roots and a schedule, then "
     "launch: the job trains in a separate process (the app keeps answering), its progress, curves and log "
     "update every few seconds, and it survives a page reload. Stop sends it SIGTERM; Resume continues "
     "from its last finished epoch. When it finishes, its best checkpoint (by validation mAP) is indexed "
-    "against the gallery and becomes selectable in every tab under the job's name. Only checkpoints "
+    "against the gallery and becomes selectable in every tab under the job's name. A job belongs to this "
+    "browser: only it sees, stops and resumes the job. Only checkpoints "
     "trained on the gallery's attributes (a synthetic dataset) can serve the gallery. One job at a time: "
     "a launch while a job trains is refused."
 )
@@ -82,8 +94,14 @@ def model_choices(catalog: Catalog) -> list[tuple[str, str]]:
     return [(e.label, n) for n, e in catalog.models.items()]
 
 
-def job_choices(jobs: JobManager) -> list[tuple[str, str]]:
-    return [(f"{j['id']} ({j['status']})", j["id"]) for j in jobs.list()]
+def job_choices(jobs: JobManager, owner=None) -> list[tuple[str, str]]:
+    """The jobs ``owner`` launched (anonymous ones for no owner), newest first."""
+    return [(f"{j['id']} ({j['status']})", j["id"]) for j in jobs.list_for(owner)]
+
+
+def new_owner(token) -> str:
+    """The browser's owner token: the one it keeps, or a new random one on its first visit."""
+    return token if isinstance(token, str) and TOKEN.fullmatch(token) else secrets.token_urlsafe(24)
 
 
 def job_status_lines(catalog: Catalog, jobs: JobManager, job_id: str, job: dict, records: list[dict]) -> list[str]:
@@ -113,58 +131,61 @@ def job_status_lines(catalog: Catalog, jobs: JobManager, job_id: str, job: dict,
     return lines
 
 
-def job_view(catalog: Catalog, jobs: JobManager, job_id, plot: bool = True):
-    """(record, status markdown, log tail, curves figure) of a job; empty when none is chosen. Raises
-    ``JobError`` for an unknown job."""
+def job_view(catalog: Catalog, jobs: JobManager, job_id, plot: bool = True, owner=None):
+    """(record, status markdown, log tail, curves figure) of a job ``owner`` launched; empty when none is chosen.
+    Raises ``JobError`` for an unknown job or another owner's."""
     if not job_id:
         return {}, NO_JOB, "", curves([]) if plot else None
-    job = jobs.get(job_id)
+    job = jobs.job_for(job_id, owner)
     records = jobs.metrics(job_id)
     lines = job_status_lines(catalog, jobs, job_id, job, records)
-    record = {**jobs.public_json(job), "epochs_done": len(records), "epochs_total": jobs.total_epochs(job),
+    shown = {k: v for k, v in job.items() if k != "owner"}
+    record = {**jobs.public_json(shown), "epochs_done": len(records), "epochs_total": jobs.total_epochs(job),
               "metrics": records, "checkpoint_model": job_id if job_id in catalog.models else None}
     return (record, "\n\n".join(lines), jobs.public(jobs.log(job_id)), curves(records) if plot else None)
 
 
 def launch_job(catalog: Catalog, jobs: JobManager, model, dataset, preset, epochs, triplets, batch, warmup,
-               attributes, frozen, model_config):
+               attributes, frozen, model_config, owner=None):
     """``/launch_job``: (the job list chosen on the new job, *its view)."""
     job = jobs.launch(model, dataset, preset or "demo", epochs, triplets, batch, warmup, attributes,
-                      bool(frozen), model_config)
-    return (gr.update(choices=job_choices(jobs), value=job["id"]), *job_view(catalog, jobs, job["id"]))
+                      bool(frozen), model_config, owner=owner)
+    return (gr.update(choices=job_choices(jobs, owner), value=job["id"]),
+            *job_view(catalog, jobs, job["id"], owner=owner))
 
 
-def job_status(catalog: Catalog, jobs: JobManager, job_id):
-    return job_view(catalog, jobs, job_id)
+def job_status(catalog: Catalog, jobs: JobManager, job_id, owner=None):
+    return job_view(catalog, jobs, job_id, owner=owner)
 
 
-def stop_job(catalog: Catalog, jobs: JobManager, job_id):
-    jobs.stop(job_id)
-    return job_view(catalog, jobs, job_id)
+def stop_job(catalog: Catalog, jobs: JobManager, job_id, owner=None):
+    jobs.stop(job_id, owner)
+    return job_view(catalog, jobs, job_id, owner=owner)
 
 
-def resume_job(catalog: Catalog, jobs: JobManager, job_id):
-    jobs.resume(job_id)
-    return job_view(catalog, jobs, job_id)
+def resume_job(catalog: Catalog, jobs: JobManager, job_id, owner=None):
+    jobs.resume(job_id, owner)
+    return job_view(catalog, jobs, job_id, owner=owner)
 
 
-def list_jobs(jobs: JobManager) -> list[dict]:
+def list_jobs(jobs: JobManager, owner=None) -> list[dict]:
     return [{k: j.get(k) for k in ("id", "model", "dataset", "preset", "status", "reason", "created")}
-            for j in jobs.list()]
+            for j in jobs.list_for(owner)]
 
 
-def tick(catalog: Catalog, jobs: JobManager, job_id, seen, ticked):
+def tick(catalog: Catalog, jobs: JobManager, job_id, seen, ticked, owner=None):
     """The timer: the job list, the chosen job's view, and the model choices when the catalog changed; what did
-    not change since ``seen`` (the last tick's state) is skipped."""
+    not change since ``seen`` (the last tick's state) is skipped. Only ``owner``'s jobs are listed, none before
+    the page has its owner token (the anonymous jobs are the API's, not a browser's)."""
     seen = dict(seen or {})
-    choices = job_choices(jobs)
+    choices = job_choices(jobs, owner) if owner else []
     ids = [c[1] for c in choices]
     if job_id not in ids:
         job_id = ids[0] if ids else None
     job_update = gr.update(choices=choices, value=job_id) if (choices != seen.get("jobs")
                                                                or job_id != seen.get("job")) else gr.skip()
     try:
-        view = job_view(catalog, jobs, job_id, plot=False)
+        view = job_view(catalog, jobs, job_id, plot=False, owner=owner)
     except JobError:
         view = ({}, "_That job is gone; pick another._", "", None)
     n = len((view[0] or {}).get("metrics") or [])
@@ -196,7 +217,8 @@ def on_preset(preset, model):
 
 def job_guard(fn, catalog: Catalog, jobs: JobManager):
     """``fn(catalog, jobs, *inputs)`` for an event: a refused request becomes one ``gr.Error`` sentence, its paths
-    as the visitor may see them."""
+    as the visitor may see them. The event's signature is ``fn``'s less (catalog, jobs), so an API client sees
+    the parameters' names and may leave out the trailing ``owner`` (then it is anonymous)."""
 
     def event(*inputs):
         try:
@@ -205,6 +227,8 @@ def job_guard(fn, catalog: Catalog, jobs: JobManager):
             raise to_error(JobError(jobs.public(str(exc)))) from None
 
     event.__name__ = fn.__name__
+    params = list(inspect.signature(fn).parameters.values())[2:]
+    event.__signature__ = inspect.Signature([p.replace(annotation=inspect.Parameter.empty) for p in params])
     return event
 
 
@@ -254,9 +278,8 @@ def build(jobs: JobManager) -> SimpleNamespace:
                               placeholder='{"image_size": 48, "resize": 48}', elem_id="ft-config")
         c.frozen = gr.Checkbox(False, label="Frozen trunk (ViT models)", elem_id="ft-frozen")
     c.launch = gr.Button("Launch the job", variant="primary", elem_id="launch-job", interactive=jobs.enabled)
-    with gr.Row():
-        choices = job_choices(jobs)
-        c.job = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Jobs (newest first)",
+    with gr.Row():  # filled by the timer with this browser's jobs (its owner token is known in the page only)
+        c.job = gr.Dropdown([], value=None, label="Jobs of this browser (newest first)",
                             elem_id="job-list", scale=3, allow_custom_value=True)
         c.refresh = gr.Button("Refresh", elem_id="job-refresh")
         c.stop = gr.Button("Stop", variant="stop", elem_id="job-stop", interactive=jobs.enabled)
@@ -271,36 +294,47 @@ def build(jobs: JobManager) -> SimpleNamespace:
 
 
 def wire(catalog: Catalog, jobs: JobManager, c: SimpleNamespace) -> None:
-    """The public job events (the ones a client calls), in their order."""
+    """The public job events (the ones a client calls), in their order; ``c.owner`` (the browser's owner token,
+    created here outside the tabs) is every event's last input."""
+    c.owner = gr.BrowserState("", storage_key=OWNER_KEY)
     schedule = [c.epochs, c.triplets, c.batch, c.warmup]
     c.launch.click(job_guard(launch_job, catalog, jobs),
-                   [c.model, c.dataset, c.preset, *schedule, c.attrs, c.frozen, c.config], [c.job, *c.view],
+                   [c.model, c.dataset, c.preset, *schedule, c.attrs, c.frozen, c.config, c.owner],
+                   [c.job, *c.view],
                    api_name="launch_job", concurrency_id="jobs", concurrency_limit=1,
                    preprocess=False)  # jobs.launch checks the raw values
-    c.refresh.click(job_guard(job_status, catalog, jobs), [c.job], c.view, api_name="job_status",
+    c.refresh.click(job_guard(job_status, catalog, jobs), [c.job, c.owner], c.view, api_name="job_status",
                     concurrency_id="tick", concurrency_limit=4)
-    c.stop.click(job_guard(stop_job, catalog, jobs), [c.job], c.view, api_name="stop_job", concurrency_id="jobs")
-    c.resume.click(job_guard(resume_job, catalog, jobs), [c.job], c.view, api_name="resume_job",
+    c.stop.click(job_guard(stop_job, catalog, jobs), [c.job, c.owner], c.view, api_name="stop_job",
+                 concurrency_id="jobs")
+    c.resume.click(job_guard(resume_job, catalog, jobs), [c.job, c.owner], c.view, api_name="resume_job",
                    concurrency_id="jobs")
-    def list_jobs_event():
-        return list_jobs(jobs)
+
+    def list_jobs_event(owner=None):
+        return list_jobs(jobs, owner)
 
     list_jobs_event.__name__ = "list_jobs"
-    gr.Button(visible=False).click(list_jobs_event, None, gr.JSON(visible=False), api_name="list_jobs",
+    gr.Button(visible=False).click(list_jobs_event, [c.owner], gr.JSON(visible=False), api_name="list_jobs",
                                    concurrency_id="tick")
+
+
+def wire_owner(demo: gr.Blocks, c: SimpleNamespace) -> None:
+    """The page's load gives a browser on its first visit a random owner token (kept in its localStorage)."""
+    demo.load(new_owner, c.owner, c.owner, api_visibility="private", show_progress="hidden")
 
 
 def wire_private(catalog: Catalog, jobs: JobManager, c: SimpleNamespace, timer, seen_state, models, model_a,
                  model_b) -> None:
-    """The private job events: the timer's tick (jobs and model lists), a job picked, a preset or model chosen."""
-    def tick_event(job_id, seen, ticked):
-        return tick(catalog, jobs, job_id, seen, ticked)
+    """The private job events: the timer's tick (this browser's jobs and the model lists), a job picked, a preset
+    or model chosen."""
+    def tick_event(job_id, seen, ticked, owner=None):
+        return tick(catalog, jobs, job_id, seen, ticked, owner)
 
     tick_event.__name__ = "tick"
-    timer.tick(tick_event, [c.job, seen_state, models],
+    timer.tick(tick_event, [c.job, seen_state, models, c.owner],
                [c.job, *c.view, models, model_a, model_b, seen_state],
                api_visibility="private", concurrency_id="tick", show_progress="hidden")
-    c.job.input(job_guard(job_status, catalog, jobs), [c.job], c.view, api_visibility="private",
+    c.job.input(job_guard(job_status, catalog, jobs), [c.job, c.owner], c.view, api_visibility="private",
                 concurrency_id="tick")
     for chooser in (c.preset, c.model):  # the schedule shown is the chosen model's preset record
         chooser.input(on_preset, [c.preset, c.model], [c.epochs, c.triplets, c.batch, c.warmup],

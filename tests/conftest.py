@@ -64,3 +64,17 @@ def _tiny_gallery():
 
 # The app tests' embedded gallery: 60 synthetic garments at 48 px.
 TINY_GALLERY = _tiny_gallery()
+
+
+def save_app_checkpoints(root: Path, models) -> Path:
+    """Untrained demo-preset checkpoints (48 px, seed 0) of ``models`` that can serve the synthetic gallery."""
+    import torch
+
+    from profashion.data.synth import SYNTH_SCHEMA
+    from profashion.models.base import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    for name in models:
+        save_checkpoint(build_model(name, "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), root / name,
+                        extra={"dataset": {"name": "synth"}})
+    return root

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_GALLERY, free_port
+from conftest import TINY_GALLERY, free_port, save_app_checkpoints
 from PIL import Image
 
 from profashion.data.synth import SYNTH_SCHEMA
-from profashion.models.base import build_model, save_checkpoint
 
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -33,11 +32,7 @@ MODELS = ("asen", "csn", "triplet")
 
 @pytest.fixture(scope="module")
 def ckpt_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("checkpoints")
-    torch.manual_seed(0)
-    for name in MODELS:
-        save_checkpoint(build_model(name, "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), root / name,
-                        extra={"dataset": {"name": "synth"}})
+    root = save_app_checkpoints(tmp_path_factory.mktemp("checkpoints"), MODELS)
     (root / "not-a-model").mkdir()  # a folder without config.json + model.safetensors is not a model
     return root
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import TINY_GALLERY
+from conftest import TINY_GALLERY, save_app_checkpoints
 
-from profashion.data.synth import SYNTH_SCHEMA
-from profashion.models.base import build_model, save_checkpoint
 from profashion.retrieval.search import QueryError
 
 gr = pytest.importorskip("gradio")
@@ -22,11 +19,7 @@ MODELS = ("asen", "triplet")
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> Catalog:
-    root = tmp_path_factory.mktemp("checkpoints")
-    torch.manual_seed(0)
-    for name in MODELS:
-        save_checkpoint(build_model(name, "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), root / name,
-                        extra={"dataset": {"name": "synth"}})
+    root = save_app_checkpoints(tmp_path_factory.mktemp("checkpoints"), MODELS)
     return Catalog(root, tmp_path_factory.mktemp("cache"), gallery=TINY_GALLERY, max_points=60).load()
 
 

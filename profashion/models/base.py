@@ -387,29 +387,30 @@ def _lookup(name: str):
 def build_model(name: str, preset: str = "demo", num_values: list[int] | None = None, **overrides) -> RetrievalModel:
     """Build a fresh model: ``build_model("asen", preset="demo", num_values=[6, 9, 8])``."""
     cls, _ = _lookup(name)
-    record = preset_record(name, preset)
+    preset_record(name, preset)  # an unknown preset is named before the value counts are looked at
     if not num_values:
         raise ModelError("num_values is required: the number of values of each attribute, e.g. [6, 9, 8]")
     if any(int(n) < 1 for n in num_values):
         raise ModelError(f"every attribute needs at least one value, got num_values={list(num_values)}")
-    fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise ModelError(f"unknown setting(s) for {name!r}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(fields))}")
-    kwargs = {**record["model"], **overrides, "num_values": [int(n) for n in num_values], "preset": preset}
-    return cls(cls.config_class(**kwargs))
+    return cls(_preset_config(name, preset, [int(n) for n in num_values], overrides))
 
 
 def check_settings(name: str, preset: str = "demo", **overrides) -> ModelConfig:
     """The config ``build_model(name, preset, ...)`` would use with ``overrides``, checked (unknown keys, types,
     ranges) without building anything; the attributes' value counts are placeholders."""
+    overrides.pop("num_values", None)
+    return _preset_config(name, preset, [2], overrides)
+
+
+def _preset_config(name: str, preset: str, num_values: list[int], overrides: dict) -> ModelConfig:
+    """The preset's model settings with ``overrides`` (known keys only), checked as the config is made."""
     cls, _ = _lookup(name)
+    record = preset_record(name, preset)
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    unknown = set(overrides) - fields - {"num_values"}
+    unknown = set(overrides) - fields
     if unknown:
         raise ModelError(f"unknown setting(s) for {name!r}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(fields))}")
-    return cls.config_class(**{**preset_record(name, preset)["model"], **overrides, "num_values": [2],
-                               "preset": preset})
+    return cls.config_class(**{**record["model"], **overrides, "num_values": num_values, "preset": preset})
 
 
 # --------------------------------------------------------------------------------------------------

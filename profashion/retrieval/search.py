@@ -180,13 +180,15 @@ class RetrievalEngine:
             raise QueryError(f"query image not found: {exc.filename}") from None
 
     @torch.no_grad()
-    def embed_query(self, name: str, image, attribute: str | int, decoded=None, shared=None) -> np.ndarray:
-        """The query's embedding under ``attribute``; ``decoded`` is ``image`` already loaded, if it is, and
-        ``shared`` what :meth:`shared_trunks` computed for this model, if it did."""
+    def embed_query(self, name: str, image, attribute: str | int, decoded=None, shared=None,
+                    key: str | None = None) -> np.ndarray:
+        """The query's embedding under ``attribute``; ``decoded`` is ``image`` already loaded, if it is,
+        ``shared`` what :meth:`shared_trunks` computed for this model, if it did, and ``key`` its
+        :func:`query_key`, if known."""
         e = self.entry(name)
         a = self._attribute(e.index, attribute)
         img = decoded if decoded is not None else self.load_query(image)
-        return self.embed_all_query(name, img, shared)[a]
+        return self.embed_all_query(name, img, shared, key)[a]
 
     def _cache_key(self, name: str, key: str) -> tuple:
         return key, name, id(self._entries[name].model)  # a model re-added under the same name is another one
@@ -196,11 +198,12 @@ class RetrievalEngine:
             return self._cache_key(name, key) in self._queries
 
     @torch.no_grad()
-    def embed_all_query(self, name: str, decoded, shared=None) -> np.ndarray:
+    def embed_all_query(self, name: str, decoded, shared=None, key: str | None = None) -> np.ndarray:
         """(A, D) embeddings of a decoded query image under every attribute of model ``name``: computed once,
-        then read from the cache (LRU, ``QUERY_CACHE`` entries)."""
+        then read from the cache (LRU, ``QUERY_CACHE`` entries); ``key`` is the image's :func:`query_key`
+        when the caller has it (search_all hashes the image once for every model)."""
         e = self.entry(name)
-        ck = self._cache_key(name, query_key(decoded))
+        ck = self._cache_key(name, key or query_key(decoded))
         with self._lock:
             hit = self._queries.get(ck)
             if hit is not None:
@@ -245,7 +248,7 @@ class RetrievalEngine:
 
     def search(self, name: str, image, attribute: str | int, k: int = 5, exclude: Sequence[int] = (),
                query_value: str | None = None, exclude_query: bool = True, decoded=None,
-               shared=None) -> SearchResult:
+               shared=None, key: str | None = None) -> SearchResult:
         """Top-``k`` of model ``name`` for ``image`` under ``attribute``.
 
         A query that is a gallery image (given by its path) is left out of its own results unless
@@ -267,7 +270,7 @@ class RetrievalEngine:
                 if query_value is None and ix.values[item, a] >= 0:
                     query_value = ix.schema.values[a][int(ix.values[item, a])]
         t0 = time.perf_counter()
-        q = self.embed_query(name, image, a, decoded, shared)
+        q = self.embed_query(name, image, a, decoded, shared, key)
         t1 = time.perf_counter()
         scores, ids = ix.search_vectors(q[None], a, k, exclude)
         t2 = time.perf_counter()
@@ -299,7 +302,8 @@ class RetrievalEngine:
         out = {}
         for n in names:
             try:
-                out[n] = self.search(n, image, attribute, k, exclude, query_value, exclude_query, decoded, shared)
+                out[n] = self.search(n, image, attribute, k, exclude, query_value, exclude_query, decoded, shared,
+                                     key)
             except (QueryError, GalleryIndexError, RuntimeError) as exc:
                 method = self._entries[n].index.model_name if n in self._entries else "?"
                 out[n] = SearchResult(n, method, str(attribute), [], query_value, error=str(exc))

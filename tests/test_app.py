@@ -148,20 +148,20 @@ def test_explore_draws_every_models_maps_with_localisation(client, catalog, tmp_
 
 
 def test_embeddings_projects_two_models_with_disentanglement_numbers(client, catalog):
-    plot_a, md_a, plot_b, md_b = client.predict("asen", "csn", "colour", "tsne", api_name="/embeddings")
-    for plot, md, name in ((plot_a, md_a, "asen"), (plot_b, md_b, "csn")):
+    data, md_a, md_b, agree = client.predict("asen", "csn", "colour", "tsne", api_name="/embeddings")
+    assert [p["model"] for p in data["plots"]] == ["asen", "csn"] and "in common on average" in agree
+    for plot, md, name in zip(data["plots"], (md_a, md_b), ("asen", "csn")):
         assert name in md
         knn, chance = (float(x) for x in re.search(r"kNN accuracy \*\*([\d.]+)%\*\* \(chance ([\d.]+)%\)", md).groups())
         sil = float(re.search(r"silhouette \*\*(-?[\d.]+)\*\*", md).group(1))
         assert 0 <= knn <= 100 and 0 < chance <= 100 and -1 <= sil <= 1
-        assert plot.startswith("<svg") and plot.count("<circle") == catalog.num_items  # every item knows its colour
-        items = {int(i) for i in re.findall(r'data-item="(\d+)"', plot)}
-        assert items == set(range(catalog.num_items))
+        assert sorted(plot["items"]) == list(range(catalog.num_items))  # every item knows its colour
+        assert len(plot["x"]) == catalog.num_items and all(len(nn) == 5 for nn in plot["nn"])
     # the second call is served from the projection cache
     _, md_a2, _, _ = client.predict("asen", "csn", "colour", "tsne", api_name="/embeddings")
     assert "(cached)" in md_a2
-    image, nn, md = client.predict("asen", "csn", "colour", 3, api_name="/neighbours")
-    assert Path(image).is_file() and len(nn) == 10 and "Item #3" in md
+    html, md = client.predict("asen", "csn", "colour", 3, api_name="/neighbours")
+    assert html.count('class="pf-item') == 10 and 'data-item="3"' in html and "Item #3" in md
 
 
 def test_results_measures_map_beside_random(client):

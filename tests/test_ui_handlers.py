@@ -62,8 +62,8 @@ def test_clicks_pick_a_result_an_example_or_a_point(catalog):
 
 
 def test_neighbours_handler_shows_k_per_chosen_model(catalog):
-    image, out, md = tab_embeddings.neighbours(catalog, "asen", "triplet", "colour", 2)
-    assert image == catalog.item_path(2) and len(out) == 2 * 5
+    html, md = tab_embeddings.neighbours(catalog, "asen", "triplet", "colour", 2)
+    assert html.count('class="pf-item') == 2 * 5 and '<figure class="pf-query" data-item="2">' in html
     assert md.startswith("**Item #2**: colour = ") and md.count("neighbours share the value") == 2
     with pytest.raises(QueryError, match="no item id"):
         tab_embeddings.neighbours(catalog, "asen", None, "colour", None)

@@ -1,10 +1,13 @@
-"""A 2-D projection as a self-contained SVG scatter plot (no JavaScript library, no download).
+"""A 2-D projection's colours, and the projection as a self-contained SVG scatter plot (no JavaScript library,
+no download).
 
 Each point is a ``<circle>`` carrying ``data-item`` (the gallery item id) and a ``<title>`` (the browser's
 hover tooltip), so a page can find which point was clicked by event delegation; a legend maps each value
 to its colour. A value named after a colour is drawn in that colour ("red" red, "Navy Blue" navy: CSS
 colour names and a few fashion ones); the others take a fixed palette colour by their position in the
 attribute's value list. Light colours get a dark outline so that they show on the white background.
+:func:`colour_lists` gives both, in value order, for a page that draws the points itself (the Embeddings
+tab's explorer).
 """
 
 from __future__ import annotations
@@ -68,6 +71,13 @@ def outline(colour: str) -> str:
     """The outline that keeps a fill visible on white: dark for light colours, white otherwise."""
     r, g, b = to_rgb(colour)
     return "#555" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.8 else "#fff"
+
+
+def colour_lists(value_names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(fill, outline) of each value, in the order of ``value_names`` (:func:`value_colours`, :func:`outline`)."""
+    colours = value_colours(value_names)
+    fills = [colours[v] for v in value_names]
+    return fills, [outline(c) for c in fills]
 
 
 def scatter_svg(xy: np.ndarray, values: Sequence[int], value_names: Sequence[str], items: Sequence[int],

@@ -1,87 +1,278 @@
-"""The Embeddings tab: two models' embedding spaces of an attribute, projected to 2-D (``/embeddings``), and an
-item's nearest neighbours in both original spaces (``/neighbours``, or a click on a point)."""
+"""The Embeddings tab: two models' embedding spaces of an attribute, projected to 2-D and explored in the page
+(``/embeddings``), and an item's nearest neighbours in both original spaces (``/neighbours``, or a click).
+
+``/embeddings`` returns the explorer's data (a JSON object, :func:`explorer_data`), not a picture: the page
+draws it with :mod:`profashion.ui.embeddings_js` (a ``gr.HTML`` component with ``js_on_load``). Hover, click
+highlight, box and lasso selection, colour by any attribute and zoom then run in the browser without a request,
+because the data carries, for every point, its item's values of every attribute, its image's URL (Gradio's file
+route into the gallery folder, never the image itself) and its ``K`` nearest neighbours in the model's full
+embedding space (cosine, the same search ``/neighbours`` and Retrieve make).
+
+:func:`warm_projections` computes (and caches on disk, through ``Catalog.projection``) every model x attribute
+projection, so that a switch of model pair or attribute only reads caches.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+import time
+from html import escape as html_escape
 from types import SimpleNamespace
 
 import gradio as gr
+import numpy as np
 
 from profashion.data.images import ImageError
 from profashion.data.splits import DatasetError
-from profashion.explain.scatter import scatter_svg
+from profashion.explain.scatter import colour_lists
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
-from profashion.ui.catalog import Catalog
-from profashion.ui.common import POINT_CLICK_JS, K, event_data, guard
+from profashion.ui.catalog import GALLERY_SPLIT, Catalog
+from profashion.ui.common import K, event_data, file_url, guard
+from profashion.ui.embeddings_js import EXPLORER_CSS, EXPLORER_HTML, EXPLORER_JS, NEIGHBOUR_CLICK_JS
 
 NOTE = (
     "**How to read this.** Each point is a gallery image in one model's embedding space of the chosen "
-    "attribute, projected to 2-D with t-SNE or UMAP and coloured by its true value. A disentangled model "
-    "forms one cluster per value. The projection distorts distances (cluster sizes and gaps between "
-    "clusters mean little), so judge by the numbers, measured in the full space: kNN accuracy (5 "
-    "nearest neighbours, leave-one-out) against chance (the most common value's share) and the "
-    "silhouette (-1..1, higher = better separated). Click a point (hover shows its item id and value) to "
-    "see that image and its nearest neighbours in both models' original, unprojected spaces."
+    "attribute, projected to 2-D with t-SNE or UMAP and coloured by its true value (or by any other attribute: "
+    "*Colour by*). A disentangled model forms one cluster per value. The projection distorts distances (cluster "
+    "sizes and gaps between clusters mean little), so judge by the numbers, measured in the full space: kNN "
+    "accuracy (5 nearest neighbours, leave-one-out) against chance (the most common value's share) and the "
+    "silhouette (-1..1, higher = better separated).\n\n"
+    "**Explore.** Hover a point to see its image, value and id. Click it: it and its 5 nearest neighbours in "
+    "each model's full, unprojected space are highlighted in both plots (lines join it to them), and its "
+    "neighbours are listed below. Drag a box (or a lasso) to select points: the selection is shown in both "
+    "plots and as a grid, with its purity (the share of its most common value). Ctrl + wheel, the +/- buttons "
+    "or *Zoom box* zoom; *Reset zoom* shows everything again."
 )
 METHOD_CHOICES = [("t-SNE", "tsne"), ("UMAP", "umap")]
+METHOD_LABELS = dict((v, k) for k, v in METHOD_CHOICES)
 ERRORS = (QueryError, GalleryIndexError, DatasetError)
 NEIGHBOUR_ERRORS = (QueryError, GalleryIndexError, DatasetError, ImageError, ValueError, TypeError)
+MARKS = {True: ("hit", "✓ same"), False: ("miss", "✗ other"), None: ("unknown", "? unknown")}
+# The progress bar of the request this thread serves (set by the button's event, see :func:`reporting`): the
+# handler keeps the plain signature the views and the gallery routing of ``common.guard`` call it with.
+_PROGRESS = threading.local()
 
 
-def projection(catalog: Catalog, name, attribute, method, plot_id):
-    """(the scatter's SVG, its markdown: kNN accuracy, chance, silhouette) of one model; empty without one."""
-    if not name:
-        return "", "_no model chosen_"
-    proj = catalog.projection(name, attribute, method)
-    label = "t-SNE" if method == "tsne" else "UMAP"
-    svg = scatter_svg(proj.xy, proj.values, proj.value_names, proj.items,
-                      title=f"{catalog.models[name].label}: {proj.attribute} ({label})", plot_id=plot_id)
-    fmt = lambda v: "n/a" if v is None else f"{v:.1f}%"  # noqa: E731
+# -- the explorer's data ---------------------------------------------------------------------------------
+
+
+def _percent(v) -> str:
+    return "n/a" if v is None else f"{v:.1f}%"
+
+
+def projection_markdown(catalog: Catalog, name: str, proj) -> str:
+    """One model's line of numbers: kNN accuracy against chance, silhouette, points (and whether cached)."""
     sil = "n/a" if proj.silhouette is None else f"{proj.silhouette:.3f}"
-    md = (f"**{catalog.models[name].label}**, {proj.attribute}, {method}: kNN accuracy **{fmt(proj.knn_accuracy)}** "
-          f"(chance {fmt(proj.chance)}), silhouette **{sil}**, {len(proj.items)} points"
-          + (" (cached)" if proj.cached else ""))
-    return svg, md
+    return (f"**{catalog.models[name].label}**, {proj.attribute}, {proj.method}: kNN accuracy "
+            f"**{_percent(proj.knn_accuracy)}** (chance {_percent(proj.chance)}), silhouette **{sil}**, "
+            f"{len(proj.items)} points" + (" (cached)" if proj.cached else ""))
+
+
+def unit_square(xy: np.ndarray) -> np.ndarray:
+    """``xy`` (n, 2) scaled into [0, 1]² with one factor for both axes (no stretch), centred."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if not len(xy):
+        return xy
+    lo, hi = xy.min(0), xy.max(0)
+    span = float((hi - lo).max())
+    if span <= 1e-12:
+        return np.full_like(xy, 0.5)
+    return (xy - (lo + hi) / 2) / span + 0.5
+
+
+def point_neighbours(catalog: Catalog, name: str, a: int, items: np.ndarray, k: int = K):
+    """(ids (n, k), cosine scores (n, k)) of each item's ``k`` nearest gallery items in model ``name``'s space of
+    attribute ``a`` (the item itself left out; -1 and NaN pad a gallery of fewer than k + 1 items)."""
+    index = catalog.engine.index(name)
+    vec = np.asarray(index.embeddings[np.asarray(items, dtype=np.int64), a], dtype=np.float32)
+    ids = np.full((len(items), k), -1, np.int64)
+    sims = np.full((len(items), k), np.nan, np.float32)
+    if not len(items):
+        return ids, sims
+    s, i = index.search_vectors(vec, a, k + 1)
+    for r, item in enumerate(items):
+        keep = [(j, x) for j, x in zip(i[r].tolist(), s[r].tolist()) if j >= 0 and j != int(item)][:k]
+        ids[r, :len(keep)] = [j for j, _ in keep]
+        sims[r, :len(keep)] = [x for _, x in keep]
+    return ids, sims
+
+
+def plot_data(catalog: Catalog, name: str, attribute, method: str, key: str) -> tuple[dict, str]:
+    """(one model's plot for the explorer, its markdown): the projection's points (item ids, x, y in [0, 1]),
+    each point's ``K`` nearest neighbours in the full space (ids and cosine scores) and the disentanglement
+    numbers."""
+    proj = catalog.projection(name, attribute, method)
+    a = catalog.attribute_index(attribute)
+    items = np.asarray(proj.items, dtype=np.int64)
+    ids, sims = point_neighbours(catalog, name, a, items)
+    xy = unit_square(proj.xy)
+    label = catalog.models[name].label
+    plot = {"key": key, "model": name, "label": label,
+            "title": f"{label}: {proj.attribute} ({METHOD_LABELS.get(method, method)})",
+            "items": items.tolist(), "x": np.round(xy[:, 0], 4).tolist(), "y": np.round(xy[:, 1], 4).tolist(),
+            "nn": ids.tolist(), "sim": [[None if np.isnan(v) else round(float(v), 3) for v in row] for row in sims],
+            "knn_accuracy": proj.knn_accuracy, "chance": proj.chance, "silhouette": proj.silhouette,
+            "cached": bool(proj.cached)}
+    return plot, projection_markdown(catalog, name, proj)
+
+
+def gallery_table(catalog: Catalog, items) -> dict:
+    """What the explorer shows of gallery items: every attribute's names, values and colours, and per item
+    (``items``) its values (value index per attribute, -1 unknown) and image URL (a common prefix + its tail)."""
+    schema = catalog.dataset.schema
+    values = catalog.dataset.split(GALLERY_SPLIT).known_values(schema.num_attributes)
+    items = sorted({int(i) for i in items if int(i) >= 0})
+    urls = [file_url(catalog.item_path(i)) for i in items]
+    prefix = os.path.commonprefix(urls) if len(urls) > 1 else ""
+    colours = [colour_lists(list(v)) for v in schema.values]
+    return {"attributes": list(schema.names), "value_names": [list(v) for v in schema.values],
+            "fills": [c[0] for c in colours], "strokes": [c[1] for c in colours], "url_prefix": prefix,
+            "items": {str(i): {"u": u[len(prefix):], "v": values[i].tolist()} for i, u in zip(items, urls)}}
+
+
+def agreement(plots: list[dict], k: int = K) -> str:
+    """How alike two models' neighbourhoods are: the mean number of each item's ``k`` nearest neighbours both
+    share, against what two random neighbour sets would share."""
+    if len(plots) < 2:
+        return ""
+    a, b = plots
+    nn_b = {i: set(n) - {-1} for i, n in zip(b["items"], b["nn"])}
+    shared = [len((set(n) - {-1}) & nn_b[i]) for i, n in zip(a["items"], a["nn"]) if i in nn_b]
+    if not shared:
+        return ""
+    n = len(a["items"])
+    chance = k * k / max(1, n - 1)
+    return (f"**Neighbourhoods:** an item's {k} nearest neighbours in {a['label']} and in {b['label']} have "
+            f"**{np.mean(shared):.2f}** of {k} in common on average (two random sets of {k}: {chance:.2f}); "
+            f"{sum(s == k for s in shared)} of {len(shared)} items have the same {k} in both.")
+
+
+def explorer_data(catalog: Catalog, model_a, model_b, attribute, method, progress=None) -> tuple:
+    """(the explorer's data, model A's markdown, model B's markdown, the neighbourhoods' agreement)."""
+    chosen = [(m, key) for m, key in ((model_a, "a"), (model_b, "b")) if m]
+    catalog.check_models([m for m, _ in chosen] or [None])
+    a = catalog.attribute_index(attribute)
+    plots, mds = [], {"a": "_no model chosen_", "b": "_no model chosen_"}
+    for step, (name, key) in enumerate(chosen):
+        if progress is not None:
+            progress(step / len(chosen), desc=f"projecting {name}'s {attribute} space ({method})")
+        plot, mds[key] = plot_data(catalog, name, attribute, method, key)
+        plots.append(plot)
+    shown = {i for p in plots for i in p["items"]} | {j for p in plots for row in p["nn"] for j in row}
+    data = {"attribute": catalog.attributes[a], "method": method, "k": K, "plots": plots,
+            **gallery_table(catalog, shown)}
+    return data, mds["a"], mds["b"], agreement(plots)
+
+
+@contextlib.contextmanager
+def reporting(progress):
+    """Within it, :func:`embeddings` reports each model's projection to ``progress`` (a ``gr.Progress``)."""
+    _PROGRESS.fn = progress
+    try:
+        yield
+    finally:
+        _PROGRESS.fn = None
 
 
 def embeddings(catalog: Catalog, model_a, model_b, attribute, method):
-    """``/embeddings``: (scatter A, its markdown, scatter B, its markdown)."""
-    catalog.check_models([m for m in (model_a, model_b) if m] or [None])
-    pa, ma = projection(catalog, model_a, attribute, method, "a")
-    pb, mb = projection(catalog, model_b, attribute, method, "b")
-    return pa, ma, pb, mb
+    """``/embeddings``: (the explorer's data, model A's markdown, model B's markdown, the agreement markdown);
+    a projection not cached yet reports its progress (:func:`reporting`)."""
+    return explorer_data(catalog, model_a, model_b, attribute, method, getattr(_PROGRESS, "fn", None))
+
+
+def warm_projections(catalog: Catalog, methods=("tsne",), log=None) -> dict:
+    """Compute (or find cached) every model x attribute x method projection of the catalog, so the tab only
+    reads caches later; meant for a background thread at start-up. A space that cannot be projected (collapsed,
+    no labelled item) is skipped with its reason. Returns counts, seconds and the failures by key."""
+    log = log or (lambda msg: None)
+    t0 = time.perf_counter()
+    done = cached = 0
+    failed: dict[str, str] = {}
+    for name in list(catalog.models):
+        for attribute in catalog.attributes:
+            for method in methods:
+                try:
+                    proj = catalog.projection(name, attribute, method)
+                except (GalleryIndexError, QueryError, DatasetError, ValueError) as exc:
+                    failed[f"{name}/{attribute}/{method}"] = str(exc)
+                    log(f"projection {name}/{attribute}/{method} skipped: {exc}")
+                    continue
+                done += 1
+                cached += bool(proj.cached)
+    seconds = round(time.perf_counter() - t0, 2)
+    log(f"projections ready: {done} ({cached} already cached) in {seconds} s, {len(failed)} skipped")
+    return {"projections": done, "cached": cached, "computed": done - cached, "failed": failed, "seconds": seconds}
+
+
+# -- the neighbours panel --------------------------------------------------------------------------------
+
+
+def neighbours_html(query: dict, rows: list[dict]) -> str:
+    """The clicked (or typed) item pinned at the left, then one row per model: its name, how many neighbours
+    share the value, and the ``K`` nearest neighbours (thumbnail, same/other value in words, value, rank, cosine
+    score), in the Retrieve grid's style. A click on a neighbour makes it the clicked item."""
+    e = html_escape
+    out = [f'<div class="pf-cmp" data-models="{len(rows)}">',
+           f'<figure class="pf-query" data-item="{int(query["item"])}"><img src="{e(query["url"])}" alt="the chosen item">'
+           f'<figcaption><b>Item #{int(query["item"])}</b><br>{e(query["attribute"].replace("_", " "))}: '
+           f'<b>{e(query["value"] or "unknown")}</b></figcaption></figure>', '<div class="pf-rows">']
+    for r in rows:
+        out.append(f'<div class="pf-row" data-model="{e(r["name"])}"><div class="pf-name"><b>{e(r["label"])}</b>'
+                   f'<span>{e(r["summary"])}</span></div>')
+        for h in r["hits"]:
+            cls, mark = MARKS[h["match"]]
+            tip = (f'{r["label"]}, neighbour {h["rank"]}: item {h["item"]}, {query["attribute"]} = '
+                   f'{h["value"] or "?"}, cosine {h["score"]:.4f}; click to explore it')
+            out.append(f'<button type="button" class="pf-item pf-{cls}" data-item="{int(h["item"])}" '
+                       f'title="{e(tip)}" aria-label="{e(tip)}"><span class="pf-img"><img src="{e(h["url"])}" '
+                       f'alt=""></span><span class="pf-txt"><span class="pf-mark">{mark}</span>'
+                       f'<span class="pf-val">{e(h["value"] or "?")}</span>'
+                       f'<span class="pf-score">#{h["rank"]} · {h["score"]:.3f}</span></span></button>')
+        out.append("</div>")
+    out.append("</div></div>")
+    return "".join(out)
 
 
 def neighbours(catalog: Catalog, model_a, model_b, attribute, item):
-    """``/neighbours``: (the item's image, its K nearest neighbours in each chosen model, a markdown summary)."""
+    """``/neighbours``: (the item and its ``K`` nearest neighbours in each chosen model as HTML, a markdown
+    summary)."""
     chosen = catalog.check_models([m for m in (model_a, model_b) if m] or [None])
-    if item is None:
+    if item is None or item == "":
         raise QueryError("no item id: click a point of a plot or type a gallery item id")
     item = int(item)
     a = catalog.attribute_index(attribute)
-    out, lines = [], []
+    qv = catalog.query_value(item, a) if 0 <= item < catalog.num_items else None
+    rows, lines = [], []
     for name in dict.fromkeys(chosen):
         nn = catalog.neighbours(name, attribute, item, K)
-        qv = catalog.query_value(item, a)
-        same = 0
+        hits = []
         for rank, (j, s) in enumerate(nn, start=1):
             v = catalog.query_value(j, a)
-            match = None if v is None or qv is None else v == qv
-            same += bool(match)
-            out.append((catalog.thumbnail(j, match), f"{name} #{rank} item {j} {s:.3f} {v or '?'}"))
-        lines.append(f"- **{name}**: {same}/{len(nn)} neighbours share the value")
-    vals = catalog.item_values(item)
-    head = f"**Item #{item}**: {attribute} = {vals.get(attribute, 'unknown')}\n\n" + "\n".join(lines)
-    return catalog.item_path(item), out, head
+            hits.append({"item": j, "rank": rank, "score": s, "value": v,
+                         "match": None if v is None or qv is None else v == qv,
+                         "url": file_url(catalog.item_path(j))})
+        same = sum(bool(h["match"]) for h in hits)
+        summary = f"{same}/{len(hits)} share the value"
+        rows.append({"name": name, "label": catalog.models[name].label, "summary": summary, "hits": hits})
+        lines.append(f"- **{catalog.models[name].label}**: {same}/{len(hits)} neighbours share the value")
+    name = catalog.attributes[a]
+    query = {"item": item, "url": file_url(catalog.item_path(item)), "attribute": name, "value": qv}
+    head = f"**Item #{item}**: {name} = {qv or 'unknown'}\n\n" + "\n".join(lines)
+    return neighbours_html(query, rows), head
 
 
 def clicked_item(data: dict) -> int:
-    """The gallery item id a click on a scatter point sent."""
+    """The gallery item id a click on a scatter point (or on a neighbour) sent."""
     item = data.get("item")
     if item is None:
         raise QueryError("click on a point of a plot to see that image and its nearest neighbours")
     return int(item)
+
+
+# -- the tab -----------------------------------------------------------------------------------------------
 
 
 def build(catalog: Catalog, labels: list, names: list[str]) -> SimpleNamespace:
@@ -96,35 +287,35 @@ def build(catalog: Catalog, labels: list, names: list[str]) -> SimpleNamespace:
         c.method = gr.Radio(METHOD_CHOICES, value="tsne", label="Projection")
     c.button = gr.Button("Project the gallery", variant="primary")
     c.stale = gr.Markdown(elem_id="embeddings-stale")
+    c.plot = gr.HTML(None, html_template=EXPLORER_HTML, css_template=EXPLORER_CSS, js_on_load=EXPLORER_JS,
+                     elem_id="embeddings-explorer", min_height=120, apply_default_css=False)
     with gr.Row():
-        with gr.Column():
-            c.plot_a = gr.HTML("", js_on_load=POINT_CLICK_JS, elem_id="scatter-a", min_height=200)
-            c.md_a = gr.Markdown()
-        with gr.Column():
-            c.plot_b = gr.HTML("", js_on_load=POINT_CLICK_JS, elem_id="scatter-b", min_height=200)
-            c.md_b = gr.Markdown()
-    with gr.Row():
+        c.md_a = gr.Markdown(elem_id="embeddings-md-a")
+        c.md_b = gr.Markdown(elem_id="embeddings-md-b")
+    c.md_agree = gr.Markdown(elem_id="embeddings-agreement")
+    with gr.Row(equal_height=True):
         c.item_box = gr.Number(value=catalog.examples[0][0] if catalog.examples else 0, precision=0,
-                               minimum=0, maximum=max(0, catalog.num_items - 1), label="Gallery item id")
-        c.nn_button = gr.Button("Show its nearest neighbours")
-    with gr.Row():
-        c.item_image = gr.Image(label="Item", height=200, interactive=False)
-        with gr.Column(scale=3):
-            c.nn_md = gr.Markdown()
-            c.nn_gallery = gr.Gallery(label="Nearest neighbours (model A, then model B)", columns=K,
-                                      height="auto", allow_preview=False)
-    c.outputs = [c.plot_a, c.md_a, c.plot_b, c.md_b]
+                               minimum=0, maximum=max(0, catalog.num_items - 1), label="Gallery item id", scale=1)
+        c.nn_button = gr.Button("Show its nearest neighbours", scale=1)
+    c.nn_md = gr.Markdown(elem_id="neighbours-md")
+    c.nn_html = gr.HTML("", js_on_load=NEIGHBOUR_CLICK_JS, elem_id="neighbours-grid")
+    c.outputs = [c.plot, c.md_a, c.md_b, c.md_agree]
     return c
 
 
 def wire(catalog: Catalog, c: SimpleNamespace, attribute):
-    """``/embeddings``, ``/neighbours`` and the private click on a point; returns (the ``/embeddings`` event, the
-    guarded handler the views recompute with)."""
+    """``/embeddings``, ``/neighbours`` and the private clicks (a point, a neighbour); returns (the
+    ``/embeddings`` event, the guarded handler the views recompute with)."""
     fn = guard(embeddings, ERRORS, catalog)
-    ev = c.button.click(fn, [c.model_a, c.model_b, attribute, c.method], c.outputs,
+
+    def project(model_a, model_b, attribute, method, progress=gr.Progress()):  # noqa: B008 - Gradio's way
+        with reporting(progress):
+            return fn(model_a, model_b, attribute, method)
+
+    ev = c.button.click(project, [c.model_a, c.model_b, attribute, c.method], c.outputs,
                         api_name="embeddings", concurrency_id="heavy", concurrency_limit=1)
     nn_fn = guard(neighbours, NEIGHBOUR_ERRORS, catalog)
-    nn_out = [c.item_image, c.nn_gallery, c.nn_md]
+    nn_out = [c.nn_html, c.nn_md]
     c.nn_button.click(nn_fn, [c.model_a, c.model_b, attribute, c.item_box], nn_out,
                       api_name="neighbours", concurrency_id="query", concurrency_limit=2)
 
@@ -135,7 +326,7 @@ def wire(catalog: Catalog, c: SimpleNamespace, attribute):
             raise gr.Error(str(exc)) from None
         return (item, *nn_fn(model_a, model_b, attribute, item))
 
-    for plot in (c.plot_a, c.plot_b):
-        plot.click(on_point, [c.model_a, c.model_b, attribute], [c.item_box, *nn_out],
-                   api_visibility="private", concurrency_id="query")
+    for source in (c.plot, c.nn_html):
+        source.click(on_point, [c.model_a, c.model_b, attribute], [c.item_box, *nn_out],
+                     api_visibility="private", concurrency_id="query", show_progress="hidden")
     return ev, fn

@@ -31,9 +31,11 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(VENV)/bin/pytest -q
 
 # Trains every registered model with its demo preset (hours on a CPU) and installs each best checkpoint
-# into checkpoints/<model>/ with checkpoints/manifest.json; an interrupted run continues where it stopped.
+# into checkpoints/<model>/ with checkpoints/manifest.json (the synthetic gallery's models), then the same on
+# the real-photo catalogue into checkpoints/products/; an interrupted run continues where it stopped.
 checkpoints: $(STAMP)
 	$(PY) scripts/demo_checkpoints.py --resume --jobs 2
+	$(PY) scripts/demo_checkpoints.py --products --resume --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-output

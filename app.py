@@ -1,7 +1,9 @@
 """ProFashion Explorer: the app entry point (`make demo`, Hugging Face Spaces).
 
-Builds the catalog of the embedded default (a synthetic gallery generated into the cache folder, and
-every checkpoint under `checkpoints/`) and launches the Gradio app. Environment:
+Loads the embedded galleries (the synthetic garments, generated into the cache folder and served by every
+checkpoint under `checkpoints/`; the real product photos of `galleries/products/`, served by the checkpoints
+under `checkpoints/products/`; a gallery that cannot load is skipped with its reason) and launches the Gradio
+app. Environment:
 
 - `PORT`: the port to listen on (default 7860);
 - `PROFASHION_CHECKPOINTS`: the checkpoints folder (default `checkpoints/` beside this file);
@@ -30,22 +32,28 @@ REPO = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    from profashion.ui import Catalog, build_demo, launch_kwargs
+    from profashion.ui import build_demo, launch_kwargs
+    from profashion.ui.galleries import Galleries, default_galleries
     from profashion.ui.jobs import JobManager, default_data_roots, default_jobs_root
 
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
     checkpoints = os.environ.get("PROFASHION_CHECKPOINTS") or REPO / "checkpoints"
-    catalog = Catalog(checkpoints).load(log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    if catalog.models:
-        print(f"models: {', '.join(catalog.models)}", file=sys.stderr, flush=True)
-    else:
-        print(catalog.empty_message(), file=sys.stderr, flush=True)
-    for entry in catalog.skipped:
-        print(f"skipped: {entry.error}", file=sys.stderr, flush=True)
+    galleries = Galleries.load(default_galleries(REPO, checkpoints), log=log)
+    for catalog in galleries.catalogs.values():
+        if catalog.models:
+            log(f"{catalog.name} gallery: {catalog.num_items} images, models: {', '.join(catalog.models)}")
+        else:
+            log(f"{catalog.name} gallery: {catalog.empty_message()}")
+        for entry in catalog.skipped:
+            log(f"skipped: {entry.error}")
+    catalog = galleries.default
     data_roots = default_data_roots(catalog.cache_root, [REPO / "data", REPO.parent / "shared" / "data"])
     jobs = JobManager(default_jobs_root(catalog.cache_root), data_roots, home=REPO)
-    demo = build_demo(catalog, jobs)
+    demo = build_demo(galleries, jobs)
     host = "0.0.0.0" if os.environ.get("SPACE_ID") else os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-    demo.launch(server_name=host, server_port=int(os.environ.get("PORT", 7860)), **launch_kwargs(catalog))
+    demo.launch(server_name=host, server_port=int(os.environ.get("PORT", 7860)), **launch_kwargs(galleries))
     return 0
 
 

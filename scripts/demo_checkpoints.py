@@ -2,6 +2,12 @@
 
     python scripts/demo_checkpoints.py [--models a,b] [--resume] [--out checkpoints]
         [--data data/synth160] [--runs runs/demo-checkpoints] [--epochs N --triplets-per-epoch N ...]
+    python scripts/demo_checkpoints.py --products [--resume] ...   # the real-photo gallery's checkpoints
+
+With ``--products`` the training set is the real-photo catalogue's first 12,000 rows (``data/products12k``,
+imported from ../shared/data when missing, the all-attributes layout), the images 96 px, the runs in
+``runs/products12k`` and the checkpoints installed into ``checkpoints/products/`` (the app's second gallery,
+``galleries/products``, is the test split of that import: ``scripts/make_gallery.py``).
 
 1. generates the synthetic training set when it is missing (``data/synth160``: the gallery's generator,
    6000/800/2000 images at 160 px, seed 0, as in the README);
@@ -67,6 +73,32 @@ def ensure_dataset(root: Path) -> Path:
           f"images, {SYNTH['size']} px, seed {SYNTH['seed']})", flush=True)
     generate_synth(root, SYNTH["train"], SYNTH["valid"], SYNTH["test"], size=SYNTH["size"], seed=SYNTH["seed"])
     print(f"  done in {time.perf_counter() - t0:.0f}s", flush=True)
+    return root
+
+
+PRODUCTS = {  # the real-photo set: the first 12,000 rows of the catalogue, imported as data/products12k
+    "csv": REPO.parent / "shared" / "data" / "fashion-product-small" / "labels.csv", "rows": 12000,
+    "attributes": ["masterCategory", "subCategory", "articleType", "baseColour", "usage", "gender", "season"],
+    "model_config": {"image_size": 96, "resize": 96},  # the photos are 60x80
+}
+
+
+def ensure_products(root: Path) -> Path:
+    """The real-photo training set (``--products``): imported from ../shared/data when missing (its first
+    ``PRODUCTS["rows"]`` rows, the all-attributes evaluation layout, seed 0)."""
+    from profashion.data.csv_import import import_csv
+    from profashion.io import atomic_write_text
+
+    if (root / "meta.json").is_file():
+        return root
+    src = PRODUCTS["csv"]
+    if not src.is_file():
+        raise SystemExit(f"error: the catalogue {src} is missing: --products needs ../shared/data beside the repository")
+    lines = src.read_text().splitlines(keepends=True)
+    csv = root.parent / f"{root.name}.csv"
+    atomic_write_text(csv, "".join(lines[:PRODUCTS["rows"] + 1]))
+    print(f"importing {PRODUCTS['rows']} catalogue rows into {root}", flush=True)
+    import_csv(csv, src.parent, PRODUCTS["attributes"], root, seed=0, eval_layout="all-attributes")
     return root
 
 
@@ -193,7 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--model-config", help="JSON overrides of the model preset")
+    p.add_argument("--products", action="store_true",
+                   help="the real-photo set instead: --data data/products12k (imported from ../shared/data when "
+                        "missing), --runs runs/products12k, --out checkpoints/products, 96 px")
     args = p.parse_args(argv)
+    if args.products:
+        args.data = args.data if args.data != p.get_default("data") else str(REPO / "data" / "products12k")
+        args.runs = args.runs if args.runs != p.get_default("runs") else str(REPO / "runs" / "products12k")
+        args.out = args.out if args.out != p.get_default("out") else str(REPO / "checkpoints" / "products")
+        args.model_config = args.model_config or json.dumps(PRODUCTS["model_config"])
 
     known = available_models()
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else known
@@ -215,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 if getattr(args, k) is not None}
     if overrides:
         settings["model_overrides"] = overrides
-    data = ensure_dataset(Path(args.data))
+    data = ensure_products(Path(args.data)) if args.products else ensure_dataset(Path(args.data))
     cache_seconds = warm_trunk_cache(data, models, overrides)
     out, runs = Path(args.out), Path(args.runs)
     manifest_path = out / "manifest.json"

@@ -97,8 +97,12 @@ def _examples_show_their_attribute(catalog):
 
 def test_every_compute_event_is_named_and_page_events_are_private(client):
     info = client.view_api(print_info=False, return_format="dict")
-    assert set(info["named_endpoints"]) == {"/retrieve", "/explore", "/embeddings", "/neighbours", "/results",
-                                            "/launch_job", "/job_status", "/stop_job", "/resume_job", "/list_jobs"}
+    assert {"/retrieve", "/explore", "/embeddings", "/neighbours", "/results", "/galleries", "/launch_job",
+            "/job_status", "/stop_job", "/resume_job", "/list_jobs"} <= set(info["named_endpoints"])
+    # every query endpoint takes the gallery by name, last and optional
+    for name in ("/retrieve", "/explore"):
+        last = info["named_endpoints"][name]["parameters"][-1]
+        assert last["parameter_name"] == "gallery" and last["parameter_has_default"]
     assert not info["unnamed_endpoints"]
 
 

@@ -17,6 +17,7 @@ projections, nearest neighbours, the measured mAP (cached per checkpoint) and th
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -51,6 +52,19 @@ GALLERY_SPLIT = "test"
 PUBLISHED_NAME = {
     "triplet": "Triplet network", "csn": "CSN", "asen": "ASEN", "tf-csn": "TF-CSN (ViT)",
     "tf-asen": "TF-ASEN (ViT)", "cca1": "CCA Type-1", "cca2": "CCA Type-2", "profashion": "ProFashion",
+}
+
+# What each method is, in one line (docs/METHODS.md), shown wherever a model's name is: its row of the Retrieve
+# grid (hover), the landing page's list, the Results table.
+ABOUT = {
+    "triplet": "Triplet network: one embedding for every attribute, no condition (the baseline).",
+    "csn": "CSN: one embedding and a learned mask per attribute that keeps the dimensions of that attribute.",
+    "asen": "ASEN: the attribute guides a spatial attention over the image, then a channel attention.",
+    "tf-csn": "TF-CSN: CSN's masks on a vision transformer's [CLS] token (the CCA paper's ablation).",
+    "tf-asen": "TF-ASEN: ASEN's attention on a vision transformer's patch grid (the CCA paper's ablation).",
+    "cca1": "CCA Type-1: a vision transformer whose last block cross-attends from the attribute (a one-hot query).",
+    "cca2": "CCA Type-2: as Type-1, the attribute's query made from a learned mask per attribute.",
+    "profashion": "ProFashion: optimal transport matches attributes to patches, superpixels pool the chosen region.",
 }
 
 # The curated examples' attributes, in this order: the larger garment parts first, then the global attributes.
@@ -121,6 +135,11 @@ class ModelEntry:
         return self.name if self.name == self.method else f"{self.name} ({self.method})"
 
     @property
+    def about(self) -> str:
+        """What the model's method is, in one line."""
+        return ABOUT.get(self.method, f"method {self.method}")
+
+    @property
     def published_name(self) -> str | None:
         return PUBLISHED_NAME.get(self.method)
 
@@ -160,11 +179,17 @@ class Catalog:
     """The embedded gallery, the discovered models and everything the app asks of them."""
 
     def __init__(self, checkpoints_root: str | os.PathLike | None = None, cache_root: str | os.PathLike | None = None,
-                 gallery: GallerySpec = GallerySpec(), backend: str = "fp32", max_points: int = 400,
-                 device: str = "cpu"):
+                 gallery: GallerySpec | str | os.PathLike = GallerySpec(), backend: str = "fp32",
+                 max_points: int = 400, device: str = "cpu", name: str = "synthetic", title: str | None = None,
+                 description: str = ""):
         self.checkpoints_root = Path(checkpoints_root) if checkpoints_root is not None else default_checkpoints_root()
         self.cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
-        self.spec = gallery
+        # a GallerySpec is generated into the cache; a folder is a dataset shipped as it is (its test split)
+        self.spec = gallery if isinstance(gallery, GallerySpec) else None
+        self.folder = None if isinstance(gallery, GallerySpec) else Path(gallery)
+        self.name = name
+        self.title = title or name
+        self.description = description
         self.backend = backend
         self.max_points = max_points
         self.engine = RetrievalEngine(device)
@@ -176,11 +201,33 @@ class Catalog:
         self._lock = threading.Lock()
         self._add_lock = threading.Lock()
         self._results: dict[str, dict] = {}
+        self._floors: dict[tuple, float] = {}
 
     # -- loading ---------------------------------------------------------------------------------------
     @property
     def gallery_root(self) -> Path:
-        return self.cache_root / self.spec.folder_name()
+        """The gallery's dataset folder: the shipped folder, or the generated one in the cache."""
+        return self.folder if self.folder is not None else self.cache_root / self.spec.folder_name()
+
+    @property
+    def work_root(self) -> Path:
+        """Where files drawn from the gallery (framed thumbnails) are kept: the generated gallery's own folder in
+        the cache, a cache folder per shipped gallery (its content's fingerprint in the name), never the shipped
+        folder itself."""
+        if self.folder is None:
+            return self.gallery_root
+        fp = dataset_fingerprint(self.dataset, [GALLERY_SPLIT]) if self.dataset is not None else "unloaded"
+        return self.cache_root / f"gallery-{self.name}-{fp[:12]}"
+
+    @property
+    def has_regions(self) -> bool:
+        """Whether the gallery has ground-truth regions (masks) of its attributes."""
+        return self.dataset is not None and self.dataset.mask_root is not None
+
+    @property
+    def served_paths(self) -> list[str]:
+        """The folders the app may serve files from for this gallery (its images, its thumbnails)."""
+        return list(dict.fromkeys([str(self.gallery_root), str(self.work_root)]))
 
     def load(self, log=None) -> Catalog:
         """Generate (or reuse) the gallery, discover checkpoints, build or load their indexes."""
@@ -195,6 +242,16 @@ class Catalog:
         from profashion.data.synth import generate_synth
 
         root = self.gallery_root
+        if self.folder is not None:  # shipped: loaded as it is, and its images must be there
+            ds = load_dataset(root)
+            split = ds.split(GALLERY_SPLIT) if GALLERY_SPLIT in ds.splits else None
+            if split is None or split.filenames is None or not split.num_images:
+                raise DatasetError(f"the gallery folder {root.name} has no {GALLERY_SPLIT} images "
+                                   f"(filenames_{GALLERY_SPLIT}.txt)")
+            missing = ds.missing_images(GALLERY_SPLIT)
+            if missing:
+                raise DatasetError(f"the gallery folder {root.name} lacks its images (e.g. {missing[0].name})")
+            return ds
         if not (root / "meta.json").is_file():
             t0 = time.perf_counter()
             s = self.spec
@@ -313,7 +370,13 @@ class Catalog:
                   and (not has_masks or shares[i, a] > 0)]
             if not ok:
                 continue
-            item = max(ok, key=lambda i: (shares[i, a], -i))
+            if has_masks:
+                item = max(ok, key=lambda i: (shares[i, a], -i))
+            else:  # no regions (real photos): a common value, alternating the most and the second most common
+                count = collections.Counter(int(values[i, a]) for i in ok)
+                ranked = [v for v, c in count.most_common() if c >= 10] or [count.most_common(1)[0][0]]
+                v = ranked[len(chosen) % 2 if len(ranked) > 1 else 0]
+                item = min(i for i in ok if int(values[i, a]) == v)
             value = schema.values[a][int(values[item, a])]
             chosen.append(Example(item, str(ds.image_path(GALLERY_SPLIT, item)),
                                   f"{name.replace('_', ' ')}: {value}", name))
@@ -370,7 +433,7 @@ class Catalog:
         from profashion.explain.render import hit_thumbnail
 
         kind = {True: "hit", False: "miss", None: "unknown"}[match]
-        path = self.gallery_root / "thumbs" / f"{int(item)}-{kind}.png"
+        path = self.work_root / "thumbs" / f"{int(item)}-{kind}.png"
         if not path.is_file():
             try:
                 framed = hit_thumbnail(load_image(self.item_path(item)), match)
@@ -451,6 +514,33 @@ class Catalog:
         results = self.engine.search_all(img, a, k=k, names=names, exclude=[item] if item is not None else (),
                                          query_value=self.query_value(item, a), exclude_query=False)
         return results, item
+
+    def nearest_floor(self, name: str, a: int, percentile: float = 1.0) -> float:
+        """The ``percentile`` of the gallery items' similarity to their nearest other item in the model's space of
+        attribute ``a`` (cached): a query less similar than this to every item is further from the gallery than
+        99% of its own items are from each other."""
+        key = (name, self.models[name].fingerprint, int(a), percentile)
+        with self._lock:
+            cached = self._floors.get(key)
+        if cached is not None:
+            return cached
+        emb = np.asarray(self.engine.index(name).embeddings[:, a], dtype=np.float32)
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        best = np.full(len(emb), -np.inf, np.float32)
+        for i in range(0, len(emb), 512):  # blocks: bounded memory for any gallery size
+            sim = emb[i:i + 512] @ emb.T
+            sim[np.arange(len(sim)), np.arange(i, i + len(sim))] = -np.inf
+            best[i:i + 512] = sim.max(axis=1)
+        floor = float(np.percentile(best, percentile))
+        with self._lock:
+            self._floors[key] = floor
+        return floor
+
+    def unfamiliar(self, results: dict[str, SearchResult], a: int) -> bool:
+        """Whether a query looks unlike this gallery: in EVERY model's space, its best match is less similar than
+        the gallery's own items almost always are to their nearest neighbour (:meth:`nearest_floor`)."""
+        tops = {n: r.hits[0].score for n, r in results.items() if not r.error and r.hits and n in self.models}
+        return bool(tops) and all(score < self.nearest_floor(n, a) for n, score in tops.items())
 
     @torch.no_grad()
     def explain(self, name: str, path, attribute, item: int | None = None, image=None) -> Explained:

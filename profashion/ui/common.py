@@ -7,9 +7,12 @@ and :func:`guard` turns the ones a visitor can cause into one ``gr.Error`` sente
 from __future__ import annotations
 
 import functools
+import inspect
 
 import gradio as gr
 import pandas as pd
+
+from profashion.retrieval.search import QueryError
 
 K = 5
 
@@ -52,16 +55,33 @@ def to_error(exc: Exception) -> gr.Error:
 
 
 def guard(fn, errors: tuple[type[Exception], ...], *bound):
-    """``fn(*bound, *inputs)`` for an event: ``errors`` raised by it become a ``gr.Error``."""
+    """``fn(*bound, *inputs)`` for an event: ``errors`` raised by it become a ``gr.Error``.
+
+    When the first bound object is the app's :class:`~profashion.ui.galleries.Galleries`, the event's last input
+    is the gallery's name (a parameter called ``gallery``, optional for an API client: the default gallery) and
+    ``fn`` gets that gallery's catalog in its place; an unknown gallery is refused in one sentence."""
+    from profashion.ui.galleries import Galleries
+
+    routed = bool(bound) and isinstance(bound[0], Galleries)
+    errors = (*errors, QueryError) if routed else errors
 
     @functools.wraps(fn)
     def event(*inputs):
         try:
+            if routed:
+                *inputs, gallery = inputs if inputs else (None,)
+                return fn(bound[0].get(gallery), *bound[1:], *inputs)
             return fn(*bound, *inputs)
         except errors as exc:
             raise to_error(exc) from None
 
     del event.__wrapped__  # Gradio reads the signature: the event takes the inputs only
+    params = [p.replace(annotation=inspect.Parameter.empty)
+              for p in list(inspect.signature(fn).parameters.values())[len(bound):]]
+    if routed:  # the API names the parameters, the gallery last and optional
+        event.__signature__ = inspect.Signature(
+            [*params, inspect.Parameter("gallery", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        default=bound[0].default.name)])
     return event
 
 

@@ -26,11 +26,13 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from profashion.retrieval.search import QueryError
 from profashion.ui import tab_embeddings, tab_explore, tab_finetune, tab_results, tab_retrieve, views
 from profashion.ui.catalog import MAX_UPLOAD_BYTES, Catalog
-from profashion.ui.common import ITEM_CLICK_JS, POINT_CLICK_JS, K, file_url  # noqa: F401 (the module's API)
+from profashion.ui.common import ITEM_CLICK_JS, POINT_CLICK_JS, K, file_url, guard  # noqa: F401 (the module's API)
 from profashion.ui.common import path_of as _path_of  # noqa: F401
 from profashion.ui.common import to_error as _error  # noqa: F401
+from profashion.ui.galleries import Galleries
 from profashion.ui.jobs import JobManager
 from profashion.ui.tab_embeddings import METHOD_CHOICES  # noqa: F401
 from profashion.ui.tab_results import intervals_markdown as _intervals_markdown  # noqa: F401
@@ -52,40 +54,93 @@ def queue_size() -> int:
         return QUEUE_SIZE
 
 
-def _query_row(catalog: Catalog, labels: list, names: list[str]):
-    """The header and the choices every tab shares: (query image, examples, attribute, models)."""
+INTRO = (
+    "**Attribute-specific fashion retrieval**: given a query image and one attribute (sleeve length, colour...), "
+    "find the images that share the query's value of *that* attribute, whatever their other attributes. Each "
+    "model below answers; compare their top-5, see where each looks (Explore) and how it organises the "
+    "attribute's space (Embeddings).")
+
+
+def models_html(catalog: Catalog) -> str:
+    """The loaded models of a gallery, one line each (what the method is), for the landing page."""
+    from html import escape
+
+    rows = [f"<li><b>{escape(e.label)}</b>: {escape(e.about.split(': ', 1)[-1])}</li>" for e in catalog.models.values()]
+    return f'<ul class="pf-about">{"".join(rows)}</ul>' if rows else ""
+
+
+def gallery_markdown(catalog: Catalog) -> str:
+    regions = ("ground-truth regions: yes" if catalog.has_regions else
+               "no ground-truth regions (Explore shows maps without scores)")
+    return f"**{catalog.title}**: {catalog.description} _{catalog.num_items:,} images, {regions}._"
+
+
+def _query_row(galleries: Galleries):
+    """The header and the choices every tab shares: (gallery, its description, query image, examples, attribute,
+    models, the models' one-line descriptions)."""
+    catalog = galleries.default
     attrs = catalog.attributes
     first_example = catalog.examples[0].path if catalog.examples else None
     # the landing page queries the first example for the attribute it illustrates
     default_attr = (catalog.examples[0].attribute if catalog.examples else
                     "colour" if "colour" in attrs else (attrs[0] if attrs else None))
-    gr.Markdown("# ProFashion Explorer\nAttribute-specific fashion retrieval: pick a query and an attribute, "
-                "and see what each model retrieves, where it looks, and how its embedding space is organised.")
+    gr.Markdown("# ProFashion Explorer\n" + INTRO, elem_id="intro")
+    with gr.Row(equal_height=False):
+        gallery = gr.Radio(galleries.choices(), value=catalog.name, label="Gallery", elem_id="gallery", scale=1,
+                           min_width=260)
+        about = gr.Markdown(gallery_markdown(catalog), elem_id="gallery-about")
     with gr.Row():
         with gr.Column(scale=1, min_width=240):
             query = gr.Image(value=first_example, type="filepath", label="Query image (upload or pick an example)",
                              elem_id="query-upload", sources=["upload", "clipboard"], height=240)
         with gr.Column(scale=3):
-            gr.Markdown("**Examples** from the synthetic gallery, each for the attribute it shows: click one to "
-                        "query it with that attribute.")
+            gr.Markdown("**Examples**, each for the attribute it shows: click one to query it with that attribute.")
             examples = gr.HTML(examples_html(catalog.examples), js_on_load=ITEM_CLICK_JS, elem_id="examples")
             with gr.Row():
                 attribute = gr.Dropdown(attrs, value=default_attr, label="Attribute", elem_id="attribute")
-                models = gr.CheckboxGroup(labels, value=names, label="Models", elem_id="models")
-    return query, examples, attribute, models
+                models = gr.CheckboxGroup(_labels(catalog), value=catalog.names, label="Models", elem_id="models")
+            with gr.Accordion("What are these models?", open=False, elem_id="models-about"):
+                models_about = gr.HTML(models_html(catalog))
+    return SimpleNamespace(gallery=gallery, about=about, query=query, examples=examples, attribute=attribute,
+                           models=models, models_about=models_about)
 
 
-def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
-    """The app for a loaded (or not yet loaded) catalog; ``jobs`` runs the fine-tuning tab's jobs."""
-    if catalog.dataset is None:
-        catalog.load()
-    jobs = tab_finetune.job_manager(catalog, jobs)
-    gr.set_static_paths([str(catalog.gallery_root)])  # gallery images are served as they are, not copied
+def _labels(catalog: Catalog) -> list[tuple[str, str]]:
+    return [(catalog.models[n].label, n) for n in catalog.names]
+
+
+def switch_gallery(galleries: Galleries, name):
+    """A new gallery: (its description, first example as the query, examples, attribute choices, models, model
+    descriptions, embeddings' model A and B choices)."""
+    catalog = galleries.get(name)
+    attrs = catalog.attributes
+    ex = catalog.examples[0] if catalog.examples else None
+    labels = _labels(catalog)
     names = catalog.names
-    labels = [(catalog.models[n].label, n) for n in names]
+    return (gallery_markdown(catalog), ex.path if ex else None, examples_html(catalog.examples),
+            gr.update(choices=attrs, value=ex.attribute if ex else (attrs[0] if attrs else None)),
+            gr.update(choices=labels, value=names), models_html(catalog),
+            gr.update(choices=labels, value=names[0] if names else None),
+            gr.update(choices=labels, value=names[1] if len(names) > 1 else (names[0] if names else None)))
+
+
+def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> gr.Blocks:
+    """The app for loaded galleries (or one catalog, loaded or not); ``jobs`` runs the fine-tuning tab's jobs."""
+    if isinstance(catalog, Catalog):
+        if catalog.dataset is None:
+            catalog.load()
+        galleries = Galleries([catalog])
+    else:
+        galleries = catalog
+    catalog = galleries.default
+    jobs = tab_finetune.job_manager(catalog, jobs)
+    gr.set_static_paths(galleries.served_paths())  # gallery images are served as they are, not copied
+    names = catalog.names
+    labels = _labels(catalog)
 
     with gr.Blocks(title="ProFashion Explorer") as demo:
-        query, examples, attribute, models = _query_row(catalog, labels, names)
+        head = _query_row(galleries)
+        query, examples, attribute, models, gallery = head.query, head.examples, head.attribute, head.models, head.gallery
         tabs = {}
         with gr.Tabs():
             with gr.Tab("Retrieve", id="retrieve") as tabs["retrieve"]:
@@ -105,18 +160,23 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
         timer = gr.Timer(2.0)
 
         # public events first (they keep their api_names), then the private ones
-        q_inputs = [query, attribute, models]
+        q_inputs = [query, attribute, models, gallery]
         events, compute = {}, {}
-        events["retrieve"], compute["retrieve"] = tab_retrieve.wire(catalog, r, q_inputs)
-        events["explore"], compute["explore"] = tab_explore.wire(catalog, e, q_inputs)
-        events["embeddings"], compute["embeddings"] = tab_embeddings.wire(catalog, b, attribute)
+        events["retrieve"], compute["retrieve"] = tab_retrieve.wire(galleries, r, q_inputs)
+        events["explore"], compute["explore"] = tab_explore.wire(galleries, e, q_inputs)
+        events["embeddings"], emb = tab_embeddings.wire(catalog, b, attribute)  # TODO(lead): route by gallery
+        compute["embeddings"] = lambda *a: emb(*a[:-1])
         tab_results.wire(catalog, res, models)
+        gr.api(galleries_api(galleries), api_name="galleries")
         tab_finetune.wire(catalog, jobs, f)
         tab_finetune.wire_private(catalog, jobs, f, timer, seen_state, models, b.model_a, b.model_b)
         tab_finetune.wire_owner(demo, f)
-        q = SimpleNamespace(query=query, attribute=attribute, models=models)
+        gallery.change(guard(switch_gallery, (QueryError,), galleries), [gallery],
+                       [head.about, query, examples, attribute, models, head.models_about, b.model_a, b.model_b],
+                       api_visibility="private", queue=False)
+        q = SimpleNamespace(query=query, attribute=attribute, models=models, gallery=gallery)
         views.wire(q, r, e, b, tabs, events, compute, view_state, bool(names))
-        tab_retrieve.wire_clicks(catalog, r, query, attribute, examples)  # the query's change searches it
+        tab_retrieve.wire_clicks(galleries, r, query, attribute, examples, gallery)  # the query's change searches it
         if names and catalog.examples:
             v_inputs, v_outputs = views.inputs_outputs(q, r, e, b, view_state)
             demo.load(views.refresher("retrieve", compute, bool(names)), v_inputs, v_outputs,
@@ -126,6 +186,16 @@ def build_demo(catalog: Catalog, jobs: JobManager | None = None) -> gr.Blocks:
     # (benchmarks/load_test.py), so QUEUE_SIZE waiting requests are ~10 s of work.
     demo.queue(max_size=queue_size())
     return demo
+
+
+def galleries_api(galleries: Galleries):
+    """``/galleries``: every gallery (name, title, description, items, attributes, ground-truth regions, models
+    with what each is, models that cannot serve it with why) and the unavailable ones with why."""
+
+    def list_galleries() -> list[dict]:
+        return galleries.describe()
+
+    return list_galleries
 
 
 # The Explore maps are wide strips, one per model: the gallery's square cells would letterbox and clip them;
@@ -168,6 +238,9 @@ CSS = """
   padding: 2px; border-radius: 4px; }
 .pf-ex:hover, .pf-item:hover { background: var(--background-fill-secondary, #f3f4f6); }
 .pf-ex img { width: 88px; height: 88px; object-fit: contain; }
+.pf-about { margin: 0; padding-left: 18px; font-size: 13px; }
+#gallery-about { align-self: center; }
+.pf-warning { margin: 0 0 8px; padding: 6px 10px; border-radius: 4px; background: #fef3c7; color: #78350f; }
 .pf-ex-attr { color: var(--body-text-color-subdued, #6b7280); }
 @media (max-width: 720px) {
   .pf-cmp, .pf-cmp.pf-compact { --t: 62px; flex-direction: column; font-size: 11px; }
@@ -186,7 +259,8 @@ CSS = """
 """
 
 
-def launch_kwargs(catalog: Catalog) -> dict:
-    """What ``demo.launch`` needs beside host and port: the gallery folder may be served, uploads capped, and
+def launch_kwargs(catalog: Catalog | Galleries) -> dict:
+    """What ``demo.launch`` needs beside host and port: the galleries' folders may be served, uploads capped, and
     the page's few style rules (Gradio 6 takes ``css`` at launch)."""
-    return {"allowed_paths": [str(catalog.gallery_root)], "max_file_size": MAX_UPLOAD_BYTES, "css": CSS}
+    paths = catalog.served_paths() if isinstance(catalog, Galleries) else catalog.served_paths
+    return {"allowed_paths": paths, "max_file_size": MAX_UPLOAD_BYTES, "css": CSS}

@@ -37,12 +37,14 @@ def comparison_html(query: dict, rows: list[dict]) -> str:
     match, url)."""
     e = html_escape
     compact = len(rows) > 5  # six or more models: smaller thumbnails, text beside them, all rows in one screen
-    out = [f'<div class="pf-cmp{" pf-compact" if compact else ""}" data-models="{len(rows)}">',
+    out = [f'<p class="pf-warning" role="status">⚠️ {e(query["warning"])}</p>'] if query.get("warning") else []
+    out += [f'<div class="pf-cmp{" pf-compact" if compact else ""}" data-models="{len(rows)}">',
            f'<figure class="pf-query"><img src="{e(query["url"])}" alt="the query image">'
            f'<figcaption><b>Query</b> {e(query["who"])}<br>{e(query["attribute"].replace("_", " "))}: '
            f'<b>{e(query["value"] or "unknown")}</b></figcaption></figure>', '<div class="pf-rows">']
     for r in rows:
-        out.append(f'<div class="pf-row" data-model="{e(r["name"])}"><div class="pf-name"><b>{e(r["label"])}</b>'
+        out.append(f'<div class="pf-row" data-model="{e(r["name"])}"><div class="pf-name" title="{e(r.get("about", ""))}">'
+                   f'<b>{e(r["label"])}</b>'
                    f'<span>{e(r["summary"])}</span></div>')
         if r.get("error"):
             out.append(f'<div class="pf-error">{e(r["error"])}</div>')
@@ -85,10 +87,12 @@ def retrieve(catalog: Catalog, query, attribute, models):
     qv = catalog.query_value(item, a)
     gallery, rows, hits, lines, grid_rows = [], [], [], [], []
     for name, r in results.items():
-        label = catalog.models[name].label if name in catalog.models else name
+        entry = catalog.models.get(name)
+        label, about = (entry.label, entry.about) if entry is not None else (name, "")
         if r.error:
             lines.append(f"- **{name}**: {r.error}")
-            grid_rows.append({"name": name, "label": label, "summary": "failed", "error": r.error, "hits": []})
+            grid_rows.append({"name": name, "label": label, "about": about, "summary": "failed", "error": r.error,
+                              "hits": []})
             continue
         cells = []
         for h in r.hits:
@@ -102,13 +106,19 @@ def retrieve(catalog: Catalog, query, attribute, models):
         known = [h.match for h in r.hits if h.match is not None]
         hit_s = f"{sum(known)}/{len(known)} hits" if known else "hits unknown"
         lines.append(f"- **{name}**: {hit_s}, query embedded in {r.embed_ms:.0f} ms, searched in {r.search_ms:.1f} ms")
-        grid_rows.append({"name": name, "label": label, "summary": hit_s, "hits": cells})
+        grid_rows.append({"name": name, "label": label, "about": about, "summary": hit_s, "hits": cells})
     who = f"gallery item #{item}" if item is not None else "an uploaded image"
     value = f", whose {attribute} is **{qv}**" if qv else " (its value is unknown, so hits are not marked)"
     status = f"Query: {who}{value}.\n\n" + "\n".join(lines)
+    warning = ""
+    if item is None and catalog.unfamiliar(results, a):
+        warning = (f"This upload looks unlike the {catalog.title.lower()} gallery: in every model's space it is "
+                   "further from all gallery images than they are from each other, so these results may mean "
+                   "little. Try the other gallery, or an image like the gallery's.")
+        status = f"⚠️ {warning}\n\n{status}"
     table = df(rows, ["model", "rank", "score", "value", "hit", "item"])
     grid = comparison_html({"url": file_url(path), "who": f"#{item}" if item is not None else "(upload)",
-                            "attribute": attribute, "value": qv}, grid_rows)
+                            "attribute": attribute, "value": qv, "warning": warning}, grid_rows)
     return gallery, table, status, {"hits": hits, "html": grid}
 
 
@@ -157,29 +167,31 @@ def build(catalog: Catalog) -> SimpleNamespace:
     return c
 
 
-def wire(catalog: Catalog, c: SimpleNamespace, q_inputs: list):
-    """The public ``/retrieve`` event; returns (the event, the guarded handler the views recompute with)."""
+def wire(catalog, c: SimpleNamespace, q_inputs: list):
+    """The public ``/retrieve`` event; returns (the event, the guarded handler the views recompute with).
+    ``catalog``: a Catalog, or the app's Galleries (then the last of ``q_inputs`` is the gallery's name)."""
     fn = guard(retrieve, ERRORS, catalog)
     ev = c.button.click(fn, q_inputs, c.outputs, api_name="retrieve", preprocess=False,
                         concurrency_id="query", concurrency_limit=2)
     return ev, fn
 
 
-def wire_clicks(catalog: Catalog, c: SimpleNamespace, query, attribute, examples) -> None:
-    """Private events: a click on a result or an example makes it the query (the query's change searches it)."""
+def wire_clicks(galleries, c: SimpleNamespace, query, attribute, examples, gallery) -> None:
+    """Private events: a click on a result or an example makes it the query (the query's change searches it);
+    ``galleries`` gives the catalog of the gallery chosen in ``gallery``."""
 
-    def pick_result_event(evt: gr.EventData):
+    def pick_result_event(name, evt: gr.EventData):
         try:
-            return pick_result(catalog, event_data(evt))
+            return pick_result(galleries.get(name), event_data(evt))
         except QueryError as exc:
             raise gr.Error(str(exc)) from None
 
-    def pick_example_event(evt: gr.EventData):
+    def pick_example_event(name, evt: gr.EventData):
         try:
-            return pick_example(catalog, event_data(evt))
+            return pick_example(galleries.get(name), event_data(evt))
         except QueryError as exc:
             raise gr.Error(str(exc)) from None
 
     pick_result_event.__name__, pick_example_event.__name__ = "pick_result", "pick_example"
-    c.grid.click(pick_result_event, None, [query, c.inspect], api_visibility="private")
-    examples.click(pick_example_event, None, [query, attribute], api_visibility="private")
+    c.grid.click(pick_result_event, [gallery], [query, c.inspect], api_visibility="private")
+    examples.click(pick_example_event, [gallery], [query, attribute], api_visibility="private")

@@ -24,10 +24,10 @@ STALE = {
 VIEWS = ("retrieve", "explore", "embeddings")
 
 
-def view_keys(query, attribute, models, model_a, model_b, method) -> dict:
+def view_keys(query, attribute, models, model_a, model_b, method, gallery=None) -> dict:
     """The choices each view depends on."""
-    q = [path_of(query), attribute, list(models or [])]
-    return {"retrieve": q, "explore": q, "embeddings": [attribute, model_a, model_b, method]}
+    q = [path_of(query), attribute, list(models or []), gallery]
+    return {"retrieve": q, "explore": q, "embeddings": [attribute, model_a, model_b, method, gallery]}
 
 
 def banners(view, keys) -> tuple[str, str, str]:
@@ -39,7 +39,7 @@ def banners(view, keys) -> tuple[str, str, str]:
 def refresh(view, tab, choices: tuple, compute: dict, has_models: bool) -> tuple:
     """(new view state, retrieve's 4 outputs and grid, explore's 3, embeddings' 4, the 3 banners): the open tab's
     view is recomputed (``compute[tab]``) when it is out of date, every other output is skipped."""
-    query, attribute, models, model_a, model_b, method = choices
+    query, attribute, models, model_a, model_b, method, gallery = choices
     view = dict(view or {})
     shown = dict(view.get("shown") or {})
     cur = view["tab"] = tab or view.get("tab") or "retrieve"
@@ -47,12 +47,12 @@ def refresh(view, tab, choices: tuple, compute: dict, has_models: bool) -> tuple
     r_out, e_out, b_out = (gr.skip(),) * 5, (gr.skip(),) * 3, (gr.skip(),) * 4
     if cur in keys and shown.get(cur) != keys[cur] and (cur == "embeddings" or path_of(query)) and has_models:
         if cur == "retrieve":
-            g, t, st, hs = compute["retrieve"](query, attribute, models)
+            g, t, st, hs = compute["retrieve"](query, attribute, models, gallery)
             r_out = (g, t, st, hs, hs["html"])
         elif cur == "explore":
-            e_out = compute["explore"](query, attribute, models)
+            e_out = compute["explore"](query, attribute, models, gallery)
         else:
-            b_out = compute["embeddings"](model_a, model_b, attribute, method)
+            b_out = compute["embeddings"](model_a, model_b, attribute, method, gallery)
         shown[cur] = keys[cur]
     view["shown"] = shown
     return (view, *r_out, *e_out, *b_out, *banners(view, keys))
@@ -72,8 +72,8 @@ def shown_now(tab: str):
 
 def inputs_outputs(q: SimpleNamespace, r: SimpleNamespace, e: SimpleNamespace, b: SimpleNamespace,
                    view_state) -> tuple[list, list]:
-    """The inputs of a refresh (the view state and the six choices) and its outputs (see :func:`refresh`)."""
-    v_inputs = [view_state, q.query, q.attribute, q.models, b.model_a, b.model_b, b.method]
+    """The inputs of a refresh (the view state and the seven choices) and its outputs (see :func:`refresh`)."""
+    v_inputs = [view_state, q.query, q.attribute, q.models, b.model_a, b.model_b, b.method, q.gallery]
     v_outputs = [view_state, *r.outputs, r.grid, *e.outputs, *b.outputs, r.stale, e.stale, b.stale]
     return v_inputs, v_outputs
 
@@ -86,8 +86,8 @@ def refresher(tab, compute: dict, has_models: bool):
 def wire(q: SimpleNamespace, r: SimpleNamespace, e: SimpleNamespace, b: SimpleNamespace, tabs: dict,
          events: dict, compute: dict, view_state, has_models: bool) -> None:
     """The private events that keep the views following the query. ``q``: query, attribute, models; ``r``, ``e``,
-    ``b``: the Retrieve, Explore and Embeddings components; ``tabs``: name -> gr.Tab; ``events``: the public
-    events of the three views; ``compute``: their guarded handlers."""
+    ``b``: the Retrieve, Explore and Embeddings components (``q.gallery``: the gallery's name); ``tabs``: name ->
+    gr.Tab; ``events``: the public events of the three views; ``compute``: their guarded handlers."""
     v_inputs, v_outputs = inputs_outputs(q, r, e, b, view_state)
     stale = [r.stale, e.stale, b.stale]
     after = [view_state, r.grid, *stale]

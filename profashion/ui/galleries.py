@@ -1,0 +1,129 @@
+"""The app's galleries (no Gradio here): each a :class:`~profashion.ui.catalog.Catalog` of its own images and models.
+
+``Galleries.load(specs, log)`` loads every gallery it can: a gallery whose folder is missing or corrupt, or
+whose catalog fails to load, is listed in ``skipped`` with the reason, and the app starts with the others.
+Every query names its gallery (``get(name)``; an unknown name is refused with the names there are). The first
+gallery loaded is the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from profashion.data.splits import DatasetError
+from profashion.retrieval.search import QueryError
+from profashion.ui.catalog import Catalog, GallerySpec
+
+SYNTHETIC_DESCRIPTION = (
+    "400 drawn garments from the project's generator, with the ground-truth region of every attribute (so "
+    "Explore scores where each model looks). The models were trained on 6,000 other generated garments.")
+PRODUCTS_DESCRIPTION = (
+    "{n} real e-commerce product photos (Myntra, 60x80 px) with their catalogue attributes; no ground-truth "
+    "regions. The models were trained on another 8,400 photos of the same catalogue. For research and teaching "
+    "(see its NOTICE).")
+
+
+@dataclasses.dataclass(frozen=True)
+class GalleryDef:
+    """What a gallery is made of: its name, title and description, its images (a :class:`GallerySpec` generated
+    into the cache, or a dataset folder) and the folder of the checkpoints that serve it."""
+
+    name: str
+    title: str
+    description: str
+    gallery: GallerySpec | Path
+    checkpoints: Path
+
+
+def default_galleries(repo: str | os.PathLike, checkpoints: str | os.PathLike | None = None) -> list[GalleryDef]:
+    """The embedded galleries of a checkout: the synthetic garments (``checkpoints/``) and the real product photos
+    (``galleries/products`` served by ``checkpoints/products``)."""
+    repo = Path(repo)
+    ckpt = Path(checkpoints) if checkpoints is not None else repo / "checkpoints"
+    return [
+        GalleryDef("synthetic", "Synthetic garments (with ground truth)", SYNTHETIC_DESCRIPTION, GallerySpec(), ckpt),
+        GalleryDef("products", "Real product photos", PRODUCTS_DESCRIPTION, repo / "galleries" / "products",
+                   ckpt / "products"),
+    ]
+
+
+@dataclasses.dataclass
+class SkippedGallery:
+    name: str
+    title: str
+    error: str
+
+
+class Galleries:
+    """The loaded galleries by name (the first is the default) and the ones that could not be loaded."""
+
+    def __init__(self, catalogs: list[Catalog], skipped: list[SkippedGallery] | None = None):
+        if not catalogs:
+            raise DatasetError("no gallery could be loaded: " + "; ".join(s.error for s in skipped or []))
+        self.catalogs = {c.name: c for c in catalogs}
+        self.skipped = list(skipped or [])
+
+    @classmethod
+    def load(cls, defs: list[GalleryDef], cache_root=None, log=None, **catalog_kwargs) -> Galleries:
+        """Load each gallery of ``defs``; one that fails is skipped with its reason (logged), the others load."""
+        log = log or (lambda msg: None)
+        catalogs, skipped = [], []
+        for d in defs:
+            catalog = Catalog(d.checkpoints, cache_root, gallery=d.gallery, name=d.name, title=d.title,
+                              description=d.description, **catalog_kwargs)
+            try:
+                catalog.load(log=log)
+            except (DatasetError, OSError, ValueError) as exc:
+                reason = str(exc).replace(str(Path(d.gallery) if isinstance(d.gallery, Path) else ""), d.name)
+                skipped.append(SkippedGallery(d.name, d.title, f"the {d.name} gallery is not available: {reason}"))
+                log(skipped[-1].error)
+                continue
+            if "{n}" in catalog.description:
+                catalog.description = catalog.description.format(n=f"{catalog.num_items:,}")
+            catalogs.append(catalog)
+        return cls(catalogs, skipped)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.catalogs)
+
+    @property
+    def default(self) -> Catalog:
+        return next(iter(self.catalogs.values()))
+
+    def get(self, name) -> Catalog:
+        """The gallery called ``name`` (None or "": the default); an unknown name is refused in one sentence."""
+        if name is None or name == "":
+            return self.default
+        if name not in self.catalogs:
+            known = ", ".join(self.catalogs)
+            missing = next((s for s in self.skipped if s.name == name), None)
+            if missing is not None:
+                raise QueryError(f"{missing.error}; available galleries: {known}")
+            raise QueryError(f"unknown gallery {str(name)[:60]!r}; available galleries: {known}")
+        return self.catalogs[name]
+
+    def choices(self) -> list[tuple[str, str]]:
+        return [(c.title, c.name) for c in self.catalogs.values()]
+
+    def served_paths(self) -> list[str]:
+        return list(dict.fromkeys(p for c in self.catalogs.values() for p in c.served_paths))
+
+    def describe(self) -> list[dict]:
+        """``/galleries``: name, title, description, size, attributes, whether it has ground-truth regions, its
+        models (each with what it is) and the models that could not serve it (with why); the unavailable
+        galleries with why."""
+        out = []
+        for c in self.catalogs.values():
+            out.append({
+                "name": c.name, "title": c.title, "description": c.description, "items": c.num_items,
+                "attributes": c.attributes, "ground_truth_regions": c.has_regions,
+                "models": [{"name": n, "label": e.label, "method": e.method, "about": e.describe()}
+                           for n, e in c.models.items()],
+                "skipped_models": [{"name": e.name, "reason": e.error} for e in c.skipped],
+                "available": True,
+            })
+        out += [{"name": s.name, "title": s.title, "available": False, "reason": s.error} for s in self.skipped]
+        return out

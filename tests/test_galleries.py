@@ -1,0 +1,194 @@
+"""The app's galleries: the shipped real-photo gallery, loading several galleries (a broken one is skipped with its
+reason), routing every query to the gallery it names, and the warning for an upload unlike the gallery."""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_GALLERY, save_app_checkpoints
+
+from profashion.data.splits import load_dataset
+from profashion.retrieval.search import Hit, QueryError, SearchResult
+from profashion.ui.catalog import Catalog
+from profashion.ui.galleries import Galleries, GalleryDef, default_galleries
+
+REPO = Path(__file__).resolve().parents[1]
+PRODUCTS = REPO / "galleries" / "products"
+
+
+# -- the shipped real-photo gallery ------------------------------------------------------------------------
+
+
+def test_the_shipped_real_photo_gallery_is_small_labelled_and_has_its_notice():
+    files = sorted((PRODUCTS / "images").iterdir())
+    assert 1000 <= len(files) <= 3000
+    assert sum(f.stat().st_size for f in PRODUCTS.rglob("*") if f.is_file()) <= 10 * 10**6
+    notice = (PRODUCTS / "NOTICE").read_text()
+    assert "Fashion Product Images" in notice and "research and teaching" in notice
+    ds = load_dataset(PRODUCTS)
+    s = ds.split("test")
+    assert s.num_images == len(files) and not ds.missing_images("test")
+    known = s.known_values(ds.schema.num_attributes)
+    for a, name in enumerate(ds.schema.names):  # every value shown has enough images to retrieve
+        counts = collections.Counter(int(v) for v in known[:, a] if v >= 0)
+        assert counts and min(counts.values()) >= 8, name
+    queries = collections.Counter(int(a) for a in s.queries[:, 1])
+    assert min(queries[a] for a in range(ds.schema.num_attributes)) >= 50  # Results mean something per attribute
+
+
+def test_the_real_photo_checkpoints_share_the_gallery_schema():
+    from profashion.models.base import read_checkpoint_config
+
+    schema = load_dataset(PRODUCTS).schema
+    folders = [d for d in (REPO / "checkpoints" / "products").iterdir() if (d / "config.json").is_file()]
+    assert len(folders) == 8
+    for d in folders:
+        cfg = read_checkpoint_config(d)
+        assert cfg["dataset"]["name"] == "products12k", d.name
+        assert list(cfg["num_values"]) == list(schema.num_values), d.name
+
+
+def test_curation_keeps_only_images_whose_every_value_has_enough_images():
+    sys.path.insert(0, str(REPO / "scripts"))
+    from make_gallery import curate
+
+    labels = [{0: 0, 1: 0}] * 5 + [{0: 0, 1: 1}] + [{0: 1}] * 2 + [{1: 0}] * 3
+    kept = curate(labels, 3)
+    count = collections.Counter((a, v) for i in kept for a, v in labels[i].items())
+    assert min(count.values()) >= 3
+    assert 5 not in kept and 6 not in kept and 7 not in kept  # a rare value drops its image
+    assert set(range(5)) <= set(kept)
+
+
+# -- several galleries ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    ckpt = save_app_checkpoints(tmp_path_factory.mktemp("ckpt"), ["csn", "triplet"])
+    return ckpt, tmp_path_factory.mktemp("cache")
+
+
+def _synthetic(roots, name="synthetic"):
+    return GalleryDef(name, f"{name} title", "drawn garments", TINY_GALLERY, roots[0])
+
+
+@pytest.fixture(scope="module")
+def galleries(roots, tmp_path_factory):
+    broken = tmp_path_factory.mktemp("broken")
+    (broken / "meta.json").write_text("{not json")
+    defs = [_synthetic(roots),
+            GalleryDef("missing", "Missing", "", tmp_path_factory.mktemp("x") / "nowhere", roots[0]),
+            GalleryDef("broken", "Broken", "", broken, roots[0]),
+            _synthetic(roots, "again")]
+    return Galleries.load(defs, cache_root=roots[1], max_points=60)
+
+
+def test_a_missing_or_corrupt_gallery_is_skipped_with_its_reason_and_the_others_load(galleries):
+    assert galleries.names == ["synthetic", "again"]
+    assert galleries.default.name == "synthetic"
+    reasons = {s.name: s.error for s in galleries.skipped}
+    assert set(reasons) == {"missing", "broken"}
+    assert "not available" in reasons["missing"] and "nowhere" not in reasons["missing"]
+    assert "meta.json" in reasons["broken"]
+    with pytest.raises(QueryError, match="missing gallery is not available.*available galleries: synthetic, again"):
+        galleries.get("missing")
+
+
+def test_an_unknown_gallery_is_refused_with_the_names_there_are(galleries):
+    with pytest.raises(QueryError, match="unknown gallery 'nope'; available galleries: synthetic, again"):
+        galleries.get("nope")
+    assert galleries.get(None) is galleries.default and galleries.get("") is galleries.default
+
+
+def test_galleries_describe_themselves_for_the_api(galleries):
+    info = galleries.describe()
+    json.dumps(info)  # the /galleries endpoint returns it as JSON
+    first = info[0]
+    assert first["name"] == "synthetic" and first["available"] and first["ground_truth_regions"]
+    assert first["attributes"] == galleries.default.attributes
+    assert {m["name"] for m in first["models"]} == {"csn", "triplet"}
+    assert all(m["about"] for m in first["models"])
+    assert [g["name"] for g in info if not g["available"]] == ["missing", "broken"]
+
+
+def test_the_default_galleries_of_a_checkout():
+    defs = default_galleries(REPO)
+    assert [d.name for d in defs] == ["synthetic", "products"]
+    assert defs[1].gallery == PRODUCTS and defs[1].checkpoints == REPO / "checkpoints" / "products"
+
+
+def test_a_shipped_gallery_folder_is_never_written_to(roots, tmp_path):
+    folder = tmp_path / "shipped"
+    shutil.copytree(PRODUCTS, folder, ignore=lambda d, names: [n for n in names if n.endswith(".jpg")][20:])
+    # keep only the first images: the loader must say the others are missing
+    with pytest.raises(Exception, match="lacks its images"):
+        Catalog(tmp_path / "none", roots[1], gallery=folder, name="p").load()
+
+
+def test_a_checkpoint_of_another_gallery_is_listed_with_its_reason(roots, tmp_path):
+    c = Catalog(REPO / "checkpoints" / "products", roots[1], gallery=TINY_GALLERY, name="s", max_points=60)
+    c.discover = lambda: [e for e in Catalog.discover(c) if e.name == "csn"]  # one is enough
+    c.load()
+    assert not c.models and c.skipped and "cannot serve the gallery" in c.skipped[0].error
+
+
+# -- routing by gallery --------------------------------------------------------------------------------------
+
+
+def test_events_route_to_the_named_gallery_and_name_their_parameters(galleries):
+    import gradio as gr
+
+    from profashion.ui.common import guard
+
+    seen = []
+
+    def handler(catalog, query, attribute):
+        seen.append(catalog.name)
+        return attribute
+
+    event = guard(handler, (QueryError,), galleries)
+    params = inspect.signature(event).parameters
+    assert list(params) == ["query", "attribute", "gallery"] and params["gallery"].default == "synthetic"
+    assert event("q", "colour", "again") == "colour" and seen == ["again"]
+    with pytest.raises(gr.Error, match="Unknown gallery"):
+        event("q", "colour", "nope")
+
+
+def test_switching_gallery_updates_examples_attributes_and_models(galleries):
+    from profashion.ui.demo import switch_gallery
+
+    about, query, examples, attribute, models, _, model_a, model_b = switch_gallery(galleries, "again")
+    cat = galleries.get("again")
+    assert "again title" in about and query == cat.examples[0].path
+    assert attribute["value"] == cat.examples[0].attribute and attribute["choices"]
+    assert models["value"] == cat.names and model_a["value"] == cat.names[0]
+
+
+# -- an upload unlike the gallery --------------------------------------------------------------------------
+
+
+def test_an_upload_far_from_every_gallery_item_is_flagged(galleries):
+    cat = galleries.default
+    a = cat.attribute_index("colour")
+    floors = {n: cat.nearest_floor(n, a) for n in cat.names}
+    assert all(-1.0001 <= f <= 1.0001 for f in floors.values())
+
+    def results(delta):
+        return {n: SearchResult(n, n, "colour", [Hit(1, 0, floors[n] + delta, "", "test", 0, "red", {})])
+                for n in cat.names}
+
+    assert cat.unfamiliar(results(-0.01), a)
+    assert not cat.unfamiliar(results(+0.01), a)
+    mixed = results(-0.01)
+    mixed[cat.names[0]] = results(+0.01)[cat.names[0]]
+    assert not cat.unfamiliar(mixed, a)  # one model finds it familiar: no warning
+    assert not cat.unfamiliar({}, a)
+    assert np.isfinite(list(floors.values())).all()

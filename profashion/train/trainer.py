@@ -5,6 +5,7 @@ A run folder holds::
     RUN/args.json        the resolved training settings (what `--resume` continues with; a TrainConfig file:
                          `profashion train --config RUN/args.json --out OTHER` trains the same run again)
     RUN/metrics.jsonl    one JSON object per finished epoch (loss, validation mAP, lr, seconds)
+    RUN/progress.json    where the run is now (phase, step of steps, recent loss), rewritten every few seconds
     RUN/last/            checkpoint after the last finished epoch + optimizer state (resume point)
     RUN/best/            checkpoint with the best validation overall mAP (model selection)
 
@@ -42,7 +43,7 @@ from profashion.data.sampler import TripletSampler
 from profashion.data.splits import DatasetError, load_dataset
 from profashion.device import resolve_device
 from profashion.evaluation.evaluate import evaluate_model
-from profashion.io import atomic_path, atomic_write_text
+from profashion.io import atomic_path, atomic_write_json, atomic_write_text
 from profashion.models.base import (
     ModelError,
     RetrievalModel,
@@ -71,7 +72,8 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
 
 def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarray, steps: int, batch_size: int,
                     lr: float, seed: int, device: torch.device, progress: bool = False,
-                    target: str = "backbone", frozen: FrozenTrunk | None = None) -> dict:
+                    target: str = "backbone", frozen: FrozenTrunk | None = None,
+                    record: ProgressRecord | None = None) -> dict:
     """Warm the backbone up by classifying every known attribute value (then drop the classifiers).
 
     The published methods all start from ImageNet weights; a backbone trained from scratch with the
@@ -85,6 +87,7 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
     so the conditioning learns too.
     ``known`` is (num_images, A) with -1 where a value is unknown. With ``frozen`` (a cache of the frozen
     trunk) the warm-up reads the cache and trains what the triplet epochs train (``target="embedding"`` only).
+    ``record`` (the run's :class:`ProgressRecord`) is told every step.
     """
     backbone = model.backbone
     if target not in ("backbone", "embedding"):
@@ -126,6 +129,8 @@ def warmup_backbone(model: RetrievalModel, images: SplitImages, known: np.ndarra
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        if record is not None:
+            record.step("warmup", len(losses), steps, losses)
     k = max(1, min(20, len(losses) // 5))
     return {"steps": steps, "loss_start": float(np.mean(losses[:k])), "loss_end": float(np.mean(losses[-k:])),
             "seconds": round(time.perf_counter() - t0, 2)}
@@ -406,9 +411,46 @@ def _log(msg: str, d: Dist) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-# What a run writes before its first checkpoint: args.json, and the temporary files of a write or a
-# checkpoint save killed half-way (atomic_write_text, save_checkpoint)
-_BEFORE_FIRST_EPOCH = re.compile(r"args\.json|\.(args\.json|metrics\.jsonl|last|best)\..+\.tmp")
+# What a run writes before its first checkpoint: args.json, progress.json, and the temporary files of a write or
+# a checkpoint save killed half-way (atomic_write_text, save_checkpoint)
+_BEFORE_FIRST_EPOCH = re.compile(r"(args|progress)\.json|\.(args\.json|progress\.json|metrics\.jsonl|last|best)\..+\.tmp")
+
+
+class ProgressRecord:
+    """Where a run is now, in ``RUN/progress.json`` for whoever follows it (the app's jobs): the phase
+    (``caching``, ``warmup``, ``epoch``), its step of steps, the mean loss of the last 50 steps, the seconds a
+    step took so far in this phase, and the warm-up's loss curve (``warmup_history``: [step, loss] pairs, at
+    most ~200). Rewritten atomically at most every ``every`` seconds and at a phase's last step; a failed
+    write is ignored (it is only a view)."""
+
+    def __init__(self, path: Path | None, epochs: int, every: float = 2.0):
+        self.path, self.epochs, self.every = path, epochs, every
+        self._key, self._t0, self._last = None, 0.0, -math.inf
+        self.warmup_history: list[list[float]] = []
+
+    def step(self, phase: str, done: int, total: int, losses: list[float], epoch: int | None = None) -> None:
+        now = time.perf_counter()
+        if (phase, epoch) != self._key:
+            self._key, self._t0, self._last = (phase, epoch), now - 1e-9, -math.inf
+        if self.path is None or (done < total and now - self._last < self.every):
+            return
+        self._last = now
+        loss = float(np.mean(losses[-50:]))
+        if phase == "warmup":
+            self.warmup_history.append([done, round(loss, 5)])
+            if len(self.warmup_history) > 200:  # thinned, the last point kept
+                self.warmup_history = [*self.warmup_history[:-1:2], self.warmup_history[-1]]
+        self.write(phase=phase, step=done, steps=total, epoch=epoch, loss=loss,
+                   seconds_per_step=round((now - self._t0) / max(done, 1), 4))
+
+    def write(self, **fields) -> None:
+        if self.path is None:
+            return
+        try:
+            atomic_write_json(self.path, {**fields, "epochs": self.epochs, "warmup_history": self.warmup_history,
+                                          "time": time.time()}, indent=None)
+        except OSError:
+            pass
 
 
 def run_started(out: Path) -> bool:
@@ -452,6 +494,7 @@ class _Run:
     frozen: FrozenTrunk | None = None
     val_trunk: FrozenTrunk | None = None
     warmup: dict | None = None
+    record: ProgressRecord | None = None
     net: torch.nn.Module | None = None
     opt: torch.optim.Optimizer | None = None
 
@@ -466,6 +509,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, d: Dist) -> Path:
     _setup_data(r)
     _setup_model(r)
     _prepare_folder(r)
+    r.record = ProgressRecord(r.out / "progress.json" if d.main else None, cfg.total_epochs)
     _setup_images_and_trunk(r)
     _setup_optimizer(r)
     steps = max(1, cfg.triplets_per_epoch // cfg.batch_size)
@@ -574,6 +618,7 @@ def _setup_images_and_trunk(r: _Run) -> None:
     """The decoded training (and validation) images, the frozen trunk's cache, and the warm-up."""
     cfg, d, model, schema = r.cfg, r.d, r.model, r.ds.schema
     pre = model.preprocess
+    r.record.write(phase="caching", images=int(len(np.unique(r.train_labels[:, 0]))))
     r.images = SplitImages(r.ds, "train", pre, fids=np.unique(r.train_labels[:, 0]), progress=r.shows_progress)
     if r.has_valid and d.main:
         v = r.ds.split("valid")
@@ -590,7 +635,8 @@ def _setup_images_and_trunk(r: _Run) -> None:
         trained = r.known.copy()
         trained[:, np.setdiff1d(np.arange(schema.num_attributes), r.chosen)] = -1  # warm up on what is trained
         w = r.warmup = warmup_backbone(model, r.images, trained, cfg.warmup_steps, cfg.batch_size, cfg.lr, cfg.seed,
-                                       d.device, progress=r.shows_progress, target=cfg.warmup_target, frozen=r.frozen)
+                                       d.device, progress=r.shows_progress, target=cfg.warmup_target, frozen=r.frozen,
+                                       record=r.record)
         _log(f"{cfg.warmup_target} warm-up: {w['steps']} steps, classification loss {w['loss_start']:.3f} -> "
              f"{w['loss_end']:.3f} in {w['seconds']:.0f}s", d)
     if cfg.frozen_trunk and r.frozen is None:
@@ -672,6 +718,7 @@ def _train_epoch(r: _Run, epoch: int, steps: int) -> tuple[float, float]:
         loss.backward()
         r.opt.step()
         losses.append(float(loss.detach()))
+        r.record.step("epoch", s + 1, steps, losses, epoch)
         if bar is not None and s % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     if bar is not None:
@@ -694,6 +741,7 @@ def _validate_and_save(r: _Run, epoch: int, steps: int, mean_loss: float, lr: fl
     if r.frozen is not None and epoch == r.start_epoch:
         record["frozen_trunk"] = r.frozen.info
     if r.val_images is not None:
+        r.record.write(phase="validating", epoch=epoch)
         res = evaluate_model(r.model, r.ds, "valid", cfg.eval_batch_size, images=r.val_images, trunk=r.val_trunk)
         record["val_map"] = res.overall
         record["val_per_attribute"] = res.to_json(schema, per_query=False)["per_attribute"]

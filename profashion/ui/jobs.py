@@ -7,10 +7,21 @@ A job is a folder ``<jobs root>/<job id>/`` holding
 - ``train.json``: the job's training configuration (:class:`~profashion.train.config.TrainConfig` as JSON;
   settings left out come from the preset);
 - ``train.log``: the trainer's stdout and stderr (appended to when the job is resumed);
-- ``run/``: the trainer's run folder (``args.json``, ``metrics.jsonl``, ``last/``, ``best/``).
+- ``run/``: the trainer's run folder (``args.json``, ``metrics.jsonl``, ``progress.json``, ``last/``, ``best/``);
+- ``<name>/``: the dataset imported from a CSV catalogue, when the job was launched on one;
+- ``test.json``, ``test-random.json``: the best checkpoint's test mAP, and random embeddings' on the same queries.
 
-The trainer runs as ``python -m profashion.cli train --config <job>/train.json --out <job>/run`` (``--resume``
-to continue) in its own process group, so a stop is a SIGTERM to the group and the web process never trains.
+The job runs ``python -m profashion.cli train --config <job>/train.json --out <job>/run`` (``--resume`` to
+continue), then ``profashion eval`` of its best checkpoint and of random embeddings on the test split, as one
+``sh -c`` chain in its own process group, so a stop is a SIGTERM to the group and the web process never trains.
+A CSV catalogue is imported (:func:`~profashion.data.csv_import.import_csv`, its attribute and image columns
+chosen by the caller, optionally its first rows only) into the job's folder at launch, in the web process (it
+reads no image). A dataset whose validation split has fewer than :data:`MIN_VAL_QUERIES` queries for a trained
+attribute is refused before anything starts: its validation mAP would mean nothing.
+
+A finished job's model is private to its owner until the owner publishes it (:meth:`JobManager.publish`):
+``job.json`` then records a readable name (``asen fine-tuned on products12k (job 765b)``) under which the app
+serves it to everyone.
 Jobs written by older versions (``job.json`` with the trainer's ``args`` and no ``train.json``) are shown;
 one resumes from its run's ``args.json`` when it has one. Everything is read back from disk, so a
 page reload, a second browser or a restarted app sees the same jobs; a job whose process ended without
@@ -32,12 +43,14 @@ controlled by anonymous callers only.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -46,6 +59,7 @@ import threading
 import time
 from pathlib import Path
 
+from profashion.data.splits import DatasetError, load_dataset
 from profashion.device import gpu_available
 from profashion.io import atomic_write_json
 from profashion.models.backbones import WEIGHT_SUFFIXES
@@ -59,7 +73,12 @@ TRAINING_OFF = ("training is off on this public Space: duplicate the Space (⋮ 
 ACTIVE = ("queued", "running")
 LOG_NAME = "train.log"
 CONFIG_NAME = "train.json"
-DIED = "process ended without finishing; resume it"
+DIED = "process ended without finishing"
+MIN_VAL_QUERIES = 20  # validation queries per trained attribute below which a validation mAP means nothing
+TEST_NAME, RANDOM_NAME = "test.json", "test-random.json"
+CSV_EVAL_LAYOUT = "all-attributes"  # several times more validation queries per attribute than the ASEN layout
+SKIPPED_FOLDERS = ("jobs", "indexes", "results", "projections", "images", "masks", "trunk-features", "weights")
+GENERIC_CSV_NAMES = ("labels", "label", "catalogue", "catalog", "metadata", "data", "styles", "images")
 STOP_GRACE_S = 15.0
 MAX_PATH_CHARS = 1024
 JOB_NICENESS = 10  # jobs train at a lower CPU priority than the app (see benchmarks/load_test.py)
@@ -162,6 +181,50 @@ def tail(path: Path, lines: int = 40, max_bytes: int = 64 * 1024) -> str:
     return "\n".join(out[-lines:]).strip("\n")
 
 
+def csv_header(path: Path) -> list[str]:
+    """The column names of a CSV catalogue's header row (whitespace-stripped); DatasetError when unreadable."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"the CSV {path.name} cannot be read ({exc})") from None
+    if not header:
+        raise DatasetError(f"the CSV {path.name} is empty: expected a header row and one row per image")
+    return [h.strip() for h in header]
+
+
+def _first_rows(src: Path, dst: Path, rows: int) -> int:
+    """Copy the header and the first ``rows`` non-blank rows of a CSV; the number of rows copied."""
+    n = 0
+    with open(src, encoding="utf-8-sig", newline="") as f, open(dst, "w", encoding="utf-8", newline="") as out:
+        reader, writer = csv.reader(f), csv.writer(out)
+        writer.writerow(next(reader, []))
+        for row in reader:
+            if n >= rows:
+                break
+            if row and any(x.strip() for x in row):
+                writer.writerow(row)
+                n += 1
+    return n
+
+
+_ABS_PATH = re.compile(r"(?<![\w<>.~])/(?:[^\s/:'\"(),]+/)*([^\s/:'\"(),]+)")
+_CAUSE = (re.compile(r"^error: (.+)$"), re.compile(r"^((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Interrupt)\b.*)$"))
+
+
+def cause_of(log: str) -> str | None:
+    """The cause of a failure in one sentence: the log's last ``error: ...`` line (the CLI's), else its last
+    exception line; absolute paths reduced to their last component (apply public names first)."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    for pattern in _CAUSE:
+        for ln in reversed(lines):
+            m = pattern.match(ln)
+            if m:
+                text = _ABS_PATH.sub(r"\1", m.group(1)).strip()
+                return text if len(text) <= 300 else text[:297] + "..."
+    return None
+
+
 class JobManager:
     """Launch, watch, stop and resume training jobs under ``jobs_root``; datasets within ``data_roots``.
 
@@ -238,19 +301,37 @@ class JobManager:
         return offered_presets(self.gpu)
 
     def datasets(self) -> list[tuple[str, str]]:
-        """(label, path) of every dataset folder (meta.json + a train split) up to two levels below a root."""
-        found: dict[str, str] = {}
+        """(label, public path) of every dataset folder (meta.json + a train split) and every CSV catalogue up to
+        two levels below a root (folders first, then the CSVs)."""
+        folders: dict[str, str] = {}
+        csvs: dict[str, str] = {}
+        jobs = self.root.resolve()
+
+        def below(d: Path) -> list[Path]:  # the folders worth looking into (not the jobs', images', caches')
+            return [p for p in sorted(d.iterdir()) if p.is_dir() and not p.name.startswith(".")
+                    and p.name not in SKIPPED_FOLDERS and not p.resolve().is_relative_to(jobs)]
+
         for root in self.data_roots:
             if not root.is_dir():
                 continue
-            cands = [root] + [p for p in sorted(root.iterdir()) if p.is_dir()]
-            cands += [q for p in cands[1:] for q in sorted(p.iterdir()) if q.is_dir()]
+            cands = [root, *below(root)]
+            cands += [q for p in cands[1:] for q in below(p)]
             for d in cands:
-                if d.name.startswith(".") or d.name in ("jobs", "indexes", "results", "projections"):
-                    continue
                 if (d / "meta.json").is_file() and (d / "label_train.txt").is_file():
-                    found.setdefault(self.public(str(d.resolve())), f"{d.name} ({self.public(str(d))})")
-        return [(label, path) for path, label in found.items()]
+                    folders.setdefault(self.public(str(d.resolve())), f"{d.name} ({self.public(str(d))})")
+                for f in sorted(d.glob("*.csv")):
+                    csvs.setdefault(self.public(str(f.resolve())), f"{f.name}: CSV catalogue ({self.public(str(f))})")
+        return [(label, path) for path, label in [*folders.items(), *csvs.items()]]
+
+    def columns(self, dataset) -> tuple[str, list[str]]:
+        """("csv", the header's columns) of a CSV catalogue, ("folder", its attributes) of a dataset folder."""
+        ds = self.resolve_dataset(dataset)
+        try:
+            if ds.is_file():
+                return "csv", csv_header(ds)
+            return "folder", list(load_dataset(ds).schema.names)
+        except DatasetError as exc:
+            raise JobError(self.public(str(exc))) from None
 
     def _confined(self, path, what: str) -> Path:
         """``path`` resolved (relative to ``home``), refused unless inside an allowed data root; nothing is said of
@@ -270,13 +351,50 @@ class JobManager:
         return real
 
     def resolve_dataset(self, path) -> Path:
-        """The dataset folder, refused when missing, outside the allowed roots or escaping them with '..'."""
+        """The dataset folder (with its meta.json) or CSV catalogue, refused when missing, outside the allowed
+        roots or escaping them with '..'."""
         if path is None or str(path).strip() == "":
-            raise JobError("no dataset chosen: pick one from the list or type a dataset folder path")
+            raise JobError("no dataset chosen: pick a dataset folder or a CSV catalogue from the list")
         real = self._confined(path, "dataset")
+        name = str(path).strip()
+        if real.is_file() and real.suffix.lower() == ".csv":
+            return real
         if not real.is_dir():
-            raise JobError(f"the dataset folder {str(path).strip()} does not exist")
+            raise JobError(f"the dataset {name} does not exist" if not real.exists() else
+                           f"the file {name} is neither a dataset folder nor a CSV catalogue (.csv)")
+        if not (real / "meta.json").is_file():
+            raise JobError(f"the folder {name} is not a dataset (it has no meta.json): pick a dataset folder or a "
+                           "CSV catalogue from the list")
         return real
+
+    def check_validation(self, dataset: Path, attributes: list[str] | None = None) -> int:
+        """The fewest validation queries of a trained attribute (``attributes``, default all); refused when the
+        dataset cannot be read, names no such attribute, or has fewer than MIN_VAL_QUERIES for one of them."""
+        try:
+            ds = load_dataset(dataset)
+        except DatasetError as exc:
+            raise JobError(f"the dataset cannot be read: {exc}") from None
+        names = list(ds.schema.names)
+        unknown = [a for a in attributes or [] if a not in names]
+        if unknown:
+            raise JobError(f"the dataset has no attribute {', '.join(map(repr, unknown))}; its attributes are "
+                           + ", ".join(names))
+        valid = ds.splits.get("valid")
+        q = valid.queries if valid is not None and valid.queries is not None else None
+        counts = {a: int((q[:, 1] == names.index(a)).sum()) if q is not None else 0 for a in attributes or names}
+        few = {a: n for a, n in counts.items() if n < MIN_VAL_QUERIES}
+        if few:
+            raise JobError(f"the dataset {ds.name} is too small to validate on: its validation split has "
+                           + ", ".join(f"{n} queries for {a}" for a, n in few.items())
+                           + f", and a validation mAP needs at least {MIN_VAL_QUERIES} queries per trained attribute "
+                           "to mean anything; choose a bigger dataset (or more CSV rows), or train only attributes "
+                           "with enough queries")
+        return min(counts.values())
+
+    @staticmethod
+    def _has_test(dataset: Path) -> bool:
+        test = load_dataset(dataset).splits.get("test")
+        return test is not None and test.queries is not None and len(test.queries) > 0
 
     def _pretrained(self, value):
         """A job's ``pretrained`` setting: null, a named weight set (``imagenet``, a hub tag), or a weights file
@@ -409,18 +527,77 @@ class JobManager:
         job["exit_code"] = rc
         job["ended"] = _now()
         self._procs.pop(job["id"], None)
+        tested = not job.get("test") or (d / TEST_NAME).is_file()
         if job.get("stop_requested"):
-            job["status"], job["reason"] = "stopped", f"stopped after {done} epoch(s); resume it to continue"
-        elif complete and rc in (0, None):
+            job["status"], job["reason"] = "stopped", f"stopped after {done} epoch(s)"
+        elif complete and tested and rc in (0, None):
             job["status"], job["reason"] = "finished", ""
         elif rc is None:
             job["status"], job["reason"] = "failed", DIED
         elif rc < 0:
             job["status"], job["reason"] = "failed", f"killed by signal {-rc} ({DIED})"
         else:
-            job["status"], job["reason"] = "failed", f"exit code {rc}; see the log"
+            cause = cause_of(self.public(self.log(job["id"], lines=400)))
+            job["status"], job["reason"] = "failed", f"exit code {rc}: {cause}" if cause else f"exit code {rc}"
         self._write(job)
         return job
+
+    def resumable(self, job: dict) -> bool:
+        """Whether Resume has something to continue: the job stopped or failed after saving a checkpoint."""
+        return job.get("status") in ("stopped", "failed") and (self.root / job["id"] / "run" / "last" /
+                                                                "config.json").is_file()
+
+    def progress(self, job_id: str) -> dict:
+        """The trainer's progress record (``run/progress.json``: phase, step of steps, loss, seconds per step,
+        the warm-up's loss curve); {} before it writes one."""
+        try:
+            rec = json.loads((self.root / job_id / "run" / "progress.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return rec if isinstance(rec, dict) else {}
+
+    def test_result(self, job_id: str) -> dict | None:
+        """The best checkpoint's test mAP and random embeddings' on the same queries (``{"map", "random",
+        "per_attribute", "n_queries"}``), over the attributes the job trained (the mean over their queries);
+        None before both were measured."""
+        try:
+            res = json.loads((self.root / job_id / TEST_NAME).read_text())
+            rnd = json.loads((self.root / job_id / RANDOM_NAME).read_text())
+            trained = (self._read(self.root / job_id).get("settings") or {}).get("attributes") or list(res["n_queries"])
+            n = {a: int(res["n_queries"][a]) for a in trained if a in res["n_queries"]}
+
+            def mean(r: dict) -> float:
+                return sum(float(r["per_attribute"][a]) * k for a, k in n.items()) / max(1, sum(n.values()))
+
+            return {"map": mean(res), "random": mean(rnd), "n_queries": n,
+                    "per_attribute": {a: float(res["per_attribute"][a]) for a in n}}
+        except (OSError, ValueError, KeyError, TypeError, JobError):
+            return None
+
+    @staticmethod
+    def published_name(job: dict) -> str:
+        """The readable name a published model goes by: ``asen fine-tuned on products12k (job 765b)``."""
+        data = job.get("dataset_name") or Path(str(job.get("dataset", "data"))).name
+        return f"{job['model']} fine-tuned on {data} (job {job['id'].rsplit('-', 1)[-1]})"
+
+    def publish(self, job_id: str, owner=None) -> dict:
+        """Make a finished job's best checkpoint a model of every visitor (the caller serves it under
+        ``job["published"]["name"]``). Only its owner may publish it; publishing twice changes nothing."""
+        with self._lock:
+            job = self.job_for(job_id, owner)
+            if job["status"] != "finished":
+                raise JobError(f"job {job['id']} has not finished (it is {job['status']}); only a finished job's "
+                               "model can be published")
+            if self.best_checkpoint(job["id"]) is None:
+                raise JobError(f"job {job['id']} has no best checkpoint to publish")
+            if not job.get("published"):
+                job["published"] = {"name": self.published_name(job), "at": _now()}
+                self._write(job)
+            return job
+
+    def published(self) -> list[dict]:
+        """The finished jobs whose owners published their model, oldest first."""
+        return [j for j in reversed(self.list()) if j.get("published") and self.best_checkpoint(j["id"])]
 
     def metrics(self, job_id: str) -> list[dict]:
         path = self.root / job_id / "run" / "metrics.jsonl"
@@ -443,13 +620,13 @@ class JobManager:
     # -- actions -----------------------------------------------------------------------------------------
     def launch(self, model: str, dataset, preset: str = "demo", epochs=None, triplets_per_epoch=None,
                batch_size=None, warmup_steps=None, attributes=None, frozen_trunk: bool = False,
-               model_config: str | dict | None = None, owner=None) -> dict:
+               model_config: str | dict | None = None, image_column=None, rows=None, owner=None) -> dict:
         """Start a training job owned by ``owner``; refused (JobError) when another one runs or an argument is
-        wrong."""
+        wrong. On a CSV catalogue, ``attributes`` are the columns imported as attributes (all of them trained),
+        ``image_column`` the image paths' column and ``rows`` (optional) how many of its first rows to import."""
         from profashion.models.base import available_models
 
         self._check_enabled()
-
         models = available_models()
         if model not in models:
             raise JobError(f"unknown model {model!r}; choose one of {', '.join(models)}")
@@ -457,17 +634,16 @@ class JobManager:
             why = " (the paper presets need a GPU: none was found)" if preset == "paper" else ""
             raise JobError(f"preset {preset!r} is not offered here{why}; choose {', '.join(self.presets())}")
         ds = self.resolve_dataset(dataset)
+        names = [str(a).strip() for a in (attributes.split(",") if isinstance(attributes, str) else attributes or [])
+                 if str(a).strip()]
         settings: dict = {"model": model, "dataset": str(ds), "preset": preset}
         for name, value, lo in (("epochs", epochs, 1), ("triplets_per_epoch", triplets_per_epoch, 1),
                                 ("batch_size", batch_size, 1), ("warmup_steps", warmup_steps, 0)):
             if value is None or value == "":
                 continue
             settings[name] = _whole_number(name.replace("_", " "), value, lo)
-        if attributes:
-            names = [str(a).strip() for a in (attributes.split(",") if isinstance(attributes, str) else attributes)
-                     if str(a).strip()]
-            if names:
-                settings["attributes"] = names
+        if names and ds.is_dir():
+            settings["attributes"] = names
         if frozen_trunk:
             settings["frozen_trunk"] = True
         overrides = self._model_config(model_config)
@@ -478,19 +654,67 @@ class JobManager:
             cfg.resolved()
         except ValueError as exc:
             raise JobError(str(exc)) from None
+        csv_plan = self._csv_plan(ds, names, image_column, rows) if ds.is_file() else None
         with self._lock:
             self._busy(owner)
             job_id = f"{model}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
             d = self.root / job_id
             d.mkdir(parents=True)
+            try:  # a CSV is imported into the job's folder; the dataset must be big enough to validate on
+                data = self._import(ds, d, *csv_plan) if csv_plan else ds
+                val_queries = self.check_validation(data, settings.get("attributes"))
+                has_test = self._has_test(data)
+            except (JobError, DatasetError, OSError) as exc:
+                shutil.rmtree(d, ignore_errors=True)
+                raise JobError(self.public(str(exc))) from None
+            cfg.dataset = settings["dataset"] = str(data)
             cfg.out = str(d / "run")
             cfg.save(d / CONFIG_NAME)
-            job = {"id": job_id, "model": model, "dataset": str(ds), "preset": preset, "settings": settings,
-                   "status": "queued", "reason": "", "pid": None, "created": _now(), "started": None,
-                   "ended": None, "exit_code": None, "resumed": 0, "stop_requested": False,
+            job = {"id": job_id, "model": model, "dataset": str(data), "source": str(ds), "preset": preset,
+                   "settings": settings, "dataset_name": load_dataset(data).name, "val_queries": val_queries,
+                   "test": has_test, "status": "queued", "reason": "", "pid": None, "created": _now(),
+                   "started": None, "ended": None, "exit_code": None, "resumed": 0, "stop_requested": False,
                    "owner": owner_key(owner)}
             self._write(job)
             return self._start(job, resume=False)
+
+    def _csv_plan(self, csv_path: Path, attributes: list[str], image_column, rows) -> tuple:
+        """(attribute columns in the CSV's order, image column, rows or None) of a CSV launch, checked against the
+        CSV's header: a column it lacks is refused in one sentence."""
+        try:
+            header = csv_header(csv_path)
+        except DatasetError as exc:
+            raise JobError(str(exc)) from None
+        image_column = str(image_column or "").strip() or ("image" if "image" in header else "")
+        if not image_column:
+            raise JobError(f"choose the image column of {csv_path.name} (the column of image paths)")
+        if not attributes:
+            raise JobError(f"choose the attribute columns of {csv_path.name} to train on (its columns: "
+                           + ", ".join(header) + ")")
+        missing = [c for c in [image_column, *attributes] if c not in header]
+        if missing:
+            raise JobError(f"the CSV {csv_path.name} has no column {', '.join(map(repr, missing))}; its columns are "
+                           + ", ".join(header))
+        if image_column in attributes:
+            raise JobError(f"the image column {image_column!r} cannot also be an attribute column")
+        n = None if rows is None or rows == "" or rows == 0 else _whole_number("rows", rows, 1)
+        return [c for c in header if c in attributes], image_column, n
+
+    @staticmethod
+    def _import(csv_path: Path, d: Path, attributes: list[str], image_column: str, rows: int | None) -> Path:
+        """The CSV (its first ``rows`` rows) imported into the job's folder as a dataset named after it; its
+        image paths are relative to the CSV's folder."""
+        from profashion.data.csv_import import import_csv
+
+        name = csv_path.parent.name if csv_path.stem.lower() in GENERIC_CSV_NAMES else csv_path.stem
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "catalogue"
+        src = csv_path
+        if rows:
+            src = d / "catalogue.csv"
+            _first_rows(csv_path, src, rows)
+            name = f"{name}-{rows}"
+        return import_csv(src, csv_path.parent, attributes, d / name, image_column=image_column,
+                          eval_layout=CSV_EVAL_LAYOUT)
 
     def _model_config(self, model_config: str | dict | None) -> dict:
         """The model settings a job overrides (a JSON object, as text or parsed), a pretrained path confined."""
@@ -509,16 +733,28 @@ class JobManager:
             cfg = {**cfg, "pretrained": self._pretrained(cfg["pretrained"])}
         return cfg
 
-    def _start(self, job: dict, resume: bool) -> dict:
+    def _command(self, job: dict, resume: bool) -> list[str]:
+        """The job's process: train (``--resume``: from its last checkpoint), then, where the dataset has a test
+        split with queries, the test mAP of its best checkpoint and of random embeddings, chained by ``sh``."""
         d = self.root / job["id"]
-        cmd = [self.python, "-m", "profashion.cli", "train", "--config", str(d / CONFIG_NAME), "--out", str(d / "run")]
+        cli = [self.python, "-m", "profashion.cli"]
+        steps = [[*cli, "train", "--config", str(d / CONFIG_NAME), "--out", str(d / "run")]
+                 + (["--resume"] if resume else [])]
+        if job.get("test"):
+            test = [*cli, "eval", "--dataset", str(job["dataset"]), "--split", "test", "--resamples", "200", "--quiet"]
+            steps += [[*test, "--checkpoint", str(d / "run" / "best"), "--json", str(d / TEST_NAME)],
+                      [*test, "--embeddings", "random", "--json", str(d / RANDOM_NAME)]]
+        cmd = steps[0] if len(steps) == 1 else ["sh", "-c", " && ".join(shlex.join(step) for step in steps)]
         if shutil.which("nice"):  # the web process keeps the CPU it needs to answer while a job trains
             cmd = ["nice", "-n", str(JOB_NICENESS), *cmd]
-        if resume:
-            cmd.append("--resume")
+        return cmd
+
+    def _start(self, job: dict, resume: bool) -> dict:
+        d = self.root / job["id"]
+        cmd = self._command(job, resume)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(d / LOG_NAME, "ab") as log:
-            log.write(f"[{_now()}] $ {' '.join(cmd)}\n".encode())
+            log.write(f"[{_now()}] $ {shlex.join(cmd)}\n".encode())
             log.flush()
             try:
                 proc = subprocess.Popen(cmd, cwd=str(self.home), stdout=log, stderr=subprocess.STDOUT,
@@ -575,8 +811,8 @@ class JobManager:
         return self.get(d.name)
 
     def resume(self, job_id: str, owner=None) -> dict:
-        """Continue a stopped or failed job from its last finished epoch (from scratch if none finished). Only
-        its owner may resume it."""
+        """Continue a stopped or failed job from its last finished epoch; refused when none finished (nothing
+        was saved: launch it again). Only its owner may resume it."""
         self._check_enabled()
         d = self._dir(job_id)
         with self._lock:
@@ -585,8 +821,11 @@ class JobManager:
                 raise JobError(f"job {job_id} is still {job['status']}; stop it before resuming")
             if job["status"] == "finished":
                 raise JobError(f"job {job_id} has finished; launch a new job to train more")
-            self._busy(owner)
             resumable = (d / "run" / "last" / "config.json").is_file()
+            if not resumable:
+                raise JobError(f"job {job_id} has nothing to resume: it stopped before finishing an epoch, so no "
+                               "checkpoint was saved; launch it again")
+            self._busy(owner)
             if not (d / CONFIG_NAME).is_file():  # a job of an older version: its run's args.json is its config
                 try:
                     read_config(d / "run" / "args.json")
@@ -594,8 +833,5 @@ class JobManager:
                     raise JobError(f"job {job_id} was launched by an older version and has no training "
                                    "configuration to resume from; launch a new job") from None
                 shutil.copyfile(d / "run" / "args.json", d / CONFIG_NAME)
-            if not resumable and (d / "run").exists():
-                # nothing finished an epoch yet: start over (the trainer refuses a non-empty fresh run folder)
-                shutil.rmtree(d / "run")
             job["resumed"] = int(job.get("resumed", 0)) + 1
-            return self._start(job, resume=resumable)
+            return self._start(job, resume=True)

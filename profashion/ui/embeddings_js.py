@@ -188,7 +188,10 @@ function toolbar() {
   const bar = el('div', {class: 'pf-e-bar', role: 'toolbar', 'aria-label': 'Explorer tools'});
   const lab = el('label', {class: 'pf-e-group'}, 'Colour by ');
   const sel = el('select', {class: 'pf-e-colour', 'aria-label': 'Colour by'});
-  D().attributes.forEach((a, i) => { const o = el('option', {value: i}, a + (i === projected() ? ' (projected)' : '')); sel.append(o); });
+  D().attributes.forEach((a, i) => {
+    const o = el('option', {value: i}, `${a} · ${D().value_names[i].length} values` + (i === projected() ? ' (projected)' : ''));
+    sel.append(o);
+  });
   sel.value = String(S.cb);
   sel.addEventListener('change', () => { S.cb = parseInt(sel.value, 10); recolour(); });
   lab.append(sel);

@@ -222,7 +222,7 @@ def test_embeddings(page):
     expect(page.locator("#scatter-b circle[data-item]")).to_have_count(60, timeout=T)
     expect(page.get_by_text("kNN accuracy").first).to_be_visible()
     page.locator("#scatter-a circle[data-item='7']").click(force=True)
-    expect(page.get_by_text("Item #7")).to_be_visible(timeout=T)
+    expect(page.locator("#neighbours-md")).to_contain_text("Item #7", timeout=T)
 
 
 def test_fine_tune_job_becomes_a_selectable_model(page, app):

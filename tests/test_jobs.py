@@ -1,5 +1,6 @@
 """The Fine-tune tab's API: tiny training jobs launched, watched, stopped, killed and resumed through
-gradio_client, their checkpoints served by /retrieve; datasets outside the allowed roots refused."""
+gradio_client, tested against random embeddings, published by their owner and then served by /retrieve;
+datasets outside the allowed roots refused."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from profashion.ui.jobs import DIED, JobError, JobManager  # noqa: E402
 TINY_CONFIG = '{"image_size": 48, "resize": 48}'
 # (model, dataset, preset, epochs, triplets per epoch, batch size, warm-up steps, attributes, frozen trunk, config)
 TINY_JOB = dict(epochs=1, triplets=64, batch=16, warmup=2)
+# the attributes of the tiny synthetic dataset with enough validation queries (>= MIN_VAL_QUERIES) to train on
+TRAINED = "colour,texture"
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +37,10 @@ def roots(tmp_path_factory) -> dict:
 
     base = tmp_path_factory.mktemp("jobs-app")
     data = base / "data"
-    synth = generate_synth(data / "synth", 160, 48, 48, size=48, seed=0)
-    broken = data / "no-train"  # a dataset folder without a train split
-    broken.mkdir()
-    for name in ("meta.json", "filenames_test.txt", "label_test.txt"):
-        shutil.copy(synth / name, broken / name)
+    # 120 validation images, each a query or candidate under every attribute: colour and texture get >= 20 queries
+    synth = generate_synth(data / "synth", 160, 120, 60, size=48, seed=0, eval_layout="all-attributes")
+    broken = data / "no-images"  # a dataset whose images are gone: the trainer fails when it decodes them
+    shutil.copytree(synth, broken, ignore=shutil.ignore_patterns("images", "masks"))
     ck = base / "checkpoints"
     torch.manual_seed(0)
     save_checkpoint(build_model("csn", "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), ck / "csn")
@@ -59,9 +61,10 @@ def app(roots):
         demo.close()
 
 
-def launch(client, dataset, model="asen", epochs=1, triplets=64, batch=16, warmup=2, config=TINY_CONFIG):
-    _, record, md, log, _ = client.predict(model, str(dataset), "demo", epochs, triplets, batch, warmup, "",
-                                              False, config, api_name="/launch_job")
+def launch(client, dataset, model="asen", epochs=1, triplets=64, batch=16, warmup=2, config=TINY_CONFIG,
+           attributes=TRAINED):
+    _, record, md, log, _ = client.predict(model, str(dataset), "demo", epochs, triplets, batch, warmup, attributes,
+                                           False, config, api_name="/launch_job")
     assert record["status"] in ("queued", "running", "failed", "finished") and record["id"] in md
     return record["id"]
 
@@ -83,7 +86,8 @@ def wait(client, job_id, until, timeout=240.0) -> dict:
 
 def test_fine_tune_endpoints_are_named(app):
     info = app["client"].view_api(print_info=False, return_format="dict")
-    assert {"/launch_job", "/job_status", "/stop_job", "/resume_job", "/list_jobs"} <= set(info["named_endpoints"])
+    assert {"/launch_job", "/job_status", "/stop_job", "/resume_job", "/list_jobs",
+            "/publish_job"} <= set(info["named_endpoints"])
 
 
 def test_a_tiny_job_trains_and_its_checkpoint_answers_retrieve(app, roots):
@@ -99,20 +103,30 @@ def test_a_tiny_job_trains_and_its_checkpoint_answers_retrieve(app, roots):
     assert json.loads((job_dir / "train.json").read_text())["triplets_per_epoch"] == 64
     assert f"--config {job_dir / 'train.json'}" in (job_dir / "train.log").read_text()
     assert rec["epochs_total"] == 1 and rec["settings"]["epochs"] == 1 and "args" not in rec
-    rec = wait(client, job_id, lambda r: r["checkpoint_model"] == job_id, timeout=120)
-    assert job_id in catalog.models and catalog.models[job_id].method == "asen"
+    # tested on the test split against random embeddings, over the trained attributes; private until published
+    assert set(rec["test"]["n_queries"]) == {"colour", "texture"} and 0 <= rec["test"]["random"] <= 100
+    assert (job_dir / "test.json").is_file() and (job_dir / "test-random.json").is_file()
     _, md, _, _ = client.predict(job_id, api_name="/job_status")
-    assert "selectable as" in md
-    # the new model answers /retrieve beside the shipped one
-    gallery, table, _ = client.predict(handle_file(catalog.examples[0][1]), "colour", ["csn", job_id],
+    assert "Test mAP" in md and "for random embeddings" in md and "Publish" in md
+    time.sleep(1)
+    assert rec["checkpoint_model"] is None and not any(job_id in n for n in catalog.models)
+    rec = client.predict(job_id, api_name="/publish_job")[0]
+    name = rec["published"]["name"]
+    assert name == f"asen fine-tuned on synth (job {job_id[-4:]})"
+    rec = wait(client, job_id, lambda r: r["checkpoint_model"] == name, timeout=120)
+    assert catalog.models[name].method == "asen"
+    _, md, _, _ = client.predict(job_id, api_name="/job_status")
+    assert f"Published as **{name}**" in md
+    # the published model answers /retrieve beside the shipped one
+    gallery, table, _ = client.predict(handle_file(catalog.examples[0][1]), "colour", ["csn", name],
                                        api_name="/retrieve")
     rows = table["data"] if isinstance(table, dict) else table
-    assert len(gallery) == 10 and sum(r[0] == job_id for r in rows) == 5
+    assert len(gallery) == 10 and sum(r[0] == name for r in rows) == 5
     assert any(j["id"] == job_id and j["status"] == "finished" for j in client.predict(api_name="/list_jobs"))
-    # a restarted app finds the finished job and serves its checkpoint at once
+    # a restarted app finds the published job and serves its checkpoint at once
     again = Catalog(roots["checkpoints"], roots["cache"], gallery=TINY_GALLERY).load()
     build_demo(again, JobManager(roots["jobs"], [roots["data"]]))
-    assert job_id in again.models
+    assert name in again.models
 
 
 def test_datasets_outside_the_allowed_roots_are_refused(app, roots, tmp_path):
@@ -139,9 +153,15 @@ def test_a_job_that_crashes_reports_failed_with_its_log(app, roots):
     client = app["client"]
     job_id = launch(client, roots["broken"])
     rec = wait(client, job_id, lambda r: r["status"] not in ("queued", "running"), timeout=120)
-    assert rec["status"] == "failed" and "exit code 2" in rec["reason"]
+    # the cause in one sentence, from the log's last error line, without a server folder
+    assert rec["status"] == "failed" and rec["reason"].startswith("exit code 2: "), rec["reason"]
+    assert "image" in rec["reason"] and str(roots["data"]) not in rec["reason"] and "\n" not in rec["reason"]
+    assert not rec["resumable"]
     _, md, log, _ = client.predict(job_id, api_name="/job_status")
     assert "Status: failed" in md and "error:" in log and "train" in log
+    assert "nothing to resume" in md and "Resume continues" not in md
+    with pytest.raises(AppError, match="has nothing to resume"):
+        client.predict(job_id, api_name="/resume_job")
 
 
 def test_stop_kill_and_resume_a_running_job(app, roots):
@@ -218,11 +238,13 @@ def test_a_job_of_an_older_version_is_shown_and_resumes_from_its_runs_settings(r
         if with_args:
             cfg = TrainConfig(model="asen", dataset=str(roots["synth"]), out=str(d / "run"), epochs=2).resolved()
             cfg.save(d / "run" / "args.json")
+        (d / "run" / "last").mkdir(parents=True, exist_ok=True)  # an epoch finished: there is something to resume
+        (d / "run" / "last" / "config.json").write_text("{}")
     old, bare = jobs.get("asen-20250101-000000-0001"), jobs.get("asen-20250101-000000-0002")
     assert jobs.public_json(old)["args"][3] == "<data root 1>/synth"
     assert jobs.total_epochs(old) == 2 and jobs.total_epochs(bare) == 3  # its run's args.json; else the preset
     jobs.resume(old["id"])
-    assert started and started[0][1] is False  # no epoch finished: started again from its settings
+    assert started and started[0][1] is True  # continued from its last checkpoint
     assert TrainConfig.load(tmp_path / "jobs" / old["id"] / "train.json").epochs == 2
     with pytest.raises(JobError, match="older version.*launch a new job"):
         jobs.resume(bare["id"])
@@ -268,7 +290,7 @@ def test_a_job_belongs_to_its_owner_no_server(roots, tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(jobs, "_start", lambda job, resume: started.append(resume) or job)
     a, b = "token-of-browser-a-0123456789", "token-of-browser-b-0123456789"
-    job_id = jobs.launch("asen", roots["synth"], epochs=1, triplets_per_epoch=64, owner=a)["id"]
+    job_id = jobs.launch("asen", roots["synth"], epochs=1, triplets_per_epoch=64, attributes=TRAINED, owner=a)["id"]
     text = (tmp_path / "jobs" / job_id / "job.json").read_text()
     assert a not in text and json.loads(text)["owner"] == hashlib.sha256(a.encode()).hexdigest()
     assert [j["id"] for j in jobs.list_for(a)] == [job_id] and jobs.list_for(b) == jobs.list_for(None) == []
@@ -281,7 +303,16 @@ def test_a_job_belongs_to_its_owner_no_server(roots, tmp_path, monkeypatch):
     assert jobs.job_for(job_id, a)["id"] == job_id  # its process never started: failed, resumable by A only
     with pytest.raises(JobError, match="is not running"):
         jobs.stop(job_id, a)
-    assert jobs.resume(job_id, a)["resumed"] == 1 and started == [False, False]
+    with pytest.raises(JobError, match="has nothing to resume"):  # no epoch finished: no checkpoint
+        jobs.resume(job_id, a)
+    (tmp_path / "jobs" / job_id / "run" / "last").mkdir(parents=True)
+    (tmp_path / "jobs" / job_id / "run" / "last" / "config.json").write_text("{}")
+    assert jobs.resume(job_id, a)["resumed"] == 1 and started == [False, True]
+    with pytest.raises(JobError) as err:  # publishing is the owner's too, and only a finished job's
+        jobs.publish(job_id, b)
+    assert str(err.value) == refused
+    with pytest.raises(JobError, match="has not finished"):
+        jobs.publish(job_id, a)
     # one job at a time stays global; only its owner is told which job trains
     monkeypatch.setattr(jobs, "running", lambda: {**jobs.get(job_id), "status": "running"})
     with pytest.raises(JobError) as err:
@@ -296,8 +327,8 @@ def test_another_browsers_job_is_refused_through_the_api_owner(app, roots):
     another) neither lists, sees, stops nor resumes it."""
     client = app["client"]
     a, b = "api-owner-a-" + "x" * 20, "api-owner-b-" + "y" * 20
-    _, record, _, _, _ = client.predict("asen", str(roots["broken"]), "demo", 1, 64, 16, 2, "", False, TINY_CONFIG,
-                                        a, api_name="/launch_job")
+    _, record, _, _, _ = client.predict("asen", str(roots["broken"]), "demo", 1, 64, 16, 2, TRAINED, False,
+                                        TINY_CONFIG, None, None, a, api_name="/launch_job")
     job_id = record["id"]
     assert "owner" not in record
     deadline = time.time() + 120
@@ -308,6 +339,6 @@ def test_another_browsers_job_is_refused_through_the_api_owner(app, roots):
     others = client.predict(api_name="/list_jobs") + client.predict(b, api_name="/list_jobs")
     assert all(j["id"] != job_id for j in others)
     for api, args in (("/job_status", (job_id,)), ("/stop_job", (job_id, b)), ("/resume_job", (job_id,)),
-                      ("/resume_job", (job_id, b))):
+                      ("/resume_job", (job_id, b)), ("/publish_job", (job_id, b))):
         with pytest.raises(AppError, match=f"(?i)job {job_id} was launched from another browser; only that browser"):
             client.predict(*args, api_name=api)

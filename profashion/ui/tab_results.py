@@ -1,26 +1,304 @@
-"""The Results tab: the chosen models' measured mAP on the embedded gallery beside a random embedding
-(``/results``), and the published numbers of the papers."""
+"""The Results tab: one table of every loaded model's mAP, overall first and per attribute after, the best of
+each column marked, its 95% bootstrap interval and the published overall of its paper beside it.
+
+Where the numbers come from: ``results.json`` beside the checkpoints (``scripts/ship_results.py``), measured
+once on a test split with at least 50 queries per attribute, is shown at load for every model whose weights
+fingerprint matches the recorded one; any other loaded model (a fine-tuned one) is measured on demand on the
+embedded gallery's own test split (``/results``, with progress; cached per checkpoint by
+:meth:`Catalog.measured`). Each group of rows says which split it was measured on, with its number of test
+queries per attribute, and a random embedding on the same split.
+
+Handlers: :func:`results` (``/results``: the table as HTML, the same as data, the per-attribute intervals),
+:func:`results_view` (the table without measuring, at load) and :func:`models_markdown`.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass, field
+from html import escape as html_escape
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+from gradio.context import Context
 
+from profashion.data.splits import DatasetError
+from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
-from profashion.ui.catalog import Catalog
+from profashion.ui.catalog import GALLERY_SPLIT, Catalog
 from profashion.ui.common import df, guard
 
 NOTE = (
-    "**How to read this.** Measured: retrieval mAP (%) per attribute on the embedded gallery's test split "
-    "with the exact protocol of the papers (docs/PROTOCOL.md), beside a random embedding on the same split, and "
-    "below it each value's 95% bootstrap interval over the test queries. "
-    "Published: the overall numbers of the papers on the real benchmarks (224 px, ImageNet-pretrained "
-    "backbones, GPU training). The embedded models are small heads on a frozen ImageNet EfficientNet-Lite0 at "
-    "160 px, trained on synthetic garments on a CPU: compare models with each other and with random, not "
-    "with the published values."
+    "**How to read this.** Retrieval mAP (%) with the exact protocol of the papers (docs/PROTOCOL.md): each test "
+    "query ranks the candidates of its attribute; overall is the mean over all queries. Overall comes first "
+    "with its 95% bootstrap interval (the range it could take with other queries of the same kind); the "
+    "best of each column among the models measured on the same split is **bold** with ▲. Each group of rows "
+    "says which test split it was measured on and how many queries each attribute has, beside a random "
+    "embedding on the same split. Published: the overall numbers of the papers on the real benchmarks (224 px, "
+    "ImageNet-pretrained backbones, GPU training). The embedded models are small heads on a frozen ImageNet "
+    "EfficientNet-Lite0 at low resolution, trained on a CPU on the gallery's own kind of images: compare models "
+    "with each other and with random, not with the published values."
 )
+ERRORS = (QueryError, GalleryIndexError, DatasetError)
 DATASETS = ["FashionAI", "DARN", "DeepFashion", "Zappos50K"]
+PUBLISHED_COLUMNS = ("FashionAI", "DARN", "DeepFashion")
+RESULTS_FILE = "results.json"
+RESULTS_FORMAT = "profashion-results/1"
+RANDOM = "random (seed 0)"
+BEST = "▲"
+
+# The table's style, scoped to its component: fixed layout on the box's width, short headers that wrap.
+CSS = """
+.pf-res { font-size: 13px; line-height: 1.3; }
+.pf-res table { width: 100%; table-layout: fixed; border-collapse: collapse; font-variant-numeric: tabular-nums; }
+.pf-res th, .pf-res td { padding: 3px 4px; border-bottom: 1px solid var(--border-color-primary, #e5e7eb);
+  overflow-wrap: anywhere; vertical-align: top; }
+.pf-res thead th { font-weight: 600; text-align: right; vertical-align: bottom; overflow-wrap: normal; }
+.pf-res thead th.pf-res-model, .pf-res tbody th { text-align: left; }
+.pf-res td { text-align: right; }
+.pf-res col.pf-res-c-model { width: 13%; }
+.pf-res col.pf-res-c-overall { width: 8%; }
+.pf-res col.pf-res-c-pub { width: 6.5%; }
+.pf-res .pf-res-span { text-align: center; border-bottom: 2px solid var(--border-color-primary, #d1d5db); }
+.pf-res .pf-res-pub { color: var(--body-text-color-subdued, #6b7280); }
+.pf-res small { display: block; font-weight: 400; color: var(--body-text-color-subdued, #6b7280); }
+.pf-res .pf-res-group th { text-align: left; font-weight: 600; padding-top: 10px;
+  background: var(--background-fill-secondary, #f3f4f6); }
+.pf-res .pf-res-n td, .pf-res .pf-res-n th { color: var(--body-text-color-subdued, #6b7280); font-weight: 400; }
+.pf-res .pf-res-random th, .pf-res .pf-res-random td { font-style: italic; }
+.pf-res .pf-best { font-weight: 700; background: rgba(34, 197, 94, 0.14); }
+.pf-res .pf-res-pending td { text-align: left; color: var(--body-text-color-subdued, #6b7280); }
+.pf-res .pf-res-legend { margin: 6px 0 0; color: var(--body-text-color-subdued, #6b7280); }
+"""
+
+
+# ------------------------------------------------------------------------------------------------------
+# Where each row's numbers come from
+
+
+def shipped_results(catalog: Catalog) -> dict | None:
+    """``results.json`` beside the catalog's checkpoints (``scripts/ship_results.py``), or None when there is none
+    or it cannot be read (then every model is measured on the gallery, as if nothing had been shipped)."""
+    path = Path(catalog.checkpoints_root) / RESULTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(data, dict) and data.get("format") == RESULTS_FORMAT and isinstance(data.get("models"), dict)
+            and isinstance(data.get("dataset"), dict) and isinstance(data.get("random"), dict)):
+        return None
+    return data
+
+
+def shipped_for(shipped: dict | None, name: str, fingerprint: str) -> dict | None:
+    """The shipped numbers of the checkpoint with this weights fingerprint (its own name first, then any other
+    folder name with the same weights), or None: a checkpoint changed since the numbers were measured, or never
+    measured, gets none."""
+    if not shipped or not fingerprint:
+        return None
+    models = shipped["models"]
+    candidates = [models.get(name)] + [r for n, r in models.items() if n != name]
+    return next((r for r in candidates if isinstance(r, dict) and r.get("fingerprint") == fingerprint), None)
+
+
+@dataclass
+class Group:
+    """Rows measured on one split: a sentence saying which, its queries per attribute, the rows, random."""
+
+    key: str
+    title: str
+    n_queries: dict[str, int]
+    rows: list[tuple[str, dict]] = field(default_factory=list)
+    random: dict | None = None
+
+
+def _gallery_group(catalog: Catalog) -> Group:
+    from profashion.evaluation.retrieval_map import evaluate_random
+
+    rnd = evaluate_random(catalog.dataset, split=GALLERY_SPLIT, seed=0).to_json(catalog.dataset.schema,
+                                                                               per_query=False)
+    n = rnd["n_queries"]
+    title = (f"Measured here, on the gallery's own {GALLERY_SPLIT} split ({catalog.num_items} images, "
+             f"{sum(n.values())} queries): few queries per attribute, wide intervals")
+    return Group("gallery", title, n, random=rnd)
+
+
+def _shipped_group(shipped: dict) -> Group:
+    d = shipped["dataset"]
+    n = {k: int(v) for k, v in (d.get("n_queries") or {}).items()}
+    title = (f"Shipped with the checkpoints: measured on {d.get('folder', d.get('name', '?'))}, {d.get('split')} split "
+             f"({d.get('images')} images, {d.get('queries', sum(n.values()))} queries, {d.get('layout', 'asen')} "
+             "layout)")
+    return Group("shipped", title, n, random=shipped.get("random"))
+
+
+def collect(catalog: Catalog, measure=(), progress=None) -> tuple[list[Group], list[str]]:
+    """(the groups of measured rows, the loaded models with no numbers yet); every loaded model is in one of them.
+    The models of ``measure`` that have no numbers yet are measured on the gallery's test split first, one after the
+    other, each announced to ``progress(fraction, desc)``."""
+    shipped = shipped_results(catalog)
+    models = catalog.models
+    own = {n: shipped_for(shipped, n, e.fingerprint) for n, e in models.items()}
+    todo = [n for n in measure if n in models and own[n] is None and catalog.measured(n, compute=False) is None]
+    for i, name in enumerate(todo):
+        if progress is not None:
+            progress(i / len(todo), desc=f"measuring {name} on the gallery's {GALLERY_SPLIT} split "
+                                         f"({i + 1} of {len(todo)})")
+        catalog.measured(name)
+    groups: dict[str, Group] = {}
+    pending = []
+    for name in models:
+        if own[name] is not None:
+            g = groups.get("shipped") or groups.setdefault("shipped", _shipped_group(shipped))
+            g.rows.append((name, own[name]))
+            continue
+        r = catalog.measured(name, compute=False)
+        if r is None:
+            pending.append(name)
+            continue
+        g = groups.get("gallery") or groups.setdefault("gallery", _gallery_group(catalog))
+        g.rows.append((name, r))
+    order = [groups[k] for k in ("shipped", "gallery") if k in groups]
+    return order, pending
+
+
+# ------------------------------------------------------------------------------------------------------
+# The table
+
+
+def short_name(attribute: str) -> str:
+    """A column header: ``skirt_length`` -> ``skirt``, ``neckline_design`` -> ``neckline``, ``baseColour`` ->
+    ``base Colour`` (a place to wrap)."""
+    s = attribute.removesuffix("_length").removesuffix("_design").replace("_", " ")
+    return "".join(f" {c}" if c.isupper() and i and s[i - 1].islower() else c for i, c in enumerate(s))
+
+
+def _published(catalog: Catalog, name: str | None) -> dict[str, float | None]:
+    from profashion.evaluation.retrieval_map import PUBLISHED
+
+    if name is None:
+        method = "Random"
+    else:
+        method = catalog.models[name].published_name if name in catalog.models else None
+    row = PUBLISHED.get(method or "", {})
+    return {d: row.get(d) for d in PUBLISHED_COLUMNS}
+
+
+def _value(r: dict | None, attribute: str | None) -> float | None:
+    if not r:
+        return None
+    v = r.get("overall") if attribute is None else (r.get("per_attribute") or {}).get(attribute)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _best(group: Group, columns: list[str | None]) -> dict[str | None, float]:
+    """Per column (None: overall), the best value among the group's models (random left out; none for a group
+    of one model, which has nothing to be best of)."""
+    best = {}
+    if len(group.rows) < 2:
+        return best
+    for a in columns:
+        vals = [v for _, r in group.rows if (v := _value(r, a)) is not None]
+        if vals:
+            best[a] = round(max(vals), 2)
+    return best
+
+
+def _cell(r: dict | None, a: str | None, best: dict, n: int | None) -> str:
+    v = _value(r, a)
+    if v is None:
+        return '<td title="no query of this attribute in the split">–</td>'
+    ci = r.get("ci95") if a is None else (r.get("per_attribute_ci95") or {}).get(a)
+    tip = f"95% interval {ci[0]:.1f}–{ci[1]:.1f}" if ci else "no interval (measured without per-query APs)"
+    if n is not None:
+        tip += f", {n} test queries"
+    is_best = a in best and round(v, 2) == best[a]
+    text = f"{v:.2f}"
+    if is_best:
+        tip += "; best of this column"
+        text = f"{BEST}&#8239;{text}"
+    sub = f"<small>{ci[0]:.1f}–{ci[1]:.1f}</small>" if a is None and ci else ""
+    cls = ' class="pf-best"' if is_best else ""
+    return f'<td{cls} title="{html_escape(tip)}">{text}{sub}</td>'
+
+
+def _published_cells(values: dict[str, float | None]) -> str:
+    return "".join(f'<td class="pf-res-pub">{v:.2f}</td>' if v is not None else '<td class="pf-res-pub">–</td>'
+                   for v in values.values())
+
+
+def table_html(catalog: Catalog, groups: list[Group], pending: list[str]) -> str:
+    """The one table: a row per model (grouped by the split it was measured on), overall first then each
+    attribute, the best of each column bold with ▲, the published overall of the model's paper beside it."""
+    e = html_escape
+    attrs = catalog.attributes
+    ncol = 2 + len(attrs) + len(PUBLISHED_COLUMNS)
+    out = ['<div class="pf-res"><table><colgroup><col class="pf-res-c-model"><col class="pf-res-c-overall">',
+           "<col>" * len(attrs), '<col class="pf-res-c-pub">' * len(PUBLISHED_COLUMNS), "</colgroup><thead><tr>",
+           '<th rowspan="2" class="pf-res-model" scope="col">model</th>',
+           '<th rowspan="2" scope="col" title="mean AP over all test queries, with its 95% bootstrap interval">'
+           "overall<small>95% interval</small></th>",
+           f'<th colspan="{len(attrs)}" class="pf-res-span" scope="colgroup">mAP (%) per attribute</th>',
+           f'<th colspan="{len(PUBLISHED_COLUMNS)}" class="pf-res-span pf-res-pub" scope="colgroup">'
+           "published overall (paper, real photos)</th></tr><tr>"]
+    out += [f'<th scope="col" title="{e(a)}">{e(short_name(a))}</th>' for a in attrs]
+    out += [f'<th scope="col" class="pf-res-pub" title="{e(d)}">{e(d).replace("Fashion", "Fashion<wbr>")}</th>'
+            for d in PUBLISHED_COLUMNS]
+    out.append("</tr></thead><tbody>")
+    for g in groups:
+        best = _best(g, [None, *attrs])
+        out.append(f'<tr class="pf-res-group" data-split="{g.key}"><th colspan="{ncol}" scope="rowgroup">'
+                   f"{e(g.title)}</th></tr>")
+        out.append('<tr class="pf-res-n"><th scope="row">test queries</th>'
+                   f"<td>{sum(g.n_queries.values())}</td>"
+                   + "".join(f"<td>{g.n_queries.get(a, 0)}</td>" for a in attrs) + f'<td colspan="{len(PUBLISHED_COLUMNS)}"></td></tr>')
+        for name, r in g.rows:
+            entry = catalog.models[name]
+            out.append(f'<tr data-model="{e(name)}" data-split="{g.key}"><th scope="row" title="{e(entry.describe())}">'
+                       f"{e(name)}<small>{e(entry.published_name or entry.method)}</small></th>"
+                       + _cell(r, None, best, sum(g.n_queries.values()))
+                       + "".join(_cell(r, a, best, g.n_queries.get(a)) for a in attrs)
+                       + _published_cells(_published(catalog, name)) + "</tr>")
+        if g.random:
+            out.append(f'<tr class="pf-res-random" data-model="{RANDOM}" data-split="{g.key}"><th scope="row">'
+                       f"random<small>seed 0</small></th>" + _cell(g.random, None, {}, None)
+                       + "".join(_cell(g.random, a, {}, g.n_queries.get(a)) for a in attrs)
+                       + _published_cells(_published(catalog, None)) + "</tr>")
+    if pending:
+        out.append(f'<tr class="pf-res-group" data-split="pending"><th colspan="{ncol}" scope="rowgroup">Not measured '
+                   "yet (no shipped numbers for these weights): press Measure</th></tr>")
+        for name in pending:
+            out.append(f'<tr class="pf-res-pending" data-model="{e(name)}" data-split="pending"><th scope="row">'
+                       f'{e(name)}<small>{e(catalog.models[name].method)}</small></th><td colspan="{ncol - 1}">'
+                       f"measured on the gallery's own {GALLERY_SPLIT} split on demand</td></tr>")
+    if not groups and not pending:
+        out.append(f'<tr><td colspan="{ncol}">{e(catalog.empty_message() or "no model loaded")}</td></tr>')
+    out.append(f'</tbody></table><p class="pf-res-legend">{BEST} <b>bold</b>: the best of its column among the '
+               "models measured on the same split (random left out). Hover a number for its 95% interval and its "
+               "number of queries.</p></div>")
+    return "".join(out)
+
+
+def table_data(catalog: Catalog, groups: list[Group], pending: list[str]):
+    """The same table as data (one row per model and per random row; pending models with empty numbers)."""
+    attrs = catalog.attributes
+    rows = []
+
+    def row(label, split, r, pub):
+        ci = (r or {}).get("ci95") or [None, None]
+        return ([label, split, _value(r, None), ci[0], ci[1]] + [_value(r, a) for a in attrs]
+                + [pub.get(d) for d in PUBLISHED_COLUMNS])
+
+    for g in groups:
+        split = "shipped" if g.key == "shipped" else f"gallery {GALLERY_SPLIT}"
+        rows += [row(name, split, r, _published(catalog, name)) for name, r in g.rows]
+        if g.random:
+            rows.append(row(RANDOM, split, g.random, _published(catalog, None)))
+    rows += [row(name, "not measured", None, _published(catalog, name)) for name in pending]
+    return df(rows, ["model", "measured on", "overall", "ci95 low", "ci95 high", *attrs,
+                     *(f"published {d}" for d in PUBLISHED_COLUMNS)])
 
 
 def intervals_markdown(measured: dict[str, dict], attrs: list[str]) -> str:
@@ -43,70 +321,89 @@ def intervals_markdown(measured: dict[str, dict], attrs: list[str]) -> str:
     return "\n".join(lines)
 
 
-def results(catalog: Catalog, models):
-    """``/results``: (the measured mAP table, one row per chosen model and one for random; its markdown with the
-    test split's queries and the intervals)."""
-    from profashion.evaluation.retrieval_map import evaluate_random
-
-    attrs = catalog.attributes
-    chosen = catalog.check_models(models)
-    rows, measured = [], {}
-    for name in chosen:
-        r = measured[name] = catalog.measured(name)
-        rows.append([name] + [round(r["per_attribute"][a], 2) if a in r["per_attribute"] else None for a in attrs]
-                    + [round(r["overall"], 2)])
-    rnd = measured["random (seed 0)"] = evaluate_random(catalog.dataset, split="test", seed=0).to_json(
-        catalog.dataset.schema)
-    rows.append(["random (seed 0)"] + [round(rnd["per_attribute"][a], 2) if a in rnd["per_attribute"] else None
-                                       for a in attrs] + [round(rnd["overall"], 2)])
-    table = df(rows, ["model", *attrs, "overall"])
-    nq = rnd["n_queries"]
-    md = (f"Test split of the embedded gallery (`{catalog.dataset.root.name}`), "
-          f"{sum(nq.values())} queries ({', '.join(f'{a} {n}' for a, n in nq.items())}).")
-    return table, md + "\n\n" + intervals_markdown(measured, attrs)
+def _outputs(catalog: Catalog, groups: list[Group], pending: list[str]):
+    measured = {}
+    for g in groups:
+        where = "shipped" if g.key == "shipped" else "gallery"
+        measured.update({f"{n} ({where})": r for n, r in g.rows})
+        if g.random:
+            measured[f"{RANDOM} ({where})"] = g.random
+    return (table_html(catalog, groups, pending), table_data(catalog, groups, pending),
+            intervals_markdown(measured, catalog.attributes))
 
 
-def published_table(catalog: Catalog):
-    """The papers' published overall mAP per benchmark, and which loaded models implement each method."""
-    from profashion.evaluation.retrieval_map import PUBLISHED
+def results(catalog: Catalog, progress=None):
+    """``/results``: every loaded model's numbers (shipped, or measured on the gallery's test split), after
+    measuring the models that have none yet; (the table as HTML, the same as data, the per-attribute 95% intervals
+    as Markdown). ``progress(fraction, desc=...)`` hears of each model being measured."""
+    if not catalog.models:
+        raise QueryError(catalog.empty_message())
+    return _outputs(catalog, *collect(catalog, list(catalog.models), progress))
 
-    loaded_as: dict[str, list[str]] = {}
-    for n, e in catalog.models.items():
-        if e.published_name:
-            loaded_as.setdefault(e.published_name, []).append(n)
-    return df([[m] + [PUBLISHED[m].get(d) for d in DATASETS] + [", ".join(loaded_as.get(m, []))]
-               for m in PUBLISHED], ["method", *DATASETS[:3], "Zappos50K (triplet acc.)", "loaded here as"])
+
+def results_view(catalog: Catalog):
+    """The table without measuring anything (shown at load): shipped numbers, cached measurements, and the
+    models still to measure."""
+    return _outputs(catalog, *collect(catalog))
 
 
 def sources_markdown() -> str:
     from profashion.evaluation.retrieval_map import PUBLISHED_NOTES, PUBLISHED_SOURCES
 
-    return ("**Sources.** " + "; ".join(f"{k}: {v}" for k, v in PUBLISHED_SOURCES.items())
+    return ("**Sources** of the published numbers: " + "; ".join(f"{k}: {v}" for k, v in PUBLISHED_SOURCES.items())
             + ". Compiled in docs/PROTOCOL.md (overall test mAP, %). " + " ".join(PUBLISHED_NOTES))
 
 
 def models_markdown(catalog: Catalog) -> str:
-    """The models loaded (with what they are) and the folders skipped (with why)."""
+    """The models loaded (with what they are) and the folders skipped (with why); folder names only, never a path
+    of the server."""
     model_lines = [f"- **{e.label}**: {e.describe()}" for e in catalog.models.values()]
     model_lines += [f"- ~~{e.name}~~: {e.error}" for e in catalog.skipped]
-    return ("**Models loaded** (from `" + str(catalog.checkpoints_root) + "`)\n\n"
+    return (f"**Models loaded** (from the folder `{Path(catalog.checkpoints_root).name}`)\n\n"
             + ("\n".join(model_lines) or "_none_"))
 
 
 def build(catalog: Catalog) -> SimpleNamespace:
-    """The tab's components (inside ``gr.Tab("Results")``)."""
-    published, sources, models_md = published_table(catalog), sources_markdown(), models_markdown(catalog)
-    gr.Markdown(NOTE)
+    """The tab's components (inside ``gr.Tab("Results")``); the table is in the page from the start (shipped and
+    cached numbers, nothing measured) and listed again at each page load (:func:`wire`)."""
+    html, data, intervals = guard(results_view, ERRORS, catalog)()
     c = SimpleNamespace()
-    c.button = gr.Button("Measure mAP of the selected models", variant="primary")
-    c.md = gr.Markdown()
-    c.measured = gr.Dataframe(label="Measured mAP (%) on the embedded gallery", interactive=False)
-    gr.Dataframe(value=published, label="Published overall mAP (%) on the real benchmarks", interactive=False)
-    gr.Markdown(sources)
-    gr.Markdown(models_md)
+    gr.Markdown(NOTE)
+    c.button = gr.Button("Measure the models that have no numbers yet", variant="primary",
+                         elem_id="results-measure")
+    c.table = gr.HTML(html, css_template=CSS, js_on_load=None, elem_id="results-map")
+    gr.Markdown(sources_markdown())
+    with gr.Accordion("95% intervals per attribute", open=False):
+        c.intervals = gr.Markdown(intervals)
+    with gr.Accordion("The table as data (copy or export)", open=False):
+        c.data = gr.Dataframe(data, interactive=False, wrap=True, elem_id="results-data")
+    c.models_md = gr.Markdown(guard(models_markdown, ERRORS, catalog)(), elem_id="results-models")
     return c
 
 
-def wire(catalog: Catalog, c: SimpleNamespace, models) -> None:
-    c.button.click(guard(results, (QueryError,), catalog), [models], [c.measured, c.md], api_name="results",
-                   concurrency_id="heavy", concurrency_limit=1)
+def wire(catalog: Catalog, c: SimpleNamespace, models, gallery=None) -> None:
+    """``/results`` on the button (every loaded model without numbers measured, with a progress bar: one step per
+    model), and the table listed again at each page load and when the models change (a fine-tuned one added). ``gallery``: the gallery switch, when ``catalog`` is the
+    app's galleries and :func:`~profashion.ui.common.guard` routes each event to the chosen gallery's catalog by
+    the event's last input."""
+    fn = guard(results, ERRORS, catalog)
+    refresh = guard(lambda cat, _models: (*results_view(cat), models_markdown(cat)), ERRORS, catalog)
+    outputs = [c.table, c.data, c.intervals]
+    if gallery is None:
+        def measure(progress=gr.Progress()):  # noqa: B008 - how Gradio hands an event its progress bar
+            return fn(progress)
+
+        inputs, m_inputs = [models], []
+    else:
+        def measure(gallery, progress=gr.Progress()):  # noqa: B008
+            return fn(progress, gallery)
+
+        inputs, m_inputs = [models, gallery], [gallery]
+        gallery.change(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden")
+    c.button.click(measure, m_inputs, outputs, api_name="results", concurrency_id="heavy", concurrency_limit=1)
+    # a model added since the page was built or while it is open (a fine-tuning job's checkpoint) is listed at the
+    # next page load and as soon as the models change
+    models.change(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden")
+    page = Context.root_block
+    if page is not None:
+        page.load(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden")

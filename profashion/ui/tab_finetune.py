@@ -519,7 +519,7 @@ def build(jobs: JobManager) -> SimpleNamespace:
                                  **_fields(attrs)}, multiselect=True, elem_id="ft-attrs", scale=3)
         c.image_column = gr.Dropdown(**{"choices": [], "value": None, "visible": False, **_fields(image_col)},
                                      label="Image column of the CSV", elem_id="ft-image-column")
-        c.rows = gr.Number(None, precision=0, minimum=0, label="Rows to import (first N; empty = all)",
+        c.rows = gr.Number(None, precision=0, minimum=0, label="Rows to import (the first N; 0 = all)",
                            visible=_fields(rows).get("visible", False), elem_id="ft-rows")
     with gr.Row():
         c.epochs = gr.Number(demo_p["epochs"], precision=0, minimum=1, label="Epochs", elem_id="ft-epochs")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import inspect
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -192,3 +193,65 @@ def test_an_upload_far_from_every_gallery_item_is_flagged(galleries):
     assert not cat.unfamiliar(mixed, a)  # one model finds it familiar: no warning
     assert not cat.unfamiliar({}, a)
     assert np.isfinite(list(floors.values())).all()
+
+
+# -- a case you can share -------------------------------------------------------------------------------------
+
+
+def test_a_link_reopens_the_case_it_was_made_for(galleries, tmp_path):
+    from urllib.parse import parse_qsl
+
+    from profashion.ui.share import UploadStore, link_query, read_link
+
+    uploads = UploadStore(tmp_path / "uploads")
+    cat = galleries.get("again")
+    item = 7
+    q = link_query(cat, cat.item_path(item), "colour", ["triplet"], "explore", uploads)
+    state = read_link(galleries, dict(parse_qsl(q)), uploads)
+    assert (state.gallery, state.attribute, state.models, state.tab) == ("again", "colour", ["triplet"], "explore")
+    assert state.query == cat.item_path(item) and not state.ignored and state.note() == ""
+    assert "/" not in q.replace("%2F", "/").split("item=")[0]  # no server path in the link
+
+    # an upload is kept by content: the link names its hash, and reopens a copy of it
+    upload = tmp_path / "mine.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(upload)
+    q = link_query(cat, str(upload), "colour", [], "retrieve", uploads)
+    params = dict(parse_qsl(q))
+    assert len(params["upload"]) == 64 and str(tmp_path) not in q
+    state = read_link(galleries, params, uploads)
+    assert Path(state.query).read_bytes() == upload.read_bytes()
+
+
+def test_a_link_naming_what_does_not_exist_opens_the_default_and_says_what_was_ignored(galleries, tmp_path):
+    from profashion.ui.share import UploadStore, read_link
+
+    uploads = UploadStore(tmp_path / "uploads")
+    state = read_link(galleries, {"gallery": "nope", "item": "99999", "attribute": "wingspan",
+                                  "models": "triplet,ghost", "tab": "secret"}, uploads)
+    assert state.gallery is None and state.query is None and state.attribute is None and state.tab is None
+    assert state.models == ["triplet"]
+    note = state.note()
+    for word in ("gallery 'nope'", "item '99999'", "attribute 'wingspan'", "model 'ghost'", "tab 'secret'"):
+        assert word in note, word
+    state = read_link(galleries, {"upload": "../../etc/passwd"}, uploads)  # never a path: a hash or nothing
+    assert state.query is None and "no longer kept" in state.note()
+    assert read_link(galleries, {"upload": "a" * 64}, uploads).query is None
+
+
+def test_the_upload_store_is_bounded(tmp_path):
+    from PIL import Image
+
+    from profashion.ui.share import UploadStore
+
+    store = UploadStore(tmp_path / "u", max_files=3)
+    digests = []
+    for i in range(5):
+        f = tmp_path / f"{i}.png"
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(f)
+        digests.append(store.keep(f))
+        os.utime(store.find(digests[-1]), (1000 + i, 1000 + i))
+    assert len(list((tmp_path / "u").iterdir())) == 3
+    assert store.find(digests[0]) is None and store.find(digests[-1]) is not None
+    assert store.keep(tmp_path / "missing.png") is None

@@ -34,6 +34,7 @@ from profashion.ui.common import path_of as _path_of  # noqa: F401
 from profashion.ui.common import to_error as _error  # noqa: F401
 from profashion.ui.galleries import Galleries
 from profashion.ui.jobs import JobManager
+from profashion.ui.share import UploadStore, link_query, read_link
 from profashion.ui.tab_embeddings import METHOD_CHOICES  # noqa: F401
 from profashion.ui.tab_results import intervals_markdown as _intervals_markdown  # noqa: F401
 from profashion.ui.tab_retrieve import MARKS, comparison_html, examples_html  # noqa: F401
@@ -99,10 +100,14 @@ def _query_row(galleries: Galleries):
             with gr.Row():
                 attribute = gr.Dropdown(attrs, value=default_attr, label="Attribute", elem_id="attribute")
                 models = gr.CheckboxGroup(_labels(catalog), value=catalog.names, label="Models", elem_id="models")
-            with gr.Accordion("What are these models?", open=False, elem_id="models-about"):
-                models_about = gr.HTML(models_html(catalog))
+            with gr.Row():
+                with gr.Accordion("What are these models?", open=False, elem_id="models-about"):
+                    models_about = gr.HTML(models_html(catalog))
+                with gr.Accordion("Share this case", open=False, elem_id="share"):
+                    link = gr.Textbox(label="Link (the gallery, query, attribute, models and tab; also in the "
+                                            "address bar)", buttons=["copy"], interactive=False, elem_id="share-link")
     return SimpleNamespace(gallery=gallery, about=about, query=query, examples=examples, attribute=attribute,
-                           models=models, models_about=models_about)
+                           models=models, models_about=models_about, link=link)
 
 
 def _labels(catalog: Catalog) -> list[tuple[str, str]]:
@@ -112,6 +117,7 @@ def _labels(catalog: Catalog) -> list[tuple[str, str]]:
 def switch_gallery(galleries: Galleries, name):
     """A new gallery: (its description, first example as the query, examples, attribute choices, models, model
     descriptions, embeddings' model A and B choices)."""
+    galleries = getattr(galleries, "galleries", galleries)  # bound in a namespace: guard routes a bare Galleries
     catalog = galleries.get(name)
     attrs = catalog.attributes
     ex = catalog.examples[0] if catalog.examples else None
@@ -141,8 +147,9 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
     with gr.Blocks(title="ProFashion Explorer") as demo:
         head = _query_row(galleries)
         query, examples, attribute, models, gallery = head.query, head.examples, head.attribute, head.models, head.gallery
+        link, link_note = head.link, gr.Markdown(elem_id="link-note")
         tabs = {}
-        with gr.Tabs():
+        with gr.Tabs() as tab_group:
             with gr.Tab("Retrieve", id="retrieve") as tabs["retrieve"]:
                 r = tab_retrieve.build(catalog)
             with gr.Tab("Explore", id="explore") as tabs["explore"]:
@@ -171,21 +178,79 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         tab_finetune.wire(catalog, jobs, f)
         tab_finetune.wire_private(catalog, jobs, f, timer, seen_state, models, b.model_a, b.model_b)
         tab_finetune.wire_owner(demo, f)
-        gallery.change(guard(switch_gallery, (QueryError,), galleries), [gallery],
+        gallery.change(guard(switch_gallery, (QueryError,), SimpleNamespace(galleries=galleries)), [gallery],
                        [head.about, query, examples, attribute, models, head.models_about, b.model_a, b.model_b],
                        api_visibility="private", queue=False)
         q = SimpleNamespace(query=query, attribute=attribute, models=models, gallery=gallery)
         views.wire(q, r, e, b, tabs, events, compute, view_state, bool(names))
         tab_retrieve.wire_clicks(galleries, r, query, attribute, examples, gallery)  # the query's change searches it
+        uploads = UploadStore(catalog.cache_root / "uploads")
+        opened = demo.load(link_opener(galleries, uploads), None,
+                           [gallery, head.about, query, examples, attribute, models, head.models_about, b.model_a,
+                            b.model_b, tab_group, view_state, link_note], api_visibility="private", queue=False)
         if names and catalog.examples:
             v_inputs, v_outputs = views.inputs_outputs(q, r, e, b, view_state)
-            demo.load(views.refresher("retrieve", compute, bool(names)), v_inputs, v_outputs,
-                      api_visibility="private", preprocess=False, concurrency_id="query")
+            opened.then(views.refresher(None, compute, bool(names)), v_inputs, v_outputs,
+                        api_visibility="private", preprocess=False, concurrency_id="query")
+        wire_link(galleries, uploads, head, tabs, view_state, link)
     # A full queue refuses at once ("Queue is full") rather than keeping a visitor a minute: a Retrieve with
     # all eight models costs ~0.6 s of this 2-core machine's CPU, and 2 workers serve no faster than 1 here
     # (benchmarks/load_test.py), so QUEUE_SIZE waiting requests are ~10 s of work.
     demo.queue(max_size=queue_size())
     return demo
+
+
+# The link's query string in the address bar (without reloading) and as a full link in the box.
+SHOW_LINK_JS = """(query) => {
+  if (!query) return query;
+  const url = window.location.origin + window.location.pathname + '?' + query;
+  window.history.replaceState(null, '', url);
+  return url;
+}"""
+
+
+def link_opener(galleries: Galleries, uploads: UploadStore):
+    """The page's load: the state the page's link asks for (:func:`share.read_link`), or the defaults; one line
+    says what was ignored."""
+
+    def open_link(request: gr.Request):
+        params = dict(request.query_params) if request is not None else {}
+        state = read_link(galleries, params, uploads)
+        if not any(params.get(k) for k in ("gallery", "item", "upload", "attribute", "models", "tab")):
+            return (gr.skip(),) * 10 + ({"tab": "retrieve", "shown": {}}, "")
+        catalog = galleries.get(state.gallery)
+        about, query, examples, attribute, models, models_about, model_a, model_b = switch_gallery(galleries,
+                                                                                                   catalog.name)
+        if state.attribute:
+            attribute = gr.update(choices=catalog.attributes, value=state.attribute)
+        if state.models:
+            models = gr.update(choices=_labels(catalog), value=state.models)
+        tab = state.tab or "retrieve"
+        return (catalog.name, about, state.query or query, examples, attribute, models, models_about, model_a,
+                model_b, gr.Tabs(selected=tab), {"tab": tab, "shown": {}},
+                f"_{state.note()}_" if state.note() else "")
+
+    return open_link
+
+
+def wire_link(galleries: Galleries, uploads: UploadStore, head: SimpleNamespace, tabs: dict, view_state,
+              link) -> None:
+    """The link box and the address bar follow the gallery, query, attribute, models and open tab."""
+
+    def make_link(gallery, query, attribute, models, view, tab=None):
+        try:
+            catalog = galleries.get(gallery)
+        except QueryError:
+            return ""
+        return link_query(catalog, _path_of(query), attribute, models, tab or (view or {}).get("tab"), uploads)
+
+    inputs = [head.gallery, head.query, head.attribute, head.models, view_state]
+    common = {"api_visibility": "private", "preprocess": False, "queue": False, "show_progress": "hidden"}
+    gr.on([head.query.change, head.attribute.change, head.models.change], make_link, inputs,
+          link, **common).then(None, link, link, js=SHOW_LINK_JS, **common)
+    for name, tab in tabs.items():
+        tab.select(lambda *a, t=name: make_link(*a, tab=t), inputs, link, **common).then(
+            None, link, link, js=SHOW_LINK_JS, **common)
 
 
 def galleries_api(galleries: Galleries):

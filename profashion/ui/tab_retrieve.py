@@ -153,7 +153,7 @@ def build(catalog: Catalog) -> SimpleNamespace:
         gr.Markdown(f"### No model to show\n{empty}", elem_id="no-models")
     gr.Markdown(NOTE)
     c = SimpleNamespace()
-    c.button = gr.Button("Retrieve", variant="primary")
+    c.button = gr.Button("Retrieve", variant="primary", size="sm")
     c.stale = gr.Markdown(elem_id="retrieve-stale")
     c.grid = gr.HTML("", js_on_load=ITEM_CLICK_JS, elem_id="retrieve-grid", min_height=0)
     c.inspect = gr.Markdown()

@@ -132,11 +132,11 @@ def test_retrieve_returns_the_top5_of_every_model(client, catalog):
 def test_explore_draws_every_models_maps_with_localisation(client, catalog, tmp_path):
     # an example chosen for a visible local attribute: its ground-truth region exists
     item, path, _, attribute = catalog.examples[0]
-    strips, table, md = client.predict(handle_file(path), attribute, list(MODELS), api_name="/explore")
-    assert len(strips) == 3 and [s["caption"] for s in strips] == sorted(MODELS)
-    for s in strips:
-        with Image.open(s["image"]) as im:
-            assert im.height >= 192 and im.width >= 3 * 192  # ground truth + heatmap + at least one more map
+    html, table, md = client.predict(handle_file(path), attribute, list(MODELS), api_name="/explore")
+    # one row per model (its main map first, every panel with the ground-truth outline), in the page's HTML
+    assert re.findall(r'<div class="pf-xrow" data-model="([\w-]+)"', html) == list(MODELS)
+    panels = len(re.findall(r'<figure class="pf-p[ "]', html))
+    assert panels >= 1 + 2 * len(MODELS) and html.count('class="pf-l pf-gt"') == panels
     rows = _rows(table)
     assert {r[0] for r in rows} == set(MODELS)
     assert {r[1] for r in rows} >= {"heatmap"}
@@ -147,8 +147,9 @@ def test_explore_draws_every_models_maps_with_localisation(client, catalog, tmp_
     upload = tmp_path / "mirrored.jpg"
     with Image.open(path) as im:
         im.transpose(Image.FLIP_LEFT_RIGHT).convert("RGB").save(upload, quality=90)
-    strips, table, md = client.predict(handle_file(str(upload)), attribute, ["asen"], api_name="/explore")
-    assert len(strips) == 1 and not _rows(table) and "no ground-truth region" in md
+    html, table, md = client.predict(handle_file(str(upload)), attribute, ["asen"], api_name="/explore")
+    assert html.count('<div class="pf-xrow"') == 1 and "pf-gt" not in html and not _rows(table)
+    assert md.count("no ground-truth region") == 1
 
 
 def test_embeddings_projects_two_models_with_disentanglement_numbers(client, catalog):

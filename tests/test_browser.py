@@ -210,9 +210,9 @@ def test_explore(page):
     expect = sync_api.expect
     page.get_by_role("tab", name="Explore").click()
     expect(page.get_by_text("ground-truth region covers")).to_be_visible(timeout=T)
-    expect(page.locator("#explore-maps").get_by_label("Thumbnail 2 of 2")).to_be_attached(timeout=T)
+    expect(page.locator("#explore-maps .pf-xrow")).to_have_count(len(MODELS), timeout=T)
     page.get_by_role("button", name="Explain the query").click()
-    expect(page.get_by_text("max inside").first).to_be_visible(timeout=T)
+    expect(page.get_by_text("peak on region").first).to_be_visible(timeout=T)
 
 
 def test_embeddings(page):

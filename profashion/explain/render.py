@@ -11,6 +11,10 @@ kind. :func:`explain_panels` draws each map by its kind, never by its name:
   attribute names) and the queried attribute's row marked;
 - ``box``: the box drawn on the image.
 
+The Explore tab draws no picture of a whole panel: it sends layers the browser stacks (:func:`colour_layer`, a map's
+colours at its own resolution; :func:`outline_layer`, the ground-truth outline; :func:`data_uri`), with
+:func:`gradient_css` as the colour bar and :func:`top_columns` cutting a plan to its heaviest columns.
+
 Numbers are returned as they are. A model outside this package that still returns a free-form dict is read
 by :func:`classify_maps`, which guesses each entry's kind from its dtype and shape (the old contract).
 """
@@ -18,6 +22,7 @@ by :func:`classify_maps`, which guesses each entry's kind from its dtype and sha
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -197,6 +202,82 @@ def hit_thumbnail(image, match: bool | None, side: int = 128, border: int = 6) -
     frame = Image.new("RGB", (img.width + 2 * border, img.height + 2 * border), colour)
     frame.paste(img, (border, border))
     return np.asarray(frame)
+
+
+# --------------------------------------------------------------------------------------------------
+# Layers the browser blends (the Explore tab): the image, a map's colours, the ground-truth outline, each
+# sent once and stacked in the page, so that the overlay's opacity changes without drawing anything again
+
+CMAP = "jet"  # the overlays' colormap (grad-cam's convention): blue = a map's lowest value, red = its highest
+
+
+@functools.lru_cache(maxsize=8)
+def colour_table(cmap: str = CMAP) -> np.ndarray:
+    """(256, 3) uint8: ``cmap`` sampled once (a matplotlib colormap builds its table again on every copy)."""
+    import matplotlib
+
+    return (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def colour_layer(heatmap, cmap: str = CMAP) -> np.ndarray:
+    """A map (min-max normalised) through ``cmap``: (h, w, 3) uint8 at the map's own resolution."""
+    m = normalise01(np.asarray(to_numpy(heatmap), dtype=np.float32))
+    return colour_table(cmap)[np.rint(m * 255).astype(np.int32)]
+
+
+def outline_layer(mask, shape: tuple[int, int], width: int = 3) -> np.ndarray:
+    """(H, W, 4) uint8, transparent but for the outline of the boolean ``mask`` (resized to ``shape``, nearest):
+    a white line of ``width`` pixels on a black edge, visible on every colour of the overlay."""
+    from scipy.ndimage import binary_dilation
+    from skimage.segmentation import find_boundaries
+
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != tuple(shape):
+        m = resize_map(m.astype(np.float32), shape, nearest=True) > 0.5
+    core = find_boundaries(m, mode="inner")
+    if width > 1:
+        core = binary_dilation(core, iterations=width - 1)
+    edge = binary_dilation(core, iterations=1) & ~core
+    out = np.zeros((*shape, 4), np.uint8)
+    out[edge] = (0, 0, 0, 200)
+    out[core] = (255, 255, 255, 255)
+    return out
+
+
+def data_uri(image: np.ndarray, fmt: str = "png", quality: int = 88) -> str:
+    """An (H, W, 3|4) uint8 array as a ``data:`` URI (PNG, or JPEG for smooth pictures: a fifth of the bytes)."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    im = Image.fromarray(np.ascontiguousarray(image))
+    if fmt == "jpeg":
+        im.convert("RGB").save(buf, "JPEG", quality=quality)
+    else:
+        im.save(buf, "PNG", optimize=False, compress_level=6)
+    return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def colour_hex(value: float, cmap: str = CMAP) -> str:
+    """The ``#rrggbb`` colour of ``value`` in [0, 1] through ``cmap``."""
+    r, g, b = colour_table(cmap)[int(round(255 * float(np.clip(np.nan_to_num(value), 0.0, 1.0))))]
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def gradient_css(cmap: str = CMAP, stops: int = 11) -> str:
+    """A CSS ``linear-gradient`` left (0) to right (1) through ``cmap``: a colour bar."""
+    parts = [f"{colour_hex(i / (stops - 1), cmap)} {100 * i / (stops - 1):.0f}%" for i in range(stops)]
+    return "linear-gradient(to right, " + ", ".join(parts) + ")"
+
+
+def top_columns(matrix, row: int | None = None, k: int = 8) -> list[int]:
+    """The ``k`` columns of a matrix with the most weight in ``row`` (None: summed over the rows), heaviest
+    first; every column, in order, when there are at most ``k``."""
+    m = np.atleast_2d(np.asarray(to_numpy(matrix), dtype=np.float64))
+    if m.shape[1] <= k:
+        return list(range(m.shape[1]))
+    w = m[row] if row is not None and 0 <= row < m.shape[0] else m.sum(0)
+    return [int(i) for i in np.argsort(-np.nan_to_num(w, nan=-np.inf), kind="stable")[:k]]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The app as a user meets it: start-up time, request latency, memory. Prints one JSON object.
 
-    python benchmarks/bench_app.py [--retrieve 20] [--explore 8] [--cache DIR] [--port 7899]
+    python benchmarks/bench_app.py [--retrieve 20] [--explore 8] [--embeddings 0] [--cache DIR] [--port 7899]
 
 - ``startup_s``: from launching ``app.py`` (a subprocess, as ``make demo`` does) to the first served page;
   with a warm cache (the gallery and each model's index already built) unless ``--cache`` is empty;
@@ -8,6 +8,12 @@
   once, cycling over gallery images and attributes;
 - ``retrieve_same_query_new_attribute_ms``: the query just asked, under the next attribute (the engine embeds a
   query once per model under every attribute, so no model runs);
+- with ``--embeddings N``: ``embeddings_first_s``, the first ``/embeddings`` (t-SNE) of N model pairs and
+  attributes (new projections, unless the cache already holds them); ``embeddings_warm_ms``, the same N again in
+  another order, each a switch of pair or attribute from the one before, with the projections cached (what a
+  visitor waits for once the start-up warm-up is done); ``embeddings_kb``, the explorer's data per answer;
+  ``neighbours_ms``, N ``/neighbours`` of one item in both models (the list under a clicked point: the highlight
+  itself is drawn in the browser without a request);
 - ``rss_mb``: resident memory of the app process after start-up and after the requests (and its peak).
 
 Checkpoints: ``PROFASHION_CHECKPOINTS`` when set; otherwise a temporary checkpoints root of symlinks to
@@ -79,16 +85,49 @@ def stop_app(proc: subprocess.Popen, log, grace: float = 30.0) -> None:
     log.close()
 
 
-def pct(xs: list[float]) -> dict:
+def pct(xs: list[float]) -> dict | None:
+    if not xs:
+        return None
     a = np.asarray(xs)
     return {"p50": round(float(np.percentile(a, 50)), 1), "p95": round(float(np.percentile(a, 95)), 1),
             "n": len(xs)}
+
+
+def bench_embeddings(client, names: list[str], attrs: list[str], n: int, num_items: int) -> dict:
+    """``/embeddings`` of ``n`` (model A, model B, attribute) choices, first (projected or read from the cache),
+    then again in another order (cached: each a switch of pair or attribute); ``n`` ``/neighbours``."""
+    m = len(names)
+    combos = [(names[i % m], names[(i + 1 + i // m) % m], attrs[i % len(attrs)]) for i in range(n)]
+    first, warm, sizes = [], [], []
+    for a, b, attr in combos:
+        t = time.perf_counter()
+        client.predict(a, b, attr, "tsne", api_name="/embeddings")
+        first.append(time.perf_counter() - t)
+    order = combos[1::2] + combos[0::2]  # consecutive choices differ in pair or attribute
+    for a, b, attr in order:
+        t = time.perf_counter()
+        data, *_ = client.predict(a, b, attr, "tsne", api_name="/embeddings")
+        warm.append(1000 * (time.perf_counter() - t))
+        sizes.append(len(json.dumps(data)) / 1024)
+    nn = []
+    for i in range(n):
+        a, b, attr = combos[i]
+        t = time.perf_counter()
+        client.predict(a, b, attr, (37 * i) % num_items, api_name="/neighbours")
+        nn.append(1000 * (time.perf_counter() - t))
+    return {"embeddings_first_s": {"p50": round(float(np.median(first)), 2), "max": round(max(first), 2),
+                                   "n": n},
+            "embeddings_warm_ms": pct(warm), "embeddings_kb": round(float(np.mean(sizes)), 1),
+            "neighbours_ms": pct(nn), "embeddings_choices": [list(c) for c in combos]}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--retrieve", type=int, default=20, help="Retrieve requests (default 20)")
     p.add_argument("--explore", type=int, default=8, help="Explore requests (default 8)")
+    p.add_argument("--embeddings", type=int, default=0,
+                   help="model pairs x attributes projected, then switched between, and /neighbours requests "
+                        "(default 0: none)")
     p.add_argument("--cache", default=None, help="app cache (default: PROFASHION_CACHE or ~/.cache/profashion)")
     p.add_argument("--port", type=int, default=0)
     args = p.parse_args()
@@ -158,6 +197,7 @@ def main() -> int:
             client.predict(handle_file(imgs[(3 * i + 1) % len(imgs)]), attrs[i % len(attrs)], names,
                            api_name="/explore")
             exp.append(1000 * (time.perf_counter() - t))
+        emb = bench_embeddings(client, names, attrs, args.embeddings, ds.split("test").num_images) if args.embeddings > 0 else {}
         mem_end = rss_mb(proc.pid)
         out = {
             "startup_s": round(startup, 2),
@@ -166,6 +206,7 @@ def main() -> int:
             "retrieve_ms": pct(ret),
             "retrieve_same_query_new_attribute_ms": pct(same_query),
             "explore_ms": pct(exp),
+            **emb,
             "rss_mb": {"after_start": mem_start["rss"], "after_requests": mem_end["rss"], "peak": mem_end["peak"]},
             "cpus": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -25,7 +25,7 @@ def catalog(tmp_path_factory) -> Catalog:
     return Catalog(root, tmp_path_factory.mktemp("cache"), gallery=TINY_GALLERY, max_points=60).load()
 
 
-def test_warm_projections_computes_every_model_and_attribute_then_finds_them_cached(catalog):
+def test_warm_projections_computes_every_model_and_attribute_then_finds_them_cached(catalog, monkeypatch):
     said = []
     first = tab_embeddings.warm_projections(catalog, log=said.append)
     n = len(MODELS) * len(catalog.attributes)
@@ -34,6 +34,14 @@ def test_warm_projections_computes_every_model_and_attribute_then_finds_them_cac
     again = tab_embeddings.warm_projections(catalog)
     assert again["cached"] == again["projections"] == first["projections"] and again["computed"] == 0
     assert catalog.projection("asen", "colour", "tsne").cached
+
+    def projected_again(*args, **kwargs):
+        raise AssertionError("a warmed plot is projected again")
+
+    monkeypatch.setattr(catalog, "projection", projected_again)  # the plots are in memory now
+    plot, md = tab_embeddings.plot_data(catalog, "triplet", "texture", "tsne", "b")
+    assert plot["key"] == "b" and plot["model"] == "triplet" and len(plot["items"]) == 60
+    assert md.startswith("**triplet**, texture, tsne: kNN accuracy") and md.endswith("(cached)")
 
 
 def test_explorer_data_carries_points_neighbours_values_and_urls(catalog):

@@ -23,11 +23,12 @@ from __future__ import annotations
 EXPLORER_HTML = '<div class="pf-emb"></div>'
 
 EXPLORER_CSS = """
-.pf-emb { position: relative; font-size: 13px; line-height: 1.3; color: #111; }
-.pf-e-hint { color: #555; padding: 8px 2px; }
+.pf-emb { position: relative; font-size: 13px; line-height: 1.3; color: var(--body-text-color, #111); }
+.pf-e-hint { color: var(--body-text-color-subdued, #555); padding: 8px 2px; }
 .pf-e-bar { display: flex; flex-wrap: wrap; gap: 6px 10px; align-items: center; margin: 2px 0 6px; }
-.pf-e-bar button, .pf-e-bar select { font: inherit; padding: 3px 9px; border: 1px solid #cbd5e1; border-radius: 6px;
-  background: #fff; color: #111; cursor: pointer; }
+.pf-e-bar button, .pf-e-bar select { font: inherit; padding: 3px 9px; border: 1px solid var(--border-color-primary, #cbd5e1);
+  border-radius: 6px; background: var(--background-fill-primary, #fff); color: var(--body-text-color, #111);
+  cursor: pointer; }
 .pf-e-bar button[aria-pressed=true] { background: #1d4ed8; border-color: #1d4ed8; color: #fff; }
 .pf-e-bar button:focus-visible, .pf-e-bar select:focus-visible { outline: 2px solid #2563eb; outline-offset: 1px; }
 .pf-e-group { display: inline-flex; gap: 4px; align-items: center; }
@@ -50,16 +51,19 @@ EXPLORER_CSS = """
 .pf-e-legend { display: flex; flex-wrap: wrap; gap: 2px 12px; margin: 4px 2px 0; font-size: 12px; }
 .pf-e-legend span { display: inline-flex; align-items: center; gap: 4px; }
 .pf-e-legend i { display: inline-block; width: 10px; height: 10px; border-radius: 50%; border: 1px solid #777; }
-.pf-e-tip { position: absolute; z-index: 20; pointer-events: none; background: #fff; border: 1px solid #94a3b8;
+.pf-e-tip { position: absolute; z-index: 20; pointer-events: none; background: var(--background-fill-primary, #fff);
+  border: 1px solid #94a3b8;
   border-radius: 6px; box-shadow: 0 4px 14px rgba(0, 0, 0, 0.18); padding: 6px; display: flex; gap: 8px;
   max-width: 300px; font-size: 12px; }
 .pf-e-tip img { width: 96px; height: 96px; object-fit: contain; background: #f4f4f5; flex: none; }
 .pf-e-tip b { font-size: 13px; }
+.pf-e-model { color: var(--body-text-color-subdued, #555); }
 .pf-e-info { margin: 8px 2px 4px; min-height: 1.3em; }
 .pf-e-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(92px, 1fr)); gap: 6px;
   max-height: 460px; overflow-y: auto; }
-.pf-e-card { display: flex; flex-direction: column; align-items: center; font-size: 11px; text-align: center;
-  border: 1px solid #e4e4e7; border-radius: 4px; padding: 3px; overflow-wrap: anywhere; }
+.pf-e-card { display: flex; flex-direction: column; align-items: center; font: inherit; font-size: 11px;
+  text-align: center; color: inherit; background: none; cursor: pointer; border: 1px solid #e4e4e7;
+  border-radius: 4px; padding: 3px; overflow-wrap: anywhere; }
 .pf-e-card img { width: 80px; height: 80px; object-fit: contain; }
 .pf-e-card.pf-major { border-color: #15803d; }
 .pf-e-card.pf-minor { border-color: #b91c1c; }
@@ -334,7 +338,7 @@ function hover(pl, c, e) {
   const txt = el('div');
   txt.append(el('b', {}, `Item #${it}`), el('br'), `${D().attributes[a]}: ${valueName(it, a)}`);
   if (S.cb !== a) { txt.append(el('br'), `${D().attributes[S.cb]}: ${valueName(it, S.cb)}`); }
-  txt.append(el('br'), el('span', {style: 'color:#555'}, pl.p.label));
+  txt.append(el('br'), el('span', {class: 'pf-e-model'}, pl.p.label));
   S.tip.replaceChildren(img, txt);
   S.tip.style.display = 'flex';
   const r = root.getBoundingClientRect();

@@ -14,10 +14,12 @@ projection, so that a switch of model pair or attribute only reads caches.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
 import time
+import weakref
 from html import escape as html_escape
 from types import SimpleNamespace
 
@@ -54,6 +56,12 @@ MARKS = {True: ("hit", "✓ same"), False: ("miss", "✗ other"), None: ("unknow
 # The progress bar of the request this thread serves (set by the button's event, see :func:`reporting`): the
 # handler keeps the plain signature the views and the gallery routing of ``common.guard`` call it with.
 _PROGRESS = threading.local()
+# In memory, what every request would compute again: each model x attribute x method plot (a bounded LRU, filled
+# by warm_projections too) and each catalog's gallery (image URLs, values, colours). A switch then only looks up.
+PLOT_CACHE_SIZE = 256
+_plots: collections.OrderedDict = collections.OrderedDict()
+_galleries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
 
 
 # -- the explorer's data ---------------------------------------------------------------------------------
@@ -103,34 +111,72 @@ def point_neighbours(catalog: Catalog, name: str, a: int, items: np.ndarray, k: 
 def plot_data(catalog: Catalog, name: str, attribute, method: str, key: str) -> tuple[dict, str]:
     """(one model's plot for the explorer, its markdown): the projection's points (item ids, x, y in [0, 1]),
     each point's ``K`` nearest neighbours in the full space (ids and cosine scores) and the disentanglement
-    numbers."""
-    proj = catalog.projection(name, attribute, method)
+    numbers. Kept in memory (``PLOT_CACHE_SIZE`` plots) per checkpoint, gallery index, attribute and method."""
     a = catalog.attribute_index(attribute)
+    catalog.check_models([name])
+    entry = catalog.models[name]
+    ck = (name, entry.fingerprint, str(entry.index_dir), a, method, catalog.max_points)
+    with _cache_lock:
+        hit = _plots.get(ck)
+        if hit is not None:
+            _plots.move_to_end(ck)
+    if hit is not None:
+        plot, numbers = hit
+        return {**plot, "key": key, "cached": True}, projection_markdown(catalog, name, numbers)
+    plot, proj = _plot(catalog, name, a, method)
+    numbers = SimpleNamespace(attribute=proj.attribute, method=proj.method, knn_accuracy=proj.knn_accuracy,
+                              chance=proj.chance, silhouette=proj.silhouette, items=proj.items, cached=True)
+    with _cache_lock:
+        _plots[ck] = (plot, numbers)
+        while len(_plots) > PLOT_CACHE_SIZE:
+            _plots.popitem(last=False)
+    return {**plot, "key": key}, projection_markdown(catalog, name, proj)
+
+
+def _plot(catalog: Catalog, name: str, a: int, method: str):
+    """(the plot of :func:`plot_data` without its key, the projection), computed."""
+    proj = catalog.projection(name, catalog.attributes[a], method)
     items = np.asarray(proj.items, dtype=np.int64)
     ids, sims = point_neighbours(catalog, name, a, items)
     xy = unit_square(proj.xy)
     label = catalog.models[name].label
-    plot = {"key": key, "model": name, "label": label,
+    plot = {"model": name, "label": label,
             "title": f"{label}: {proj.attribute} ({METHOD_LABELS.get(method, method)})",
             "items": items.tolist(), "x": np.round(xy[:, 0], 4).tolist(), "y": np.round(xy[:, 1], 4).tolist(),
             "nn": ids.tolist(), "sim": [[None if np.isnan(v) else round(float(v), 3) for v in row] for row in sims],
             "knn_accuracy": proj.knn_accuracy, "chance": proj.chance, "silhouette": proj.silhouette,
             "cached": bool(proj.cached)}
-    return plot, projection_markdown(catalog, name, proj)
+    return plot, proj
+
+
+def _gallery(catalog: Catalog) -> dict:
+    """A catalog's gallery as the explorer shows it, computed once: every item's image URL and values, every
+    attribute's value names and colours."""
+    with _cache_lock:
+        hit = _galleries.get(catalog)
+    if hit is not None and hit["dataset"]() is catalog.dataset:
+        return hit
+    schema = catalog.dataset.schema
+    colours = [colour_lists(list(v)) for v in schema.values]
+    g = {"dataset": weakref.ref(catalog.dataset),
+         "urls": [file_url(catalog.item_path(i)) for i in range(catalog.num_items)],
+         "values": catalog.dataset.split(GALLERY_SPLIT).known_values(schema.num_attributes),
+         "table": {"attributes": list(schema.names), "value_names": [list(v) for v in schema.values],
+                   "fills": [c[0] for c in colours], "strokes": [c[1] for c in colours]}}
+    with _cache_lock:
+        _galleries[catalog] = g
+    return g
 
 
 def gallery_table(catalog: Catalog, items) -> dict:
     """What the explorer shows of gallery items: every attribute's names, values and colours, and per item
     (``items``) its values (value index per attribute, -1 unknown) and image URL (a common prefix + its tail)."""
-    schema = catalog.dataset.schema
-    values = catalog.dataset.split(GALLERY_SPLIT).known_values(schema.num_attributes)
+    g = _gallery(catalog)
     items = sorted({int(i) for i in items if int(i) >= 0})
-    urls = [file_url(catalog.item_path(i)) for i in items]
+    urls = [g["urls"][i] for i in items]
     prefix = os.path.commonprefix(urls) if len(urls) > 1 else ""
-    colours = [colour_lists(list(v)) for v in schema.values]
-    return {"attributes": list(schema.names), "value_names": [list(v) for v in schema.values],
-            "fills": [c[0] for c in colours], "strokes": [c[1] for c in colours], "url_prefix": prefix,
-            "items": {str(i): {"u": u[len(prefix):], "v": values[i].tolist()} for i, u in zip(items, urls)}}
+    return {**g["table"], "url_prefix": prefix,
+            "items": {str(i): {"u": u[len(prefix):], "v": g["values"][i].tolist()} for i, u in zip(items, urls)}}
 
 
 def agreement(plots: list[dict], k: int = K) -> str:
@@ -184,8 +230,9 @@ def embeddings(catalog: Catalog, model_a, model_b, attribute, method):
 
 
 def warm_projections(catalog: Catalog, methods=("tsne",), log=None) -> dict:
-    """Compute (or find cached) every model x attribute x method projection of the catalog, so the tab only
-    reads caches later; meant for a background thread at start-up. A space that cannot be projected (collapsed,
+    """Compute (or find cached) every model x attribute x method projection of the catalog and its plot, so the
+    tab only reads caches later (the projections on disk, the plots in memory); meant for a background thread at
+    start-up. A space that cannot be projected (collapsed,
     no labelled item) is skipped with its reason. Returns counts, seconds and the failures by key."""
     log = log or (lambda msg: None)
     t0 = time.perf_counter()
@@ -195,13 +242,13 @@ def warm_projections(catalog: Catalog, methods=("tsne",), log=None) -> dict:
         for attribute in catalog.attributes:
             for method in methods:
                 try:
-                    proj = catalog.projection(name, attribute, method)
+                    plot, md = plot_data(catalog, name, attribute, method, "a")
                 except (GalleryIndexError, QueryError, DatasetError, ValueError) as exc:
                     failed[f"{name}/{attribute}/{method}"] = str(exc)
                     log(f"projection {name}/{attribute}/{method} skipped: {exc}")
                     continue
                 done += 1
-                cached += bool(proj.cached)
+                cached += md.endswith("(cached)")
     seconds = round(time.perf_counter() - t0, 2)
     log(f"projections ready: {done} ({cached} already cached) in {seconds} s, {len(failed)} skipped")
     return {"projections": done, "cached": cached, "computed": done - cached, "failed": failed, "seconds": seconds}

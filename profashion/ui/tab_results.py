@@ -55,10 +55,10 @@ CSS = """
 .pf-res table { width: 100%; table-layout: fixed; border-collapse: collapse; font-variant-numeric: tabular-nums; }
 .pf-res th, .pf-res td { padding: 3px 4px; border-bottom: 1px solid var(--border-color-primary, #e5e7eb);
   overflow-wrap: anywhere; vertical-align: top; }
-.pf-res thead th { font-weight: 600; text-align: right; vertical-align: bottom; overflow-wrap: normal; }
+.pf-res thead th { font-weight: 600; font-size: 12px; text-align: right; vertical-align: bottom; }
 .pf-res thead th.pf-res-model, .pf-res tbody th { text-align: left; }
 .pf-res td { text-align: right; }
-.pf-res col.pf-res-c-model { width: 13%; }
+.pf-res col.pf-res-c-model { width: 11%; }
 .pf-res col.pf-res-c-overall { width: 8%; }
 .pf-res col.pf-res-c-pub { width: 6.5%; }
 .pf-res .pf-res-span { text-align: center; border-bottom: 2px solid var(--border-color-primary, #d1d5db); }
@@ -244,7 +244,7 @@ def table_html(catalog: Catalog, groups: list[Group], pending: list[str]) -> str
            f'<th colspan="{len(PUBLISHED_COLUMNS)}" class="pf-res-span pf-res-pub" scope="colgroup">'
            "published overall (paper, real photos)</th></tr><tr>"]
     out += [f'<th scope="col" title="{e(a)}">{e(short_name(a))}</th>' for a in attrs]
-    out += [f'<th scope="col" class="pf-res-pub" title="{e(d)}">{e(d).replace("Fashion", "Fashion<wbr>")}</th>'
+    out += [f'<th scope="col" class="pf-res-pub" title="{e(d)}">{e(d).replace("Deep", "Deep<wbr>").replace("Fashion", "Fashion<wbr>")}</th>'
             for d in PUBLISHED_COLUMNS]
     out.append("</tr></thead><tbody>")
     for g in groups:

@@ -170,12 +170,13 @@ def test_embeddings_projects_two_models_with_disentanglement_numbers(client, cat
 
 
 def test_results_measures_map_beside_random(client):
-    table, md = client.predict(list(MODELS), api_name="/results")
+    html, table, intervals = client.predict(api_name="/results")
     rows = _rows(table)
     assert [r[0] for r in rows] == [*MODELS, "random (seed 0)"]
     for r in rows:
-        assert 0.0 <= r[-1] <= 100.0 and len(r) == 1 + SYNTH_SCHEMA.num_attributes + 1
-    assert "queries" in md
+        assert r[1] == "gallery test" and r[3] <= r[2] <= r[4] and 0.0 <= r[2] <= 100.0
+        assert len(r) == 5 + SYNTH_SCHEMA.num_attributes + 3
+    assert 'data-split="gallery"' in html and "| asen (gallery) |" in intervals
 
 
 def test_bad_requests_get_one_clear_message_and_the_app_keeps_serving(client, catalog, tmp_path):

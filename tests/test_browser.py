@@ -225,36 +225,6 @@ def test_embeddings(page):
     expect(page.locator("#neighbours-md")).to_contain_text("Item #7", timeout=T)
 
 
-def test_fine_tune_job_becomes_a_selectable_model(page, app):
-    expect = sync_api.expect
-    page.get_by_role("tab", name="Fine-tune").click()
-    expect(page.locator("#ft-dataset")).to_be_visible()
-    for elem, value in (("#ft-epochs", "1"), ("#ft-triplets", "64"), ("#ft-batch", "16"), ("#ft-warmup", "2")):
-        box = page.locator(f"{elem} input[type=number]")
-        box.fill(value)
-        box.press("Tab")
-    page.locator("#ft-config textarea").fill('{"image_size": 48, "resize": 48}')
-    page.get_by_role("button", name="Launch the job").click()
-    status = page.locator("#job-status")
-    expect(status).to_contain_text("Status: ", timeout=T)
-    expect(status).to_contain_text("selectable as", timeout=240_000)  # the timer polls the job
-    job_id = app["jobs"].list()[0]["id"]
-    expect(status).to_contain_text("Status: finished")
-    expect(page.locator("#job-log textarea")).to_have_value(__import__("re").compile("run finished"))
-    # the job's checkpoint is a model of every tab now, without a reload
-    expect(page.locator("#models")).to_contain_text(job_id, timeout=T)
-    settle(page)
-    page.screenshot(path=str(SHOTS / "fine_tune_job_finished.png"), full_page=True)
-    page.get_by_role("tab", name="Retrieve").click()
-    page.get_by_role("button", name="Retrieve", exact=True).click()
-    expect(page.locator("#results-table")).to_contain_text(job_id, timeout=T)
-    # a reload (or a second browser) sees the job and the model
-    page.reload()
-    expect(page.locator("#models")).to_contain_text(job_id, timeout=T)
-    page.get_by_role("tab", name="Fine-tune").click()
-    expect(page.locator("#job-status")).to_contain_text("Status: finished", timeout=T)
-
-
 def test_fine_tune_another_browsers_job_is_neither_listed_nor_shown(page, app):
     """A job of another browser (another owner token; this page's context is new, so the job the test above
     launched is another browser's too): not in this browser's job list, and asked for by id, one sentence."""

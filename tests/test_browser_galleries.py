@@ -67,7 +67,7 @@ def open_page(browser, request):
         pg = ctx.new_page()
         pg.set_default_timeout(T)
         pg.goto(url)
-        sync_api.expect(pg.locator("#retrieve-grid .pf-row").first).to_be_visible(timeout=2 * T)
+        sync_api.expect(pg.locator("#gallery")).to_be_visible(timeout=2 * T)
         return pg
 
     yield opener
@@ -89,7 +89,7 @@ def test_the_gallery_switch_changes_examples_attributes_models_and_results(open_
     expect = sync_api.expect
     page = open_page(app["url"])
     products = app["galleries"].get("products")
-    expect(page.locator("#retrieve-grid .pf-row")).to_have_count(2)  # the synthetic gallery's two models
+    expect(page.locator("#retrieve-grid .pf-row")).to_have_count(2, timeout=2 * T)  # the synthetic gallery's two
     page.get_by_label("Real product photos").check()
     expect(page.locator("#gallery-about")).to_contain_text("Real product photos")
     expect(page.locator("#attribute input")).to_have_value(products.examples[0].attribute, timeout=T)
@@ -103,6 +103,11 @@ def test_the_gallery_switch_changes_examples_attributes_models_and_results(open_
     link = _link(page)
     assert "gallery=products" in link and f"item={products.examples[0].item}" in link
     assert "/tmp" not in link and "upload=" not in link
+    # the comparison exported for slides: a PNG and a JSON
+    page.locator("#export").click()
+    files = page.locator("#export-files")
+    expect(files).to_contain_text(".png", timeout=2 * T)
+    expect(files).to_contain_text(".json")
 
 
 def test_a_link_reopens_gallery_query_attribute_models_and_tab(open_page, app):

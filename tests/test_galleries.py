@@ -53,7 +53,8 @@ def test_the_real_photo_checkpoints_share_the_gallery_schema():
     for d in folders:
         cfg = read_checkpoint_config(d)
         assert cfg["dataset"]["name"] == "products12k", d.name
-        assert list(cfg["num_values"]) == list(schema.num_values), d.name
+        assert cfg["dataset"]["attributes"] == list(schema.names), d.name
+        assert [len(v) for v in cfg["dataset"]["values"]] == list(schema.num_values), d.name
 
 
 def test_curation_keeps_only_images_whose_every_value_has_enough_images():
@@ -166,11 +167,12 @@ def test_events_route_to_the_named_gallery_and_name_their_parameters(galleries):
 def test_switching_gallery_updates_examples_attributes_and_models(galleries):
     from profashion.ui.demo import switch_gallery
 
-    about, query, examples, attribute, models, _, model_a, model_b = switch_gallery(galleries, "again")
+    about, query, examples, attribute, models, _, model_a, model_b, item_box = switch_gallery(galleries, "again")
     cat = galleries.get("again")
     assert "again title" in about and query == cat.examples[0].path
     assert attribute["value"] == cat.examples[0].attribute and attribute["choices"]
     assert models["value"] == cat.names and model_a["value"] == cat.names[0]
+    assert item_box["maximum"] == cat.num_items - 1 and item_box["value"] == cat.examples[0].item
 
 
 # -- an upload unlike the gallery --------------------------------------------------------------------------
@@ -255,3 +257,27 @@ def test_the_upload_store_is_bounded(tmp_path):
     assert len(list((tmp_path / "u").iterdir())) == 3
     assert store.find(digests[0]) is None and store.find(digests[-1]) is not None
     assert store.keep(tmp_path / "missing.png") is None
+
+
+def test_export_writes_the_comparison_as_png_and_json_without_server_paths(galleries, tmp_path):
+    from PIL import Image
+
+    from profashion.ui.export import export_case
+
+    cat = galleries.default
+    ex = cat.examples[0]
+    png, js = export_case(cat, ex.path, ex.attribute, cat.names, tmp_path / "exports")
+    record = json.loads(js.read_text())
+    assert record["gallery"] == "synthetic" and record["attribute"] == ex.attribute
+    assert record["query"] == {"item": ex.item, "value": cat.query_value(ex.item, cat.attribute_index(ex.attribute))}
+    assert set(record["models"]) == set(cat.names)
+    for m in record["models"].values():
+        assert [h["rank"] for h in m["hits"]] == [1, 2, 3, 4, 5]
+        assert m["hit_count"] == sum(1 for h in m["hits"] if h["hit"])
+        assert "main_map" in m
+    text = js.read_text()
+    assert str(tmp_path) not in text and str(cat.cache_root) not in text and "/" not in record["gallery_title"]
+    with Image.open(png) as im:
+        assert im.width > 500 and im.height > 150 * len(cat.names)
+    with pytest.raises(QueryError, match="pick a query"):
+        export_case(cat, None, ex.attribute, cat.names, tmp_path / "exports")

@@ -74,18 +74,21 @@ def test_the_views_recompute_only_the_open_tab_and_mark_the_others_stale():
     compute = {"retrieve": lambda *a: calls.append(("retrieve", a)) or ([], None, "st", {"hits": [], "html": "H"}),
                "explore": lambda *a: calls.append(("explore", a)) or ([], None, "md"),
                "embeddings": lambda *a: calls.append(("embeddings", a)) or ("", "", "", "")}
-    choices = ({"path": "/q.png"}, "colour", ["asen"], "asen", "triplet", "tsne")
+    choices = ({"path": "/q.png"}, "colour", ["asen"], "asen", "triplet", "tsne", "synthetic")
     out = views.refresh(None, None, choices, compute, True)
     assert len(out) == 1 + 5 + 3 + 4 + 3 and [c[0] for c in calls] == ["retrieve"] and out[5] == "H"
     view = out[0]
-    assert view["tab"] == "retrieve" and view["shown"]["retrieve"] == ["/q.png", "colour", ["asen"]]
+    assert view["tab"] == "retrieve" and view["shown"]["retrieve"] == ["/q.png", "colour", ["asen"], "synthetic"]
+    assert calls[0] == ("retrieve", ({"path": "/q.png"}, "colour", ["asen"], "synthetic"))  # the gallery last
     assert out[-3:] == ("", "", "")
     again = views.refresh(view, None, choices, compute, True)  # the same choices: nothing recomputed
     assert len(calls) == 1 and again[1:13] == (gr.skip(),) * 12
     new = ("/other.png", *choices[1:])
     assert views.banners(view, views.view_keys(*new)) == (views.STALE["retrieve"], "", "")
     views.refresh(view, "embeddings", new, compute, True)
-    assert calls[-1] == ("embeddings", ("asen", "triplet", "colour", "tsne"))
+    assert calls[-1] == ("embeddings", ("asen", "triplet", "colour", "tsne", "synthetic"))
+    other = (*choices[:-1], "products")  # another gallery: every view is out of date
+    assert views.banners(view, views.view_keys(*other))[0] == views.STALE["retrieve"]
     assert path_of({"path": "/x"}) == "/x" and path_of(None) is None
 
 

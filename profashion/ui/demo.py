@@ -26,12 +26,15 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from profashion.data.images import ImageError
+from profashion.data.splits import DatasetError
 from profashion.retrieval.search import QueryError
 from profashion.ui import tab_embeddings, tab_explore, tab_finetune, tab_results, tab_retrieve, views
 from profashion.ui.catalog import MAX_UPLOAD_BYTES, Catalog
 from profashion.ui.common import ITEM_CLICK_JS, POINT_CLICK_JS, K, file_url, guard  # noqa: F401 (the module's API)
 from profashion.ui.common import path_of as _path_of  # noqa: F401
 from profashion.ui.common import to_error as _error  # noqa: F401
+from profashion.ui.export import export_case
 from profashion.ui.galleries import Galleries
 from profashion.ui.jobs import JobManager
 from profashion.ui.share import UploadStore, link_query, read_link
@@ -106,8 +109,12 @@ def _query_row(galleries: Galleries):
                 with gr.Accordion("Share this case", open=False, elem_id="share"):
                     link = gr.Textbox(label="Link (the gallery, query, attribute, models and tab; also in the "
                                             "address bar)", buttons=["copy"], interactive=False, elem_id="share-link")
+                    export = gr.Button("Export the comparison (PNG + JSON)", size="sm", elem_id="export")
+                    exported = gr.File(label="Exported files", file_count="multiple", interactive=False,
+                                       elem_id="export-files")
     return SimpleNamespace(gallery=gallery, about=about, query=query, examples=examples, attribute=attribute,
-                           models=models, models_about=models_about, link=link)
+                           models=models, models_about=models_about, link=link, export=export,
+                           exported=exported)
 
 
 def _labels(catalog: Catalog) -> list[tuple[str, str]]:
@@ -116,7 +123,7 @@ def _labels(catalog: Catalog) -> list[tuple[str, str]]:
 
 def switch_gallery(galleries: Galleries, name):
     """A new gallery: (its description, first example as the query, examples, attribute choices, models, model
-    descriptions, embeddings' model A and B choices)."""
+    descriptions, embeddings' model A and B choices, embeddings' item box)."""
     galleries = getattr(galleries, "galleries", galleries)  # bound in a namespace: guard routes a bare Galleries
     catalog = galleries.get(name)
     attrs = catalog.attributes
@@ -127,7 +134,8 @@ def switch_gallery(galleries: Galleries, name):
             gr.update(choices=attrs, value=ex.attribute if ex else (attrs[0] if attrs else None)),
             gr.update(choices=labels, value=names), models_html(catalog),
             gr.update(choices=labels, value=names[0] if names else None),
-            gr.update(choices=labels, value=names[1] if len(names) > 1 else (names[0] if names else None)))
+            gr.update(choices=labels, value=names[1] if len(names) > 1 else (names[0] if names else None)),
+            gr.update(maximum=max(0, catalog.num_items - 1), value=ex.item if ex else 0))
 
 
 def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> gr.Blocks:
@@ -171,15 +179,18 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         events, compute = {}, {}
         events["retrieve"], compute["retrieve"] = tab_retrieve.wire(galleries, r, q_inputs)
         events["explore"], compute["explore"] = tab_explore.wire(galleries, e, q_inputs)
-        events["embeddings"], emb = tab_embeddings.wire(catalog, b, attribute)  # TODO(lead): route by gallery
-        compute["embeddings"] = lambda *a: emb(*a[:-1])
-        tab_results.wire(catalog, res, models)
+        events["embeddings"], compute["embeddings"] = tab_embeddings.wire(galleries, b, attribute, gallery)
+        tab_results.wire(galleries, res, models, gallery)
+        tabs["results"].select(guard(results_now, tab_results.ERRORS, galleries), [gallery],
+                               [res.table, res.data, res.intervals, res.models_md], api_visibility="private",
+                               show_progress="hidden")  # a model published meanwhile is listed at once
         gr.api(galleries_api(galleries), api_name="galleries")
         tab_finetune.wire(catalog, jobs, f)
         tab_finetune.wire_private(catalog, jobs, f, timer, seen_state, models, b.model_a, b.model_b)
         tab_finetune.wire_owner(demo, f)
         gallery.change(guard(switch_gallery, (QueryError,), SimpleNamespace(galleries=galleries)), [gallery],
-                       [head.about, query, examples, attribute, models, head.models_about, b.model_a, b.model_b],
+                       [head.about, query, examples, attribute, models, head.models_about, b.model_a, b.model_b,
+                        b.item_box],
                        api_visibility="private", queue=False)
         q = SimpleNamespace(query=query, attribute=attribute, models=models, gallery=gallery)
         views.wire(q, r, e, b, tabs, events, compute, view_state, bool(names))
@@ -187,12 +198,16 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         uploads = UploadStore(catalog.cache_root / "uploads")
         opened = demo.load(link_opener(galleries, uploads), None,
                            [gallery, head.about, query, examples, attribute, models, head.models_about, b.model_a,
-                            b.model_b, tab_group, view_state, link_note], api_visibility="private", queue=False)
+                            b.model_b, b.item_box, tab_group, view_state, link_note], api_visibility="private",
+                           queue=False)
         if names and catalog.examples:
             v_inputs, v_outputs = views.inputs_outputs(q, r, e, b, view_state)
             opened.then(views.refresher(None, compute, bool(names)), v_inputs, v_outputs,
                         api_visibility="private", preprocess=False, concurrency_id="query")
         wire_link(galleries, uploads, head, tabs, view_state, link)
+        head.export.click(guard(export_files, (QueryError, ImageError, DatasetError), galleries),
+                          [query, attribute, models, gallery], head.exported, api_name="export", preprocess=False,
+                          concurrency_id="query", concurrency_limit=2)
     # A full queue refuses at once ("Queue is full") rather than keeping a visitor a minute: a Retrieve with
     # all eight models costs ~0.6 s of this 2-core machine's CPU, and 2 workers serve no faster than 1 here
     # (benchmarks/load_test.py), so QUEUE_SIZE waiting requests are ~10 s of work.
@@ -217,17 +232,17 @@ def link_opener(galleries: Galleries, uploads: UploadStore):
         params = dict(request.query_params) if request is not None else {}
         state = read_link(galleries, params, uploads)
         if not any(params.get(k) for k in ("gallery", "item", "upload", "attribute", "models", "tab")):
-            return (gr.skip(),) * 10 + ({"tab": "retrieve", "shown": {}}, "")
+            return (gr.skip(),) * 11 + ({"tab": "retrieve", "shown": {}}, "")
         catalog = galleries.get(state.gallery)
-        about, query, examples, attribute, models, models_about, model_a, model_b = switch_gallery(galleries,
-                                                                                                   catalog.name)
+        about, query, examples, attribute, models, models_about, model_a, model_b, item_box = switch_gallery(
+            galleries, catalog.name)
         if state.attribute:
             attribute = gr.update(choices=catalog.attributes, value=state.attribute)
         if state.models:
             models = gr.update(choices=_labels(catalog), value=state.models)
         tab = state.tab or "retrieve"
         return (catalog.name, about, state.query or query, examples, attribute, models, models_about, model_a,
-                model_b, gr.Tabs(selected=tab), {"tab": tab, "shown": {}},
+                model_b, item_box, gr.Tabs(selected=tab), {"tab": tab, "shown": {}},
                 f"_{state.note()}_" if state.note() else "")
 
     return open_link
@@ -253,6 +268,17 @@ def wire_link(galleries: Galleries, uploads: UploadStore, head: SimpleNamespace,
             None, link, link, js=SHOW_LINK_JS, **common)
 
 
+def results_now(catalog: Catalog):
+    """The Results table of the gallery's loaded models as they are now (no measuring)."""
+    return (*tab_results.results_view(catalog), tab_results.models_markdown(catalog))
+
+
+def export_files(catalog: Catalog, query, attribute, models) -> list[str]:
+    """``/export``: the current comparison as [PNG, JSON] (:mod:`profashion.ui.export`)."""
+    png, js = export_case(catalog, _path_of(query), attribute, models, catalog.cache_root / "exports")
+    return [str(png), str(js)]
+
+
 def galleries_api(galleries: Galleries):
     """``/galleries``: every gallery (name, title, description, items, attributes, ground-truth regions, models
     with what each is, models that cannot serve it with why) and the unavailable ones with why."""
@@ -263,14 +289,9 @@ def galleries_api(galleries: Galleries):
     return list_galleries
 
 
-# The Explore maps are wide strips, one per model: the gallery's square cells would letterbox and clip them;
-# the query image (160 px gallery images) is shown at the size of its box, not at its pixel size.
+# The page's style rules (each tab's HTML brings its own): the query image (160 px gallery images) is shown at the
+# size of its box, not at its pixel size; the comparison grid and the examples.
 CSS = """
-#explore-maps .grid-container { grid-template-rows: none; grid-auto-rows: auto; }
-#explore-maps .thumbnail-item { aspect-ratio: auto; height: auto; }
-#explore-maps .thumbnail-lg > img { height: auto; }
-#explore-maps .grid-wrap { overflow-y: visible; height: auto !important; max-height: none !important; }
-#explore-maps { height: auto !important; max-height: none !important; }
 #query-upload img { width: 100%; height: 100%; max-height: 200px; object-fit: contain; }
 .pf-cmp, .pf-examples { --t: 128px; font-size: 13px; line-height: 1.25; }
 :where(.pf-cmp, .pf-examples) button { all: unset; box-sizing: border-box; cursor: pointer; }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import inspect
 import os
 import threading
 import time
@@ -319,6 +320,12 @@ def clicked_item(data: dict) -> int:
     return int(item)
 
 
+def default_gallery(event) -> str | None:
+    """The default of a routed event's ``gallery`` parameter (:func:`~profashion.ui.common.guard`)."""
+    param = inspect.signature(event).parameters.get("gallery")
+    return None if param is None else param.default
+
+
 # -- the tab -----------------------------------------------------------------------------------------------
 
 
@@ -350,30 +357,46 @@ def build(catalog: Catalog, labels: list, names: list[str]) -> SimpleNamespace:
     return c
 
 
-def wire(catalog: Catalog, c: SimpleNamespace, attribute):
+def wire(catalog, c: SimpleNamespace, attribute, gallery=None):
     """``/embeddings``, ``/neighbours`` and the private clicks (a point, a neighbour); returns (the
-    ``/embeddings`` event, the guarded handler the views recompute with)."""
+    ``/embeddings`` event, the guarded handler the views recompute with). ``gallery``: the gallery switch, when
+    ``catalog`` is the app's galleries (each event's last input, routed by :func:`~profashion.ui.common.guard`)."""
     fn = guard(embeddings, ERRORS, catalog)
+    g = [gallery] if gallery is not None else []
 
-    def project(model_a, model_b, attribute, method, progress=gr.Progress()):  # noqa: B008 - Gradio's way
-        with reporting(progress):
-            return fn(model_a, model_b, attribute, method)
+    if gallery is None:
+        def project(model_a, model_b, attribute, method, progress=gr.Progress()):  # noqa: B008 - Gradio's way
+            with reporting(progress):
+                return fn(model_a, model_b, attribute, method)
+    else:
+        default = default_gallery(fn)
 
-    ev = c.button.click(project, [c.model_a, c.model_b, attribute, c.method], c.outputs,
+        def project(model_a, model_b, attribute, method, gallery=default, progress=gr.Progress()):  # noqa: B008
+            with reporting(progress):
+                return fn(model_a, model_b, attribute, method, gallery)
+
+    ev = c.button.click(project, [c.model_a, c.model_b, attribute, c.method, *g], c.outputs,
                         api_name="embeddings", concurrency_id="heavy", concurrency_limit=1)
     nn_fn = guard(neighbours, NEIGHBOUR_ERRORS, catalog)
     nn_out = [c.nn_html, c.nn_md]
-    c.nn_button.click(nn_fn, [c.model_a, c.model_b, attribute, c.item_box], nn_out,
+    c.nn_button.click(nn_fn, [c.model_a, c.model_b, attribute, c.item_box, *g], nn_out,
                       api_name="neighbours", concurrency_id="query", concurrency_limit=2)
 
-    def on_point(model_a, model_b, attribute, evt: gr.EventData):
+    def point(evt, *inputs):
         try:
             item = clicked_item(event_data(evt))
         except QueryError as exc:
             raise gr.Error(str(exc)) from None
-        return (item, *nn_fn(model_a, model_b, attribute, item))
+        return (item, *nn_fn(*inputs[:3], item, *inputs[3:]))
+
+    if gallery is None:
+        def on_point(model_a, model_b, attribute, evt: gr.EventData):
+            return point(evt, model_a, model_b, attribute)
+    else:
+        def on_point(model_a, model_b, attribute, gallery, evt: gr.EventData):
+            return point(evt, model_a, model_b, attribute, gallery)
 
     for source in (c.plot, c.nn_html):
-        source.click(on_point, [c.model_a, c.model_b, attribute], [c.item_box, *nn_out],
+        source.click(on_point, [c.model_a, c.model_b, attribute, *g], [c.item_box, *nn_out],
                      api_visibility="private", concurrency_id="query", show_progress="hidden")
     return ev, fn

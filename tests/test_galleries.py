@@ -281,3 +281,24 @@ def test_export_writes_the_comparison_as_png_and_json_without_server_paths(galle
         assert im.width > 500 and im.height > 150 * len(cat.names)
     with pytest.raises(QueryError, match="pick a query"):
         export_case(cat, None, ex.attribute, cat.names, tmp_path / "exports")
+
+
+def test_a_published_model_joins_the_gallery_it_was_trained_for(galleries, roots):
+    from profashion.ui import tab_finetune
+
+    assert galleries.for_checkpoint(roots[0] / "csn") is galleries.default  # synthetic attributes
+    products_ckpt = REPO / "checkpoints" / "products" / "csn"
+    assert galleries.for_checkpoint(products_ckpt) is galleries.default  # no products gallery here: the default
+    assert galleries.for_checkpoint(roots[0] / "nowhere") is galleries.default
+    # the Fine-tune tab's model lists are the chosen gallery's
+    again = galleries.get("again")
+    tab_finetune._add(galleries, "csn (fine-tuned)", roots[0] / "csn")
+    assert "csn (fine-tuned)" in galleries.default.models and "csn (fine-tuned)" not in again.models
+    assert tab_finetune._serving(galleries, "csn (fine-tuned)")
+    from profashion.ui.jobs import JobManager
+
+    jobs = JobManager(roots[1] / "jobs", [roots[1]])
+    seen = tab_finetune.tick(galleries, jobs, None, {}, [], None, "again")[-1]
+    assert seen["names"] == list(again.models)
+    seen = tab_finetune.tick(galleries, jobs, None, {}, [], None, "synthetic")[-1]
+    assert "csn (fine-tuned)" in seen["names"]

@@ -147,7 +147,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
     else:
         galleries = catalog
     catalog = galleries.default
-    jobs = tab_finetune.job_manager(catalog, jobs)
+    jobs = tab_finetune.job_manager(galleries, jobs)
     gr.set_static_paths(galleries.served_paths())  # gallery images are served as they are, not copied
     names = catalog.names
     labels = _labels(catalog)
@@ -185,8 +185,8 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
                                [res.table, res.data, res.intervals, res.models_md], api_visibility="private",
                                show_progress="hidden")  # a model published meanwhile is listed at once
         gr.api(galleries_api(galleries), api_name="galleries")
-        tab_finetune.wire(catalog, jobs, f)
-        tab_finetune.wire_private(catalog, jobs, f, timer, seen_state, models, b.model_a, b.model_b)
+        tab_finetune.wire(galleries, jobs, f)
+        tab_finetune.wire_private(galleries, jobs, f, timer, seen_state, models, b.model_a, b.model_b, gallery)
         tab_finetune.wire_owner(demo, f)
         gallery.change(guard(switch_gallery, (QueryError,), SimpleNamespace(galleries=galleries)), [gallery],
                        [head.about, query, examples, attribute, models, head.models_about, b.model_a, b.model_b,

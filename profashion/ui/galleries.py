@@ -105,6 +105,23 @@ class Galleries:
             raise QueryError(f"unknown gallery {str(name)[:60]!r}; available galleries: {known}")
         return self.catalogs[name]
 
+    def for_checkpoint(self, checkpoint) -> Catalog:
+        """The gallery a checkpoint can serve: the first whose attributes and value counts are the ones it was
+        trained on (the default when none is, or its config cannot be read: it is then listed there with why)."""
+        from profashion.models.base import ModelError, read_checkpoint_config
+
+        try:
+            ds = read_checkpoint_config(checkpoint).get("dataset") or {}
+        except ModelError:
+            return self.default
+        attrs, values = ds.get("attributes"), ds.get("values")
+        for c in self.catalogs.values():
+            schema = c.dataset.schema
+            if attrs == list(schema.names) and isinstance(values, list) and \
+                    [len(v) for v in values] == list(schema.num_values):
+                return c
+        return self.default
+
     def choices(self) -> list[tuple[str, str]]:
         return [(c.title, c.name) for c in self.catalogs.values()]
 

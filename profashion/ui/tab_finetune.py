@@ -73,25 +73,49 @@ SCHEDULE_LABELS = [("the preset's own", "preset"), ("quick (1 epoch x 4,096 trip
 IMPORT_SHARE_TRAIN = 0.7  # a CSV import's training share (valid 0.1, test 0.2)
 
 
-def job_manager(catalog: Catalog, jobs: JobManager | None) -> JobManager:
+# The tab's handlers take the app's catalog: one Catalog, or the app's Galleries (every gallery's catalog). A published
+# model joins the gallery whose attributes it was trained on (Galleries.for_checkpoint); the model lists show the
+# chosen gallery's models.
+
+
+def _catalogs(catalog) -> list[Catalog]:
+    return list(catalog.catalogs.values()) if hasattr(catalog, "catalogs") else [catalog]
+
+
+def _serving(catalog, name) -> bool:
+    return any(name in c.models for c in _catalogs(catalog))
+
+
+def _model_error(catalog, name) -> str | None:
+    return next((e.error for c in _catalogs(catalog) for e in c.skipped if e.name == name), None)
+
+
+def _add(catalog, name: str, best) -> None:
+    target = catalog.for_checkpoint(best) if hasattr(catalog, "for_checkpoint") else catalog
+    target.add_checkpoint(name, best)
+
+
+def job_manager(catalog, jobs: JobManager | None) -> JobManager:
     """The app's job manager (jobs root and data roots by default from the environment and the cache); the models
-    of published jobs join the catalog (their indexes are cached). A finished job joins it only when published."""
+    of published jobs join the catalog of their gallery (their indexes are cached). A finished job joins it only
+    when published."""
     if jobs is None:
-        jobs = JobManager(default_jobs_root(catalog.cache_root), default_data_roots(catalog.cache_root))
+        cache = _catalogs(catalog)[0].cache_root
+        jobs = JobManager(default_jobs_root(cache), default_data_roots(cache))
     for job in jobs.published():
         name = job["published"]["name"]
-        if name not in catalog.models:
-            catalog.add_checkpoint(name, jobs.best_checkpoint(job["id"]))
+        best = jobs.best_checkpoint(job["id"])
+        if best is not None and not _serving(catalog, name):
+            _add(catalog, name, best)
     return jobs
 
 
-def serve_published(catalog: Catalog, jobs: JobManager, job: dict) -> None:
-    """Index the gallery with a published job's best checkpoint in the background; it joins the catalog."""
+def serve_published(catalog, jobs: JobManager, job: dict) -> None:
+    """Index its gallery with a published job's best checkpoint in the background; it joins that gallery."""
     name = job["published"]["name"]
     best = jobs.best_checkpoint(job["id"])
-    if best is not None and name not in catalog.models:
-        threading.Thread(target=catalog.add_checkpoint, args=(name, best), daemon=True,
-                         name=f"index-{job['id']}").start()
+    if best is not None and not _serving(catalog, name):
+        threading.Thread(target=_add, args=(catalog, name, best), daemon=True, name=f"index-{job['id']}").start()
 
 
 def curves(records: list[dict], progress: dict | None = None, meaningful: bool = True):
@@ -225,11 +249,11 @@ def _finished_lines(catalog: Catalog, jobs: JobManager, job: dict) -> list[str]:
                      f"**{jobs.published_name(job)}** (not ticked for anyone).")
         return lines
     name = pub["name"]
-    if name in catalog.models:
+    if _serving(catalog, name):
         lines.append(f"Published as **{name}**: a model of every visitor in Retrieve, Explore, Embeddings and "
                      "Results (tick it in Models).")
     else:
-        err = next((e.error for e in catalog.skipped if e.name == name), None)
+        err = _model_error(catalog, name)
         lines.append(f"Published as **{name}**, but it cannot serve the gallery: {err}" if err else
                      f"Published as **{name}**: indexing the gallery with it; it becomes selectable in a moment.")
     return lines
@@ -280,7 +304,7 @@ def job_view(catalog: Catalog, jobs: JobManager, job_id, plot: bool = True, owne
     record = {**jobs.public_json(shown), "epochs_done": len(records), "epochs_total": jobs.total_epochs(job),
               "metrics": records, "progress": jobs.progress(job_id), "test": jobs.test_result(job_id),
               "resumable": jobs.resumable(job),
-              "checkpoint_model": published if published in catalog.models else None}
+              "checkpoint_model": published if published and _serving(catalog, published) else None}
     fig = curves(records, record["progress"], val_queries(jobs, job) >= MIN_VAL_QUERIES) if plot else None
     return record, "\n\n".join(lines), jobs.public(jobs.log(job_id)), fig
 
@@ -331,7 +355,7 @@ def buttons(jobs: JobManager, job: dict | None) -> tuple:
             gr.update(interactive=bool(job is not None and st == "finished" and not job.get("published"))))
 
 
-def tick(catalog: Catalog, jobs: JobManager, job_id, seen, ticked, owner=None):
+def tick(catalog, jobs: JobManager, job_id, seen, ticked, owner=None, gallery=None):
     """The timer: the job list, the chosen job's view, the model choices when the catalog changed (a new model is
     offered, ticked for no one), and the job buttons; what did not change since ``seen`` (the last tick's state)
     is skipped. Only ``owner``'s jobs are listed, none before the page has its owner token (the anonymous jobs
@@ -359,9 +383,10 @@ def tick(catalog: Catalog, jobs: JobManager, job_id, seen, ticked, owner=None):
         meaningful = bool(rec) and val_queries(jobs, jobs.get(job_id)) >= MIN_VAL_QUERIES
         view_out = (*view[:3], gr.skip() if same_curve else curves(rec.get("metrics") or [], rec.get("progress"),
                                                                      meaningful))
-    names_now = list(catalog.models)
+    shown = catalog.get(gallery) if hasattr(catalog, "catalogs") else catalog  # the chosen gallery's models
+    names_now = list(shown.models)
     if names_now != seen.get("names"):
-        mc = model_choices(catalog)
+        mc = model_choices(shown)
         value = [n for n in (ticked or []) if n in names_now]  # a published model is offered, not ticked
         models_out = (gr.update(choices=mc, value=value), gr.update(choices=mc), gr.update(choices=mc))
     else:
@@ -584,15 +609,18 @@ def wire_owner(demo: gr.Blocks, c: SimpleNamespace) -> None:
     demo.load(new_owner, c.owner, c.owner, api_visibility="private", show_progress="hidden")
 
 
-def wire_private(catalog: Catalog, jobs: JobManager, c: SimpleNamespace, timer, seen_state, models, model_a,
-                 model_b) -> None:
+def wire_private(catalog, jobs: JobManager, c: SimpleNamespace, timer, seen_state, models, model_a,
+                 model_b, gallery=None) -> None:
     """The private job events: the timer's tick (this browser's jobs, the model lists, the job buttons), a job
     picked, a dataset, preset, schedule or model chosen (the form follows; the time estimate too)."""
-    def tick_event(job_id, seen, ticked, owner=None):
-        return tick(catalog, jobs, job_id, seen, ticked, owner)
+    def tick_event(job_id, seen, ticked, owner=None, gallery_name=None):
+        try:
+            return tick(catalog, jobs, job_id, seen, ticked, owner, gallery_name)
+        except QueryError as exc:  # a gallery name the app does not have
+            raise to_error(exc) from None
 
     tick_event.__name__ = "tick"
-    timer.tick(tick_event, [c.job, seen_state, models, c.owner],
+    timer.tick(tick_event, [c.job, seen_state, models, c.owner, *([gallery] if gallery is not None else [])],
                [c.job, *c.view, models, model_a, model_b, c.stop, c.resume, c.publish, seen_state],
                api_visibility="private", concurrency_id="tick", show_progress="hidden")
     c.job.input(job_guard(job_status, catalog, jobs), [c.job, c.owner], c.view, api_visibility="private",

@@ -23,12 +23,28 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent
+
+
+def warm(galleries, log) -> None:
+    """Precompute every gallery's t-SNE projections (cached on disk) at low priority, so that switching the
+    Embeddings tab's models or attribute answers at once."""
+    from profashion.ui.tab_embeddings import warm_projections
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)  # this thread only (Linux)
+    except (AttributeError, OSError):
+        pass
+    for catalog in galleries.catalogs.values():
+        done = warm_projections(catalog, methods=("tsne",), log=None)
+        log(f"{catalog.name} gallery: {done['projections']} projections ready ({done['computed']} computed, "
+            f"{len(done['failed'])} failed) in {done['seconds']:.0f} s")
 
 
 def main() -> int:
@@ -48,6 +64,7 @@ def main() -> int:
             log(f"{catalog.name} gallery: {catalog.empty_message()}")
         for entry in catalog.skipped:
             log(f"skipped: {entry.error}")
+    threading.Thread(target=warm, args=(galleries, log), daemon=True, name="warm-projections").start()
     catalog = galleries.default
     data_roots = default_data_roots(catalog.cache_root, [REPO / "data", REPO.parent / "shared" / "data"])
     jobs = JobManager(default_jobs_root(catalog.cache_root), data_roots, home=REPO)

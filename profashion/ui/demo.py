@@ -188,7 +188,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         tab_finetune.wire(galleries, jobs, f)
         tab_finetune.wire_private(galleries, jobs, f, timer, seen_state, models, b.model_a, b.model_b, gallery)
         tab_finetune.wire_owner(demo, f)
-        gallery.change(guard(switch_gallery, (QueryError,), SimpleNamespace(galleries=galleries)), [gallery],
+        gallery.input(guard(switch_gallery, (QueryError,), SimpleNamespace(galleries=galleries)), [gallery],
                        [head.about, query, examples, attribute, models, head.models_about, b.model_a, b.model_b,
                         b.item_box],
                        api_visibility="private", queue=False)

@@ -302,3 +302,13 @@ def test_a_published_model_joins_the_gallery_it_was_trained_for(galleries, roots
     assert seen["names"] == list(again.models)
     seen = tab_finetune.tick(galleries, jobs, None, {}, [], None, "synthetic")[-1]
     assert "csn (fine-tuned)" in seen["names"]
+
+
+def test_the_landing_page_finds_where_the_models_disagree(galleries):
+    from profashion.ui.tab_retrieve import disagreement
+
+    cat = galleries.get("again")
+    path, attribute, line = disagreement(cat)
+    ex = next(e for e in cat.examples if e.path == path)
+    assert attribute == ex.attribute and "Where the models disagree" in line and "/5" in line
+    assert disagreement(cat) == (path, attribute, line)  # kept: the second click runs nothing

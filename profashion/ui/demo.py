@@ -98,7 +98,11 @@ def _query_row(galleries: Galleries):
             query = gr.Image(value=first_example, type="filepath", label="Query image (upload or pick an example)",
                              elem_id="query-upload", sources=["upload", "clipboard"], height=240)
         with gr.Column(scale=3):
-            gr.Markdown("**Examples**, each for the attribute it shows: click one to query it with that attribute.")
+            with gr.Row(equal_height=True):
+                gr.Markdown("**Examples**, each for the attribute it shows: click one to query it with that "
+                            "attribute. Or:")
+                surprise = gr.Button("Where do the models disagree?", size="sm", elem_id="disagree", scale=0,
+                                     min_width=240)
             examples = gr.HTML(examples_html(catalog.examples), js_on_load=ITEM_CLICK_JS, elem_id="examples")
             with gr.Row():
                 attribute = gr.Dropdown(attrs, value=default_attr, label="Attribute", elem_id="attribute")
@@ -114,7 +118,7 @@ def _query_row(galleries: Galleries):
                                        elem_id="export-files")
     return SimpleNamespace(gallery=gallery, about=about, query=query, examples=examples, attribute=attribute,
                            models=models, models_about=models_about, link=link, export=export,
-                           exported=exported)
+                           exported=exported, surprise=surprise)
 
 
 def _labels(catalog: Catalog) -> list[tuple[str, str]]:
@@ -195,6 +199,8 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         q = SimpleNamespace(query=query, attribute=attribute, models=models, gallery=gallery)
         views.wire(q, r, e, b, tabs, events, compute, view_state, bool(names))
         tab_retrieve.wire_clicks(galleries, r, query, attribute, examples, gallery)  # the query's change searches it
+        head.surprise.click(guard(tab_retrieve.disagreement, tab_retrieve.ERRORS, galleries), [gallery],
+                            [query, attribute, r.inspect], api_visibility="private", concurrency_id="query")
         uploads = UploadStore(catalog.cache_root / "uploads")
         opened = demo.load(link_opener(galleries, uploads), None,
                            [gallery, head.about, query, examples, attribute, models, head.models_about, b.model_a,

@@ -143,6 +143,35 @@ def pick_example(catalog: Catalog, data: dict):
     return ex.path, ex.attribute
 
 
+def disagreement(catalog: Catalog):
+    """The landing page's "where do the models disagree?": of the curated examples (each with its attribute), the
+    one whose hit counts differ most between the loaded models (then the fewest hits of the worst); (its image as
+    the query, its attribute, a line naming the best and the worst model). Kept per catalog and model set."""
+    names = catalog.check_models(catalog.names)
+    key = tuple(names)
+    cached = catalog.__dict__.setdefault("_disagreement", {})
+    if key not in cached:
+        best = None
+        for ex in catalog.examples:
+            results, _ = catalog.search(ex.path, ex.attribute, names, k=K)
+            hits = {n: sum(1 for h in r.hits if h.match) for n, r in results.items() if not r.error}
+            if len(hits) < 2:
+                continue
+            score = (max(hits.values()) - min(hits.values()), -min(hits.values()))
+            if best is None or score > best[0]:
+                best = (score, ex, hits)
+        if best is None:
+            raise QueryError("the models agree on every example (or fewer than two models are loaded)")
+        _, ex, hits = best
+        top, low = max(hits, key=hits.get), min(hits, key=hits.get)
+        label = lambda n: catalog.models[n].label  # noqa: E731
+        line = (f"**Where the models disagree**: on this {ex.caption} example, {label(top)} finds {hits[top]}/{K} "
+                f"items of the same {ex.attribute.replace('_', ' ')} and {label(low)} {hits[low]}/{K}. Compare their "
+                "rows below, then see where each looks in Explore.")
+        cached[key] = (ex.path, ex.attribute, line)
+    return cached[key]
+
+
 # -- layout and events ---------------------------------------------------------------------------------
 
 

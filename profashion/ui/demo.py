@@ -92,7 +92,8 @@ def _query_row(galleries: Galleries):
     with gr.Row(equal_height=False):
         gallery = gr.Radio(galleries.choices(), value=catalog.name, label="Gallery", elem_id="gallery", scale=1,
                            min_width=260)
-        about = gr.Markdown(gallery_markdown(catalog), elem_id="gallery-about")
+        with gr.Column(scale=2, min_width=300):  # a phone wraps it under the switch
+            about = gr.Markdown(gallery_markdown(catalog), elem_id="gallery-about")
     with gr.Row():
         with gr.Column(scale=1, min_width=240):
             query = gr.Image(value=first_example, type="filepath", label="Query image (upload or pick an example)",

@@ -622,7 +622,8 @@ def wire_private(catalog, jobs: JobManager, c: SimpleNamespace, timer, seen_stat
     tick_event.__name__ = "tick"
     timer.tick(tick_event, [c.job, seen_state, models, c.owner, *([gallery] if gallery is not None else [])],
                [c.job, *c.view, models, model_a, model_b, c.stop, c.resume, c.publish, seen_state],
-               api_visibility="private", concurrency_id="tick", show_progress="hidden")
+               api_visibility="private", concurrency_id="tick", show_progress="hidden",
+               preprocess=False)  # the ticked models as sent: a gallery switch may be changing their choices
     c.job.input(job_guard(job_status, catalog, jobs), [c.job, c.owner], c.view, api_visibility="private",
                 concurrency_id="tick")
     numbers = [c.epochs, c.triplets, c.batch, c.warmup]

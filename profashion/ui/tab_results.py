@@ -383,8 +383,8 @@ def build(catalog: Catalog) -> SimpleNamespace:
 
 def wire(catalog: Catalog, c: SimpleNamespace, models, gallery=None) -> None:
     """``/results`` on the button (every loaded model without numbers measured, with a progress bar: one step per
-    model), and the table listed again at each page load and when the models change (a fine-tuned one added). ``gallery``: the gallery switch, when ``catalog`` is the
-    app's galleries and :func:`~profashion.ui.common.guard` routes each event to the chosen gallery's catalog by
+    model), and the table listed again at each page load and when the models change (a fine-tuned one added).
+    ``gallery``: the gallery switch, when ``catalog`` is the app's galleries and :func:`~profashion.ui.common.guard` routes each event to the chosen gallery's catalog by
     the event's last input."""
     fn = guard(results, ERRORS, catalog)
     refresh = guard(lambda cat, _models: (*results_view(cat), models_markdown(cat)), ERRORS, catalog)
@@ -399,11 +399,14 @@ def wire(catalog: Catalog, c: SimpleNamespace, models, gallery=None) -> None:
             return fn(progress, gallery)
 
         inputs, m_inputs = [models, gallery], [gallery]
-        gallery.change(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden")
+        gallery.change(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden",
+                      preprocess=False)
     c.button.click(measure, m_inputs, outputs, api_name="results", concurrency_id="heavy", concurrency_limit=1)
     # a model added since the page was built or while it is open (a fine-tuning job's checkpoint) is listed at the
     # next page load and as soon as the models change
-    models.change(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden")
+    models.change(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden",
+                      preprocess=False)
     page = Context.root_block
     if page is not None:
-        page.load(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden")
+        page.load(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden",
+                      preprocess=False)

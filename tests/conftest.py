@@ -78,3 +78,20 @@ def save_app_checkpoints(root: Path, models) -> Path:
         save_checkpoint(build_model(name, "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), root / name,
                         extra={"dataset": {"name": "synth"}})
     return root
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, one per test module (the browser tests skip without it)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.is_file():
+        pytest.skip("browser tests skipped: /usr/bin/chromium is missing")
+    args = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(chromium), args=args, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -50,19 +50,6 @@ def app(tmp_path_factory):
         demo.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-dev-shm-usage",
-                                                                    "--disable-background-networking",
-                                                                    "--disable-component-update", "--disable-sync",
-                                                                    "--no-first-run"], headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
 def page(browser, app, request):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})

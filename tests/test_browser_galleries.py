@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_GALLERY, free_port, save_app_checkpoints
-from test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, T, settle
+from test_browser import CHROMIUM, SHOTS, T, settle
 
 from profashion.data.splits import load_dataset
 from profashion.models.base import build_model, save_checkpoint
@@ -45,16 +45,6 @@ def app(tmp_path_factory):
         yield {"url": f"http://127.0.0.1:{port}/", "galleries": galleries}
     finally:
         demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

@@ -100,8 +100,9 @@ def _query_row(galleries: Galleries):
                              elem_id="query-upload", sources=["upload", "clipboard"], height=240)
         with gr.Column(scale=3):
             with gr.Row(equal_height=True):
-                gr.Markdown("**Examples**, each for the attribute it shows: click one to query it with that "
-                            "attribute. Or:")
+                with gr.Column(scale=3, min_width=240):  # a phone puts the button under the line
+                    gr.Markdown("**Examples**, each for the attribute it shows: click one to query it with that "
+                                "attribute. Or:")
                 surprise = gr.Button("Where do the models disagree?", size="sm", elem_id="disagree", scale=0,
                                      min_width=240)
             examples = gr.HTML(examples_html(catalog.examples), js_on_load=ITEM_CLICK_JS, elem_id="examples")

@@ -312,3 +312,18 @@ def test_the_landing_page_finds_where_the_models_disagree(galleries):
     ex = next(e for e in cat.examples if e.path == path)
     assert attribute == ex.attribute and "Where the models disagree" in line and "/5" in line
     assert disagreement(cat) == (path, attribute, line)  # kept: the second click runs nothing
+
+
+def test_the_upload_store_is_bounded_in_bytes_too(tmp_path, monkeypatch):
+    from profashion.ui import share
+
+    monkeypatch.setattr(share, "MAX_UPLOAD_STORE_BYTES", 2500)
+    store = share.UploadStore(tmp_path / "u", max_files=100)
+    kept = []
+    for i in range(4):
+        f = tmp_path / f"{i}.bin.png"
+        f.write_bytes(bytes([i]) * 1000)
+        kept.append(store.keep(f))
+        os.utime(store.find(kept[-1]), (1000 + i, 1000 + i))
+    assert sum(f.stat().st_size for f in (tmp_path / "u").iterdir()) <= 2500
+    assert store.find(kept[-1]) is not None and store.find(kept[0]) is None

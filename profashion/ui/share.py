@@ -4,7 +4,7 @@ The state is the gallery, the query (a gallery item by id, or an upload by its c
 models and the open tab: ``?gallery=products&item=12&attribute=baseColour&models=asen,csn&tab=explore``.
 
 - :func:`link_query` writes it. An upload is kept once, under its content's sha256, in the cache's
-  ``uploads/`` folder (:class:`UploadStore`, at most ``MAX_UPLOADS`` files, the oldest removed first), so a
+  ``uploads/`` folder (:class:`UploadStore`, at most ``MAX_UPLOADS`` files and 512 MB, the oldest removed first), so a
   link names the content, never a server path, and reopens it on this server while it is kept.
 - :func:`read_link` reads it back against what this app has: whatever does not exist here (an unknown gallery,
   item, attribute, model or tab, an upload no longer kept) is ignored, the default used instead, and one line
@@ -25,6 +25,7 @@ from profashion.ui.catalog import MAX_UPLOAD_BYTES
 
 TABS = ("retrieve", "explore", "embeddings", "finetune", "results")
 MAX_UPLOADS = 256
+MAX_UPLOAD_STORE_BYTES = 512 * 2**20  # and at most this much in all (the newest upload is always kept)
 HEX = re.compile(r"[0-9a-f]{64}")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -62,10 +63,14 @@ class UploadStore:
         return next((f for f in sorted(self.root.glob(f"{digest}.*")) if not f.name.startswith(".")), None)
 
     def _trim(self) -> None:
+        """Remove the oldest kept uploads beyond ``max_files`` or beyond ``MAX_UPLOAD_STORE_BYTES`` in all."""
         files = sorted((f for f in self.root.iterdir() if f.is_file() and not f.name.startswith(".")),
-                       key=lambda f: f.stat().st_mtime)
-        for f in files[:max(0, len(files) - self.max_files)]:
-            f.unlink(missing_ok=True)
+                       key=lambda f: f.stat().st_mtime, reverse=True)  # newest first
+        total = 0
+        for i, f in enumerate(files):
+            total += f.stat().st_size
+            if i >= self.max_files or (i > 0 and total > MAX_UPLOAD_STORE_BYTES):
+                f.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass

@@ -202,6 +202,7 @@ class Catalog:
         self._add_lock = threading.Lock()
         self._results: dict[str, dict] = {}
         self._floors: dict[tuple, float] = {}
+        self._work_root: Path | None = None
 
     # -- loading ---------------------------------------------------------------------------------------
     @property
@@ -216,8 +217,12 @@ class Catalog:
         folder itself."""
         if self.folder is None:
             return self.gallery_root
-        fp = dataset_fingerprint(self.dataset, [GALLERY_SPLIT]) if self.dataset is not None else "unloaded"
-        return self.cache_root / f"gallery-{self.name}-{fp[:12]}"
+        if self.dataset is None:
+            return self.cache_root / f"gallery-{self.name}-unloaded"
+        if self._work_root is None:  # the fingerprint reads the split's files: once
+            fp = dataset_fingerprint(self.dataset, [GALLERY_SPLIT])
+            self._work_root = self.cache_root / f"gallery-{self.name}-{fp[:12]}"
+        return self._work_root
 
     @property
     def has_regions(self) -> bool:

@@ -13,7 +13,7 @@ from test_browser import SHOTS, T, choose_attribute, settle, sync_api
 
 from profashion.ui.common import K
 
-app, browser, page = tb.app, tb.browser, tb.page  # the app with asen and csn, Chromium, a 1400x1000 page
+app, page = tb.app, tb.page  # the app with asen and csn, a 1400x1000 page (Chromium: conftest)
 expect = sync_api.expect
 
 

@@ -12,7 +12,7 @@ import test_browser as tb
 from PIL import Image
 from test_browser import CHROMIUM, MODELS, SHOTS, T, settle, sync_api
 
-app, browser, page = tb.app, tb.browser, tb.page  # the app with asen and csn, Chromium, a 1400x1000 page
+app, page = tb.app, tb.page  # the app with asen and csn, a 1400x1000 page (Chromium: conftest)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="browser tests skipped: /usr/bin/chromium is missing "
                                 "(`make test` installs Debian's chromium with apt-get where it can)")

@@ -13,7 +13,7 @@ import re
 
 import pytest
 import torch
-from test_browser import CHROMIUM, REPO, T, app, browser, page, settle  # noqa: F401 (fixtures)
+from test_browser import CHROMIUM, REPO, T, app, page, settle  # noqa: F401 (fixtures)
 
 from profashion.data.synth import SYNTH_SCHEMA
 from profashion.models.base import build_model, save_checkpoint

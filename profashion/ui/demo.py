@@ -130,7 +130,6 @@ def _labels(catalog: Catalog) -> list[tuple[str, str]]:
 def switch_gallery(galleries: Galleries, name):
     """A new gallery: (its description, first example as the query, examples, attribute choices, models, model
     descriptions, embeddings' model A and B choices, embeddings' item box)."""
-    galleries = getattr(galleries, "galleries", galleries)  # bound in a namespace: guard routes a bare Galleries
     catalog = galleries.get(name)
     attrs = catalog.attributes
     ex = catalog.examples[0] if catalog.examples else None
@@ -194,7 +193,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         tab_finetune.wire(galleries, jobs, f)
         tab_finetune.wire_private(galleries, jobs, f, timer, seen_state, models, b.model_a, b.model_b, gallery)
         tab_finetune.wire_owner(demo, f)
-        gallery.input(guard(switch_gallery, (QueryError,), SimpleNamespace(galleries=galleries)), [gallery],
+        gallery.input(guard(lambda name: switch_gallery(galleries, name), (QueryError,)), [gallery],
                        [head.about, query, examples, attribute, models, head.models_about, b.model_a, b.model_b,
                         b.item_box],
                        api_visibility="private", queue=False)

@@ -11,7 +11,6 @@ mistyped flag answer without loading torch, faiss or Gradio (about 2 s on this m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -67,7 +66,8 @@ TRAIN_FLAGS = ("model", "dataset", "out", "preset", "image_root", "epochs", "lr"
 def train_config(args):
     """The run's TrainConfig: the ``--config`` file's settings (if any), each flag given overriding its setting
     (``--model-config`` entries override the file's ``model_overrides`` one by one)."""
-    from profashion.train.config import TrainConfig, read_config
+    from profashion.io import loads_json
+    from profashion.train.config import MAX_CONFIG_BYTES, TrainConfig, read_config
 
     settings = read_config(args.config) if args.config else {}
     for flag in TRAIN_FLAGS:
@@ -75,10 +75,8 @@ def train_config(args):
         if value is None:
             continue
         if flag == "model_config":
-            try:
-                overrides = json.loads(value)
-            except ValueError:
-                raise ValueError(f"--model-config is not valid JSON: {value}") from None
+            overrides = loads_json(value, max_bytes=MAX_CONFIG_BYTES, what="--model-config",
+                                   fix='give a JSON object of model settings, e.g. \'{"embed_dim": 32}\'')
             if not isinstance(overrides, dict):
                 raise ValueError('--model-config must be a JSON object, e.g. \'{"embed_dim": 32}\'')
             settings["model_overrides"] = {**(settings.get("model_overrides") or {}), **overrides}
@@ -106,10 +104,10 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from profashion.data.splits import load_dataset
     from profashion.evaluation.retrieval_map import evaluate_random, published_random, write_result_json
+    from profashion.evaluation.statistics import check_resamples
 
+    check_resamples(args.resamples, "--resamples")  # before any work
     ds = load_dataset(args.dataset, args.image_root)
-    if args.resamples < 1:
-        raise ValueError(f"--resamples must be at least 1, got {args.resamples}")
     t0 = time.perf_counter()
     if args.embeddings == "random":
         result = evaluate_random(ds, args.split, seed=args.seed)
@@ -134,11 +132,11 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from profashion.evaluation.statistics import compare_result_files
+    from profashion.evaluation.statistics import check_permutations, check_resamples, compare_result_files
     from profashion.io import atomic_write_json
 
-    if args.resamples < 1 or args.permutations < 1:
-        raise ValueError("--resamples and --permutations must be at least 1")
+    check_resamples(args.resamples, "--resamples")
+    check_permutations(args.permutations, "--permutations")
     cmp = compare_result_files(args.result_a, args.result_b, n_resamples=args.resamples,
                                n_permutations=args.permutations, seed=args.seed)
     where = " ".join(str(cmp.info[k]) for k in ("dataset", "split") if k in cmp.info)

@@ -157,3 +157,109 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20, h=None) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Bounded JSON reading
+
+MAX_JSON_BYTES = 1 << 20  # a configuration, a manifest, a checkpoint's config.json: a few KB in practice
+MAX_JSON_DEPTH = 32  # the deepest file the project writes nests 5 levels
+_DEPTH_CHUNK = 1 << 18  # bytes scanned at once by the depth scan (about 20 bytes of numpy arrays each)
+_STEP = np.zeros(256, dtype=np.int64)
+_STEP[list(b"[{")], _STEP[list(b"]}")] = 1, -1
+
+
+class JSONLimitError(ValueError):
+    """A JSON file or text refused, before parsing (too large, nested too deeply) or by the parser (not JSON).
+
+    ``str(exc)`` is one sentence: ``"<what> <problem>; <fix>"``; ``problem`` alone lets a caller say it in its
+    own words (``"is larger than 1 MB"``, ``"is not valid JSON (...)"``).
+    """
+
+    def __init__(self, what: str, problem: str, fix: str):
+        super().__init__(f"{what} {problem}; {fix}")
+        self.what, self.problem, self.fix = what, problem, fix
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n} bytes"
+
+
+def json_depth(data: bytes | str, limit: int | None = None) -> int:
+    """How deeply the arrays and objects of JSON ``data`` nest (``{"a": [1]}``: 2), brackets inside strings (escaped
+    quotes included) not counted: one pass in numpy over chunks of the bytes, O(n) time, bounded extra memory.
+    With ``limit``, returns a number above it as soon as the nesting goes past ``limit``."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    depth = deepest = 0
+    inside, backslashes = 0, 0  # in a string at the chunk's start; backslashes just before it
+    for s in range(0, len(data), _DEPTH_CHUNK):
+        c = np.frombuffer(data, np.uint8, min(_DEPTH_CHUNK, len(data) - s), s)
+        idx = np.arange(len(c))
+        is_bs = c == 92
+        last = np.maximum.accumulate(np.where(is_bs, -1, idx))  # the last non-backslash at or before i
+        run = idx - last + np.where(last < 0, backslashes, 0)  # backslashes ending at i
+        before = np.concatenate(([backslashes], run[:-1]))  # backslashes just before i
+        quote = (c == 34) & (before % 2 == 0)  # a quote that opens or closes a string
+        state = (np.cumsum(quote) + inside) % 2  # 1 where i is inside a string (or is its opening quote)
+        level = np.cumsum(_STEP[c] * (state == 0)) + depth
+        deepest = max(deepest, int(level.max()))
+        depth, inside, backslashes = int(level[-1]), int(state[-1]), int(run[-1])
+        if limit is not None and deepest > limit:
+            break
+    return deepest
+
+
+def loads_json(text: str | bytes, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH,
+               what: str = "the JSON text", fix: str = "check that it is the right one"):
+    """``json.loads(text)``, refused with :class:`JSONLimitError` (one sentence naming ``what``) when ``text`` is
+    longer than ``max_bytes`` (UTF-8) or nests deeper than ``max_depth``, both checked before parsing, or when it
+    is not JSON."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    if len(data) > max_bytes:
+        raise JSONLimitError(what, f"is larger than {_size(max_bytes)}, the most read for it", fix)
+    # the usual file has too few brackets to nest too deeply: no scan needed
+    if data.count(b"[") + data.count(b"{") > max_depth and json_depth(data, max_depth) > max_depth:
+        raise JSONLimitError(what, f"nests arrays or objects more than {max_depth} levels deep, the most read "
+                                   "for it", fix)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise JSONLimitError(what, f"is not UTF-8 text (byte {exc.start})", fix) from None
+    except json.JSONDecodeError as exc:
+        raise JSONLimitError(what, f"cannot be read as JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+                             fix) from None
+    except (ValueError, RecursionError) as exc:  # a number past Python's digit limit; nesting past the stack
+        reason = str(exc).split(":")[0].splitlines()[0][:100] if str(exc) else type(exc).__name__
+        raise JSONLimitError(what, f"cannot be read as JSON ({reason})", fix) from None
+
+
+def read_bytes_bounded(path: str | os.PathLike, max_bytes: int, what: str | None = None,
+                       fix: str = "check that it is the right file") -> bytes:
+    """The bytes of ``path``, refused (:class:`JSONLimitError`) past ``max_bytes`` after reading at most
+    ``max_bytes + 1`` of them (``/dev/zero`` and other endless files included). FileNotFoundError as is; any
+    other OSError (a folder, no permission) as JSONLimitError."""
+    what = str(path) if what is None else what
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise JSONLimitError(what, f"cannot be read ({exc.strerror or type(exc).__name__})", fix) from None
+    if len(data) > max_bytes:
+        raise JSONLimitError(what, f"is larger than {_size(max_bytes)}, the most read for it", fix)
+    return data
+
+
+def read_json(path: str | os.PathLike, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH,
+              what: str | None = None, fix: str = "check that it is the right file"):
+    """The JSON value in file ``path``, read in bounded memory and time: :func:`read_bytes_bounded`, then
+    :func:`loads_json`. ``what`` names the file in messages (default: ``path`` as given). FileNotFoundError
+    when it is missing; :class:`JSONLimitError` (a ValueError, one sentence) for everything else."""
+    what = str(path) if what is None else what
+    return loads_json(read_bytes_bounded(path, max_bytes, what, fix), max_bytes=max_bytes, max_depth=max_depth,
+                      what=what, fix=fix)

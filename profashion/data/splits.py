@@ -19,7 +19,6 @@ line raises :class:`DatasetError` naming the file and the line number.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from profashion.io import atomic_write_json, atomic_write_text
+from profashion.io import MAX_JSON_DEPTH, JSONLimitError, atomic_write_json, atomic_write_text, read_json
 from profashion.io import replace_folder as move_folder_into_place  # noqa: F401 - re-exported
 
 SPLITS = ("train", "valid", "test")
@@ -326,11 +325,22 @@ def _find_meta(root: Path) -> tuple[AttributeSchema, str, dict]:
     raise DatasetError(f"{root}: no meta.json in the folder or one level up; is this an ASEN split folder?")
 
 
+MAX_META_BYTES = 16 << 20  # meta.json / values.json: attribute and value names (a few KB in practice)
+
+
 def _read_json(path: Path) -> dict:
+    """A dataset's meta.json or values.json: a JSON object, read in bounded memory; DatasetError otherwise."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
+        data = read_json(path, max_bytes=MAX_META_BYTES, max_depth=MAX_JSON_DEPTH, what=str(path),
+                         fix="fix or regenerate the dataset's metadata")
+    except FileNotFoundError as exc:
+        raise DatasetError(f"missing file: {path}") from exc
+    except JSONLimitError as exc:
+        raise DatasetError(str(exc)) from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path} must hold a JSON object (attribute names and values), got a "
+                           f"{type(data).__name__}")
+    return data
 
 
 def load_dataset(root: str | os.PathLike, image_root: str | os.PathLike | None = None) -> SplitDataset:

@@ -18,7 +18,6 @@ Malformed lines raise :class:`~profashion.data.splits.DatasetError` naming the f
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from profashion.data.splits import DatasetError, check_image_path
+from profashion.io import MAX_JSON_DEPTH, JSONLimitError, loads_json, read_bytes_bounded
+
+MAX_FILENAMES_BYTES = 64 << 20  # the list of image paths: about 3 MB for the 50,025 images of Zappos50k
 
 CONDITIONS = ("class", "closure", "gender", "heel")
 ZAPPOS_SPLITS = ("train", "val", "test")
@@ -61,18 +63,23 @@ def triplet_list_path(root, condition: str, split: str) -> Path:
 def read_zappos_filenames(path) -> list[str]:
     """Image paths, the list index being the image index: one per line, or a JSON list of strings."""
     path = Path(path)
+    fix = "give one image path per line, or a JSON list of image paths"
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_bytes_bounded(path, MAX_FILENAMES_BYTES, str(path), fix)
+        text = data.decode("utf-8")
     except FileNotFoundError as exc:
         raise DatasetError(f"missing file: {path} (CSN's list of Zappos image paths)") from exc
+    except JSONLimitError as exc:
+        raise DatasetError(str(exc)) from None
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
     if text.lstrip().startswith("["):
         try:
-            names = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path} starts like a JSON list but is not valid JSON: {exc}") from exc
-        if not all(isinstance(n, str) and n.strip() for n in names):
+            names = loads_json(data, max_bytes=MAX_FILENAMES_BYTES, max_depth=MAX_JSON_DEPTH,
+                               what=f"{path} (it starts like a JSON list)", fix=fix)
+        except JSONLimitError as exc:
+            raise DatasetError(str(exc)) from None
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
             raise DatasetError(f"{path}: expected a JSON list of non-empty image paths")
         return [n.strip() for n in names]
     lines = [ln.strip() for ln in text.splitlines()]

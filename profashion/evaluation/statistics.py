@@ -28,13 +28,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from profashion.io import MAX_JSON_DEPTH, JSONLimitError, read_json
+
 DEFAULT_RESAMPLES = 2000
 DEFAULT_PERMUTATIONS = 10000
+# Bounds of both counts: at least one (quick checks use a few; 2,000 and 10,000 are the defaults); the upper bound
+# keeps a comparison to seconds and its memory to the per-attribute resampled means (100,000 x 8 bytes each)
+MIN_RESAMPLES, MAX_RESAMPLES = 1, 100_000
+MIN_PERMUTATIONS, MAX_PERMUTATIONS = 1, 100_000
+MAX_RESULT_BYTES = 64 << 20  # a result file with per-query APs: about 30 bytes a query, so 2 million queries
 LEVEL = 0.95
 _CHUNK_ELEMENTS = 2_000_000  # random draws held in memory at once
 
@@ -48,6 +56,33 @@ class ComparisonError(ValueError):
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _check_count(n, lo: int, hi: int, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not lo <= n <= hi:
+        raise ValueError(f"{name} must be a whole number from {lo:,} to {hi:,}, got {str(n)[:40]}")
+    return int(n)
+
+
+def check_resamples(n, name: str = "n_resamples") -> int:
+    """``n`` as an int when it is a number of bootstrap resamples within bounds, else ValueError (one sentence)."""
+    return _check_count(n, MIN_RESAMPLES, MAX_RESAMPLES, name)
+
+
+def check_permutations(n, name: str = "n_permutations") -> int:
+    """``n`` as an int when it is a number of sign-flip permutations within bounds, else ValueError."""
+    return _check_count(n, MIN_PERMUTATIONS, MAX_PERMUTATIONS, name)
+
+
+def _finite_aps(ap, name: str = "APs") -> np.ndarray:
+    """``ap`` as a 1-D float64 array of finite values, else ValueError."""
+    try:
+        arr = np.asarray(ap, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"the {name} must be numbers") from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"the {name} must be finite numbers, got {arr[~np.isfinite(arr)][0]}")
+    return arr
 
 
 def _groups(attr: np.ndarray, num_attributes: int) -> list[np.ndarray]:
@@ -70,8 +105,7 @@ def _resampled_sums(values: np.ndarray, n_resamples: int, rng: np.random.Generat
 
 def _stratified_bootstrap(values: np.ndarray, groups: list[np.ndarray], n_resamples: int, seed: int):
     """(per-group resampled means (list, None for an empty group), overall resampled means)."""
-    if n_resamples < 1:
-        raise ValueError("n_resamples must be at least 1")
+    n_resamples = check_resamples(n_resamples)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 16]))
     total = np.zeros(n_resamples, dtype=np.float64)
     per_group = []
@@ -136,7 +170,7 @@ def bootstrap_intervals(ap, attr, num_attributes: int, n_resamples: int = DEFAUL
                         level: float = LEVEL) -> MAPIntervals:
     """Bootstrap intervals of the mAP from per-query APs ``ap`` (fractions in [0, 1]) and their attributes
     ``attr``; see the module docstring."""
-    ap = np.asarray(ap, dtype=np.float64).reshape(-1)
+    ap = _finite_aps(ap)
     groups = _groups(attr, num_attributes)
     if sum(len(g) for g in groups) != len(ap):
         raise ValueError(f"{len(ap)} APs for {sum(len(g) for g in groups)} query attributes")
@@ -153,7 +187,8 @@ def bootstrap_intervals(ap, attr, num_attributes: int, n_resamples: int = DEFAUL
 def sign_flip_p_value(d: np.ndarray, n_permutations: int, rng: np.random.Generator) -> float:
     """Two-sided p-value of ``mean(d) == 0`` by flipping the signs of ``d`` (exact when ``2^n`` is at most
     ``n_permutations``, else Monte Carlo)."""
-    d = np.asarray(d, dtype=np.float64).reshape(-1)
+    d = _finite_aps(d, "AP differences")
+    n_permutations = check_permutations(n_permutations)
     n = len(d)
     if n == 0:
         return math.nan
@@ -252,12 +287,10 @@ def paired_test(ap_a, ap_b, attr, names, label_a: str = "A", label_b: str = "B",
                 seed: int = 0) -> PairedComparison:
     """Paired comparison of per-query APs ``ap_a`` and ``ap_b`` (fractions, the SAME queries in the same
     order, attributes ``attr`` indexing ``names``); see the module docstring."""
-    ap_a = np.asarray(ap_a, dtype=np.float64).reshape(-1)
-    ap_b = np.asarray(ap_b, dtype=np.float64).reshape(-1)
+    ap_a, ap_b = _finite_aps(ap_a, "APs of A"), _finite_aps(ap_b, "APs of B")
     if ap_a.shape != ap_b.shape:
         raise ValueError(f"{len(ap_a)} APs for A but {len(ap_b)} for B: a paired test needs the same queries")
-    if n_permutations < 1:
-        raise ValueError("n_permutations must be at least 1")
+    n_resamples, n_permutations = check_resamples(n_resamples), check_permutations(n_permutations)
     groups = _groups(attr, len(names))
     d = ap_b - ap_a
     per_boot, overall_boot = _stratified_bootstrap(d, groups, n_resamples, seed)
@@ -279,16 +312,36 @@ def paired_test(ap_a, ap_b, attr, names, label_a: str = "A", label_b: str = "B",
 # Result files
 
 
+def _column(path, q: dict, key: str, kind: str) -> list:
+    """``q[key]`` checked as a list of whole numbers (``kind`` "int") or of finite numbers in [0, 1] ("ap")."""
+    col = q[key]
+    if not isinstance(col, list):
+        raise ComparisonError(f"{path}: the field queries.{key} must be a list, got {type(col).__name__}")
+    for i, v in enumerate(col):
+        if kind == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool) and -(2**62) < v < 2**62
+        else:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1
+        if not ok:
+            want = "a whole number" if kind == "int" else "a finite number from 0 to 1"
+            raise ComparisonError(f"{path}: the field queries.{key}[{i}] must be {want}, got {json.dumps(v)[:40]}; "
+                                  "write the file again with `profashion eval --json`")
+    return col
+
+
 def load_result(path) -> dict:
     """A result file of ``profashion eval --json`` with its per-query APs, checked; :class:`ComparisonError`
-    with one sentence when it cannot serve a paired comparison."""
+    with one sentence when it cannot serve a paired comparison. The file is read in bounded memory (at most
+    :data:`MAX_RESULT_BYTES`, nested at most ``MAX_JSON_DEPTH`` levels) and every per-query field is checked
+    (whole-number ids, finite APs in [0, 1])."""
     path = Path(path)
     try:
-        res = json.loads(path.read_text(encoding="utf-8"))
+        res = read_json(path, max_bytes=MAX_RESULT_BYTES, max_depth=MAX_JSON_DEPTH, what=f"the result file {path}",
+                        fix="give a file written by `profashion eval --json`")
     except FileNotFoundError as exc:
         raise ComparisonError(f"result file not found: {path}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ComparisonError(f"{path} is not a JSON result file ({exc})") from exc
+    except JSONLimitError as exc:
+        raise ComparisonError(str(exc)) from None
     if not isinstance(res, dict) or "overall" not in res:
         raise ComparisonError(f"{path} is not a result file of `profashion eval --json` (no 'overall' mAP)")
     q = res.get("queries")
@@ -296,21 +349,28 @@ def load_result(path) -> dict:
         raise ComparisonError(
             f"{path} has no per-query APs: it was written by an older version or another tool; write it again "
             "with `profashion eval --dataset DATA --split SPLIT --checkpoint CKPT --json FILE`, which keeps them")
-    try:
-        names = [str(n) for n in q["attributes"]]
-        cols = {k: np.asarray(q[k]) for k in ("fid", "attribute", "value", "ap")}
-    except (KeyError, TypeError) as exc:
-        raise ComparisonError(f"{path}: the 'queries' block is incomplete (expected attributes, fid, attribute, "
-                              "value, ap)") from exc
+    missing = [k for k in ("attributes", "fid", "attribute", "value", "ap") if k not in q]
+    if missing:
+        raise ComparisonError(f"{path}: the 'queries' block is incomplete (no {', '.join(missing)}; expected "
+                              "attributes, fid, attribute, value, ap)")
+    if not isinstance(q["attributes"], list) or not all(isinstance(n, str) for n in q["attributes"]):
+        raise ComparisonError(f"{path}: the field queries.attributes must be a list of attribute names")
+    names = list(q["attributes"])
+    cols = {k: _column(path, q, k, "ap" if k == "ap" else "int") for k in ("fid", "attribute", "value", "ap")}
     n = len(cols["ap"])
-    if any(len(c) != n for c in cols.values()) or (n and (cols["attribute"].min() < 0
-                                                          or cols["attribute"].max() >= len(names))):
-        raise ComparisonError(f"{path}: the 'queries' block is inconsistent (columns of different lengths or "
-                              "attribute indices out of range)")
+    if any(len(c) != n for c in cols.values()):
+        raise ComparisonError(f"{path}: the 'queries' block is inconsistent (its columns have different lengths)")
+    attr = np.asarray(cols["attribute"], dtype=np.int64) if n else np.zeros(0, np.int64)
+    if n and (attr.min() < 0 or attr.max() >= len(names)):
+        raise ComparisonError(f"{path}: the field queries.attribute holds indices outside the {len(names)} "
+                              "attributes of queries.attributes")
+    for k in ("model", "dataset", "split", "layout", "split_fingerprint"):
+        if res.get(k) is not None and not isinstance(res[k], str):
+            raise ComparisonError(f"{path}: the field {k} must be text, got {json.dumps(res[k])[:40]}")
     res["_names"] = names
-    res["_rows"] = np.stack([cols["fid"].astype(np.int64), cols["attribute"].astype(np.int64),
-                             cols["value"].astype(np.int64)], axis=1).reshape(-1, 3)
-    res["_ap"] = cols["ap"].astype(np.float64)
+    res["_rows"] = np.stack([np.asarray(cols["fid"], dtype=np.int64).reshape(-1), attr,
+                             np.asarray(cols["value"], dtype=np.int64).reshape(-1)], axis=1).reshape(-1, 3)
+    res["_ap"] = np.asarray(cols["ap"], dtype=np.float64).reshape(-1)
     res["_path"] = str(path)
     return res
 

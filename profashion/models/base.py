@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import types
@@ -37,7 +36,15 @@ from torch import nn
 
 from profashion.data.images import Preprocess
 from profashion.explain.explanation import Explanation
-from profashion.io import atomic_folder, atomic_write_json, recover_folder, sha256_file
+from profashion.io import (
+    MAX_JSON_DEPTH,
+    JSONLimitError,
+    atomic_folder,
+    atomic_write_json,
+    read_json,
+    recover_folder,
+    sha256_file,
+)
 
 if typing.TYPE_CHECKING:
     from profashion.models.backbones import Backbone
@@ -455,6 +462,9 @@ def _recover(ckpt_dir: Path) -> None:
     recover_folder(ckpt_dir)
 
 
+MAX_CHECKPOINT_CONFIG_BYTES = 4 << 20  # a checkpoint's config.json: 3-5 KB for the shipped ones
+
+
 def read_checkpoint_config(ckpt_dir: str | os.PathLike) -> dict:
     ckpt_dir = Path(ckpt_dir)
     _recover(ckpt_dir)
@@ -463,10 +473,14 @@ def read_checkpoint_config(ckpt_dir: str | os.PathLike) -> dict:
         raise ModelError(f"checkpoint folder not found: {ckpt_dir}")
     if not cfg_path.is_file():
         raise ModelError(f"{ckpt_dir} is not a checkpoint: it has no config.json")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{cfg_path} is corrupt (not valid JSON): {exc}") from exc
+    try:  # bounded: a config.json is a few KB (its dataset's value names included)
+        cfg = read_json(cfg_path, max_bytes=MAX_CHECKPOINT_CONFIG_BYTES, max_depth=MAX_JSON_DEPTH,
+                        what=str(cfg_path))
+    except FileNotFoundError:
+        raise ModelError(f"{ckpt_dir} is not a checkpoint: it has no config.json") from None
+    except JSONLimitError as exc:
+        raise ModelError(f"{cfg_path} is corrupt: it {exc.problem}; save or download the "
+                         "checkpoint again") from None
     if not isinstance(cfg, dict) or "model" not in cfg or "config" not in cfg:
         raise ModelError(f"{cfg_path} is not a profashion checkpoint config (no 'model'/'config' entries)")
     return cfg

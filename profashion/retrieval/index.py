@@ -49,7 +49,16 @@ from profashion.data.splits import (
     SplitDataset,
     load_dataset,
 )
-from profashion.io import atomic_folder, atomic_save_npy, atomic_write_json, check_output_folder, sha256_file
+from profashion.io import (
+    MAX_JSON_DEPTH,
+    JSONLimitError,
+    atomic_folder,
+    atomic_save_npy,
+    atomic_write_json,
+    check_output_folder,
+    read_json,
+    sha256_file,
+)
 from profashion.models.base import load_model
 from profashion.retrieval.accel import Embedder
 
@@ -59,6 +68,8 @@ STORAGES = ("fp32", "fp16", "sq8")
 SPLIT_ORDER = ("train", "valid", "test")
 CHUNK = 2048  # images per resumable chunk
 REBUILD = "rebuild the index with `profashion index --overwrite`"
+MAX_MANIFEST_BYTES = 16 << 20  # manifest.json: checksums, settings and the schema's names (a few KB)
+MAX_ITEMS_BYTES = 256 << 20  # items.json: about 90 bytes an item (200 KB for a gallery of 2,302 images)
 
 
 class GalleryIndexError(ValueError):
@@ -268,7 +279,7 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
              "preprocess": model.preprocess.to_json()}
     if partial.is_dir():
         try:
-            same = json.loads((partial / "stamp.json").read_text()) == stamp
+            same = read_json(partial / "stamp.json", what="the unfinished index's stamp.json") == stamp
         except (OSError, ValueError):
             same = False
         if not same:
@@ -430,7 +441,10 @@ class GalleryIndex:
         if not mpath.is_file():
             raise GalleryIndexError(f"{root} is not an index folder (no manifest.json); build one with `profashion index`")
         try:
-            manifest = json.loads(mpath.read_text())
+            manifest = read_json(mpath, max_bytes=MAX_MANIFEST_BYTES, max_depth=MAX_JSON_DEPTH, what=str(mpath))
+        except JSONLimitError as exc:
+            raise GalleryIndexError(f"{mpath} is corrupt: it {exc.problem}; {REBUILD}") from None
+        try:
             files = dict(manifest["files"])
             A = len(manifest["schema"]["ATTRIBUTES"])
         except (ValueError, KeyError, TypeError) as exc:
@@ -462,9 +476,12 @@ class GalleryIndex:
                 raise GalleryIndexError(f"{root} was built from another dataset ({manifest['dataset']['root']}), not "
                                   f"from {dataset.root}; rebuild it with `profashion index --dataset {dataset.root}`")
         try:
-            items = json.loads((root / "items.json").read_text())
+            items = read_json(root / "items.json", max_bytes=MAX_ITEMS_BYTES, max_depth=MAX_JSON_DEPTH,
+                              what=str(root / "items.json"))
             values = np.load(root / "values.npy", allow_pickle=False)
             indexes = [faiss.read_index(str(root / f"attr_{a:02d}.faiss")) for a in range(A)]
+        except JSONLimitError as exc:
+            raise GalleryIndexError(f"{root / 'items.json'} is corrupt: it {exc.problem}; {REBUILD}") from None
         except (OSError, ValueError, RuntimeError) as exc:
             raise GalleryIndexError(f"{root} cannot be read ({exc}); rebuild it with `profashion index --overwrite`") from exc
         if len(items["path"]) == 0 or any(ix.ntotal != len(items["path"]) for ix in indexes):

@@ -15,13 +15,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profashion.io import atomic_write_json
+from profashion.io import MAX_JSON_DEPTH, atomic_write_json, read_json
 
 REQUIRED = ("model", "dataset")
+MAX_CONFIG_BYTES = 1 << 20  # a configuration file (a run's args.json is about 1 KB)
+MAX_SEED = 2**32 - 1
+MAX_LR = 10.0  # far above any working learning rate (the presets use 1e-5 to 1e-3)
+MAX_MARGIN = 2.0  # the loss compares cosine similarities, which differ by at most 2
+MAX_WORKERS = 64
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
+# settings that have a flag of their own on `profashion train` (errors name the flag; the others by their key)
+_FLAGGED = ("model", "dataset", "out", "preset", "image_root", "epochs", "lr", "lr_step", "lr_gamma", "stage2_epochs",
+            "stage2_lr", "stage2_gamma", "batch_size", "triplets_per_epoch", "warmup_steps", "warmup_target",
+            "attributes", "seed", "device", "frozen_trunk")
 SCHEDULE = ("epochs", "lr", "lr_step", "lr_gamma", "stage2_epochs", "stage2_lr", "stage2_gamma", "batch_size",
             "triplets_per_epoch", "warmup_steps", "warmup_target")
 
@@ -91,25 +103,18 @@ class TrainConfig:
         return TrainConfig(**d)
 
     def resolved(self) -> TrainConfig:
-        """:meth:`with_preset`, then the schedule, the model's settings and the run's size checked."""
+        """:meth:`with_preset`, then every setting checked (type and range, :func:`check_values`), the model's
+        settings and the run's size: a bad setting fails here, in one sentence, before any work starts."""
         from profashion.models.base import check_settings
-        from profashion.train.limits import check_run_size
+        from profashion.train.limits import check_eval_batch_size, check_run_size
 
+        check_settings_json(self.to_json(), "the training configuration")  # types (a TrainConfig built in code)
         cfg = self.with_preset()
-        for name in ("epochs", "batch_size", "triplets_per_epoch", "lr_step"):
-            if int(getattr(cfg, name)) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-        if int(cfg.stage2_epochs) < 0 or not cfg.stage2_lr > 0 or not cfg.stage2_gamma > 0:
-            raise ValueError("--stage2-epochs must be 0 or more and --stage2-lr, --stage2-gamma positive")
-        if int(cfg.warmup_steps) < 0:
-            raise ValueError(f"--warmup-steps must be 0 or more, got {cfg.warmup_steps}")
-        if cfg.warmup_target not in ("backbone", "embedding"):
-            raise ValueError(f"--warmup-target must be 'backbone' or 'embedding', got {cfg.warmup_target!r}")
-        if not cfg.lr > 0:
-            raise ValueError(f"--lr must be positive, got {cfg.lr}")
+        check_values(cfg)
         settings = check_settings(cfg.model, cfg.preset, **cfg.model_overrides)
         check_run_size(int(cfg.epochs), int(cfg.batch_size), int(cfg.triplets_per_epoch), int(cfg.warmup_steps),
                        int(cfg.stage2_epochs), settings.image_size)
+        check_eval_batch_size(int(cfg.eval_batch_size), settings.image_size)
         return cfg
 
     @property
@@ -171,15 +176,55 @@ def check_settings_json(data, where: str = "the training configuration") -> dict
     return dict(data)
 
 
+def _setting(name: str) -> str:
+    return f"--{name.replace('_', '-')}" if name in _FLAGGED else f"the setting {name!r}"
+
+
+def check_values(cfg: TrainConfig) -> None:
+    """ValueError, one sentence naming the first setting of ``cfg`` (its preset applied: no schedule entry left
+    None) whose value is out of range; the types are :func:`check_settings_json`'s, the run's size
+    :func:`~profashion.train.limits.check_run_size`'s."""
+
+    def need(name: str, ok: bool, want: str) -> None:
+        if not ok:
+            raise ValueError(f"{_setting(name)} must be {want}, got {json.dumps(getattr(cfg, name))[:40]}")
+
+    def number(name: str, lo: float, hi: float, lo_open: bool = True) -> None:
+        v = getattr(cfg, name)
+        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
+        need(name, ok, f"a number {'above' if lo_open else 'from'} {lo:g} {'up ' if lo_open else ''}to {hi:g}")
+
+    need("model", bool(cfg.model), "a model name (see `profashion models`)")
+    need("dataset", bool(cfg.dataset), "a dataset folder or CSV file")
+    need("image_root", cfg.image_root is None or bool(cfg.image_root), "a folder (or left out)")
+    for name in ("epochs", "lr_step", "batch_size", "triplets_per_epoch", "eval_batch_size"):
+        need(name, getattr(cfg, name) >= 1, "at least 1")
+    for name in ("stage2_epochs", "warmup_steps"):
+        need(name, getattr(cfg, name) >= 0, "0 or more")
+    number("lr", 0, MAX_LR)
+    number("stage2_lr", 0, MAX_LR)
+    number("lr_gamma", 0, 1)
+    number("stage2_gamma", 0, 1)
+    number("margin", 0, MAX_MARGIN, lo_open=False)
+    need("warmup_target", cfg.warmup_target in ("backbone", "embedding"), "'backbone' or 'embedding'")
+    need("attributes", cfg.attributes is None or all(a.strip() for a in cfg.attributes),
+         "a list of attribute names (or left out for all)")
+    need("seed", 0 <= cfg.seed <= MAX_SEED, f"a whole number from 0 to {MAX_SEED}")
+    need("device", DEVICE.fullmatch(cfg.device) is not None, "auto, cpu, cuda, cuda:N or mps")
+    need("num_workers", 0 <= cfg.num_workers <= MAX_WORKERS, f"a whole number from 0 to {MAX_WORKERS}")
+
+
 def read_config(path: str | os.PathLike) -> dict:
-    """The settings of a configuration file, checked (:func:`check_settings_json`)."""
+    """The settings of a configuration file, checked (:func:`check_settings_json`); the file is read in bounded
+    memory (at most :data:`MAX_CONFIG_BYTES`, nested at most ``MAX_JSON_DEPTH`` levels) and any problem is one
+    sentence naming it."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, max_bytes=MAX_CONFIG_BYTES, max_depth=MAX_JSON_DEPTH,
+                         what=f"the configuration file {path}",
+                         fix='give a JSON object of training settings, e.g. {"model": "asen", "dataset": "data"}')
     except FileNotFoundError:
         raise FileNotFoundError(f"configuration file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"the configuration file {path} cannot be read as JSON ({exc})") from None
     return check_settings_json(data, str(path))
 
 

@@ -14,6 +14,7 @@ import os
 MAX_EPOCHS = 1000  # the published schedules train 50 epochs
 MAX_WARMUP_STEPS = 1_000_000
 ACTIVATIONS = 16  # activation memory per image, in multiples of its input tensor (float32)
+EVAL_ACTIVATIONS = 4  # the same without gradients (validation, caching a frozen trunk)
 TRIPLET_BYTES = 4 * 8  # one row of the sampler's triplet list
 
 
@@ -30,6 +31,22 @@ def max_batch_size(image_size: int, memory: int | None = None) -> int:
     memory = machine_memory() if memory is None else memory
     per_triplet = 3 * 3 * image_size * image_size * 4 * ACTIVATIONS
     return max(1, memory // 2 // per_triplet)
+
+
+def max_eval_batch_size(image_size: int, memory: int | None = None) -> int:
+    """The largest batch of images at ``image_size`` px embedded without gradients in half the memory."""
+    memory = machine_memory() if memory is None else memory
+    return max(1, memory // 2 // (3 * image_size * image_size * 4 * EVAL_ACTIVATIONS))
+
+
+def check_eval_batch_size(eval_batch_size: int, image_size: int, memory: int | None = None) -> None:
+    """ValueError when a batch of ``eval_batch_size`` images at ``image_size`` px would not fit half the memory."""
+    memory = machine_memory() if memory is None else memory
+    most = max_eval_batch_size(image_size, memory)
+    if eval_batch_size > most:
+        raise ValueError(f"an evaluation batch of {eval_batch_size:,} images at {image_size} px needs more than half "
+                         f"of this machine's {memory / 2**30:.0f} GiB of memory; use an eval_batch_size of at most "
+                         f"{most:,}")
 
 
 def max_triplets_per_epoch(memory: int | None = None) -> int:

@@ -43,7 +43,16 @@ from profashion.data.sampler import TripletSampler
 from profashion.data.splits import DatasetError, load_dataset
 from profashion.device import resolve_device
 from profashion.evaluation.evaluate import evaluate_model
-from profashion.io import atomic_path, atomic_write_json, atomic_write_text
+from profashion.io import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    loads_json,
+    read_bytes_bounded,
+    read_json,
+)
 from profashion.models.base import (
     ModelError,
     RetrievalModel,
@@ -56,6 +65,9 @@ from profashion.train.config import TrainConfig, planned_epochs
 
 __all__ = ["TrainConfig", "planned_epochs", "resolve_device", "train", "run_started", "triplet_loss",
            "warmup_backbone", "FrozenTrunk", "trunk_cache_dir"]
+
+MAX_OPTIMIZER_JSON_BYTES = 16 << 20  # last/optimizer.json: the optimizer's settings and scalars (a few KB)
+MAX_METRICS_BYTES = 64 << 20  # metrics.jsonl: a line of a few hundred bytes per epoch, at most MAX_EPOCHS epochs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -390,7 +402,11 @@ def _optimizer_to_files(opt: torch.optim.Optimizer, folder: Path) -> None:
 def _optimizer_from_files(opt: torch.optim.Optimizer, folder: Path) -> None:
     from safetensors.torch import load_file
 
-    meta = json.loads((folder / "optimizer.json").read_text())
+    meta = read_json(folder / "optimizer.json", max_bytes=MAX_OPTIMIZER_JSON_BYTES, max_depth=MAX_JSON_DEPTH,
+                     what=str(folder / "optimizer.json"), fix="resume from another run, or start this one again")
+    if not isinstance(meta, dict) or not isinstance(meta.get("scalars"), dict) or "param_groups" not in meta:
+        raise ModelError(f"{folder / 'optimizer.json'} is not an optimizer state (no param_groups and scalars); "
+                         "resume from another run, or start this one again")
     tensors = load_file(str(folder / "optimizer.safetensors"))
     state: dict[int, dict] = {}
     for key, v in tensors.items():
@@ -404,6 +420,22 @@ def _optimizer_from_files(opt: torch.optim.Optimizer, folder: Path) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # The trainer
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl (one JSON object per finished epoch, each with its ``epoch``), read
+    in bounded memory; ValueError (one sentence naming the file and line) for a damaged one."""
+    fix = "remove the damaged line, or start the run again in another --out"
+    data = read_bytes_bounded(path, MAX_METRICS_BYTES, str(path), fix)
+    history = []
+    for i, ln in enumerate(data.splitlines(), start=1):
+        if not ln.strip():
+            continue
+        h = loads_json(ln, max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH, what=f"line {i} of {path}", fix=fix)
+        if not isinstance(h, dict) or isinstance(h.get("epoch"), bool) or not isinstance(h.get("epoch"), int):
+            raise ValueError(f"line {i} of {path} is not an epoch's record (a JSON object with its epoch); {fix}")
+        history.append(h)
+    return history
 
 
 def _log(msg: str, d: Dist) -> None:
@@ -461,7 +493,11 @@ def run_started(out: Path) -> bool:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train ``cfg.model`` on ``cfg.dataset``; returns the run folder (``best/`` is the selected model)."""
+    """Train ``cfg.model`` on ``cfg.dataset``; returns the run folder (``best/`` is the selected model). Every
+    setting is checked first (:meth:`TrainConfig.resolved`, the device included), before anything is read or
+    written; a resumed run's own settings are checked as soon as they are read."""
+    if not resume:
+        cfg = cfg.resolved()
     d = setup_distributed(cfg.device)
     try:
         return _train(cfg, resume, progress, d)
@@ -591,8 +627,7 @@ def _setup_model(r: _Run) -> None:
         info = read_checkpoint_config(out / "last")["trainer"]
         r.start_epoch, r.best = int(info["epoch"]) + 1, float(info["best"])
         if (out / "metrics.jsonl").is_file():
-            history = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-            r.history = [h for h in history if h["epoch"] < r.start_epoch]
+            r.history = [h for h in read_metrics(out / "metrics.jsonl") if h["epoch"] < r.start_epoch]
     else:
         r.model = build_model(cfg.model, preset=cfg.preset, num_values=r.ds.schema.num_values, **cfg.model_overrides)
     r.model.to(r.d.device).train()

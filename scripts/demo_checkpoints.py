@@ -22,6 +22,9 @@ imported from ../shared/data when missing, the all-attributes layout), the image
 4. copies each run's ``best/`` into ``<out>/<model>/`` atomically (a temporary folder renamed into place:
    the app never sees half a checkpoint), prints the time per model, and records the provenance in
    ``<out>/manifest.json`` (model, command, seconds, validation mAP, epochs, dataset), rewritten atomically.
+   The same manifest's ``"results.json"`` entry is the sha256 of the numbers shipped beside the checkpoints
+   (written by ``scripts/ship_results.py`` under the same lock, kept here as it is): the app shows those numbers
+   only while the file matches it.
 
 ``--jobs N`` trains N models at a time, each process with its share of the CPU threads (on 2 cores,
 two one-thread runs finish about 15% sooner than one two-thread run after the other); each finished
@@ -195,7 +198,8 @@ def install(best: Path, dest: Path) -> None:
 
 def update_manifest(path: Path, model: str, entry_for) -> dict:
     """Set ``manifest[model] = entry_for(previous entry)`` in ``path``: re-read and rewritten atomically under
-    an exclusive lock, so entries written meanwhile (another model, another invocation) are kept."""
+    an exclusive lock, so entries written meanwhile (another model, another invocation, the sha256 of results.json
+    that ``scripts/ship_results.py`` records under the same lock) are kept."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".manifest.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -18,6 +18,11 @@ importer's provenance from meta.json and the command that regenerates it), the r
 intervals were computed. A synthetic dataset's regeneration command is worked out from its meta.json;
 another dataset's is ``--recipe``.
 
+results.json has no checksum of its own, so its sha256 is recorded in the checkpoints' ``manifest.json`` (the
+entry ``"results.json"``, beside the models' provenance that ``scripts/demo_checkpoints.py`` writes there, under the
+same lock) each time it is written: the app shows shipped numbers only when the file's sha256 is the recorded one,
+and measures the models on demand otherwise.
+
 A model already in the file with the same fingerprint on the same split is kept as it is (``--force``
 measures it again); a folder that cannot be evaluated on the dataset (other attributes, corrupt files) is
 listed under ``skipped`` with the reason, and the others are measured. Run it under ``nice`` beside a
@@ -28,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
+import hashlib
 import json
 import shlex
 import sys
@@ -44,13 +51,14 @@ from profashion.data.loading import SplitImages  # noqa: E402
 from profashion.data.splits import DatasetError, SplitDataset, load_dataset  # noqa: E402
 from profashion.evaluation.evaluate import evaluate_model  # noqa: E402
 from profashion.evaluation.retrieval_map import MAPResult, eval_rows, evaluate_random  # noqa: E402
-from profashion.io import atomic_write_text  # noqa: E402
+from profashion.io import atomic_write_json, atomic_write_text  # noqa: E402
 from profashion.models.base import ModelError, load_model, read_checkpoint_config  # noqa: E402
 from profashion.retrieval.index import GalleryIndexError, checkpoint_fingerprint  # noqa: E402
 from profashion.train.trainer import FrozenTrunk  # noqa: E402
 
 FORMAT = "profashion-results/1"
 RESULTS_NAME = "results.json"
+MANIFEST_NAME = "manifest.json"  # its entry RESULTS_NAME records results.json's sha256 (read by the app's Results tab)
 
 
 def checkpoint_folders(root: Path) -> list[Path]:
@@ -192,10 +200,34 @@ def _fingerprint_or_none(ckpt: Path) -> str | None:
 
 
 def _write(path: Path, payload: dict, folders: list[Path]) -> None:
-    """results.json with the models in the folders' order (the order the app lists them in)."""
+    """results.json with the models in the folders' order (the order the app lists them in), and its sha256 in the
+    manifest beside it (:func:`record_digest`)."""
     order = [f.name for f in folders]
     payload["models"] = {n: payload["models"][n] for n in order if n in payload["models"]}
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    record_digest(path, json.dumps(payload, indent=2) + "\n")
+
+
+def record_digest(path: Path, text: str | None = None) -> dict:
+    """Write ``text`` to results.json at ``path`` (None: keep the file as it is) and set the ``"results.json"`` entry
+    of the manifest beside it to the file's sha256 and size. Both happen under the lock ``scripts/demo_checkpoints.py``
+    takes to update the manifest (re-read first, rewritten atomically), so its models' entries are kept and two runs
+    never leave the digest of one beside the file of the other."""
+    manifest_path = path.parent / MANIFEST_NAME
+    with open(path.parent / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if text is not None:
+            atomic_write_text(path, text)
+        written = path.read_bytes()
+        entry = {"sha256": hashlib.sha256(written).hexdigest(), "bytes": len(written)}
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if not isinstance(manifest, dict):
+                manifest = {}
+        except (OSError, ValueError):
+            manifest = {}
+        manifest[RESULTS_NAME] = entry
+        atomic_write_json(manifest_path, manifest)
+    return entry
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,9 @@
 
 ``load_image`` turns whatever a user hands us (a path, bytes, a PIL image, a numpy array) into an RGB
 PIL image: EXIF orientation applied, RGBA composited on white, grayscale / palette / 16-bit converted,
-decompression bombs refused. Each problem is one :class:`ImageError` that says what to do.
+decompression bombs refused. Only the formats the app needs are opened (:data:`IMAGE_FORMATS`): Pillow's other
+decoders (EPS would run Ghostscript, PSD, FITS, ...) never see a file. Each problem is one :class:`ImageError`
+that says what to do.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs); a 40 Mpx photo is plenty
 MAX_ASPECT = 20  # long side / short side; beyond it an image is a strip, not a garment (and its resize would explode)
 MAX_SIDE = 4096  # decoded images are reduced (area average) to at most this long side: no model needs more
+
+# The only formats Pillow may open (``Image.open(..., formats=IMAGE_FORMATS)``): the galleries' JPEGs, the synthetic
+# PNGs and what a visitor may reasonably upload (the upload store's suffixes, profashion/ui/share.py). A JPEG with
+# multi-picture data (MPO, many phone photos) is opened by the JPEG plugin, so it is accepted too.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+FORMATS_TEXT = "PNG, JPEG, WebP, BMP, GIF or TIFF"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,6 +48,71 @@ def check_size(w: int, h: int, name: str = "the image", max_pixels: int = MAX_PI
                          "crop it to the garment and try again")
 
 
+def open_image(source, name: str | None = None) -> Image.Image:
+    """``Image.open`` restricted to :data:`IMAGE_FORMATS` (the file is not decoded yet); a file of another format
+    Pillow knows is one ImageError naming that format (``name``: how to call the file), found from its first bytes
+    only (no other decoder runs)."""
+    try:
+        return Image.open(source, formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        other = refused_format(source)
+        if other is None:
+            raise
+        if name is None:
+            name = str(source) if isinstance(source, (str, os.PathLike)) else "the upload"
+        raise ImageError(f"{name} is {_an(other)} image; use {FORMATS_TEXT}") from None
+
+
+def _an(fmt: str) -> str:
+    """``"an EPS"``, ``"a PSD"``: the article as the name is read (letter by letter, but FITS, SPIDER, SUN as words)."""
+    vowel_sound = fmt[:1] in "AEFHILMNORSX" and fmt not in ("FITS", "SPIDER", "SUN")
+    return f"{'an' if vowel_sound else 'a'} {fmt}"
+
+
+_ALL_FORMATS: dict = {}  # Pillow's openers before restrict_pillow() (to name a refused format)
+
+
+def restrict_pillow() -> None:
+    """Leave Pillow able to open :data:`IMAGE_FORMATS` only, in this whole process (the app calls it as it builds):
+    the libraries that open a visitor's upload themselves (Gradio checks an image upload with ``Image.open``) then
+    never reach another decoder either (EPS would run Ghostscript). Writing is untouched. Idempotent."""
+    Image.init()
+    if not _ALL_FORMATS:
+        _ALL_FORMATS.update({fmt: Image.OPEN[fmt] for fmt in Image.ID if fmt in Image.OPEN})
+    keep = (*IMAGE_FORMATS, "MPO")
+    Image.ID[:] = [fmt for fmt in Image.ID if fmt in keep]
+    for fmt in list(Image.OPEN):
+        if fmt not in keep:
+            del Image.OPEN[fmt]
+
+
+def refused_format(source) -> str | None:
+    """The Pillow format a file not in :data:`IMAGE_FORMATS` has, judged by its first 16 bytes with Pillow's own
+    prefix checks (no decoder runs), or None when none claims it."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                prefix = f.read(16)
+        else:  # Image.open read the stream from its start too
+            source.seek(0)
+            prefix = source.read(16)
+            source.seek(0)
+    except (OSError, AttributeError, ValueError):
+        return None
+    Image.init()
+    known = _ALL_FORMATS or {fmt: Image.OPEN.get(fmt) for fmt in Image.ID}
+    for fmt, (_, accept) in ((f, o or (None, None)) for f, o in known.items()):
+        if fmt in IMAGE_FORMATS or accept is None:
+            continue
+        try:
+            claimed = accept(prefix)
+        except Exception:  # a prefix check that cannot read so few bytes claims nothing
+            continue
+        if claimed and not isinstance(claimed, str):  # a str is Pillow's warning, not a claim
+            return fmt
+    return None
+
+
 def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open ``source`` (path, bytes, file object, PIL image or HxW[xC] array) as an RGB PIL image.
 
@@ -48,6 +121,9 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
     times the (reduced) picture.
     """
     if isinstance(source, Image.Image):
+        # a picture opened elsewhere: one of another format (an EPS: Ghostscript) is refused before its pixels load
+        if source.format is not None and source.format not in (*IMAGE_FORMATS, "MPO"):
+            raise ImageError(f"the image is {_an(source.format)} image; use {FORMATS_TEXT}")
         check_size(*source.size, "the image", max_pixels)
         img, exif = _reduced(source), source.getexif()
     elif isinstance(source, np.ndarray):
@@ -67,7 +143,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
                 raise ImageError("the upload is empty (0 bytes); choose an image file")
             source = io.BytesIO(source)
         try:
-            with Image.open(source) as opened:
+            with open_image(source, name) as opened:
                 check_size(*opened.size, name, max_pixels)
                 exif = opened.getexif()
                 if opened.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers MAX_SIDE
@@ -85,7 +161,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
             raise ImageError(f"{name} is too large to decode safely ({exc}); resize it and try again") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageError(
-                f"{name} is not an image we can read ({type(exc).__name__}); upload a JPEG, PNG or WebP file"
+                f"{name} is not an image we can read ({type(exc).__name__}); use {FORMATS_TEXT}"
             ) from exc
     if exif:
         img.getexif().update(exif)

@@ -23,7 +23,7 @@ def load_attribute_masks(path: str | os.PathLike, num_attributes: int = NUM_ATTR
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"mask not found: {path}")
-    with Image.open(path) as im:
+    with Image.open(path, formats=("PNG",)) as im:  # the masks are 16-bit PNGs: no other decoder runs
         bits = np.asarray(im).astype(np.uint16)
     if bits.ndim != 2:
         raise DatasetError(f"{path} is not a single-channel mask (shape {bits.shape})")

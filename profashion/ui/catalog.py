@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import math
 import os
 import threading
 import time
@@ -114,9 +115,91 @@ class GallerySpec:
         return f"gallery-v{GENERATOR_VERSION}-s{self.seed}-{self.size}px-{self.n_train}-{self.n_valid}-{self.n_test}"
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# What a checkpoint's config.json says about itself and the app shows (ModelEntry.describe): (section, field, check,
+# what it must be). The model's own settings ("config") are checked in full when it is loaded (check_config).
+DESCRIBED_FIELDS = (
+    ("config", "preset", lambda v: isinstance(v, str) and len(v) <= 100, "text"),
+    ("config", "backbone", lambda v: isinstance(v, str) and len(v) <= 100, "text"),
+    ("config", "image_size", _is_int, "a whole number"),
+    ("dataset", "name", lambda v: isinstance(v, str) and len(v) <= 200, "text of at most 200 characters"),
+    ("trainer", "epoch", lambda v: _is_int(v) and 0 <= v <= 1_000_000, "a whole number from 0 to 1,000,000"),
+    # a real number: a run whose first epoch was NaN records -Infinity (not damage; describe() leaves it out)
+    ("trainer", "best", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+)
+
+
+def described_problem(config: dict) -> str | None:
+    """What is malformed in the parts of a checkpoint's config.json that the app shows (:data:`DESCRIBED_FIELDS`),
+    as ``"<section>.<field> must be <what>"``, or None. Absent and null fields are fine; the values themselves are
+    never repeated (they may be anything)."""
+    if not isinstance(config.get("config"), dict):
+        return "'config' must be an object"
+    for section in ("dataset", "trainer"):
+        if config.get(section) is not None and not isinstance(config[section], dict):
+            return f"'{section}' must be an object"
+    for section, name, ok, what in DESCRIBED_FIELDS:
+        value = (config.get(section) or {}).get(name)
+        if value is not None and not ok(value):
+            return f"{section}.{name} must be {what}"
+    return None
+
+
+def _is_map(v) -> bool:
+    return _is_number(v) and 0 <= v <= 100
+
+
+def _is_interval(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_is_map(x) for x in v) and v[0] <= v[1]
+
+
+MAX_RESULT_ATTRIBUTES = 256  # as many as a model may have (ModelConfig.MAX_ATTRIBUTES)
+
+
+def numbers_problem(r) -> str | None:
+    """What is malformed in one row of measured numbers (``MAPResult.to_json``: a shipped model's or random's row of
+    results.json, a measurement cached by :meth:`Catalog.measured`), as one clause, or None when every number the
+    Results tab shows is well formed: ``overall`` and ``per_attribute`` mAPs (finite, 0 to 100), ``n_queries``
+    (positive whole numbers, the same attributes), ``ci95`` / ``per_attribute_ci95`` (pairs of such mAPs, low
+    first) where present, ``no_queries`` (attribute names) where present."""
+    if not isinstance(r, dict):
+        return "a row of numbers must be an object"
+    if not _is_map(r.get("overall")):
+        return "overall must be a mAP: a finite number from 0 to 100"
+    n = r.get("n_queries")
+    if not (isinstance(n, dict) and 1 <= len(n) <= MAX_RESULT_ATTRIBUTES
+            and all(isinstance(a, str) and _is_int(c) and 1 <= c <= 10**9 for a, c in n.items())):
+        return "n_queries must give each attribute a positive whole number of queries"
+    per = r.get("per_attribute")
+    if not (isinstance(per, dict) and set(per) == set(n) and all(_is_map(v) for v in per.values())):
+        return "per_attribute must give each attribute of n_queries a mAP from 0 to 100"
+    if "ci95" in r and not _is_interval(r["ci95"]):
+        return "ci95 must be a pair of finite numbers from 0 to 100, the lower first"
+    if "per_attribute_ci95" in r:
+        per_ci = r["per_attribute_ci95"]
+        if not (isinstance(per_ci, dict) and set(per_ci) == set(n) and all(_is_interval(v) for v in per_ci.values())):
+            return ("per_attribute_ci95 must give each attribute of n_queries a pair of finite numbers from 0 to 100, "
+                    "the lower first")
+    if "no_queries" in r:
+        none = r["no_queries"]
+        if not (isinstance(none, list) and len(none) <= MAX_RESULT_ATTRIBUTES
+                and all(isinstance(a, str) and a not in n for a in none)):
+            return "no_queries must list attributes without queries"
+    return None
+
+
 @dataclasses.dataclass
 class ModelEntry:
-    """One discovered checkpoint folder, loaded or not (``error`` says why not)."""
+    """One discovered checkpoint folder, loaded or not (``error`` says why not). An entry whose config.json is
+    malformed where the app describes the model (:func:`described_problem`) is born with its error: that model
+    is skipped with one sentence naming the folder and the field, and the app starts with the others."""
 
     name: str
     checkpoint: Path
@@ -125,6 +208,13 @@ class ModelEntry:
     index_dir: Path | None = None
     error: str | None = None
     load_seconds: float = 0.0
+
+    def __post_init__(self):
+        if self.error is None:
+            problem = described_problem(self.config)
+            if problem is not None:
+                self.error = (f"checkpoint {self.name!r} is skipped: its config.json is damaged ({problem}); "
+                              "copy or train the checkpoint again")
 
     @property
     def method(self) -> str:
@@ -144,23 +234,28 @@ class ModelEntry:
         return PUBLISHED_NAME.get(self.method)
 
     def describe(self) -> str:
-        """One line: method, preset, backbone, input size, training data and best validation score."""
-        c = self.config.get("config", {})
+        """One line: method, preset, backbone, input size, training data and best validation score. Only fields of
+        the right type are shown (a loaded entry's were checked: :func:`described_problem`), so it never raises."""
+        def field(section: str, name: str, ok):
+            part = self.config.get(section)
+            value = part.get(name) if isinstance(part, dict) else None
+            return value if value is not None and ok(value) else None
+
+        text = lambda v: isinstance(v, str) and 0 < len(v) <= 200  # noqa: E731
         parts = [f"method {self.method}"]
-        if c.get("preset"):
-            parts.append(f"preset {c['preset']}")
-        if c.get("backbone"):
-            parts.append(f"backbone {c['backbone']}")
-        if c.get("image_size"):
-            parts.append(f"{c['image_size']} px")
-        ds = self.config.get("dataset") or {}
-        if isinstance(ds, dict) and ds.get("name"):
-            parts.append(f"trained on {ds['name']}")
-        tr = self.config.get("trainer") or {}
-        if isinstance(tr, dict) and tr.get("epoch") is not None:
-            parts.append(f"epoch {int(tr['epoch']) + 1}")
-            if isinstance(tr.get("best"), (int, float)):
-                parts.append(f"best valid mAP {tr['best']:.2f}")
+        if (preset := field("config", "preset", text)) is not None:
+            parts.append(f"preset {preset}")
+        if (backbone := field("config", "backbone", text)) is not None:
+            parts.append(f"backbone {backbone}")
+        if (size := field("config", "image_size", lambda v: _is_int(v) and 0 < v <= 100_000)) is not None:
+            parts.append(f"{size} px")
+        if (data := field("dataset", "name", text)) is not None:
+            parts.append(f"trained on {data}")
+        epoch = field("trainer", "epoch", lambda v: _is_int(v) and 0 <= v <= 1_000_000)
+        if epoch is not None:
+            parts.append(f"epoch {epoch + 1}")
+            if (best := field("trainer", "best", _is_number)) is not None:
+                parts.append(f"best valid mAP {best:.2f}")
         return ", ".join(parts)
 
 
@@ -203,6 +298,7 @@ class Catalog:
         self._results: dict[str, dict] = {}
         self._floors: dict[tuple, float] = {}
         self._work_root: Path | None = None
+        self._thumb_keys: dict[int, tuple] = {}  # item -> (its image file's stat, its sha256): see thumbnail()
 
     # -- loading ---------------------------------------------------------------------------------------
     @property
@@ -233,6 +329,16 @@ class Catalog:
     def served_paths(self) -> list[str]:
         """The folders the app may serve files from for this gallery (its images, its thumbnails)."""
         return list(dict.fromkeys([str(self.gallery_root), str(self.work_root)]))
+
+    def public(self, text: str) -> str:
+        """``text`` with no server folder: the checkpoints folder as ``<checkpoints>``, the gallery as its name,
+        the cache as ``<cache>``, any other absolute path by its last part (:func:`public.public_text`)."""
+        from profashion.ui.public import public_text
+
+        names = [(self.checkpoints_root, "<checkpoints>"), (self.cache_root, "<cache>")]
+        if self.folder is not None:
+            names.append((self.folder, f"<{self.name} gallery>"))
+        return public_text(text, names)
 
     def load(self, log=None) -> Catalog:
         """Generate (or reuse) the gallery, discover checkpoints, build or load their indexes."""
@@ -283,7 +389,7 @@ class Catalog:
             try:
                 cfg = read_checkpoint_config(d)
             except ModelError as exc:
-                out.append(ModelEntry(d.name, d, {}, error=str(exc)))
+                out.append(ModelEntry(d.name, d, {}, error=self.public(str(exc))))
                 continue
             out.append(ModelEntry(d.name, d, cfg))
         return out
@@ -317,7 +423,7 @@ class Catalog:
                             backend=self.backend)
             entry.index_dir = out
         except (GalleryIndexError, ModelError, DatasetError, RuntimeError, OSError, KeyError, TypeError) as exc:
-            entry.error = f"checkpoint {entry.name!r} cannot serve the gallery: {exc}"
+            entry.error = self.public(f"checkpoint {entry.name!r} cannot serve the gallery: {exc}")
             self.skipped = [*self.skipped, entry]
             log(entry.error)
             return
@@ -337,7 +443,7 @@ class Catalog:
             try:
                 entry = ModelEntry(name, path, read_checkpoint_config(path))
             except ModelError as exc:
-                entry = ModelEntry(name, path, {}, error=str(exc))
+                entry = ModelEntry(name, path, {}, error=self.public(str(exc)))
             self._add(entry, log or (lambda msg: None))
             return entry
 
@@ -430,25 +536,51 @@ class Catalog:
         return str(self.dataset.image_path(GALLERY_SPLIT, int(item)))
 
     def thumbnail(self, item: int, match: bool | None) -> str:
-        """A gallery item's framed thumbnail (green hit, red miss, grey unknown) as a file in the gallery
+        """A gallery item's framed thumbnail (green hit, red miss, grey unknown) as a file in the gallery's work
         folder, drawn once and then served as it is: a Retrieve of eight models sends 40 paths, not 40 images
-        to encode."""
+        to encode. Its name holds the sha256 of the item's image file (:meth:`_image_key`), so an image changed
+        in place gets a new thumbnail, never the old picture; the one it replaces is removed."""
         from PIL import Image
 
         from profashion.explain.render import hit_thumbnail
 
+        item = int(item)
         kind = {True: "hit", False: "miss", None: "unknown"}[match]
-        path = self.work_root / "thumbs" / f"{int(item)}-{kind}.png"
+        source = self.item_path(item)
+        key = self._image_key(item, source)
+        path = self.work_root / "thumbs" / f"{item}-{kind}-{key}.png"
         if not path.is_file():
             try:
-                framed = hit_thumbnail(load_image(self.item_path(item)), match)
+                framed = hit_thumbnail(load_image(source), match)
             except ImageError:
                 framed = np.zeros((64, 64, 3), np.uint8)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             Image.fromarray(framed).save(tmp, format="PNG")
             os.replace(tmp, path)
+            for old in path.parent.glob(f"{item}-*.png"):  # every frame of the image's former content (and of
+                if not old.name.endswith(f"-{key}.png"):  # the old id-only names): never served again
+                    old.unlink(missing_ok=True)
         return str(path)
+
+    def _image_key(self, item: int, source: str) -> str:
+        """The first 16 hex digits of the sha256 of ``item``'s image file (``"unreadable"`` when it cannot be read).
+
+        Content, not (size, mtime): a rewrite of the same size keeps its mtime when it is copied with its times
+        (``cp -p``, ``rsync -t``, an archive) or lands within the clock's tick. The digest is remembered per item
+        beside the file's (inode, size, mtime, ctime), so a Retrieve stats its 40 images and hashes none of them
+        again until a file changes (a write always moves ctime, which nothing can set back)."""
+        try:
+            st = os.stat(source)
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            known = self._thumb_keys.get(item)
+            if known is not None and known[0] == stamp:
+                return known[1]
+            digest = sha256_file(Path(source))[:16]
+        except OSError:
+            return "unreadable"
+        self._thumb_keys[item] = (stamp, digest)
+        return digest
 
     def item_values(self, item: int) -> dict[str, str]:
         schema = self.dataset.schema
@@ -497,10 +629,12 @@ class Catalog:
                     return int(stem)
             if not p.is_file() or p.stat().st_size > MAX_UPLOAD_BYTES:
                 return None
+            from profashion.ui.public import content_digest
+
             with self._lock:
                 if self._by_hash is None:
-                    self._by_hash = {sha256_file(Path(self.item_path(i))): i for i in range(self.num_items)}
-            return self._by_hash.get(sha256_file(p))
+                    self._by_hash = {content_digest(self.item_path(i)): i for i in range(self.num_items)}
+            return self._by_hash.get(content_digest(p))
         except OSError:
             return None
 
@@ -611,11 +745,12 @@ class Catalog:
         path = self.cache_root / "results" / f"{key}.json"
         if path.is_file():
             try:
-                res = json.loads(path.read_text())
+                res = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                res = None
+            if numbers_problem(res) is None:  # a damaged cache file is measured again, as if it were not there
                 self._results[key] = res
                 return res
-            except ValueError:
-                pass
         if not compute:
             return None
         t0 = time.perf_counter()

@@ -47,7 +47,8 @@ def warm(galleries, log) -> None:
             f"{len(done['failed'])} failed) in {done['seconds']:.0f} s")
 
 
-def main() -> int:
+def main(defs=None, **catalog_kwargs) -> int:
+    """Load the galleries (``defs``: the embedded ones by default; tests pass small ones) and serve the app."""
     from profashion.ui import build_demo, launch_kwargs
     from profashion.ui.galleries import Galleries, default_galleries
     from profashion.ui.jobs import JobManager, default_data_roots, default_jobs_root
@@ -56,7 +57,8 @@ def main() -> int:
         print(msg, file=sys.stderr, flush=True)
 
     checkpoints = os.environ.get("PROFASHION_CHECKPOINTS") or REPO / "checkpoints"
-    galleries = Galleries.load(default_galleries(REPO, checkpoints), log=log)
+    galleries = Galleries.load(defs if defs is not None else default_galleries(REPO, checkpoints), log=log,
+                               **catalog_kwargs)
     for catalog in galleries.catalogs.values():
         if catalog.models:
             log(f"{catalog.name} gallery: {catalog.num_items} images, models: {', '.join(catalog.models)}")

@@ -13,14 +13,22 @@ It starts ``app.py`` (the shipped checkpoints, as ``make demo`` does; ``PROFASHI
 3. ``single``: one client, ``--requests`` Retrieves with every model (queries from the dataset's train split,
    not gallery items, so every request embeds its query);
 4. ``concurrent``: ``--clients`` clients at once, ``--requests`` each: errors (and their messages), p50/p95
-   latency, memory growth, and the ratio of its p95 to the single client's (the reference of the same run).
+   latency, memory growth, and the ratio of its p95 to the single client's (the reference of the same run);
+5. ``flood``: ``--flood`` (300) concurrent callers of the handlers outside the queue (the page's load with a link
+   naming a kept 19 MB upload, the share link made from that upload, the gallery switch), each
+   ``POST /gradio_api/run/predict`` as fast as answered, while one client Retrieves: its p50 beside the p50 of
+   the same Retrieves on the quiet app just before (``ratio``; the promise is at most 2), and how many flood calls
+   were answered, refused as busy, or failed otherwise. ``--flood-only`` runs this section alone.
 
-Bounded: at most ``clients x requests`` requests, each with a 300 s timeout, and the job is stopped at the end.
+Bounded: at most ``clients x requests`` requests, each with a 300 s timeout, the flood at most ``--flood-seconds``,
+and the job is stopped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import hashlib
 import json
 import os
 import subprocess
@@ -28,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -35,6 +44,7 @@ import numpy as np
 from bench_app import free_port, pct, rss_mb, stop_app
 
 REPO = Path(__file__).resolve().parents[1]
+OWNER = "load-test-client-owner-0123456789"  # the benchmark's own job-owner token (the app serves no anonymous caller)
 
 
 def attack_files(folder: Path) -> dict[str, Path]:
@@ -94,6 +104,98 @@ def alive(url: str) -> bool:
         return False
 
 
+def _post(url: str, body: dict, timeout: float = 60) -> int:
+    """POST ``body`` as JSON; the HTTP status (0 when the connection failed)."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode("utf-8", "replace")
+        return -exc.code if "busy" in body else exc.code  # negative: the app's own "busy" refusal
+    except OSError:
+        return 0
+
+
+def flood(url: str, config: dict, client, query: str, attribute: str, names: list[str], tmp: Path,
+          callers: int, seconds: float, retrieves: int) -> dict:
+    """Section 5: ``callers`` threads calling the handlers outside the queue while one client Retrieves."""
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    deps = {d.get("api_name"): d["id"] for d in config["dependencies"] if d.get("queue") is False}
+    missing = [n for n in ("open_link", "make_link") if n not in deps]
+    if missing:
+        return {"error": f"no unqueued handler named {missing} in /config"}
+    switch = next((d["id"] for d in config["dependencies"] if d.get("queue") is False and d.get("backend_fn")
+                   and any(t[1] == "input" for t in d["targets"]) and len(d["inputs"]) == 1), None)
+    # a 19 MB upload (noise does not compress), uploaded once and kept by the share link, as the probe did
+    big = tmp / "upload-19mb.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((2600, 2500, 3)) * 255).astype("uint8")).save(big, compress_level=0)
+    sha = hashlib.sha256(big.read_bytes()).hexdigest()
+    uploaded = client.upload_files([str(big)])[0] if hasattr(client, "upload_files") else None
+    if uploaded is None:
+        import httpx
+
+        with open(big, "rb") as f:
+            uploaded = httpx.post(url + "gradio_api/upload", files={"files": (big.name, f, "image/png")},
+                                  timeout=120).json()[0]
+    file_data = {"path": uploaded, "orig_name": big.name, "meta": {"_type": "gradio.FileData"}}
+    gallery = next(c["props"]["value"] for c in config["components"] if c.get("props", {}).get("elem_id") == "gallery")
+    make_link = {"fn_index": deps["make_link"], "data": [gallery, file_data, attribute, names, {"tab": "retrieve"}],
+                 "session_hash": None}
+    assert _post(url + "gradio_api/run/predict", make_link) in (200, -500), "the share link of the upload failed"
+    bodies = [(url + f"gradio_api/run/predict?gallery={gallery}&upload={sha}&attribute={attribute}",
+               {"fn_index": deps["open_link"], "data": [], "session_hash": None}),
+              (url + "gradio_api/run/predict", make_link)]
+    if switch is not None:
+        bodies.append((url + "gradio_api/run/predict", {"fn_index": switch, "data": [gallery], "session_hash": None}))
+
+    c = Client(url, verbose=False, download_files=False)
+
+    def retrieve_ms(n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            c.predict(handle_file(query), attribute, names, api_name="/retrieve")
+            out.append(1000 * (time.perf_counter() - t))
+        return out
+
+    retrieve_ms(2)  # warm
+    quiet = retrieve_ms(retrieves)
+    stop, counts, lock = threading.Event(), {}, threading.Lock()
+
+    def caller(k: int) -> None:
+        i = k
+        while not stop.is_set():
+            target, body = bodies[i % len(bodies)]
+            status = _post(target, body)
+            with lock:
+                counts[status] = counts.get(status, 0) + 1
+            i += 1
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(callers) as pool:
+        for k in range(callers):
+            pool.submit(caller, k)
+        time.sleep(2)  # the flood at full strength
+        flooded = []
+        while len(flooded) < retrieves and time.perf_counter() - t0 < seconds:
+            flooded += retrieve_ms(1)
+        stop.set()
+    calls = sum(counts.values())
+    out = {"callers": callers, "seconds": round(time.perf_counter() - t0, 1), "calls": calls,
+           "answered": counts.get(200, 0), "refused_busy": sum(v for k, v in counts.items() if k < 0),
+           "other": {str(k): v for k, v in counts.items() if k > 200 or k == 0},
+           "retrieve_quiet_ms": pct(quiet), "retrieve_flood_ms": pct(flooded)}
+    if quiet and flooded:
+        out["ratio_p50"] = round(float(np.percentile(flooded, 50) / np.percentile(quiet, 50)), 2)
+        out["within_2x"] = out["ratio_p50"] <= 2.0
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--clients", type=int, default=8)
@@ -101,6 +203,9 @@ def main() -> int:
     p.add_argument("--dataset", default="data/synth160", help="the job's dataset and the queries' source")
     p.add_argument("--no-job", action="store_true", help="no training job during the load")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--flood", type=int, default=300, help="concurrent callers of the unqueued handlers (0: none)")
+    p.add_argument("--flood-seconds", type=float, default=120.0, help="the flood's longest duration")
+    p.add_argument("--flood-only", action="store_true", help="run section 5 alone (no attacks, job or load)")
     args = p.parse_args()
     if not 1 <= args.clients <= 64 or not 1 <= args.requests <= 100:
         p.error("--clients must be 1..64 and --requests 1..100")
@@ -138,6 +243,11 @@ def main() -> int:
         queries = [str(ds.image_path("train", int(i))) for i in ds.split("train").labels[:400:9, 0]]
         client.predict(handle_file(queries[0]), attribute, names, api_name="/retrieve")  # warm-up
         out["models"] = names
+        if args.flood_only:
+            out["flood"] = flood(url, config, client, queries[1], attribute, names, tmp, args.flood,
+                                 args.flood_seconds, args.requests)
+            print(json.dumps(out, indent=2))
+            return 0
 
         # 1. hostile uploads
         attacks = {}
@@ -160,7 +270,7 @@ def main() -> int:
         # 2. a job training meanwhile
         if not args.no_job:
             rec = client.predict("asen", str(REPO / args.dataset), "demo", 2, 8192, 64, 1000, "", False, "",
-                                 api_name="/launch_job")[1]
+                                 owner=OWNER, api_name="/launch_job")[1]
             job_id = rec["id"]
             out["job"] = {"id": job_id, "status": rec["status"]}
 
@@ -198,16 +308,24 @@ def main() -> int:
             "rss_before_mb": before["rss"], "rss_after_mb": after["rss"], "peak_mb": after["peak"]}
         if lat and lat_all:
             out["p95_ratio"] = round(float(np.percentile(lat_all, 95) / np.percentile(lat, 95)), 2)
+        # 5. the handlers outside the queue flooded (after the job is stopped: the reference is the quiet app)
+        if job_id:
+            out["job"]["status_at_end"] = client.predict(job_id, OWNER, api_name="/job_status")[0]["status"]
+            client.predict(job_id, OWNER, api_name="/stop_job")
+            job_id = None
+        if args.flood:
+            out["flood"] = flood(url, config, client, queries[1], attribute, names, tmp, args.flood,
+                                 args.flood_seconds, args.requests)
         out["alive_at_end"] = alive(url)
         if job_id:
-            out["job"]["status_at_end"] = client.predict(job_id, api_name="/job_status")[0]["status"]
+            out["job"]["status_at_end"] = client.predict(job_id, OWNER, api_name="/job_status")[0]["status"]
         out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps(out, indent=2))
         return 0
     finally:
         if job_id:
             try:
-                Client(url, verbose=False).predict(job_id, api_name="/stop_job")
+                Client(url, verbose=False).predict(job_id, OWNER, api_name="/stop_job")
             except Exception:  # noqa: BLE001 - the app may be gone; the job dies with its process group below
                 pass
         stop_app(proc, log)

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import end_jobs
 
 pytest.importorskip("gradio")
 
@@ -63,7 +64,9 @@ def roots(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def jobs(roots, tmp_path) -> JobManager:
-    return JobManager(tmp_path / "jobs", [roots["data"]], enabled=True)
+    manager = JobManager(tmp_path / "jobs", [roots["data"]], enabled=True)
+    yield manager
+    end_jobs(manager)
 
 
 class FakeCatalog:
@@ -234,7 +237,7 @@ def test_a_finished_job_shows_its_test_map_and_joins_every_list_only_when_publis
     assert f"**Publish** makes it a model of every visitor, as **{name}**" in md
     assert record["checkpoint_model"] is None and catalog.added == []
     assert tab_finetune.buttons(jobs, jobs.get(d.name))[2]["interactive"]
-    with pytest.raises(JobError, match="launched from another browser"):
+    with pytest.raises(JobError, match="there is no job 'asen-20260101-000000-beef' of this browser"):
         tab_finetune.publish_job(catalog, jobs, d.name, "theirs")
     tab_finetune.publish_job(catalog, jobs, d.name, "mine")
     assert catalog.done.wait(10) and catalog.added == [(name, d / "run" / "best")]
@@ -250,3 +253,18 @@ def test_a_finished_job_shows_its_test_map_and_joins_every_list_only_when_publis
     again = FakeCatalog()
     tab_finetune.job_manager(again, jobs)
     assert again.added == [(name, d / "run" / "best")]
+
+
+def test_a_test_map_not_above_random_is_said_to_be_not_above_it(jobs, roots):
+    """The verdict follows the numbers: below random, and level with it, is "not above random". The test mAP is
+    (10*30 + 30*10) / 40 = 15 in both; random (20*30 + 24*10) / 40 = 21, then (10*30 + 30*10) / 40 = 15."""
+    counts = {"colour": 30, "texture": 10}
+    for name, rnd, random_map in (("asen-20260101-000000-f00d", {"colour": 20.0, "texture": 24.0}, "21.00"),
+                                  ("asen-20260101-000000-f00e", {"colour": 10.0, "texture": 30.0}, "15.00")):
+        d = job_dir(jobs, name, roots["synth"], "finished", settings={"attributes": TRAINED})
+        (d / "test.json").write_text(json.dumps({"per_attribute": {"colour": 10.0, "texture": 30.0},
+                                                 "n_queries": counts}))
+        (d / "test-random.json").write_text(json.dumps({"per_attribute": rnd, "n_queries": counts}))
+        _, md, _, _ = tab_finetune.job_status(FakeCatalog(), jobs, d.name, "mine")
+        assert (f"**Test mAP 15.00** against {random_map} for random embeddings (not above random) on 40 test "
+                "queries") in md

@@ -122,7 +122,7 @@ def test_fine_tune_handlers_show_a_browser_its_own_jobs_only_owner(catalog, tmp_
     assert tab_finetune.job_choices(jobs, "theirs") == tab_finetune.list_jobs(jobs) == []
     record, md, _, _ = tab_finetune.job_status(catalog, jobs, d.name, "mine")
     assert record["id"] == d.name and "owner" not in record and "Status: stopped" in md
-    with pytest.raises(JobError, match="launched from another browser; only that browser can see, stop or resume"):
+    with pytest.raises(JobError, match="there is no job 'asen-20260101-000000-beef' of this browser: a job is seen, stopped, resumed"):
         tab_finetune.job_status(catalog, jobs, d.name, "theirs")
     out = tab_finetune.tick(catalog, jobs, d.name, {}, list(MODELS), "theirs")
     assert out[-1]["jobs"] == [] and out[-1]["job"] is None and out[2] == tab_finetune.NO_JOB

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 
 import gradio as gr
 import pandas as pd
@@ -15,6 +16,8 @@ import pandas as pd
 from profashion.retrieval.search import QueryError
 
 K = 5
+MAX_ERROR_CHARS = 300  # an error echoes at most this much (a 10 MB attribute name gives a short sentence)
+BUSY = "the app is busy right now; try again in a moment"
 
 # A click on a point of an SVG scatter (event delegation: survives every re-render) -> a "click" event whose
 # data carries the point's gallery item id.
@@ -50,8 +53,30 @@ def path_of(value) -> str | None:
 
 def to_error(exc: Exception) -> gr.Error:
     """One sentence for the visitor (a toast in the browser, ``AppError`` in gradio_client)."""
-    msg = str(exc).strip() or type(exc).__name__
+    from profashion.ui.public import public_text
+
+    msg = public_text(str(exc)).strip() or type(exc).__name__  # no server path reaches a visitor
+    if len(msg) > MAX_ERROR_CHARS:
+        msg = msg[:MAX_ERROR_CHARS - 1] + "…"
     return gr.Error(msg[0].upper() + msg[1:] if msg else msg, print_exception=False)
+
+
+def bounded(fn, limit: int = 4):
+    """``fn`` for an event that runs outside Gradio's queue (its answer must come at once: the page's load, the
+    gallery switch, the share link): at most ``limit`` calls run at a time, and one more is refused at once with
+    one sentence, so a flood of calls cannot take the machine from the queued work."""
+    slots = threading.BoundedSemaphore(limit)
+
+    @functools.wraps(fn)
+    def event(*args, **kwargs):
+        if not slots.acquire(blocking=False):
+            raise gr.Error(BUSY[0].upper() + BUSY[1:], print_exception=False)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            slots.release()
+
+    return event
 
 
 def guard(fn, errors: tuple[type[Exception], ...], *bound):
@@ -96,9 +121,9 @@ def df(rows: list[list], headers: list[str]) -> pd.DataFrame:
 
 
 def file_url(path) -> str:
-    """The URL under which Gradio itself serves a file it may serve (the gallery folder given to
-    ``set_static_paths``/``allowed_paths``, its upload cache): the form gr.Gallery and gr.Image use, relative to
+    """The URL under which the page shows a server file (a gallery image, a thumbnail): its mirror in Gradio's
+    upload folder (:mod:`profashion.ui.public`), so that no URL names the folder the file lies in; relative to
     the page so that it holds under a proxy's root path too."""
-    from gradio_client.utils import encode_file_path
+    from profashion.ui.public import PUBLIC
 
-    return "gradio_api/file=" + encode_file_path(str(path))
+    return PUBLIC.url(path)

@@ -22,21 +22,25 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
+import weakref
 from types import SimpleNamespace
 
 import gradio as gr
 
-from profashion.data.images import ImageError
+from profashion.data.images import ImageError, restrict_pillow
 from profashion.data.splits import DatasetError
 from profashion.retrieval.search import QueryError
 from profashion.ui import tab_embeddings, tab_explore, tab_finetune, tab_results, tab_retrieve, views
 from profashion.ui.catalog import MAX_UPLOAD_BYTES, Catalog
-from profashion.ui.common import ITEM_CLICK_JS, POINT_CLICK_JS, K, file_url, guard  # noqa: F401 (the module's API)
+from profashion.ui.common import ITEM_CLICK_JS, POINT_CLICK_JS, K, bounded, file_url, guard  # noqa: F401 (the module's API)
 from profashion.ui.common import path_of as _path_of  # noqa: F401
 from profashion.ui.common import to_error as _error  # noqa: F401
 from profashion.ui.export import export_case
 from profashion.ui.galleries import Galleries
 from profashion.ui.jobs import JobManager
+from profashion.ui.public import bound_gradio_cache
 from profashion.ui.share import UploadStore, link_query, read_link
 from profashion.ui.tab_embeddings import METHOD_CHOICES  # noqa: F401
 from profashion.ui.tab_results import intervals_markdown as _intervals_markdown  # noqa: F401
@@ -45,6 +49,7 @@ from profashion.ui.views import STALE  # noqa: F401
 
 log = logging.getLogger(__name__)
 
+DELETE_CACHE = (600, 3600)  # Gradio's (frequency, age) in seconds: its files older than an hour go
 QUEUE_SIZE = 16  # requests waiting beyond the running ones; PROFASHION_QUEUE_SIZE overrides it
 
 NOTES = {"retrieve": tab_retrieve.NOTE, "explore": tab_explore.NOTE, "embeddings": tab_embeddings.NOTE,
@@ -145,6 +150,7 @@ def switch_gallery(galleries: Galleries, name):
 
 def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> gr.Blocks:
     """The app for loaded galleries (or one catalog, loaded or not); ``jobs`` runs the fine-tuning tab's jobs."""
+    restrict_pillow()  # Gradio opens an image upload itself: only the allowed formats' decoders remain for it
     if isinstance(catalog, Catalog):
         if catalog.dataset is None:
             catalog.load()
@@ -153,11 +159,12 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         galleries = catalog
     catalog = galleries.default
     jobs = tab_finetune.job_manager(galleries, jobs)
-    gr.set_static_paths(galleries.served_paths())  # gallery images are served as they are, not copied
     names = catalog.names
     labels = _labels(catalog)
 
-    with gr.Blocks(title="ProFashion Explorer") as demo:
+    # Gradio's upload folder is bounded: its files (uploads, outputs) older than an hour are removed every ten
+    # minutes, and the oldest beyond GRADIO_CACHE_BYTES in all every minute (public.bound_gradio_cache)
+    with gr.Blocks(title="ProFashion Explorer", delete_cache=DELETE_CACHE) as demo:
         head = _query_row(galleries)
         query, examples, attribute, models, gallery = head.query, head.examples, head.attribute, head.models, head.gallery
         link, link_note = head.link, gr.Markdown(elem_id="link-note")
@@ -193,7 +200,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         tab_finetune.wire(galleries, jobs, f)
         tab_finetune.wire_private(galleries, jobs, f, timer, seen_state, models, b.model_a, b.model_b, gallery)
         tab_finetune.wire_owner(demo, f)
-        gallery.input(guard(lambda name: switch_gallery(galleries, name), (QueryError,)), [gallery],
+        gallery.input(bounded(guard(lambda name: switch_gallery(galleries, name), (QueryError,))), [gallery],
                        [head.about, query, examples, attribute, models, head.models_about, b.model_a, b.model_b,
                         b.item_box],
                        api_visibility="private", queue=False)
@@ -203,7 +210,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         head.surprise.click(guard(tab_retrieve.disagreement, tab_retrieve.ERRORS, galleries), [gallery],
                             [query, attribute, r.inspect], api_visibility="private", concurrency_id="query")
         uploads = UploadStore(catalog.cache_root / "uploads")
-        opened = demo.load(link_opener(galleries, uploads), None,
+        opened = demo.load(bounded(link_opener(galleries, uploads)), None,
                            [gallery, head.about, query, examples, attribute, models, head.models_about, b.model_a,
                             b.model_b, b.item_box, tab_group, view_state, link_note], api_visibility="private",
                            queue=False)
@@ -219,6 +226,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
     # all eight models costs ~0.6 s of this 2-core machine's CPU, and 2 workers serve no faster than 1 here
     # (benchmarks/load_test.py), so QUEUE_SIZE waiting requests are ~10 s of work.
     demo.queue(max_size=queue_size())
+    start_cache_bound(demo)
     return demo
 
 
@@ -249,8 +257,7 @@ def link_opener(galleries: Galleries, uploads: UploadStore):
             models = gr.update(choices=_labels(catalog), value=state.models)
         tab = state.tab or "retrieve"
         return (catalog.name, about, state.query or query, examples, attribute, models, models_about, model_a,
-                model_b, item_box, gr.Tabs(selected=tab), {"tab": tab, "shown": {}},
-                f"_{state.note()}_" if state.note() else "")
+                model_b, item_box, gr.Tabs(selected=tab), {"tab": tab, "shown": {}}, state.note_markdown())
 
     return open_link
 
@@ -268,6 +275,7 @@ def wire_link(galleries: Galleries, uploads: UploadStore, head: SimpleNamespace,
 
     inputs = [head.gallery, head.query, head.attribute, head.models, view_state]
     common = {"api_visibility": "private", "preprocess": False, "queue": False, "show_progress": "hidden"}
+    make_link = bounded(make_link)
     gr.on([head.query.change, head.attribute.change, head.models.change], make_link, inputs,
           link, **common).then(None, link, link, js=SHOW_LINK_JS, **common)
     for name, tab in tabs.items():
@@ -353,7 +361,33 @@ CSS = """
 
 
 def launch_kwargs(catalog: Catalog | Galleries) -> dict:
-    """What ``demo.launch`` needs beside host and port: the galleries' folders may be served, uploads capped, and
-    the page's few style rules (Gradio 6 takes ``css`` at launch)."""
-    paths = catalog.served_paths() if isinstance(catalog, Galleries) else catalog.served_paths
+    """What ``demo.launch`` needs beside host and port: the folders whose files the app returns to Gradio
+    components (the galleries' images and thumbnails, the cache's kept uploads and exports: Gradio copies each
+    into its upload folder before serving it, so no URL names them), uploads capped, and the page's few style
+    rules (Gradio 6 takes ``css`` at launch)."""
+    galleries = catalog if isinstance(catalog, Galleries) else Galleries([catalog])
+    caches = dict.fromkeys(c.cache_root for c in galleries.catalogs.values())
+    paths = [*galleries.served_paths(), *(str(c / sub) for c in caches for sub in ("uploads", "exports"))]
     return {"allowed_paths": paths, "max_file_size": MAX_UPLOAD_BYTES, "css": CSS}
+
+
+def start_cache_bound(demo: gr.Blocks, every: float = 60.0) -> threading.Thread:
+    """A daemon thread that keeps Gradio's upload folder under ``GRADIO_CACHE_BYTES`` (the oldest files Gradio
+    made for uploads and outputs go first; the page's own defaults stay) while ``demo`` exists."""
+    ref = weakref.ref(demo)
+
+    def loop():
+        while True:
+            time.sleep(every)
+            blocks = ref()
+            if blocks is None:
+                return
+            try:
+                bound_gradio_cache(blocks)
+            except Exception:  # noqa: BLE001 (a sweep that fails is retried at the next tick)
+                log.exception("bounding Gradio's upload folder failed")
+            del blocks
+
+    thread = threading.Thread(target=loop, daemon=True, name="bound-gradio-cache")
+    thread.start()
+    return thread

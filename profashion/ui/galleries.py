@@ -76,7 +76,7 @@ class Galleries:
             try:
                 catalog.load(log=log)
             except (DatasetError, OSError, ValueError) as exc:
-                reason = str(exc).replace(str(Path(d.gallery) if isinstance(d.gallery, Path) else ""), d.name)
+                reason = catalog.public(str(exc))
                 skipped.append(SkippedGallery(d.name, d.title, f"the {d.name} gallery is not available: {reason}"))
                 log(skipped[-1].error)
                 continue
@@ -139,7 +139,7 @@ class Galleries:
                 "attributes": c.attributes, "ground_truth_regions": c.has_regions,
                 "models": [{"name": n, "label": e.label, "method": e.method, "about": e.describe()}
                            for n, e in c.models.items()],
-                "skipped_models": [{"name": e.name, "reason": e.error} for e in c.skipped],
+                "skipped_models": [{"name": e.name, "reason": c.public(e.error or "")} for e in c.skipped],
                 "available": True,
             })
         out += [{"name": s.name, "title": s.title, "available": False, "reason": s.error} for s in self.skipped]

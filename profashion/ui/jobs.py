@@ -38,7 +38,8 @@ A job belongs to whoever launched it: ``owner`` is a secret token (the app keeps
 SHA-256 (:func:`owner_key`). Only the same owner sees, stops or resumes the job (:meth:`JobManager.job_for`,
 :meth:`JobManager.list_for`); another owner is refused with one sentence (:data:`NOT_YOURS`). Jobs launched
 without an owner (the CLI, an API client that sends none) and jobs of older versions are anonymous: seen and
-controlled by anonymous callers only.
+controlled by anonymous callers only (the CLI's; the app serves no anonymous caller: ``tab_finetune.NEED_OWNER``).
+Publishing is off wherever training is (:data:`PUBLISH_OFF`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from pathlib import Path
 
 from profashion.data.splits import DatasetError, load_dataset
 from profashion.device import gpu_available
-from profashion.io import atomic_write_json
+from profashion.io import JSONLimitError, atomic_write_json, loads_json, read_json
 from profashion.models.backbones import WEIGHT_SUFFIXES
 from profashion.train.config import TrainConfig, offered_presets, planned_epochs, read_config
 
@@ -81,9 +82,15 @@ SKIPPED_FOLDERS = ("jobs", "indexes", "results", "projections", "images", "masks
 GENERIC_CSV_NAMES = ("labels", "label", "catalogue", "catalog", "metadata", "data", "styles", "images")
 STOP_GRACE_S = 15.0
 MAX_PATH_CHARS = 1024
+MAX_MODEL_CONFIG_BYTES = 64 << 10  # a job's model settings (a few dozen bytes in practice)
 JOB_NICENESS = 10  # jobs train at a lower CPU priority than the app (see benchmarks/load_test.py)
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-NOT_YOURS = "job {} was launched from another browser; only that browser can see, stop or resume it"
+# The one sentence for a job id that is unknown and for another owner's job: the refusal never confirms that a
+# job exists.
+NOT_YOURS = ("there is no job {} of this browser: a job is seen, stopped, resumed and published only by the browser "
+             "that launched it; pick one from the job list")
+PUBLISH_OFF = ("publishing is off on this public Space, as training is: duplicate the Space (⋮ > Duplicate this "
+               f"Space) and set {ENV_TRAINING}=1 in its settings to publish models there")
 BUSY = "a job is already training on this machine; one job runs at a time: wait for it to finish"
 
 
@@ -244,6 +251,8 @@ class JobManager:
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.RLock()
         self._gpu = None
+        # on a public Space (SPACE_ID set) the data roots are <data root N>, never data/ or ../shared/data
+        self.hide_layout = bool(os.environ.get("SPACE_ID"))
 
     def _public_names(self) -> list[tuple[Path, str]]:
         """(server folder, the name a visitor sees) pairs, the longest folder first: ``data/...`` and
@@ -254,7 +263,7 @@ class JobManager:
         for i, r in enumerate(self.data_roots):
             real, plain = r.resolve(), Path(os.path.abspath(r))  # named by where it is given (a symlink may point away)
             name = f"<data root {i + 1}>"
-            for p in (plain, real):
+            for p in (plain, real) if not self.hide_layout else ():  # a public Space names no folder at all
                 if p.is_relative_to(home):
                     name = str(p.relative_to(home))
                     break
@@ -262,7 +271,8 @@ class JobManager:
                     name = "../" + str(p.relative_to(home.parent))
                     break
             names += [(real, name), (plain, name), (r, name)]
-        names += [(Path(self.python), "python"), (self.home, "."), (Path.home(), "~")]
+        home_name = "<app>" if self.hide_layout else "."
+        names += [(Path(self.python), "python"), (self.home, home_name), (Path.home(), "~")]
         return sorted({(p, n) for p, n in names if str(p) not in ("", "/", ".")}, key=lambda pn: -len(str(pn[0])))
 
     def public(self, text: str) -> str:
@@ -413,16 +423,14 @@ class JobManager:
         job_id = str(job_id or "").strip()
         if not job_id:
             raise JobError("no job chosen: pick one from the job list")
-        if not JOB_ID.fullmatch(job_id):
-            raise JobError(f"unknown job {job_id!r:.60}; pick one from the job list")
         d = self.root / job_id
-        if not (d / "job.json").is_file():
-            raise JobError(f"unknown job {job_id!r}; refresh the job list")
+        if not JOB_ID.fullmatch(job_id) or not (d / "job.json").is_file():  # what another owner's job is told
+            raise JobError(NOT_YOURS.format(repr(job_id[:60])))
         return d
 
     def _read(self, d: Path) -> dict:
         try:
-            return json.loads((d / "job.json").read_text())
+            return read_json(d / "job.json", what=f"the job file {d / 'job.json'}")
         except (OSError, ValueError) as exc:
             raise JobError(f"the job file {d / 'job.json'} cannot be read ({exc})") from None
 
@@ -451,9 +459,15 @@ class JobManager:
 
     def job_for(self, job_id: str, owner) -> dict:
         """The job's record (as :meth:`get`), refused unless ``owner`` launched it."""
-        job = self.get(job_id)
+        if not str(job_id or "").strip():
+            raise JobError("no job chosen: pick one from the job list")
+        shown = repr(str(job_id)[:60])
+        try:
+            job = self.get(job_id)
+        except JobError:
+            raise JobError(NOT_YOURS.format(shown)) from None
         if job.get("owner", "") != owner_key(owner):
-            raise JobError(NOT_YOURS.format(job["id"]))
+            raise JobError(NOT_YOURS.format(shown))
         return job
 
     def _busy(self, owner) -> None:
@@ -583,6 +597,8 @@ class JobManager:
     def publish(self, job_id: str, owner=None) -> dict:
         """Make a finished job's best checkpoint a model of every visitor (the caller serves it under
         ``job["published"]["name"]``). Only its owner may publish it; publishing twice changes nothing."""
+        if not self.enabled:
+            raise JobError(PUBLISH_OFF)
         with self._lock:
             job = self.job_for(job_id, owner)
             if job["status"] != "finished":
@@ -721,10 +737,11 @@ class JobManager:
         if not model_config:
             return {}
         if isinstance(model_config, str):
-            try:
-                cfg = json.loads(model_config)
-            except ValueError:
-                raise JobError("the model config must be a JSON object, e.g. {\"embed_dim\": 32}") from None
+            try:  # bounded before parsing: a config nested 100,000 deep is one sentence, not a RecursionError
+                cfg = loads_json(model_config, max_bytes=MAX_MODEL_CONFIG_BYTES, what="the model config",
+                                 fix='give a JSON object of model settings, e.g. {"embed_dim": 32}')
+            except JSONLimitError as exc:
+                raise JobError(str(exc)) from None
         else:
             cfg = model_config
         if not isinstance(cfg, dict):

@@ -20,13 +20,15 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlencode
 
-from profashion.io import sha256_file
 from profashion.ui.catalog import MAX_UPLOAD_BYTES
+from profashion.ui.public import content_digest, escape_markdown
 
 TABS = ("retrieve", "explore", "embeddings", "finetune", "results")
 MAX_UPLOADS = 256
 MAX_UPLOAD_STORE_BYTES = 512 * 2**20  # and at most this much in all (the newest upload is always kept)
 HEX = re.compile(r"[0-9a-f]{64}")
+ITEM = re.compile(r"[0-9]{1,9}")  # ASCII digits only ("²".isdigit() is true), and short: int() never overflows
+MAX_VALUE_CHARS = 256  # a longer link value is ignored (and echoed cut short)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -43,7 +45,7 @@ class UploadStore:
         try:
             if not p.is_file() or p.stat().st_size > MAX_UPLOAD_BYTES:
                 return None
-            digest = sha256_file(p)
+            digest = content_digest(p)
             suffix = p.suffix.lower() if p.suffix.lower() in IMAGE_SUFFIXES else ".img"
             dest = self.root / f"{digest}{suffix}"
             if not dest.is_file():
@@ -85,8 +87,14 @@ class LinkState:
     ignored: list[str] = dataclasses.field(default_factory=list)
 
     def note(self) -> str:
+        """One line saying what was ignored, as plain text (the values a visitor typed are cut short)."""
         return ("Opened the link; ignored what this app does not have: " + "; ".join(self.ignored) + "."
                 if self.ignored else "")
+
+    def note_markdown(self) -> str:
+        """:meth:`note` for a Markdown component: every character markdown or HTML would read escaped, so a
+        link's value is shown as text, never as a tag, an image or a link."""
+        return f"_{escape_markdown(self.note())}_" if self.ignored else ""
 
 
 def _short(value, n: int = 40) -> str:
@@ -97,7 +105,15 @@ def _short(value, n: int = 40) -> str:
 def read_link(galleries, params: dict, uploads: UploadStore | None) -> LinkState:
     """The state a link's query parameters ask for, checked against ``galleries``."""
     state = LinkState()
-    get = lambda key: (params.get(key) or "").strip()  # noqa: E731
+
+    def get(key) -> str:
+        value = params.get(key)
+        return value.strip() if isinstance(value, str) else ""
+
+    for key in ("gallery", "item", "upload", "attribute", "models", "tab"):
+        if len(get(key)) > MAX_VALUE_CHARS:
+            state.ignored.append(f"{key} {_short(get(key))} (too long)")
+            params = {**params, key: ""}
     name = get("gallery")
     if name and name in galleries.catalogs:
         state.gallery = name
@@ -106,7 +122,7 @@ def read_link(galleries, params: dict, uploads: UploadStore | None) -> LinkState
     catalog = galleries.get(state.gallery)
     item, upload = get("item"), get("upload")
     if item:
-        if item.isdigit() and int(item) < catalog.num_items:
+        if ITEM.fullmatch(item) and int(item) < catalog.num_items:
             state.query = catalog.item_path(int(item))
         else:
             state.ignored.append(f"item {_short(item)} (the {catalog.name} gallery has items 0-{catalog.num_items - 1})")

@@ -11,8 +11,9 @@ readable name, not ticked for anyone).
 
 Jobs belong to the browser that launched them: each browser keeps a random owner token in a ``gr.BrowserState``
 (it survives reloads), passed as the last input of every job event; the job list shows this browser's jobs only,
-and another browser's job is refused in one sentence. API clients may pass their own token as the endpoints'
-last (optional) argument; without one they are anonymous and see and control anonymous jobs only."""
+and another browser's job is refused with the sentence an unknown id gets. API clients pass their own token as the
+endpoints' last argument; without one they reach no job (anonymous callers would all be one owner). The browser
+state's key is kept in the cache (:func:`profashion.ui.public.browser_secret`), so a token survives a restart."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from profashion.ui.jobs import (
     default_data_roots,
     default_jobs_root,
 )
+from profashion.ui.public import escape_markdown
 
 OWNER_KEY = "profashion-job-owner"  # the localStorage key of the browser's owner token
 TOKEN = re.compile(r"[A-Za-z0-9_-]{22,128}")
@@ -169,6 +171,17 @@ def job_choices(jobs: JobManager, owner=None) -> list[tuple[str, str]]:
     return [(f"{j['id']} ({j['status']})", j["id"]) for j in jobs.list_for(owner)]
 
 
+NEED_OWNER = ("an owner token is needed for jobs: the page makes one for each browser; an API client passes its own "
+              "(22 to 128 letters, digits, '-' or '_', kept secret) as the last argument and keeps it to reach its "
+              "jobs later")
+
+
+def has_owner(token) -> bool:
+    """Whether ``token`` is an owner token: the app serves jobs to their owners only, never to anonymous callers
+    (who would all be one owner)."""
+    return isinstance(token, str) and TOKEN.fullmatch(token) is not None
+
+
 def new_owner(token) -> str:
     """The browser's owner token: the one it keeps, or a new random one on its first visit."""
     return token if isinstance(token, str) and TOKEN.fullmatch(token) else secrets.token_urlsafe(24)
@@ -254,7 +267,8 @@ def _finished_lines(catalog: Catalog, jobs: JobManager, job: dict) -> list[str]:
                      "Results (tick it in Models).")
     else:
         err = _model_error(catalog, name)
-        lines.append(f"Published as **{name}**, but it cannot serve the gallery: {err}" if err else
+        lines.append(f"Published as **{name}**, but it cannot serve the gallery: {escape_markdown(jobs.public(err))}"
+                     if err else
                      f"Published as **{name}**: indexing the gallery with it; it becomes selectable in a moment.")
     return lines
 
@@ -262,7 +276,8 @@ def _finished_lines(catalog: Catalog, jobs: JobManager, job: dict) -> list[str]:
 def job_status_lines(catalog: Catalog, jobs: JobManager, job_id: str, job: dict, records: list[dict]) -> list[str]:
     """The status markdown of a job, one paragraph per line."""
     total = jobs.total_epochs(job)
-    status = job["status"] + (f" ({job['reason']})" if job.get("reason") else "")
+    # a reason names folders by public names (<jobs>, <data root N>): escaped, so Markdown shows them as text
+    status = job["status"] + (f" ({escape_markdown(jobs.public(job['reason']))})" if job.get("reason") else "")
     p = jobs.progress(job_id) if job["status"] in ACTIVE else {}
     warm = (f"warm-up {int(p.get('step') or 0):,}/{int(p.get('steps') or 0):,} steps; "
             if p.get("phase") == "warmup" else "")
@@ -341,7 +356,9 @@ def publish_job(catalog: Catalog, jobs: JobManager, job_id, owner=None):
 
 
 def list_jobs(jobs: JobManager, owner=None) -> list[dict]:
-    return [{k: j.get(k) for k in ("id", "model", "dataset", "preset", "status", "reason", "created")}
+    """``/list_jobs``: the caller's jobs, their dataset and reason by public names (``<jobs>/...``)."""
+    return [jobs.public_json({k: j.get(k) for k in ("id", "model", "dataset", "preset", "status", "reason",
+                                                     "created")})
             for j in jobs.list_for(owner)]
 
 
@@ -480,16 +497,20 @@ def estimate(jobs: JobManager, model, dataset, preset, epochs, triplets, batch, 
 def job_guard(fn, catalog: Catalog, jobs: JobManager):
     """``fn(catalog, jobs, *inputs)`` for an event: a refused request becomes one ``gr.Error`` sentence, its paths
     as the visitor may see them. The event's signature is ``fn``'s less (catalog, jobs), so an API client sees
-    the parameters' names and may leave out the trailing ``owner`` (then it is anonymous)."""
+    the parameters' names; a call without a valid trailing ``owner`` is refused (:data:`NEED_OWNER`)."""
+
+    params = list(inspect.signature(fn).parameters.values())[2:]
 
     def event(*inputs):
         try:
+            owner = inputs[len(params) - 1] if len(inputs) == len(params) else None
+            if not has_owner(owner):
+                raise JobError(NEED_OWNER)
             return fn(catalog, jobs, *inputs)
         except (JobError, QueryError) as exc:
             raise to_error(JobError(jobs.public(str(exc)))) from None
 
     event.__name__ = fn.__name__
-    params = list(inspect.signature(fn).parameters.values())[2:]
     event.__signature__ = inspect.Signature([p.replace(annotation=inspect.Parameter.empty) for p in params])
     return event
 
@@ -579,7 +600,10 @@ def build(jobs: JobManager) -> SimpleNamespace:
 def wire(catalog: Catalog, jobs: JobManager, c: SimpleNamespace) -> None:
     """The public job events (the ones a client calls), in their order; ``c.owner`` (the browser's owner token,
     created here outside the tabs) is every event's last input."""
-    c.owner = gr.BrowserState("", storage_key=OWNER_KEY)
+    from profashion.ui.public import browser_secret
+
+    cache_root = getattr(catalog, "default", catalog).cache_root
+    c.owner = gr.BrowserState("", storage_key=OWNER_KEY, secret=browser_secret(cache_root))
     schedule = [c.epochs, c.triplets, c.batch, c.warmup]
     c.launch.click(job_guard(launch_job, catalog, jobs),
                    [c.model, c.dataset, c.preset, *schedule, c.attrs, c.frozen, c.config, c.image_column, c.rows,
@@ -595,7 +619,7 @@ def wire(catalog: Catalog, jobs: JobManager, c: SimpleNamespace) -> None:
                    concurrency_id="jobs")
 
     def list_jobs_event(owner=None):
-        return list_jobs(jobs, owner)
+        return list_jobs(jobs, owner) if has_owner(owner) else []
 
     list_jobs_event.__name__ = "list_jobs"
     gr.Button(visible=False).click(list_jobs_event, [c.owner], gr.JSON(visible=False), api_name="list_jobs",

@@ -17,6 +17,7 @@ from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
 from profashion.ui.catalog import Catalog
 from profashion.ui.common import ITEM_CLICK_JS, K, df, event_data, file_url, guard, path_of
+from profashion.ui.public import escape_markdown
 
 NOTE = (
     "**How to read this.** The query is at the left; each row is one model's top-5 for it (the model's name and "
@@ -90,7 +91,7 @@ def retrieve(catalog: Catalog, query, attribute, models):
         entry = catalog.models.get(name)
         label, about = (entry.label, entry.about) if entry is not None else (name, "")
         if r.error:
-            lines.append(f"- **{name}**: {r.error}")
+            lines.append(f"- **{escape_markdown(name)}**: {escape_markdown(r.error)}")
             grid_rows.append({"name": name, "label": label, "about": about, "summary": "failed", "error": r.error,
                               "hits": []})
             continue
@@ -179,7 +180,7 @@ def build(catalog: Catalog) -> SimpleNamespace:
     """The tab's components (inside ``gr.Tab("Retrieve")``)."""
     empty = catalog.empty_message()
     if empty:
-        gr.Markdown(f"### No model to show\n{empty}", elem_id="no-models")
+        gr.Markdown(f"### No model to show\n{escape_markdown(empty)}", elem_id="no-models")
     gr.Markdown(NOTE)
     c = SimpleNamespace()
     c.button = gr.Button("Retrieve", variant="primary", size="sm")

@@ -1,0 +1,291 @@
+"""The pieces that make the app safe to host publicly, one by one (tests/test_space.py tries them together, as a
+Space runs them): no server folder in what is sent, files served by content from Gradio's upload folder, a
+browser-state key that survives restarts, Gradio's upload folder bounded, handlers outside the queue bounded,
+share-link values parsed strictly and echoed as text, job refusals that confirm nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("gradio")
+import gradio as gr  # noqa: E402
+
+from profashion.ui import public  # noqa: E402
+from profashion.ui.common import BUSY, MAX_ERROR_CHARS, bounded, to_error  # noqa: E402
+from profashion.ui.public import PublicFiles, bound_gradio_cache, browser_secret, public_text  # noqa: E402
+from profashion.ui.share import LinkState, escape_markdown, read_link  # noqa: E402
+
+# --- no server folder in a sentence -----------------------------------------------------------------------------
+
+
+def test_public_text_names_roots_and_cuts_other_paths_to_their_last_part(tmp_path):
+    cache = tmp_path / "home" / ".cache" / "profashion"
+    text = (f"{tmp_path}/jobs/asen-1/run/best was trained on 2 attributes but {cache}/gallery-v2-s1 has 10; "
+            "see /srv/app/checkpoints/csn/config.json, and/or 1/2 of https://example.org/a/b")
+    out = public_text(text, [(cache, "<cache>")])
+    assert out == ("best was trained on 2 attributes but <cache>/gallery-v2-s1 has 10; see config.json, and/or "
+                   "1/2 of https://example.org/a/b")
+    assert public_text("~/.cache/profashion/x.png is missing") == "x.png is missing"
+
+
+def test_an_error_sent_to_a_visitor_names_no_folder_and_is_short():
+    err = to_error(ValueError("/srv/cache/uploads/ab12.png is not an image we can read; use PNG"))
+    assert err.message == "Ab12.png is not an image we can read; use PNG"
+    long = to_error(ValueError("unknown attribute " + "x" * 10_000_000))
+    assert len(long.message) == MAX_ERROR_CHARS and long.message.endswith("…")
+
+
+# --- files served by content --------------------------------------------------------------------------------
+
+
+def test_a_served_file_is_mirrored_under_its_content_hash(tmp_path):
+    import hashlib
+
+    files = PublicFiles(tmp_path / "gradio" / "profashion")
+    src = tmp_path / "cache" / "thumbs" / "3-hit.png"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"first picture")
+    first = Path(files.path(src))
+    assert first.parent == tmp_path / "gradio" / "profashion"
+    assert first.name == hashlib.sha256(b"first picture").hexdigest() + ".png" and first.read_bytes() == b"first picture"
+    url = files.url(src)
+    assert url.startswith("gradio_api/file=") and str(src.parent) not in url and first.name in url
+    st = src.stat()
+    src.write_bytes(b"other picture")  # a changed file (even with its old times) gets a new name
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    second = Path(files.path(src))
+    assert second.name == hashlib.sha256(b"other picture").hexdigest() + ".png" and second != first
+    assert first.read_bytes() == b"first picture"  # a copy: a write in place to the source leaves it as it was
+    hostile = tmp_path / "x.svg"
+    hostile.write_text("<svg onload=alert(1)>")
+    assert files.path(hostile).endswith(".bin")  # only image (and JSON) suffixes are kept
+
+
+# --- the browser state's key -------------------------------------------------------------------------------------
+
+
+def test_the_browser_state_key_is_made_once_kept_private_and_replaced_when_damaged(tmp_path):
+    key = browser_secret(tmp_path)
+    path = tmp_path / "browser-secret"
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert browser_secret(tmp_path) == key  # a restart reads the same key
+    path.write_text("not a key!")
+    fresh = browser_secret(tmp_path)
+    assert fresh != key and len(fresh) == 64 and path.read_text().strip() == fresh
+    # many apps starting at once on one cache agree on one key
+    path.unlink()
+    keys, barrier = [], threading.Barrier(8)
+
+    def start():
+        barrier.wait()
+        keys.append(browser_secret(tmp_path))
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(keys)) == 1 and path.read_text().strip() == keys[0]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+# --- Gradio's upload folder bounded --------------------------------------------------------------------------------
+
+
+def test_gradios_upload_folder_keeps_the_newest_files_within_the_bound(tmp_path):
+    files = []
+    for i in range(10):
+        f = tmp_path / f"upload-{i}.png"
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (1_000_000 + i, 1_000_000 + i))
+        files.append(str(f))
+    default = str(tmp_path / "default.png")  # a component's own value stays, however old
+    Path(default).write_bytes(b"y" * 5000)
+    os.utime(default, (1, 1))
+    uploads, outputs = set(files[:6]), set(files[6:]) | {default}
+    blocks = SimpleNamespace(blocks={1: SimpleNamespace(keep_in_cache={default}), 2: SimpleNamespace()},
+                             temp_file_sets=[uploads, outputs])
+    removed = bound_gradio_cache(blocks, max_bytes=3500)
+    assert removed == 7000
+    assert sorted(Path(f).name for f in files if Path(f).exists()) == ["upload-7.png", "upload-8.png", "upload-9.png"]
+    assert Path(default).exists() and default in outputs
+    assert uploads == set() and outputs == {default, *files[7:]}
+    assert bound_gradio_cache(blocks, max_bytes=3500) == 0
+
+
+def test_the_app_sets_an_age_limit_and_a_size_bound_on_gradios_folder(monkeypatch):
+    from profashion.ui import demo
+
+    assert demo.DELETE_CACHE[0] <= 3600 and demo.DELETE_CACHE[1] <= 24 * 3600
+    monkeypatch.setenv("PROFASHION_GRADIO_CACHE_MB", "64")
+    assert public.gradio_cache_bytes() == 64 << 20
+    monkeypatch.setenv("PROFASHION_GRADIO_CACHE_MB", "lots")
+    assert public.gradio_cache_bytes() == public.GRADIO_CACHE_BYTES
+
+
+# --- handlers outside the queue bounded ------------------------------------------------------------------------
+
+
+def test_a_handler_outside_the_queue_refuses_calls_beyond_its_limit_at_once():
+    gate, entered = threading.Event(), threading.Semaphore(0)
+
+    def slow(x):
+        entered.release()
+        gate.wait(10)
+        return x
+
+    event = bounded(slow, limit=2)
+    results, threads = [], [threading.Thread(target=lambda: results.append(event(1))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    assert entered.acquire(timeout=10) and entered.acquire(timeout=10)
+    t0 = time.monotonic()
+    with pytest.raises(gr.Error) as err:
+        event(3)
+    assert time.monotonic() - t0 < 5 and err.value.message == BUSY[0].upper() + BUSY[1:]
+    gate.set()
+    for t in threads:
+        t.join()
+    assert results == [1, 1] and event(4) == 4  # the slots are given back
+
+
+# --- share links ----------------------------------------------------------------------------------------------
+
+
+class _Catalog:
+    name, num_items, attributes, names = "synthetic", 60, ["colour", "texture"], ["asen", "csn"]
+
+    def item_path(self, i):
+        return f"/gallery/{i}.png"
+
+
+class _Galleries:
+    catalogs = {"synthetic": _Catalog()}
+    default = catalogs["synthetic"]
+
+    def get(self, name):
+        return self.catalogs.get(name, self.default)
+
+
+@pytest.mark.parametrize("item", ["²", "٣", "9" * 5000, "-1", "1e3", "0x10", "60", " 7 7"])
+def test_an_item_that_is_not_plain_digits_in_range_is_ignored_with_the_note(item):
+    state = read_link(_Galleries(), {"item": item}, None)
+    assert state.query is None and len(state.ignored) == 1 and state.ignored[0].startswith("item ")
+    assert len(state.note()) < 200
+
+
+def test_a_valid_item_opens():
+    assert read_link(_Galleries(), {"item": "59", "attribute": "texture"}, None).query == "/gallery/59.png"
+
+
+def test_link_values_are_echoed_as_text_and_cut_short():
+    state = read_link(_Galleries(), {"attribute": '<img src="http://127.0.0.1:9/t.png">'}, None)
+    md = state.note_markdown()
+    assert "<img" not in md and "&lt;img" in md
+    state = read_link(_Galleries(), {"attribute": '<a href="https://evil.example/">LOG IN</a>'}, None)
+    md = state.note_markdown()
+    assert "<a" not in md and "https\\:" in md  # neither a tag nor an autolink
+    huge = read_link(_Galleries(), {"attribute": "x" * 10_000_000, "models": ["not", "text"]}, None)
+    assert len(huge.note_markdown()) < 300 and "too long" in huge.note()
+    assert escape_markdown("[LOG IN](https://evil.example) ![x](y) *b* `c`") == (
+        "\\[LOG IN\\]\\(https\\://evil\\.example\\) \\!\\[x\\]\\(y\\) \\*b\\* \\`c\\`")
+    assert LinkState().note_markdown() == ""
+
+
+# --- jobs: one sentence for unknown and foreign, nothing anonymous, publishing off with training ------------------
+
+
+def _job(root: Path, job_id: str, owner: str | None, dataset: str) -> None:
+    from profashion.ui.jobs import owner_key
+
+    d = root / job_id
+    d.mkdir(parents=True)
+    d.joinpath("job.json").write_text(json.dumps({
+        "id": job_id, "model": "asen", "dataset": dataset, "preset": "demo", "status": "stopped",
+        "reason": f"{root}/{job_id}/run/best was trained on 2 attributes", "pid": None,
+        "created": "2026-01-01T00:00:00Z", "owner": owner_key(owner)}))
+
+
+def test_another_browsers_job_and_an_unknown_id_get_the_same_sentence(tmp_path):
+    from profashion.ui.jobs import JobError, JobManager
+
+    jobs = JobManager(tmp_path / "jobs", [tmp_path / "data"])
+    _job(jobs.root, "asen-20260101-000000-beef", "a" * 32, str(tmp_path / "data" / "synth"))
+    sentences = []
+    for job_id in ("asen-20260101-000000-beef", "asen-20260101-000000-dead"):
+        with pytest.raises(JobError) as err:
+            jobs.job_for(job_id, "b" * 32)
+        sentences.append(str(err.value).replace(job_id, "ID"))
+    assert sentences[0] == sentences[1] and "of this browser" in sentences[0]
+
+
+def test_list_jobs_names_datasets_and_reasons_by_public_names(tmp_path, monkeypatch):
+    from profashion.ui import tab_finetune
+    from profashion.ui.jobs import JobManager
+
+    monkeypatch.setenv("SPACE_ID", "someone/explorer")
+    jobs = JobManager(tmp_path / "jobs", [tmp_path / "app" / "data"], home=tmp_path / "app")
+    _job(jobs.root, "asen-20260101-000000-beef", "a" * 32, str(tmp_path / "app" / "data" / "synth"))
+    listed = tab_finetune.list_jobs(jobs, "a" * 32)
+    assert listed[0]["dataset"] == "<data root 1>/synth"
+    assert listed[0]["reason"] == "<jobs>/asen-20260101-000000-beef/run/best was trained on 2 attributes"
+    assert str(tmp_path) not in json.dumps(listed)
+    assert tab_finetune.has_owner("a" * 32) and not tab_finetune.has_owner(None)
+    assert not tab_finetune.has_owner("short") and not tab_finetune.has_owner("a" * 31 + "/")
+
+
+def test_publishing_is_off_where_training_is(tmp_path):
+    from profashion.ui.jobs import PUBLISH_OFF, JobError, JobManager
+
+    jobs = JobManager(tmp_path / "jobs", [tmp_path], enabled=False)
+    _job(jobs.root, "asen-20260101-000000-beef", None, str(tmp_path))
+    with pytest.raises(JobError) as err:
+        jobs.publish("asen-20260101-000000-beef", None)
+    assert str(err.value) == PUBLISH_OFF
+
+
+def test_the_app_leaves_pillow_only_the_allowed_decoders(tmp_path, monkeypatch):
+    """Gradio opens an image upload with Pillow itself, before any handler: once the app is built, an EPS (which
+    would run Ghostscript) is opened by no one, and the allowed formats still are."""
+    import PIL.EpsImagePlugin
+    from PIL import Image, UnidentifiedImageError
+
+    from profashion.data.images import IMAGE_FORMATS, ImageError, load_image, restrict_pillow
+
+    def ghostscript(*a, **k):
+        raise AssertionError("Ghostscript was called")
+
+    monkeypatch.setattr(PIL.EpsImagePlugin, "Ghostscript", ghostscript)
+    eps = tmp_path / "upload.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\nshowpage\n")
+    restrict_pillow()
+    restrict_pillow()  # idempotent
+    assert set(IMAGE_FORMATS) <= set(Image.ID) <= {*IMAGE_FORMATS, "MPO"} and set(Image.OPEN) == set(Image.ID)
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(eps)  # as Gradio's preprocessing opens an upload
+    with pytest.raises(ImageError, match="is an EPS image; use PNG, JPEG"):
+        load_image(str(eps))  # the app still names what it refused
+    for fmt in ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"):
+        path = tmp_path / f"ok.{fmt.lower()}"
+        Image.new("RGB", (8, 6), (10, 20, 30)).save(path, format=fmt)
+        with Image.open(path) as im:
+            assert im.format == fmt and im.size == (8, 6)
+
+
+def test_a_job_model_config_nested_too_deep_or_too_large_is_one_sentence(tmp_path):
+    from profashion.ui.jobs import JobError, JobManager
+
+    jobs = JobManager(tmp_path / "jobs", [tmp_path])
+    with pytest.raises(JobError, match="^the model config nests arrays or objects more than 32 levels deep"):
+        jobs._model_config("[" * 20_000 + "]" * 20_000)  # json.loads: RecursionError
+    with pytest.raises(JobError, match="^the model config is larger than 64 KB"):
+        jobs._model_config('{"embed_dim": ' + " " * 70_000 + "32}")
+    assert jobs._model_config('{"embed_dim": 32}') == {"embed_dim": 32}

@@ -268,8 +268,20 @@ def test_explain_pictures_are_generic():
     rendered, _ = explain_panels(image, maps, mask, attribute=3, attribute_names=[f"a{i}" for i in range(10)])
     assert [r.kind for r in rendered][:2] == ["mask", "map"]
     assert any(r.kind == "selection" for r in rendered)
-    heat = next(r for r in rendered if r.key == "heatmap")
-    assert 0 <= heat.localisation <= 100 and heat.pointing in (True, False)
+    assert sum(r.key == "heatmap" for r in rendered) == 1
+    # a map whose maximum lies inside the mask points into it; moved outside, it does not; the localisation is the
+    # map's share of mass in the mask, computed here from the map itself
+    inside = np.full((32, 32), 0.1, np.float32)
+    inside[10, 12] = 1.0  # in mask[8:16, 8:16]
+    outside = inside.copy()
+    outside[10, 12], outside[30, 2] = 0.1, 1.0
+    for heatmap, pointing in ((inside, True), (outside, False)):
+        scored, _ = explain_panels(image, {**maps, "heatmap": torch.from_numpy(heatmap)}, mask, attribute=3,
+                                   attribute_names=[f"a{i}" for i in range(10)])
+        heat = next(r for r in scored if r.key == "heatmap")
+        assert heat.pointing is pointing
+        assert heat.localisation == pytest.approx(100 * heatmap[mask].sum() / heatmap.sum(), abs=1e-3)
+        assert heat.title.endswith(f": {heat.localisation:.0f}% in mask")
     assert all(r.image.dtype == np.uint8 and r.image.ndim == 3 for r in rendered)
     buf = io.BytesIO()
     Image.fromarray(rendered[0].image).save(buf, "PNG")

@@ -2,34 +2,35 @@
 explore, embeddings, a tiny fine-tuning job from launch to a selectable checkpoint, and a bad upload.
 
 Each flow saves a screenshot under ``test-output/screenshots/``. Chromium is Debian's (``make test``
-installs it with apt-get); where /usr/bin/chromium is missing the tests skip with one message.
+installs it with apt-get). Where Playwright or /usr/bin/chromium is missing, or Chromium does not start, the
+``browser`` fixture (tests/conftest.py) fails each test under ``CI=true`` and skips it elsewhere, with one
+sentence saying what is missing and how to install it.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_GALLERY, free_port
+from conftest import CHROMIUM, TINY_GALLERY, end_jobs, free_port, playwright_sync_api
 
 from profashion.data.synth import SYNTH_SCHEMA
 from profashion.models.base import build_model, save_checkpoint
 
 pytest.importorskip("gradio")
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = playwright_sync_api()
 from profashion.ui import Catalog, build_demo, launch_kwargs  # noqa: E402
 from profashion.ui.jobs import JobManager  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "test-output" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
 MODELS = ("asen", "csn")
 T = 60_000  # ms: generous, the CPUs are shared with training
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="browser tests skipped: /usr/bin/chromium is missing "
-                                "(`make test` installs Debian's chromium with apt-get where it can)")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,10 @@ def app(tmp_path_factory):
     try:
         yield {"url": f"http://127.0.0.1:{port}/", "catalog": catalog, "jobs": jobs, "base": base}
     finally:
-        demo.close()
+        try:
+            end_jobs(jobs)
+        finally:
+            demo.close()
 
 
 @pytest.fixture
@@ -137,13 +141,17 @@ def app8(tmp_path_factory):
         save_checkpoint(build_model(method, "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48),
                         ck / f"{method}-{i}")
     catalog = Catalog(ck, base / "cache", gallery=TINY_GALLERY, max_points=60).load()
-    demo = build_demo(catalog, JobManager(base / "jobs", [base]))
+    jobs = JobManager(base / "jobs", [base])
+    demo = build_demo(catalog, jobs)
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(catalog))
     try:
         yield {"url": f"http://127.0.0.1:{port}/", "catalog": catalog}
     finally:
-        demo.close()
+        try:
+            end_jobs(jobs)
+        finally:
+            demo.close()
 
 
 @pytest.mark.parametrize("size", [(1400, 1000), (390, 844)], ids=["desktop", "mobile"])
@@ -236,7 +244,7 @@ def test_fine_tune_another_browsers_job_is_neither_listed_nor_shown(page, app):
     box = page.locator("#job-list input")
     box.fill(d.name)
     box.press("Enter")
-    expect(page.get_by_test_id("toast-body").first).to_contain_text("launched from another browser", timeout=T)
+    expect(page.get_by_test_id("toast-body").first).to_contain_text(f"there is no job '{d.name}' of this browser", timeout=T)
 
 
 def test_bad_upload_shows_an_error_toast(page, app, tmp_path):
@@ -254,5 +262,44 @@ def test_bad_upload_shows_an_error_toast(page, app, tmp_path):
     expect(page.locator("#results-table")).to_contain_text("asen", timeout=T)
 
 
-def test_chromium_is_debians():
-    assert shutil.which("chromium") or CHROMIUM.is_file()
+def _proc_tree(root: int) -> list[int]:
+    """The pids of the processes below ``root`` (children, their children, ...), from /proc."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    below, todo = [], [root]
+    while todo:
+        kids = [p for p, pp in parent.items() if pp == todo.pop()]
+        below += kids
+        todo += kids
+    return below
+
+
+def test_chromium_is_debians(browser):
+    """The browser these tests drive is Debian's chromium package started through /usr/bin/chromium: it reports
+    the version ``/usr/bin/chromium --version`` prints, and its running browser process (below this pytest) is
+    an executable of the chromium package (dpkg -S) started by Debian's wrapper (CHROME_WRAPPER)."""
+    out = subprocess.run([str(CHROMIUM), "--version"], capture_output=True, text=True, timeout=60).stdout
+    version = re.search(r"Chromium (\d+(?:\.\d+){3})\b", out)
+    assert version and browser.version == version.group(1), (browser.version, out)
+    assert "Debian" in out, out
+    assert shutil.which("dpkg"), "dpkg is missing: this is not Debian, whose chromium package the tests drive"
+    mains = []
+    for pid in _proc_tree(os.getpid()):
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if Path(exe).name.startswith("chromium") and not any(a.startswith(b"--type=") for a in argv):
+            mains.append((exe, environ))
+    assert mains, "no Chromium browser process runs below this pytest"
+    for exe, environ in mains:
+        owner = subprocess.run(["dpkg", "-S", exe], capture_output=True, text=True, timeout=60).stdout
+        assert owner.split(":")[0] == "chromium", (exe, owner)
+        assert f"CHROME_WRAPPER={CHROMIUM}".encode() in environ, f"{exe} was not started by {CHROMIUM}"

@@ -10,12 +10,10 @@ from __future__ import annotations
 import pytest
 import test_browser as tb
 from PIL import Image
-from test_browser import CHROMIUM, MODELS, SHOTS, T, settle, sync_api
+from test_browser import MODELS, SHOTS, T, settle, sync_api
 
 app, page = tb.app, tb.page  # the app with asen and csn, a 1400x1000 page (Chromium: conftest)
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="browser tests skipped: /usr/bin/chromium is missing "
-                                "(`make test` installs Debian's chromium with apt-get where it can)")
 
 # each visible panel of the maps: its size, and whether it has a ground-truth outline layer that is drawn
 PANELS_JS = """root => [...root.querySelectorAll('.pf-p')].filter(p => p.offsetParent !== null).map(p => {

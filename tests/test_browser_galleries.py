@@ -10,20 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_GALLERY, free_port, save_app_checkpoints
-from test_browser import CHROMIUM, SHOTS, T, settle
+from conftest import TINY_GALLERY, free_port, playwright_sync_api, save_app_checkpoints
+from test_browser import SHOTS, T, settle
 
 from profashion.data.splits import load_dataset
 from profashion.models.base import build_model, save_checkpoint
 
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = playwright_sync_api()  # without a browser: failed under CI, skipped elsewhere
 from profashion.ui import build_demo, launch_kwargs  # noqa: E402
 from profashion.ui.galleries import Galleries, GalleryDef  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCTS = REPO / "galleries" / "products"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="browser tests skipped: /usr/bin/chromium is missing")
 
 
 @pytest.fixture(scope="module")

@@ -164,14 +164,14 @@ def test_changed_weights_or_an_unreadable_file_are_never_shown_as_shipped(shippe
     try:
         data = json.loads(good)
         data["models"]["asen"]["fingerprint"] = "0" * 64
-        results.write_text(json.dumps(data))
+        ship_results.record_digest(results, json.dumps(data))  # shipped so, with its digest
         html = tab_results.results_view(catalog)[0]
         assert _rows(html, "shipped") == ["triplet"] and 'data-model="asen" data-split="pending"' in html
-        results.write_text("{half a fi")
+        ship_results.record_digest(results, "{half a fi")
         assert tab_results.shipped_results(catalog) is None
         assert 'data-split="shipped"' not in tab_results.results_view(catalog)[0]
     finally:
-        results.write_text(good)
+        ship_results.record_digest(results, good)
     # a renamed folder with the same weights keeps its numbers (matched by fingerprint)
     assert tab_results.shipped_for(json.loads(good), "asen-copy", catalog.models["asen"].fingerprint) == \
         json.loads(good)["models"]["asen"]

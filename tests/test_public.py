@@ -155,6 +155,14 @@ def test_a_handler_outside_the_queue_refuses_calls_beyond_its_limit_at_once():
     for t in threads:
         t.join()
     assert results == [1, 1] and event(4) == 4  # the slots are given back
+    quiet = bounded(lambda: slow(0), limit=1, busy=lambda: "skipped")
+    gate.clear()
+    worker = threading.Thread(target=quiet)
+    worker.start()
+    assert entered.acquire(timeout=10)
+    assert quiet() == "skipped"  # an output that may lag says nothing
+    gate.set()
+    worker.join()
 
 
 # --- share links ----------------------------------------------------------------------------------------------
@@ -289,3 +297,24 @@ def test_a_job_model_config_nested_too_deep_or_too_large_is_one_sentence(tmp_pat
     with pytest.raises(JobError, match="^the model config is larger than 64 KB"):
         jobs._model_config('{"embed_dim": ' + " " * 70_000 + "32}")
     assert jobs._model_config('{"embed_dim": 32}') == {"embed_dim": 32}
+
+
+def test_the_mirror_serves_uploads_in_place_and_is_trimmed_oldest_unused_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    files = PublicFiles(tmp_path / "gradio" / "profashion")
+    upload = tmp_path / "gradio" / "abc123" / "mine.png"  # a visitor's upload, in Gradio's folder already
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"u" * 10)
+    assert files.path(upload) == str(upload) and not files.root.exists()
+    mirrors = []
+    for i in range(4):
+        src = tmp_path / "gallery" / f"{i}.png"
+        src.parent.mkdir(exist_ok=True)
+        src.write_bytes(bytes([i]) * 1000)
+        mirrors.append(Path(files.path(src)))
+        os.utime(mirrors[-1], (1000 + i, 1000 + i))
+    files.path(tmp_path / "gallery" / "0.png")  # served again: used now, so kept
+    assert files.trim(2500) == 2000
+    assert [m.exists() for m in mirrors] == [True, False, False, True]
+    again = Path(files.path(tmp_path / "gallery" / "1.png"))  # a trimmed mirror is made again when served
+    assert again == mirrors[1] and again.read_bytes() == bytes([1]) * 1000

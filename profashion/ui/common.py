@@ -61,15 +61,18 @@ def to_error(exc: Exception) -> gr.Error:
     return gr.Error(msg[0].upper() + msg[1:] if msg else msg, print_exception=False)
 
 
-def bounded(fn, limit: int = 4):
+def bounded(fn, limit: int = 4, busy=None):
     """``fn`` for an event that runs outside Gradio's queue (its answer must come at once: the page's load, the
-    gallery switch, the share link): at most ``limit`` calls run at a time, and one more is refused at once with
-    one sentence, so a flood of calls cannot take the machine from the queued work."""
+    gallery switch, the share link): at most ``limit`` calls run at a time, and one more is refused at once, so a
+    flood of calls cannot take the machine from the queued work. The refusal is one sentence (:data:`BUSY`), or,
+    with ``busy``, ``busy()``'s value (e.g. ``gr.skip()`` for an output that may stay as it is a moment longer)."""
     slots = threading.BoundedSemaphore(limit)
 
     @functools.wraps(fn)
     def event(*args, **kwargs):
         if not slots.acquire(blocking=False):
+            if busy is not None:
+                return busy()
             raise gr.Error(BUSY[0].upper() + BUSY[1:], print_exception=False)
         try:
             return fn(*args, **kwargs)

@@ -40,7 +40,7 @@ from profashion.ui.common import to_error as _error  # noqa: F401
 from profashion.ui.export import export_case
 from profashion.ui.galleries import Galleries
 from profashion.ui.jobs import JobManager
-from profashion.ui.public import bound_gradio_cache
+from profashion.ui.public import PUBLIC, bound_gradio_cache, gradio_cache_bytes
 from profashion.ui.share import UploadStore, link_query, read_link
 from profashion.ui.tab_embeddings import METHOD_CHOICES  # noqa: F401
 from profashion.ui.tab_results import intervals_markdown as _intervals_markdown  # noqa: F401
@@ -275,7 +275,7 @@ def wire_link(galleries: Galleries, uploads: UploadStore, head: SimpleNamespace,
 
     inputs = [head.gallery, head.query, head.attribute, head.models, view_state]
     common = {"api_visibility": "private", "preprocess": False, "queue": False, "show_progress": "hidden"}
-    make_link = bounded(make_link)
+    make_link = bounded(make_link, busy=gr.skip)  # the link box may lag a moment; no toast for it
     gr.on([head.query.change, head.attribute.change, head.models.change], make_link, inputs,
           link, **common).then(None, link, link, js=SHOW_LINK_JS, **common)
     for name, tab in tabs.items():
@@ -384,6 +384,7 @@ def start_cache_bound(demo: gr.Blocks, every: float = 60.0) -> threading.Thread:
                 return
             try:
                 bound_gradio_cache(blocks)
+                PUBLIC.trim(gradio_cache_bytes())  # the mirrors of served files, bounded the same way
             except Exception:  # noqa: BLE001 (a sweep that fails is retried at the next tick)
                 log.exception("bounding Gradio's upload folder failed")
             del blocks

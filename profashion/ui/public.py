@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".json")
@@ -69,11 +70,22 @@ class PublicFiles:
         return digest
 
     def path(self, src: str | os.PathLike) -> str:
-        """The mirror of ``src`` (made when missing): a path inside Gradio's upload folder, named by content."""
+        """The mirror of ``src`` (made when missing): a path inside Gradio's upload folder, named by content. A file
+        already there (a visitor's upload) is served as it is. A mirror in use has its mtime refreshed (at most once
+        a minute), so :meth:`trim` removes the ones unused longest."""
         src = Path(src)
+        if src.resolve().is_relative_to(upload_folder()):
+            return str(src)
         digest = self.digest(src)
         suffix = src.suffix.lower() if src.suffix.lower() in SUFFIXES else ".bin"
         dest = self.root / f"{digest}{suffix}"
+        try:
+            st = dest.stat()
+            if time.time() - st.st_mtime > 60:
+                os.utime(dest)
+            return str(dest)
+        except OSError:
+            pass
         if not dest.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -83,6 +95,25 @@ class PublicFiles:
             finally:
                 tmp.unlink(missing_ok=True)
         return str(dest)
+
+    def trim(self, max_bytes: int) -> int:
+        """Remove the mirrors unused longest beyond ``max_bytes`` in all (a removed one is made again when next
+        served); returns the bytes removed."""
+        files = []
+        for f in self.root.glob("*") if self.root.is_dir() else ():
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, f))
+        files.sort(reverse=True)  # the newest first: they stay
+        total = removed = 0
+        for _, size, f in files:
+            total += size
+            if total > max_bytes:
+                f.unlink(missing_ok=True)
+                removed += size
+        return removed
 
     def url(self, src: str | os.PathLike) -> str:
         """The URL (relative to the page) under which Gradio serves the mirror of ``src``."""

@@ -184,7 +184,7 @@ def job_groups(*sources) -> dict[int, Path]:
     start in their own session)."""
     out: dict[int, Path] = {}
     for src in sources:
-        root = Path(getattr(src, "root", src))
+        root = Path(src) if isinstance(src, (str, os.PathLike)) else Path(src.root)  # (a Path has .root: "/")
         for proc in list(getattr(src, "_procs", {}).values()):
             out[proc.pid] = root
         for record in root.glob("*/job.json") if root.is_dir() else ():

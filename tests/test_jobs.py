@@ -354,5 +354,5 @@ def test_another_browsers_job_is_refused_through_the_api_owner(app, roots):
     for api, args in (("/job_status", (job_id,)), ("/stop_job", (job_id, None)), ("/resume_job", (job_id, "")),
                       ("/launch_job", ("asen", str(roots["broken"]), "demo", 1, 64, 16, 2, TRAINED, False,
                                        TINY_CONFIG, None, None, "short"))):
-        with pytest.raises(AppError, match="^an owner token is needed for jobs: the page makes one for each browser"):
+        with pytest.raises(AppError, match="^An owner token is needed for jobs: the page makes one for each browser"):
             client.predict(*args, api_name=api)

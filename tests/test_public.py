@@ -38,8 +38,9 @@ def test_public_text_names_roots_and_cuts_other_paths_to_their_last_part(tmp_pat
 def test_an_error_sent_to_a_visitor_names_no_folder_and_is_short():
     err = to_error(ValueError("/srv/cache/uploads/ab12.png is not an image we can read; use PNG"))
     assert err.message == "Ab12.png is not an image we can read; use PNG"
-    long = to_error(ValueError("unknown attribute " + "x" * 10_000_000))
-    assert len(long.message) == MAX_ERROR_CHARS and long.message.endswith("…")
+    long = to_error(ValueError("unknown attribute " + "x" * 10_000_000 + "; choose one of colour, texture"))
+    assert len(long.message) <= MAX_ERROR_CHARS and " … " in long.message
+    assert long.message.startswith("Unknown attribute xxx") and long.message.endswith("; choose one of colour, texture")
 
 
 # --- files served by content --------------------------------------------------------------------------------

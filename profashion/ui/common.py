@@ -16,7 +16,7 @@ import pandas as pd
 from profashion.retrieval.search import QueryError
 
 K = 5
-MAX_ERROR_CHARS = 300  # an error echoes at most this much (a 10 MB attribute name gives a short sentence)
+MAX_ERROR_CHARS = 400  # an error echoes at most this much (a 10 MB attribute name gives a short sentence)
 BUSY = "the app is busy right now; try again in a moment"
 
 # A click on a point of an SVG scatter (event delegation: survives every re-render) -> a "click" event whose
@@ -56,8 +56,9 @@ def to_error(exc: Exception) -> gr.Error:
     from profashion.ui.public import public_text
 
     msg = public_text(str(exc)).strip() or type(exc).__name__  # no server path reaches a visitor
-    if len(msg) > MAX_ERROR_CHARS:
-        msg = msg[:MAX_ERROR_CHARS - 1] + "…"
+    if len(msg) > MAX_ERROR_CHARS:  # cut in the middle: the end of a sentence says what to do
+        half = (MAX_ERROR_CHARS - 3) // 2
+        msg = msg[:half] + " … " + msg[-half:]
     return gr.Error(msg[0].upper() + msg[1:] if msg else msg, print_exception=False)
 
 

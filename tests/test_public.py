@@ -319,3 +319,46 @@ def test_the_mirror_serves_uploads_in_place_and_is_trimmed_oldest_unused_first(t
     assert [m.exists() for m in mirrors] == [True, False, False, True]
     again = Path(files.path(tmp_path / "gallery" / "1.png"))  # a trimmed mirror is made again when served
     assert again == mirrors[1] and again.read_bytes() == bytes([1]) * 1000
+
+
+def test_direct_calls_beyond_the_limit_are_refused_before_the_app_sees_them():
+    """The middleware in front of ``/gradio_api/run/``: ``limit`` calls in flight, one more answered 429 at once
+    (the app never sees it); other routes (the queue, files, the page) pass whatever is in flight."""
+    import asyncio
+
+    from profashion.ui.public import DirectCallLimit
+
+    async def scenario():
+        release, seen = asyncio.Event(), []
+
+        async def app(scope, receive, send):
+            seen.append(scope["path"])
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        limit = DirectCallLimit(app, limit=2)
+
+        async def call(path, method="POST"):
+            sent = []
+
+            async def send(message):
+                sent.append(message)
+
+            await limit({"type": "http", "method": method, "path": path}, None, send)
+            return sent[0]["status"]
+
+        held = [asyncio.create_task(call("/gradio_api/run/predict")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        refused = await asyncio.wait_for(call("/gradio_api/run/predict"), 5)  # answered without waiting
+        passing = asyncio.create_task(call("/gradio_api/queue/join"))
+        page = asyncio.create_task(call("/gradio_api/run/predict", method="GET"))
+        await asyncio.sleep(0.05)
+        release.set()
+        statuses = [await t for t in held] + [await passing, await page]
+        assert limit.in_flight == 0
+        return refused, statuses, seen
+
+    refused, statuses, seen = asyncio.run(scenario())
+    assert refused == 429 and statuses == [200, 200, 200, 200]
+    assert seen.count("/gradio_api/run/predict") == 3 and "/gradio_api/queue/join" in seen

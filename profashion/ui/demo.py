@@ -40,7 +40,7 @@ from profashion.ui.common import to_error as _error  # noqa: F401
 from profashion.ui.export import export_case
 from profashion.ui.galleries import Galleries
 from profashion.ui.jobs import JobManager
-from profashion.ui.public import PUBLIC, bound_gradio_cache, gradio_cache_bytes
+from profashion.ui.public import PUBLIC, DirectCallLimit, bound_gradio_cache, gradio_cache_bytes
 from profashion.ui.share import UploadStore, link_query, read_link
 from profashion.ui.tab_embeddings import METHOD_CHOICES  # noqa: F401
 from profashion.ui.tab_results import intervals_markdown as _intervals_markdown  # noqa: F401
@@ -225,7 +225,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
     # A full queue refuses at once ("Queue is full") rather than keeping a visitor a minute: a Retrieve with
     # all eight models costs ~0.6 s of this 2-core machine's CPU, and 2 workers serve no faster than 1 here
     # (benchmarks/load_test.py), so QUEUE_SIZE waiting requests are ~10 s of work.
-    demo.queue(max_size=queue_size())
+    demo.queue(max_size=queue_size(), api_open=False)  # queued events only through the queue, from anywhere
     start_cache_bound(demo)
     return demo
 
@@ -368,7 +368,10 @@ def launch_kwargs(catalog: Catalog | Galleries) -> dict:
     galleries = catalog if isinstance(catalog, Galleries) else Galleries([catalog])
     caches = dict.fromkeys(c.cache_root for c in galleries.catalogs.values())
     paths = [*galleries.served_paths(), *(str(c / sub) for c in caches for sub in ("uploads", "exports"))]
-    return {"allowed_paths": paths, "max_file_size": MAX_UPLOAD_BYTES, "css": CSS}
+    from starlette.middleware import Middleware
+
+    return {"allowed_paths": paths, "max_file_size": MAX_UPLOAD_BYTES, "css": CSS,
+            "app_kwargs": {"middleware": [Middleware(DirectCallLimit)]}}  # a flood of direct calls costs ~nothing
 
 
 def start_cache_bound(demo: gr.Blocks, every: float = 60.0) -> threading.Thread:

@@ -245,3 +245,39 @@ def escape_markdown(text: str) -> str:
     """``text`` shown literally by a Markdown component: no tag (``<cache>`` stays text, not an element that
     swallows the rest), link, image or emphasis of its own."""
     return MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
+DIRECT_CALLS = 8  # direct calls (the page's unqueued events) served at once; one more is refused at once
+DIRECT_PREFIXES = ("/gradio_api/run/", "/gradio_api/api/")
+
+
+class DirectCallLimit:
+    """ASGI middleware: at most ``limit`` direct calls (``POST /gradio_api/run/...``, the route of the events that
+    run outside the queue) in flight; one more is answered ``429`` at once, before Gradio reads its body.
+
+    The events outside the queue do O(1) work or are bounded (:func:`profashion.ui.common.bounded`), but every call
+    still costs Gradio ~35 ms of this 2-core machine (parsing, dispatch to a worker thread, the answer): 300
+    concurrent calls took it ~10 s, during which a queued Retrieve waited. Refused here, a call costs well under a
+    millisecond. (Queued events are never served on this route: the app's queue is not open to direct calls.)"""
+
+    def __init__(self, app, limit: int = DIRECT_CALLS, prefixes: tuple[str, ...] = DIRECT_PREFIXES):
+        self.app, self.limit, self.prefixes = app, limit, prefixes
+        self.in_flight = 0  # one event loop: no lock needed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or not any(
+                scope.get("path", "").startswith(p) for p in self.prefixes):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            body = b'{"error": "The app is busy right now; try again in a moment"}'
+            await send({"type": "http.response.start", "status": 429,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -34,8 +34,14 @@ def shipped(app):  # noqa: F811
 
 
 def open_results(pg) -> None:
+    """Reload, let the page's load (which restores the tab its address names) finish, then open Results: a click
+    before the load's answer would be undone by it."""
     pg.reload()
-    pg.get_by_role("tab", name="Results").click()
+    expect(pg.get_by_role("button", name="Retrieve", exact=True)).to_be_attached(timeout=T)
+    settle(pg)
+    tab = pg.get_by_role("tab", name="Results")
+    tab.click()
+    expect(tab).to_have_attribute("aria-selected", "true", timeout=T)
     expect(pg.locator("#results-map table")).to_be_visible(timeout=T)
 
 

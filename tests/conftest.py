@@ -291,6 +291,18 @@ def _tiny_gallery():
 TINY_GALLERY = _tiny_gallery()
 
 
+def load_script(relative: str):
+    """A script of the repository (``scripts/ship_results.py``) imported as a module, for the tests that call its
+    functions."""
+    import importlib.util
+
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def save_app_checkpoints(root: Path, models) -> Path:
     """Untrained demo-preset checkpoints (48 px, seed 0) of ``models`` that can serve the synthetic gallery."""
     import torch

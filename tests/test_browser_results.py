@@ -8,12 +8,11 @@ Reuses the app and browser of ``tests/test_browser.py``; each flow saves a scree
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
 import torch
-from conftest import playwright_sync_api
+from conftest import load_script, playwright_sync_api
 from test_browser import REPO, T, app, page, settle  # noqa: F401 (fixtures)
 
 from profashion.data.synth import SYNTH_SCHEMA
@@ -27,10 +26,7 @@ expect = sync_api.expect
 @pytest.fixture(scope="module")
 def shipped(app):  # noqa: F811
     """The app's checkpoints with their numbers shipped beside them (scripts/ship_results.py on the app's data)."""
-    spec = importlib.util.spec_from_file_location("ship_results", REPO / "scripts" / "ship_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.ship(app["catalog"].checkpoints_root, app["base"] / "data" / "synth", "test", log=lambda m: None)
+    return load_script("scripts/ship_results.py").ship(app["catalog"].checkpoints_root, app["base"] / "data" / "synth", "test", log=lambda m: None)
 
 
 def open_results(pg) -> None:

@@ -5,7 +5,6 @@ thumbnails follow their image's content, and only the allowed image formats are 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -16,7 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import TINY_GALLERY, save_app_checkpoints
+from conftest import TINY_GALLERY, load_script, save_app_checkpoints
 from PIL import EpsImagePlugin, Image
 
 from profashion.data.images import ImageError, load_image
@@ -31,14 +30,7 @@ MODELS = ("asen", "triplet")
 ALLOWED = "PNG, JPEG, WebP, BMP, GIF or TIFF"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("ship_results_damage", REPO / "scripts" / "ship_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ship_results = _script()
+ship_results = load_script("scripts/ship_results.py")
 
 
 def _rows(html: str, split: str) -> list[str]:
@@ -266,7 +258,7 @@ def test_masks_open_png_only(tmp_path):
 # --- item 12: thumbnails keyed by content ------------------------------------------------------------------------
 
 def test_a_thumbnail_follows_its_image_changed_in_place_with_the_same_size_and_times(shipped, monkeypatch):
-    import profashion.ui.catalog as catalog_module
+    import profashion.ui.public as public_module
 
     catalog = shipped.catalog
     item = 3
@@ -277,8 +269,8 @@ def test_a_thumbnail_follows_its_image_changed_in_place_with_the_same_size_and_t
         Image.fromarray(picture).save(src, format="PNG", compress_level=0)  # stored: its size depends on w x h only
         before = src.stat()
         hashed = []
-        real = catalog_module.sha256_file
-        monkeypatch.setattr(catalog_module, "sha256_file", lambda p: hashed.append(p) or real(p))
+        real = public_module.sha256_file
+        monkeypatch.setattr(public_module, "sha256_file", lambda p: hashed.append(p) or real(p))
         hit = catalog.thumbnail(item, True)
         miss = catalog.thumbnail(item, False)
         assert catalog.thumbnail(item, True) == hit and len(hashed) == 1  # hashed once while the file is unchanged

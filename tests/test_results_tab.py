@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from html import unescape
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_GALLERY, save_app_checkpoints
+from conftest import TINY_GALLERY, load_script, save_app_checkpoints
 
 from profashion.data.splits import load_dataset
 from profashion.data.synth import SYNTH_SCHEMA
@@ -25,14 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = ("asen", "triplet")
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("ship_results", REPO / "scripts" / "ship_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ship_results = _script()
+ship_results = load_script("scripts/ship_results.py")
 
 
 @pytest.fixture(scope="module")

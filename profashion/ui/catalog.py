@@ -32,7 +32,6 @@ import torch
 
 from profashion.data.images import ImageError, load_image
 from profashion.data.splits import DatasetError, SplitDataset, atomic_write_text, load_dataset
-from profashion.io import sha256_file
 from profashion.retrieval.accel import one_thread
 from profashion.retrieval.index import (
     GalleryIndex,
@@ -298,7 +297,6 @@ class Catalog:
         self._results: dict[str, dict] = {}
         self._floors: dict[tuple, float] = {}
         self._work_root: Path | None = None
-        self._thumb_keys: dict[int, tuple] = {}  # item -> (its image file's stat, its sha256): see thumbnail()
 
     # -- loading ---------------------------------------------------------------------------------------
     @property
@@ -563,24 +561,21 @@ class Catalog:
                     old.unlink(missing_ok=True)
         return str(path)
 
-    def _image_key(self, item: int, source: str) -> str:
+    @staticmethod
+    def _image_key(item: int, source: str) -> str:
         """The first 16 hex digits of the sha256 of ``item``'s image file (``"unreadable"`` when it cannot be read).
 
         Content, not (size, mtime): a rewrite of the same size keeps its mtime when it is copied with its times
-        (``cp -p``, ``rsync -t``, an archive) or lands within the clock's tick. The digest is remembered per item
-        beside the file's (inode, size, mtime, ctime), so a Retrieve stats its 40 images and hashes none of them
-        again until a file changes (a write always moves ctime, which nothing can set back)."""
+        (``cp -p``, ``rsync -t``, an archive) or lands within the clock's tick. The digest is the app's shared one
+        (:func:`profashion.ui.public.content_digest`), remembered beside the file's (inode, size, mtime, ctime), so
+        a Retrieve stats its 40 images and hashes none of them again until a file changes (a write always moves
+        ctime, which nothing can set back)."""
+        from profashion.ui.public import content_digest
+
         try:
-            st = os.stat(source)
-            stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            known = self._thumb_keys.get(item)
-            if known is not None and known[0] == stamp:
-                return known[1]
-            digest = sha256_file(Path(source))[:16]
+            return content_digest(source)[:16]
         except OSError:
             return "unreadable"
-        self._thumb_keys[item] = (stamp, digest)
-        return digest
 
     def item_values(self, item: int) -> dict[str, str]:
         schema = self.dataset.schema

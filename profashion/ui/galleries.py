@@ -139,7 +139,7 @@ class Galleries:
                 "attributes": c.attributes, "ground_truth_regions": c.has_regions,
                 "models": [{"name": n, "label": e.label, "method": e.method, "about": e.describe()}
                            for n, e in c.models.items()],
-                "skipped_models": [{"name": e.name, "reason": c.public(e.error or "")} for e in c.skipped],
+                "skipped_models": [{"name": e.name, "reason": e.error} for e in c.skipped],  # public already
                 "available": True,
             })
         out += [{"name": s.name, "title": s.title, "available": False, "reason": s.error} for s in self.skipped]

@@ -17,7 +17,6 @@ itself (see :func:`profashion.ui.demo.launch_kwargs`).
 
 from __future__ import annotations
 
-import hashlib
 import html
 import os
 import re
@@ -26,6 +25,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from profashion.io import sha256_file
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".json")
 MIRROR = "profashion"
@@ -57,11 +58,7 @@ class PublicFiles:
         with self._lock:
             digest = self._digests.get(key)
         if digest is None:
-            h = hashlib.sha256()
-            with open(src, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            digest = h.hexdigest()
+            digest = sha256_file(src)
             with self._lock:
                 if len(self._digests) > 100_000:  # bounded: a long-running app forgets the oldest half
                     for k in list(self._digests)[:50_000]:

@@ -20,7 +20,6 @@ Handlers: :func:`results` (``/results``: the table as HTML, the same as data, th
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import gradio as gr
 from gradio.context import Context
 
 from profashion.data.splits import DatasetError
+from profashion.io import JSONLimitError, loads_json, read_bytes_bounded, read_json
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
 from profashion.ui.catalog import GALLERY_SPLIT, Catalog, numbers_problem
@@ -103,20 +103,12 @@ class Shipped:
     damaged: list[tuple[str, str | None, str]] = field(default_factory=list)
 
 
-def _read_at_most(path: Path, limit: int) -> bytes:
-    with open(path, "rb") as f:
-        raw = f.read(limit + 1)
-    if len(raw) > limit:
-        raise ValueError(f"{path.name} is larger than {limit // 2**20} MB")
-    return raw
-
-
 def recorded_digest(root: Path) -> str | None:
     """The sha256 of results.json that the checkpoints' manifest.json records (``scripts/ship_results.py`` writes
     it), or None when there is none or the manifest cannot be read."""
     try:
-        manifest = json.loads(_read_at_most(root / MANIFEST_FILE, MAX_MANIFEST_BYTES).decode("utf-8"))
-    except (OSError, ValueError, RecursionError):
+        manifest = read_json(root / MANIFEST_FILE, max_bytes=MAX_MANIFEST_BYTES)
+    except (OSError, ValueError):
         return None
     entry = manifest.get(RESULTS_FILE) if isinstance(manifest, dict) else None
     digest = entry.get("sha256") if isinstance(entry, dict) else None
@@ -178,9 +170,9 @@ def read_shipped(catalog: Catalog) -> Shipped:
     if not path.is_file():
         return Shipped()
     try:
-        raw = _read_at_most(path, MAX_RESULTS_BYTES)
-    except ValueError as exc:
-        return Shipped(problem=str(exc))
+        raw = read_bytes_bounded(path, MAX_RESULTS_BYTES, RESULTS_FILE)
+    except JSONLimitError as exc:
+        return Shipped(problem=f"{RESULTS_FILE} {exc.problem}")
     except OSError:
         return Shipped(problem="results.json cannot be read")
     recorded = recorded_digest(root)
@@ -190,8 +182,8 @@ def read_shipped(catalog: Catalog) -> Shipped:
         return Shipped(problem="results.json is not the file whose sha256 manifest.json records (it changed after "
                                "it was shipped)")
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
+        data = loads_json(raw, max_bytes=MAX_RESULTS_BYTES)
+    except JSONLimitError:
         return Shipped(problem="results.json is not valid JSON")
     problem = _file_problem(data)
     if problem is not None:

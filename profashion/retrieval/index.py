@@ -313,14 +313,31 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
     embeddings = np.concatenate(chunks)
     embed_seconds = time.perf_counter() - t0
 
+    write_index(out, embeddings, items, ds, split, split_names, model.name, ckpt, ckpt_fp, kind=kind,
+                storage=storage, recall_k=recall_k, accel=partial / "accel",
+                extra={"embed_seconds": round(embed_seconds, 2),
+                       "backend": {"requested": backend, "used": embedder.backend, "note": embedder.note},
+                       "preprocess": model.preprocess.to_json()})
+    shutil.rmtree(partial, ignore_errors=True)
+    return out
+
+
+def write_index(out: Path, embeddings: np.ndarray, items: Items, ds: SplitDataset, split: str,
+                split_names: Sequence[str], model_name: str, ckpt: Path, ckpt_fp: str, kind: str = "flat",
+                storage: str = "fp32", recall_k: int = 5, accel: Path | None = None, extra: dict | None = None) -> Path:
+    """Write the index folder ``out`` (atomically: it appears whole or not at all) of (n, A, D) ``embeddings`` of
+    ``items``: the files of the module's docstring, a faiss index per attribute and the manifest with every
+    file's sha256. ``extra`` adds fields to the manifest (how the embeddings were made); ``accel`` is a folder of
+    exported graphs copied in as a cache."""
+    import faiss
+
+    data_fp = dataset_fingerprint(ds, split_names)
     with atomic_folder(out) as tmp:
         A, D = embeddings.shape[1], embeddings.shape[2]
         atomic_save_npy(tmp / "embeddings.npy", embeddings.astype(np.float32))
         atomic_save_npy(tmp / "values.npy", items.values.astype(np.int64))
         atomic_write_json(tmp / "items.json", {"split": items.splits, "fid": items.fids.tolist(),
                                                "path": items.paths}, indent=None)
-        import faiss
-
         desc, params = faiss_description(kind, storage, len(items))
         recall = {}
         rng = np.random.default_rng(0)
@@ -332,29 +349,26 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
                                                                recall_k), 2)
             faiss.write_index(index, str(tmp / f"attr_{a:02d}.faiss"))
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        if (partial / "accel").is_dir():
-            shutil.copytree(partial / "accel", tmp / "accel")  # a cache: not part of the checked files
+        if accel is not None and accel.is_dir():
+            shutil.copytree(accel, tmp / "accel")  # a cache: not part of the checked files
         manifest = {
             "format": INDEX_FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "model": model.name,
+            "model": model_name,
             "checkpoint": {"path": str(ckpt.resolve()), "fingerprint": ckpt_fp,
                            "relative": os.path.relpath(ckpt.resolve(), out.resolve())},
             "dataset": {"root": str(Path(ds.root).resolve()), "name": ds.name, "split": split,
-                        "splits": split_names, "fingerprint": data_fp,
+                        "splits": list(split_names), "fingerprint": data_fp,
                         "image_root": str(ds.image_root) if ds.image_root else None},
             "schema": ds.schema.to_json(),
             "items": len(items),
             "dim": D,
             "index": {"kind": kind, "storage": storage, "faiss": desc, "params": params,
                       f"recall_at_{recall_k}": recall or None},
-            "embed_seconds": round(embed_seconds, 2),
-            "backend": {"requested": backend, "used": embedder.backend, "note": embedder.note},
-            "preprocess": model.preprocess.to_json(),
+            **(extra or {}),
             "files": files,
         }
         atomic_write_json(tmp / "manifest.json", manifest)
-    shutil.rmtree(partial, ignore_errors=True)
     return out
 
 

@@ -198,6 +198,13 @@ def attribute_projection(index: GalleryIndex, attribute: str | int, method: str 
     return proj
 
 
+def store_projection(index: GalleryIndex, proj: Projection, seed: int, max_points: int) -> None:
+    """Cache ``proj`` beside ``index`` as :func:`attribute_projection` would have (with ``seed`` and ``max_points``):
+    how a shipped projection (:mod:`profashion.retrieval.shipped`) joins the cache."""
+    _save_cache(_cache_path(index, proj.method, proj.attribute, seed, max_points), proj,
+                index.manifest["checkpoint"]["fingerprint"])
+
+
 def _fits(index: GalleryIndex, a: int, items: np.ndarray, xy: np.ndarray, values: np.ndarray) -> bool:
     """Whether cached arrays are a drawable map of attribute ``a`` of this index: gallery items with their
     known values, one finite point each."""

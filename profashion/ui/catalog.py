@@ -40,6 +40,7 @@ from profashion.retrieval.index import (
     checkpoint_fingerprint,
     dataset_fingerprint,
 )
+from profashion.retrieval import shipped
 from profashion.retrieval.search import QueryError, RetrievalEngine, SearchResult
 
 ENV_CHECKPOINTS = "PROFASHION_CHECKPOINTS"
@@ -207,6 +208,7 @@ class ModelEntry:
     index_dir: Path | None = None
     error: str | None = None
     load_seconds: float = 0.0
+    shipped: bool = False  # its gallery index came from the checkpoint's shipped copy (retrieval.shipped)
 
     def __post_init__(self):
         if self.error is None:
@@ -274,8 +276,8 @@ class Catalog:
 
     def __init__(self, checkpoints_root: str | os.PathLike | None = None, cache_root: str | os.PathLike | None = None,
                  gallery: GallerySpec | str | os.PathLike = GallerySpec(), backend: str = "fp32",
-                 max_points: int = 400, device: str = "cpu", name: str = "synthetic", title: str | None = None,
-                 description: str = ""):
+                 max_points: int = 5000, device: str = "cpu", name: str = "synthetic", title: str | None = None,
+                 description: str = "", use_shipped: bool = True):
         self.checkpoints_root = Path(checkpoints_root) if checkpoints_root is not None else default_checkpoints_root()
         self.cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
         # a GallerySpec is generated into the cache; a folder is a dataset shipped as it is (its test split)
@@ -285,6 +287,7 @@ class Catalog:
         self.title = title or name
         self.description = description
         self.backend = backend
+        self.use_shipped = use_shipped  # start from the indexes shipped beside the checkpoints (retrieval.shipped)
         self.max_points = max_points
         self.engine = RetrievalEngine(device)
         self.models: dict[str, ModelEntry] = {}
@@ -411,6 +414,14 @@ class Catalog:
                     index.embeddings  # noqa: B018 - checked against its checksum now, not at the first plot
                 except GalleryIndexError:
                     index = None  # damaged: build it again
+            if index is None and self.use_shipped and (entry.checkpoint / shipped.FOLDER).is_dir():
+                try:  # shipped beside the checkpoint: unpacked into the cache in well under a second
+                    shipped.unpack(entry.checkpoint / shipped.FOLDER, entry.checkpoint, ds, GALLERY_SPLIT, out,
+                                   self.max_points, checkpoint_fp=entry.fingerprint)
+                    index = GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=ds)
+                    entry.shipped = True
+                except GalleryIndexError as exc:
+                    log(self.public(f"{entry.name}: {exc}; indexing the gallery instead"))
             if index is None:
                 log(f"indexing the gallery with {entry.name}")
                 out.parent.mkdir(parents=True, exist_ok=True)

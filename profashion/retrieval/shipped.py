@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
-
-import zipfile
 
 from profashion.data.splits import DatasetError, SplitDataset
 from profashion.io import atomic_folder, atomic_save_npy, atomic_write_json, read_json, sha256_file

@@ -32,6 +32,7 @@ import torch
 
 from profashion.data.images import ImageError, load_image
 from profashion.data.splits import DatasetError, SplitDataset, atomic_write_text, load_dataset
+from profashion.retrieval import shipped
 from profashion.retrieval.accel import one_thread
 from profashion.retrieval.index import (
     GalleryIndex,
@@ -40,7 +41,6 @@ from profashion.retrieval.index import (
     checkpoint_fingerprint,
     dataset_fingerprint,
 )
-from profashion.retrieval import shipped
 from profashion.retrieval.search import QueryError, RetrievalEngine, SearchResult
 
 ENV_CHECKPOINTS = "PROFASHION_CHECKPOINTS"

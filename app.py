@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -33,10 +34,20 @@ REPO = Path(__file__).resolve().parent
 
 
 def warm(galleries, log) -> None:
-    """Precompute every gallery's t-SNE projections (cached on disk) at low priority, so that switching the
-    Embeddings tab's models or attribute answers at once."""
+    """Serve every gallery's models (from their shipped or cached indexes, or indexing the gallery), then
+    precompute the t-SNE projections not shipped (cached on disk) at low priority, so that switching the Embeddings
+    tab's models or attribute answers at once. Runs while the app already answers: a model not served yet is listed
+    as warming up."""
     from profashion.ui.tab_embeddings import warm_projections
 
+    t0 = time.perf_counter()
+    galleries.load_models(log)
+    for catalog in galleries.catalogs.values():
+        if catalog.models:
+            log(f"{catalog.name} gallery: {catalog.num_items} images, models: {', '.join(catalog.models)}")
+        else:
+            log(f"{catalog.name} gallery: {catalog.empty_message()}")
+    log(f"every model served {time.perf_counter() - t0:.1f} s after the app started to listen")
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)  # this thread only (Linux)
     except (AttributeError, OSError):
@@ -57,22 +68,22 @@ def main(defs=None, **catalog_kwargs) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     checkpoints = os.environ.get("PROFASHION_CHECKPOINTS") or REPO / "checkpoints"
+    # the galleries and the models' names now (seconds); the models themselves once the port answers (warm)
     galleries = Galleries.load(defs if defs is not None else default_galleries(REPO, checkpoints), log=log,
-                               **catalog_kwargs)
+                               models=False, **catalog_kwargs)
     for catalog in galleries.catalogs.values():
-        if catalog.models:
-            log(f"{catalog.name} gallery: {catalog.num_items} images, models: {', '.join(catalog.models)}")
-        else:
-            log(f"{catalog.name} gallery: {catalog.empty_message()}")
+        log(f"{catalog.name} gallery: {catalog.num_items} images, models warming up: {', '.join(catalog.listed)}")
         for entry in catalog.skipped:
             log(f"skipped: {entry.error}")
-    threading.Thread(target=warm, args=(galleries, log), daemon=True, name="warm-projections").start()
     catalog = galleries.default
     data_roots = default_data_roots(catalog.cache_root, [REPO / "data", REPO.parent / "shared" / "data"])
     jobs = JobManager(default_jobs_root(catalog.cache_root), data_roots, home=REPO)
     demo = build_demo(galleries, jobs)
     host = "0.0.0.0" if os.environ.get("SPACE_ID") else os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-    demo.launch(server_name=host, server_port=int(os.environ.get("PORT", 7860)), **launch_kwargs(galleries))
+    demo.launch(server_name=host, server_port=int(os.environ.get("PORT", 7860)), prevent_thread_lock=True,
+                **launch_kwargs(galleries))
+    threading.Thread(target=warm, args=(galleries, log), daemon=True, name="warm-up").start()
+    demo.block_thread()
     return 0
 
 

@@ -322,6 +322,70 @@ def build_index(checkpoint: str | os.PathLike, dataset: str | os.PathLike | Spli
     return out
 
 
+def trunk_group_key(model) -> str | None:
+    """What identifies the frozen trunk output of a PyTorch model (its frozen weights, its preprocessing and its
+    device): models with the same key can share one trunk pass per image; None when it has no frozen trunk."""
+    if not model.cacheable_trunk():
+        return None
+    key = model.trunk_cache_key()
+    if key is None:
+        return None
+    return json.dumps([key["shared"], model.preprocess.to_json(), str(model.device)], sort_keys=True, default=str)
+
+
+@torch.no_grad()
+def build_indexes(checkpoints: Sequence[str | os.PathLike], dataset: SplitDataset, outs: Sequence[str | os.PathLike],
+                  split: str = "test", batch_size: int = 64, device: str | torch.device = "cpu", workers: int = 2,
+                  on_model: Callable[[int, Path], None] | None = None) -> list[Path]:
+    """Index ``split`` of ``dataset`` with several checkpoints at once (PyTorch float32, exact indexes: the app's
+    setting), writing ``outs[i]`` for ``checkpoints[i]``: the models that freeze the same pretrained trunk (every
+    demo preset freezes the same EfficientNet-Lite0 stages) share ONE decode and ONE trunk pass per image, and
+    only their own heads run per model; a model with no shared trunk is embedded on its own. ``on_model(i, out)``
+    is called as each index is written."""
+    if len(checkpoints) != len(outs):
+        raise GalleryIndexError("build_indexes needs one output folder per checkpoint")
+    items, split_names = gallery_items(dataset, split)
+    ckpts = [Path(c) for c in checkpoints]
+    models, groups = [], {}
+    for i, ckpt in enumerate(ckpts):
+        model = load_model(ckpt, device=device).eval()
+        if model.num_attributes != dataset.schema.num_attributes:
+            raise GalleryIndexError(f"{ckpt.name} was trained on {model.num_attributes} attributes but the gallery "
+                                    f"has {dataset.schema.num_attributes}")
+        models.append(model)
+        key = trunk_group_key(model)
+        groups.setdefault(key if key is not None else f"alone-{i}", []).append(i)
+    written = []
+    for members in groups.values():
+        first = models[members[0]]
+        shared = len(members) > 1
+        t0 = time.perf_counter()
+        parts = {i: [] for i in members}
+        for b in prefetched_batches(items.paths, first.preprocess, batch_size, workers):
+            x = to_model_input(torch.from_numpy(b).permute(0, 3, 1, 2), first.preprocess, device=first.device)
+            feats = first.shared_trunk_features(x) if shared else None
+            for i in members:
+                m = models[i]
+                if feats is None:
+                    emb = m.embed_all(x)
+                else:
+                    extras = tuple(m.trunk_extras(x)) if m.has_trunk_extras() else ()
+                    emb = m.embed_all_from_trunk((feats, *extras) if extras else feats)
+                parts[i].append(emb.float().cpu().numpy())
+        seconds = time.perf_counter() - t0
+        for i in members:
+            m, ckpt = models[i], ckpts[i]
+            write_index(Path(outs[i]), np.concatenate(parts[i]), items, dataset, split, split_names, m.name, ckpt,
+                        checkpoint_fingerprint(ckpt),
+                        extra={"embed_seconds": round(seconds, 2), "trunk_shared_with": len(members) - 1,
+                               "backend": {"requested": "fp32", "used": "fp32", "note": ""},
+                               "preprocess": m.preprocess.to_json()})
+            written.append(Path(outs[i]))
+            if on_model is not None:
+                on_model(i, Path(outs[i]))
+    return written
+
+
 def write_index(out: Path, embeddings: np.ndarray, items: Items, ds: SplitDataset, split: str,
                 split_names: Sequence[str], model_name: str, ckpt: Path, ckpt_fp: str, kind: str = "flat",
                 storage: str = "fp32", recall_k: int = 5, accel: Path | None = None, extra: dict | None = None) -> Path:

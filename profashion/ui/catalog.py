@@ -38,6 +38,7 @@ from profashion.retrieval.index import (
     GalleryIndex,
     GalleryIndexError,
     build_index,
+    build_indexes,
     checkpoint_fingerprint,
     dataset_fingerprint,
 )
@@ -46,6 +47,11 @@ from profashion.retrieval.search import QueryError, RetrievalEngine, SearchResul
 ENV_CHECKPOINTS = "PROFASHION_CHECKPOINTS"
 ENV_CACHE = "PROFASHION_CACHE"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# How long a query waits for a model still warming up (indexing the gallery at start) before it is refused with the
+# progress; a Retrieve waits RETRIEVE_WAIT and shows the models not ready yet as warming up in their own rows.
+WARM_WAIT = 60.0
+RETRIEVE_WAIT = 5.0
+WARMING = "warming up: indexing the gallery, ready in a moment"
 GALLERY_SPLIT = "test"
 
 # Registered method -> its row in retrieval_map.PUBLISHED (PROTOCOL.md). A method without a row simply
@@ -297,6 +303,10 @@ class Catalog:
         self._by_hash: dict[str, int] | None = None
         self._lock = threading.Lock()
         self._add_lock = threading.Lock()
+        self._ready = threading.Condition()  # served or failed: the waiters of wait_ready look again
+        self._order: list[str] = []  # the models' discovery order
+        self.warming: dict[str, ModelEntry] = {}  # discovered, not yet served (load_models serves them)
+        self.warming_note_text = ""
         self._results: dict[str, dict] = {}
         self._floors: dict[tuple, float] = {}
         self._work_root: Path | None = None
@@ -341,14 +351,163 @@ class Catalog:
             names.append((self.folder, f"<{self.name} gallery>"))
         return public_text(text, names)
 
-    def load(self, log=None) -> Catalog:
-        """Generate (or reuse) the gallery, discover checkpoints, build or load their indexes."""
+    def load(self, log=None, models: bool = True) -> Catalog:
+        """Generate (or reuse) the gallery and discover its checkpoints; with ``models``, serve them now
+        (:meth:`load_models`). Without, they are listed as warming up until :meth:`load_models` serves them (the
+        app runs it in the background, so that its port answers at once)."""
         log = log or (lambda msg: None)
         self.dataset = self._ensure_gallery(log)
         self.examples = self._pick_examples()
-        for entry in self.discover():
-            self._add(entry, log)
+        found = self.discover()
+        self.skipped = [*self.skipped, *(e for e in found if e.error)]
+        with self._ready:
+            self._order = [e.name for e in found if not e.error]
+            self.warming = {e.name: e for e in found if not e.error}
+        if models:
+            self.load_models(log)
         return self
+
+    def load_models(self, log=None) -> None:
+        """Serve every model still warming up, each as soon as it is ready (readers see the models one by one):
+        from its index in the cache, else from the index shipped beside its checkpoint
+        (:mod:`~profashion.retrieval.shipped`), else indexed with every other model that needs it in one pass
+        per image of each shared trunk (:func:`~profashion.retrieval.index.build_indexes`)."""
+        log = log or (lambda msg: None)
+        need = []
+        for entry in list(self.warming.values()):
+            t0 = time.perf_counter()
+            try:
+                index = self._ready_index(entry, log)
+            except (GalleryIndexError, DatasetError, OSError) as exc:
+                self._fail(entry, exc, log)
+                continue
+            if index is None:
+                need.append(entry)
+            else:
+                self._serve(entry, index, t0, log)
+        if not need:
+            return
+        t0 = time.perf_counter()
+        names = ", ".join(e.name for e in need)
+        log(f"indexing the gallery with {names} (one trunk pass per image for the models that share it)")
+        with self._ready:
+            self.warming_note_text = f"indexing the gallery with {names}"
+        served = set()
+
+        def done(i, out):
+            entry = need[i]
+            try:
+                self._serve(entry, GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=self.dataset), t0,
+                            log)
+            except (GalleryIndexError, DatasetError, OSError) as exc:
+                self._fail(entry, exc, log)
+            served.add(entry.name)
+
+        try:
+            build_indexes([e.checkpoint for e in need], self.dataset, [e.index_dir for e in need],
+                          split=GALLERY_SPLIT, batch_size=64, device=self.engine.device, on_model=done)
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not cost the others: each alone
+            log(self.public(f"indexing together failed ({type(exc).__name__}: {exc}); indexing one by one"))
+            for entry in need:
+                if entry.name not in served:
+                    self._build_alone(entry, log)
+
+    def _ready_index(self, entry: ModelEntry, log) -> GalleryIndex | None:
+        """The entry's index from the cache, else unpacked from its shipped copy; None when it must be built (its
+        fingerprint and index folder are set on the way)."""
+        ds = self.dataset
+        entry.fingerprint = checkpoint_fingerprint(entry.checkpoint)
+        data_fp = dataset_fingerprint(ds, [GALLERY_SPLIT])
+        out = self.cache_root / "indexes" / f"{entry.name}-{entry.fingerprint[:12]}-{data_fp[:12]}"
+        entry.index_dir = out
+        if (out / "manifest.json").is_file():
+            try:
+                index = GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=ds)
+                index.embeddings  # noqa: B018 - checked against its checksum now, not at the first plot
+                return index
+            except GalleryIndexError:
+                pass  # damaged: made again
+        if self.use_shipped and (entry.checkpoint / shipped.FOLDER).is_dir():
+            try:  # shipped beside the checkpoint: unpacked into the cache in well under a second
+                shipped.unpack(entry.checkpoint / shipped.FOLDER, entry.checkpoint, ds, GALLERY_SPLIT, out,
+                               self.max_points, checkpoint_fp=entry.fingerprint)
+                entry.shipped = True
+                return GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=ds)
+            except GalleryIndexError as exc:
+                log(self.public(f"{entry.name}: {exc}; indexing the gallery instead"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return None
+
+    def _build_alone(self, entry: ModelEntry, log) -> None:
+        from profashion.models.base import ModelError
+
+        t0 = time.perf_counter()
+        try:
+            log(f"indexing the gallery with {entry.name}")
+            build_index(entry.checkpoint, self.dataset, entry.index_dir, split=GALLERY_SPLIT, backend=self.backend,
+                        batch_size=64, overwrite=True)
+            index = GalleryIndex.load(entry.index_dir, checkpoint=entry.checkpoint, dataset=self.dataset)
+        except (GalleryIndexError, ModelError, DatasetError, RuntimeError, OSError, KeyError, TypeError) as exc:
+            self._fail(entry, exc, log)
+            return
+        self._serve(entry, index, t0, log)
+
+    def _serve(self, entry: ModelEntry, index: GalleryIndex, t0: float, log) -> None:
+        from profashion.models.base import ModelError, load_model
+
+        try:
+            self.engine.add(entry.name, index, model=load_model(entry.checkpoint, device=self.engine.device),
+                            backend=self.backend)
+        except (GalleryIndexError, ModelError, DatasetError, RuntimeError, OSError, KeyError, TypeError) as exc:
+            self._fail(entry, exc, log)
+            return
+        entry.load_seconds = time.perf_counter() - t0
+        with self._ready:
+            # rebound, not mutated: readers never see a dict change under them; in discovery order
+            models = {**self.models, entry.name: entry}
+            self.models = {n: models[n] for n in [*self._order, *models] if n in models}
+            self.warming = {n: e for n, e in self.warming.items() if n != entry.name}
+            if not self.warming:
+                self.warming_note_text = ""
+            self._ready.notify_all()
+
+    def _fail(self, entry: ModelEntry, exc: Exception, log) -> None:
+        entry.error = self.public(f"checkpoint {entry.name!r} cannot serve the gallery: {exc}")
+        log(entry.error)
+        with self._ready:
+            self.skipped = [*self.skipped, entry]
+            self.warming = {n: e for n, e in self.warming.items() if n != entry.name}
+            self._ready.notify_all()
+
+    # -- warming up --------------------------------------------------------------------------------------
+    @property
+    def listed(self) -> list[str]:
+        """The models a visitor can choose: the served ones and the ones still warming up, in discovery order."""
+        served, warming = self.models, self.warming
+        return [n for n in dict.fromkeys([*self._order, *served]) if n in served or n in warming]
+
+    def entry(self, name: str) -> ModelEntry | None:
+        """The served or warming model called ``name`` (None: neither)."""
+        return self.models.get(name) or self.warming.get(name)
+
+    def warming_note(self) -> str:
+        """One line on the models still warming up, with the progress ("" when every model is served)."""
+        warming = list(self.warming)
+        if not warming:
+            return ""
+        done = len(self.models)
+        what = f": {self.warming_note_text}" if self.warming_note_text else ""
+        return (f"{done} of {done + len(warming)} models ready; warming up: {', '.join(warming)}{what}")
+
+    def wait_ready(self, names, timeout: float) -> None:
+        """Wait until none of ``names`` is warming up, or ``timeout`` seconds."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._ready:
+            while any(n in self.warming for n in names):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._ready.wait(left)
 
     def _ensure_gallery(self, log) -> SplitDataset:
         from profashion.data.synth import generate_synth
@@ -396,48 +555,23 @@ class Catalog:
         return out
 
     def _add(self, entry: ModelEntry, log) -> None:
-        from profashion.models.base import ModelError, load_model
-
+        """Serve one more discovered entry now (a published job's checkpoint), or list it as skipped."""
         if entry.error:
             self.skipped = [*self.skipped, entry]
             return
+        with self._ready:
+            self._order = [*self._order, entry.name]
+            self.warming = {**self.warming, entry.name: entry}
         t0 = time.perf_counter()
-        ds = self.dataset
         try:
-            entry.fingerprint = checkpoint_fingerprint(entry.checkpoint)
-            data_fp = dataset_fingerprint(ds, [GALLERY_SPLIT])
-            out = self.cache_root / "indexes" / f"{entry.name}-{entry.fingerprint[:12]}-{data_fp[:12]}"
-            index = None
-            if (out / "manifest.json").is_file():
-                try:
-                    index = GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=ds)
-                    index.embeddings  # noqa: B018 - checked against its checksum now, not at the first plot
-                except GalleryIndexError:
-                    index = None  # damaged: build it again
-            if index is None and self.use_shipped and (entry.checkpoint / shipped.FOLDER).is_dir():
-                try:  # shipped beside the checkpoint: unpacked into the cache in well under a second
-                    shipped.unpack(entry.checkpoint / shipped.FOLDER, entry.checkpoint, ds, GALLERY_SPLIT, out,
-                                   self.max_points, checkpoint_fp=entry.fingerprint)
-                    index = GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=ds)
-                    entry.shipped = True
-                except GalleryIndexError as exc:
-                    log(self.public(f"{entry.name}: {exc}; indexing the gallery instead"))
-            if index is None:
-                log(f"indexing the gallery with {entry.name}")
-                out.parent.mkdir(parents=True, exist_ok=True)
-                build_index(entry.checkpoint, ds, out, split=GALLERY_SPLIT, backend=self.backend, batch_size=64,
-                            overwrite=True)
-                index = GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=ds)
-            self.engine.add(entry.name, index, model=load_model(entry.checkpoint, device=self.engine.device),
-                            backend=self.backend)
-            entry.index_dir = out
-        except (GalleryIndexError, ModelError, DatasetError, RuntimeError, OSError, KeyError, TypeError) as exc:
-            entry.error = self.public(f"checkpoint {entry.name!r} cannot serve the gallery: {exc}")
-            self.skipped = [*self.skipped, entry]
-            log(entry.error)
+            index = self._ready_index(entry, log)
+        except (GalleryIndexError, DatasetError, OSError) as exc:
+            self._fail(entry, exc, log)
             return
-        entry.load_seconds = time.perf_counter() - t0
-        self.models = {**self.models, entry.name: entry}  # rebound, not mutated: readers never see it change
+        if index is None:
+            self._build_alone(entry, log)
+        else:
+            self._serve(entry, index, t0, log)
 
     def add_checkpoint(self, name: str, checkpoint: str | os.PathLike, log=None) -> ModelEntry:
         """Serve one more checkpoint (e.g. a fine-tuning job's best) under ``name``: index the gallery with it
@@ -512,8 +646,8 @@ class Catalog:
         return list(self.models)
 
     def empty_message(self) -> str | None:
-        """Why no model can be shown and what to do, or None when at least one is loaded."""
-        if self.models:
+        """Why no model can be shown and what to do, or None when at least one is loaded or warming up."""
+        if self.models or self.warming:
             return None
         msg = (f"No trained model checkpoint was found in `{self.checkpoints_root}`. Run `make checkpoints` to "
                "train every implemented model with the documented presets (or copy a checkpoint folder holding "
@@ -522,16 +656,32 @@ class Catalog:
             msg += " Checkpoints found but not usable: " + "; ".join(e.error or e.name for e in self.skipped)
         return msg
 
-    def check_models(self, names) -> list[str]:
-        if not self.models:
+    def check_models(self, names, wait: float | None = None, warming_ok: bool = False) -> list[str]:
+        """``names`` without blanks, each a served model: one still warming up is waited for (``wait`` seconds,
+        :data:`WARM_WAIT` by default), then refused with the progress in one sentence, unless ``warming_ok``
+        (the caller answers it itself); an unknown one, or one that could not be served, is refused."""
+        if not self.models and not self.warming:
             raise QueryError(self.empty_message())
         names = [n for n in (names or []) if n]
         if not names:
             raise QueryError("no model selected: tick at least one model")
-        unknown = [n for n in names if n not in self.models]
-        if unknown:
-            raise QueryError(f"unknown model {unknown[0]!r}; loaded models: {', '.join(self.models)}")
+        self._refuse_unserved(names)
+        self.wait_ready(names, WARM_WAIT if wait is None else wait)
+        self._refuse_unserved(names)  # one may have failed while warming up
+        warming = [n for n in names if n in self.warming]
+        if warming and not warming_ok:
+            raise QueryError(f"model {warming[0]!r} is still warming up ({self.warming_note()}); try again in a "
+                             "moment")
         return names
+
+    def _refuse_unserved(self, names: list[str]) -> None:
+        unknown = [n for n in names if n not in self.models and n not in self.warming]
+        if not unknown:
+            return
+        failed = next((e for e in self.skipped if e.name == unknown[0]), None)
+        if failed is not None:
+            raise QueryError(failed.error or f"model {failed.name!r} cannot serve the gallery")
+        raise QueryError(f"unknown model {unknown[0]!r}; loaded models: {', '.join(self.listed)}")
 
     def attribute_index(self, attribute) -> int:
         if attribute is None or attribute == "":
@@ -652,13 +802,19 @@ class Catalog:
 
     def search(self, path, attribute, names, k: int = 5) -> tuple[dict[str, SearchResult], int | None]:
         """Top-``k`` of each named model for the query file; the query's own gallery item is left out."""
-        names = self.check_models(names)
+        names = self.check_models(names, wait=RETRIEVE_WAIT, warming_ok=True)
         a = self.attribute_index(attribute)
         p, img = self.decode_query(path)
         item = self.identify(p)
-        results = self.engine.search_all(img, a, k=k, names=names, exclude=[item] if item is not None else (),
-                                         query_value=self.query_value(item, a), exclude_query=False)
-        return results, item
+        ready = [n for n in names if n in self.models]
+        qv = self.query_value(item, a)
+        results = self.engine.search_all(img, a, k=k, names=ready, exclude=[item] if item is not None else (),
+                                         query_value=qv, exclude_query=False) if ready else {}
+        note = self.warming_note()
+        # a model still warming up answers in its own row, so that the others are not kept waiting for it
+        return {n: results.get(n) or SearchResult(n, self.entry(n).method if self.entry(n) else "?",
+                                                  self.attributes[a], [], qv, error=f"{WARMING} ({note})")
+                for n in names}, item
 
     def nearest_floor(self, name: str, a: int, percentile: float = 1.0) -> float:
         """The ``percentile`` of the gallery items' similarity to their nearest other item in the model's space of

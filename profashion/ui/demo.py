@@ -75,8 +75,11 @@ def models_html(catalog: Catalog) -> str:
     """The loaded models of a gallery, one line each (what the method is), for the landing page."""
     from html import escape
 
-    rows = [f"<li><b>{escape(e.label)}</b>: {escape(e.about.split(': ', 1)[-1])}</li>" for e in catalog.models.values()]
-    return f'<ul class="pf-about">{"".join(rows)}</ul>' if rows else ""
+    rows = [f"<li><b>{escape(e.label)}</b>{' <i>(warming up)</i>' if n in catalog.warming else ''}: "
+            f"{escape(e.about.split(': ', 1)[-1])}</li>" for n in catalog.listed if (e := catalog.entry(n))]
+    note = catalog.warming_note()
+    return (f'<ul class="pf-about">{"".join(rows)}</ul>' + (f"<p>{escape(note)}</p>" if note else "")
+            if rows else "")
 
 
 def gallery_markdown(catalog: Catalog) -> str:
@@ -114,7 +117,7 @@ def _query_row(galleries: Galleries):
             examples = gr.HTML(examples_html(catalog.examples), js_on_load=ITEM_CLICK_JS, elem_id="examples")
             with gr.Row():
                 attribute = gr.Dropdown(attrs, value=default_attr, label="Attribute", elem_id="attribute")
-                models = gr.CheckboxGroup(_labels(catalog), value=catalog.names, label="Models", elem_id="models")
+                models = gr.CheckboxGroup(_labels(catalog), value=catalog.listed, label="Models", elem_id="models")
             with gr.Row():
                 with gr.Accordion("What are these models?", open=False, elem_id="models-about"):
                     models_about = gr.HTML(models_html(catalog))
@@ -130,7 +133,8 @@ def _query_row(galleries: Galleries):
 
 
 def _labels(catalog: Catalog) -> list[tuple[str, str]]:
-    return [(catalog.models[n].label, n) for n in catalog.names]
+    """(label, name) of every model a visitor can choose: served or still warming up (a query waits for it)."""
+    return [(e.label, n) for n in catalog.listed if (e := catalog.entry(n)) is not None]
 
 
 def switch_gallery(galleries: Galleries, name):
@@ -140,7 +144,7 @@ def switch_gallery(galleries: Galleries, name):
     attrs = catalog.attributes
     ex = catalog.examples[0] if catalog.examples else None
     labels = _labels(catalog)
-    names = catalog.names
+    names = catalog.listed
     return (gallery_markdown(catalog), ex.path if ex else None, examples_html(catalog.examples),
             gr.update(choices=attrs, value=ex.attribute if ex else (attrs[0] if attrs else None)),
             gr.update(choices=labels, value=names), models_html(catalog),
@@ -160,7 +164,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         galleries = catalog
     catalog = galleries.default
     jobs = tab_finetune.job_manager(galleries, jobs)
-    names = catalog.names
+    names = catalog.listed  # served or warming up: the page answers while the models load
     labels = _labels(catalog)
 
     # Gradio's upload folder is bounded: its files (uploads, outputs) older than an hour are removed every ten

@@ -66,15 +66,17 @@ class Galleries:
         self.skipped = list(skipped or [])
 
     @classmethod
-    def load(cls, defs: list[GalleryDef], cache_root=None, log=None, **catalog_kwargs) -> Galleries:
-        """Load each gallery of ``defs``; one that fails is skipped with its reason (logged), the others load."""
+    def load(cls, defs: list[GalleryDef], cache_root=None, log=None, models: bool = True,
+             **catalog_kwargs) -> Galleries:
+        """Load each gallery of ``defs``; one that fails is skipped with its reason (logged), the others load.
+        Without ``models`` the checkpoints are discovered, not served: :meth:`load_models` serves them."""
         log = log or (lambda msg: None)
         catalogs, skipped = [], []
         for d in defs:
             catalog = Catalog(d.checkpoints, cache_root, gallery=d.gallery, name=d.name, title=d.title,
                               description=d.description, **catalog_kwargs)
             try:
-                catalog.load(log=log)
+                catalog.load(log=log, models=models)
             except (DatasetError, OSError, ValueError) as exc:
                 reason = catalog.public(str(exc))
                 skipped.append(SkippedGallery(d.name, d.title, f"the {d.name} gallery is not available: {reason}"))
@@ -84,6 +86,11 @@ class Galleries:
                 catalog.description = catalog.description.format(n=f"{catalog.num_items:,}")
             catalogs.append(catalog)
         return cls(catalogs, skipped)
+
+    def load_models(self, log=None) -> None:
+        """Serve every gallery's models still warming up (:meth:`Catalog.load_models`), gallery by gallery."""
+        for catalog in self.catalogs.values():
+            catalog.load_models(log)
 
     @property
     def names(self) -> list[str]:
@@ -139,6 +146,9 @@ class Galleries:
                 "attributes": c.attributes, "ground_truth_regions": c.has_regions,
                 "models": [{"name": n, "label": e.label, "method": e.method, "about": e.describe()}
                            for n, e in c.models.items()],
+                "warming_up": [{"name": n, "label": e.label, "method": e.method, "about": e.describe()}
+                               for n, e in c.warming.items()],
+                "warming_note": c.warming_note(),
                 "skipped_models": [{"name": e.name, "reason": e.error} for e in c.skipped],  # public already
                 "available": True,
             })

@@ -163,7 +163,7 @@ def curves(records: list[dict], progress: dict | None = None, meaningful: bool =
 
 
 def model_choices(catalog: Catalog) -> list[tuple[str, str]]:
-    return [(e.label, n) for n, e in catalog.models.items()]
+    return [(e.label, n) for n in catalog.listed if (e := catalog.entry(n)) is not None]
 
 
 def job_choices(jobs: JobManager, owner=None) -> list[tuple[str, str]]:
@@ -401,7 +401,7 @@ def tick(catalog, jobs: JobManager, job_id, seen, ticked, owner=None, gallery=No
         view_out = (*view[:3], gr.skip() if same_curve else curves(rec.get("metrics") or [], rec.get("progress"),
                                                                      meaningful))
     shown = catalog.get(gallery) if hasattr(catalog, "catalogs") else catalog  # the chosen gallery's models
-    names_now = list(shown.models)
+    names_now = shown.listed  # served or warming up (a model failing to warm up leaves the lists)
     if names_now != seen.get("names"):
         mc = model_choices(shown)
         value = [n for n in (ticked or []) if n in names_now]  # a published model is offered, not ticked

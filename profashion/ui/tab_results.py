@@ -494,6 +494,8 @@ def models_markdown(catalog: Catalog) -> str:
     of the server."""
     md = escape_markdown  # names, descriptions and reasons come from files: shown as text
     model_lines = [f"- **{md(e.label)}**: {md(e.describe())}" for e in catalog.models.values()]
+    model_lines += [f"- **{md(e.label)}** _(warming up: indexing the gallery)_: {md(e.describe())}"
+                    for e in catalog.warming.values()]
     model_lines += [f"- ~~{md(e.name)}~~: {md(e.error or '')}" for e in catalog.skipped]
     return (f"**Models loaded** (from the folder `{Path(catalog.checkpoints_root).name}`)\n\n"
             + ("\n".join(model_lines) or "_none_"))

@@ -15,7 +15,7 @@ from profashion.data.images import ImageError
 from profashion.data.splits import DatasetError
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
-from profashion.ui.catalog import Catalog
+from profashion.ui.catalog import WARMING, Catalog
 from profashion.ui.common import ITEM_CLICK_JS, K, df, event_data, file_url, guard, path_of
 from profashion.ui.public import escape_markdown
 
@@ -88,11 +88,12 @@ def retrieve(catalog: Catalog, query, attribute, models):
     qv = catalog.query_value(item, a)
     gallery, rows, hits, lines, grid_rows = [], [], [], [], []
     for name, r in results.items():
-        entry = catalog.models.get(name)
+        entry = catalog.entry(name)
         label, about = (entry.label, entry.about) if entry is not None else (name, "")
         if r.error:
             lines.append(f"- **{escape_markdown(name)}**: {escape_markdown(r.error)}")
-            grid_rows.append({"name": name, "label": label, "about": about, "summary": "failed", "error": r.error,
+            summary = "warming up" if r.error.startswith(WARMING) else "failed"
+            grid_rows.append({"name": name, "label": label, "about": about, "summary": summary, "error": r.error,
                               "hits": []})
             continue
         cells = []

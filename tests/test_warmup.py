@@ -1,0 +1,72 @@
+"""Serving while warming up (issue 22, item 3): the galleries and the models' names load first, the models
+themselves after, and nothing waits for a model it does not ask for."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from conftest import TINY_GALLERY, save_app_checkpoints
+
+pytest.importorskip("gradio")
+from profashion.retrieval.search import QueryError  # noqa: E402
+from profashion.ui import build_demo, tab_retrieve  # noqa: E402
+from profashion.ui.catalog import WARMING, Catalog  # noqa: E402
+from profashion.ui.galleries import Galleries  # noqa: E402
+
+MODELS = ("asen", "triplet")
+
+
+@pytest.fixture
+def warming(tmp_path_factory):
+    root = save_app_checkpoints(tmp_path_factory.mktemp("checkpoints"), MODELS)
+    return Catalog(root, tmp_path_factory.mktemp("cache"), gallery=TINY_GALLERY).load(models=False)
+
+
+def test_models_are_listed_as_warming_up_before_they_are_served(warming):
+    assert warming.models == {} and warming.listed == list(MODELS)
+    assert warming.empty_message() is None  # not "no checkpoint found"
+    assert warming.warming_note() == "0 of 2 models ready; warming up: asen, triplet"
+    with pytest.raises(QueryError, match=r"model 'asen' is still warming up \(0 of 2 models ready"):
+        warming.check_models(["asen"], wait=0)
+    # the page builds with every model offered and ticked, and says which are warming up
+    demo = build_demo(Galleries([warming]))
+    models = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "models")
+    assert [c[1] for c in models.choices] == list(MODELS) and models.value == list(MODELS)
+    about = [b for b in demo.blocks.values() if "warming up" in str(getattr(b, "value", ""))]
+    assert about
+
+
+def test_a_retrieve_answers_warming_models_in_their_own_rows_and_the_others_at_once(warming, monkeypatch):
+    monkeypatch.setattr("profashion.ui.catalog.RETRIEVE_WAIT", 0.0)
+    query = warming.item_path(2)
+    results, _ = warming.search(query, "colour", list(MODELS))
+    assert all(r.error.startswith(WARMING) and not r.hits for r in results.values())
+    _, _, status, hits = tab_retrieve.retrieve(warming, query, "colour", list(MODELS))
+    assert hits["html"].count("warming up") >= 2 and "failed" not in hits["html"]
+    warming.load_models()
+    results, _ = warming.search(query, "colour", list(MODELS))
+    assert all(not r.error and len(r.hits) == 5 for r in results.values())
+
+
+def test_a_query_waits_for_the_model_it_asks_for(warming):
+    ready = threading.Event()
+
+    def serve():
+        warming.load_models()
+        ready.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert warming.check_models(["triplet"], wait=120) == ["triplet"]  # waited, did not refuse
+    assert "triplet" in warming.models
+    ready.wait(120)
+    assert warming.warming_note() == "" and warming.listed == list(MODELS)
+
+
+def test_a_model_that_fails_to_warm_up_leaves_the_lists_with_its_reason(warming):
+    (warming.checkpoints_root / "asen" / "model.safetensors").write_bytes(b"not weights")
+    warming.load_models()
+    assert list(warming.models) == ["triplet"] and warming.listed == ["triplet"]
+    with pytest.raises(QueryError, match="cannot serve the gallery"):
+        warming.check_models(["asen"])
+    assert str(warming.checkpoints_root) not in warming.skipped[0].error

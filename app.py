@@ -9,6 +9,8 @@ app. Environment:
 - `PROFASHION_CHECKPOINTS`: the checkpoints folder (default `checkpoints/` beside this file);
 - `PROFASHION_CACHE`: where the gallery, its indexes and projections are cached (default
   `~/.cache/profashion`);
+- `PROFASHION_DEVICE`: where the models run (default `cpu`; `cuda` or `cuda:N` for a GPU); on a ZeroGPU Space
+  (`SPACES_ZERO_GPU` set by Hugging Face) always `cuda`, each model call inside `spaces.GPU`;
 - `PROFASHION_JOBS`: the fine-tuning jobs' folder (default `<cache>/jobs`);
 - `PROFASHION_DATA_ROOTS`: the folders jobs may train on, os.pathsep-separated (default `data/` beside this
   file, `../shared/data` beside the repository and the cache).
@@ -29,6 +31,8 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
+    import spaces  # noqa: F401 - on ZeroGPU it must come before torch (it makes "cuda" usable at start-up)
 
 REPO = Path(__file__).resolve().parent
 
@@ -60,6 +64,7 @@ def warm(galleries, log) -> None:
 
 def main(defs=None, **catalog_kwargs) -> int:
     """Load the galleries (``defs``: the embedded ones by default; tests pass small ones) and serve the app."""
+    from profashion.device import serving_device
     from profashion.ui import build_demo, launch_kwargs
     from profashion.ui.galleries import Galleries, default_galleries
     from profashion.ui.jobs import JobManager, default_data_roots, default_jobs_root
@@ -70,7 +75,7 @@ def main(defs=None, **catalog_kwargs) -> int:
     checkpoints = os.environ.get("PROFASHION_CHECKPOINTS") or REPO / "checkpoints"
     # the galleries and the models' names now (seconds); the models themselves once the port answers (warm)
     galleries = Galleries.load(defs if defs is not None else default_galleries(REPO, checkpoints), log=log,
-                               models=False, **catalog_kwargs)
+                               models=False, **{"device": serving_device(), **catalog_kwargs})
     for catalog in galleries.catalogs.values():
         log(f"{catalog.name} gallery: {catalog.num_items} images, models warming up: {', '.join(catalog.listed)}")
         for entry in catalog.skipped:

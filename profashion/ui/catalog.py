@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from profashion.data.images import ImageError, load_image
+from profashion.device import on_gpu
 from profashion.data.splits import DatasetError, SplitDataset, atomic_write_text, load_dataset
 from profashion.retrieval import shipped
 from profashion.retrieval.accel import one_thread
@@ -800,6 +801,7 @@ class Catalog:
         v = int(self.dataset.split(GALLERY_SPLIT).known_values(self.dataset.schema.num_attributes)[item, a])
         return self.dataset.schema.values[a][v] if v >= 0 else None
 
+    @on_gpu
     def search(self, path, attribute, names, k: int = 5) -> tuple[dict[str, SearchResult], int | None]:
         """Top-``k`` of each named model for the query file; the query's own gallery item is left out."""
         names = self.check_models(names, wait=RETRIEVE_WAIT, warming_ok=True)
@@ -843,6 +845,7 @@ class Catalog:
         tops = {n: r.hits[0].score for n, r in results.items() if not r.error and r.hits and n in self.models}
         return bool(tops) and all(score < self.nearest_floor(n, a) for n, score in tops.items())
 
+    @on_gpu
     @torch.no_grad()
     def explain(self, name: str, path, attribute, item: int | None = None, image=None) -> Explained:
         """The model's :class:`~profashion.explain.explanation.Explanation` for the query, each map drawn by its
@@ -892,6 +895,7 @@ class Catalog:
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
 
     # -- results -----------------------------------------------------------------------------------------
+    @on_gpu(duration=120)
     def measured(self, name: str, compute: bool = True) -> dict | None:
         """mAP (percent) per attribute and overall of ``name`` on the gallery dataset's test split
         (PROTOCOL.md), cached per checkpoint and dataset; None when not computed and ``compute`` is False."""

@@ -35,9 +35,11 @@ test: $(STAMP)
 
 # Trains every registered model with its demo preset (hours on a CPU) and installs each best checkpoint
 # into checkpoints/<model>/ with checkpoints/manifest.json (the synthetic gallery's models), then the same on
-# the real-photo catalogue into checkpoints/products/; an interrupted run continues where it stopped.
+# the real-photo catalogue into checkpoints/products/; an interrupted run continues where it stopped. Then each
+# checkpoint's gallery index and projections are shipped beside it (scripts/ship_indexes.py).
 checkpoints: $(STAMP)
 	$(PY) scripts/demo_checkpoints.py --resume --jobs 2
+	$(PY) scripts/ship_indexes.py
 	$(PY) scripts/demo_checkpoints.py --products --resume --jobs 2
 
 clean:

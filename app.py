@@ -57,7 +57,7 @@ def warm(galleries, log) -> None:
     except (AttributeError, OSError):
         pass
     for catalog in galleries.catalogs.values():
-        done = warm_projections(catalog, methods=("tsne",), log=None)
+        done = warm_projections(catalog, methods=("tsne", "umap"), log=None)
         log(f"{catalog.name} gallery: {done['projections']} projections ready ({done['computed']} computed, "
             f"{len(done['failed'])} failed) in {done['seconds']:.0f} s")
 

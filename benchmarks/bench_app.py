@@ -1,23 +1,21 @@
-"""The app as a user meets it: start-up time, request latency, memory. Prints one JSON object.
+"""The app as a visitor meets it, from a cold start: start-up, the first answer, then each request beside the time its
+models take in-process. Prints one JSON object.
 
-    python benchmarks/bench_app.py [--retrieve 20] [--explore 8] [--embeddings 0] [--cache DIR] [--port 7899]
+    python benchmarks/bench_app.py [--cache DIR] [--retrieve 12] [--explore 6] [--embeddings 12] [--from-runs]
 
-- ``startup_s``: from launching ``app.py`` (a subprocess, as ``make demo`` does) to the first served page;
-  with a warm cache (the gallery and each model's index already built) unless ``--cache`` is empty;
-- ``retrieve_ms`` / ``explore_ms``: p50 / p95 over requests through gradio_client, every loaded model at
-  once, cycling over gallery images and attributes;
-- ``retrieve_same_query_new_attribute_ms``: the query just asked, under the next attribute (the engine embeds a
-  query once per model under every attribute, so no model runs);
-- with ``--embeddings N``: ``embeddings_first_s``, the first ``/embeddings`` (t-SNE) of N model pairs and
-  attributes (new projections, unless the cache already holds them); ``embeddings_warm_ms``, the same N again in
-  another order, each a switch of pair or attribute from the one before, with the projections cached (what a
-  visitor waits for once the start-up warm-up is done); ``embeddings_kb``, the explorer's data per answer;
-  ``neighbours_ms``, N ``/neighbours`` of one item in both models (the list under a clicked point: the highlight
-  itself is drawn in the browser without a request);
-- ``rss_mb``: resident memory of the app process after start-up and after the requests (and its peak).
+Phases (the app is ``app.py`` in a subprocess, as ``make demo`` and a Space start it; the shipped checkpoints unless
+``PROFASHION_CHECKPOINTS`` or ``--from-runs``):
 
-Checkpoints: ``PROFASHION_CHECKPOINTS`` when set; otherwise a temporary checkpoints root of symlinks to
-the trained runs found in ``runs/`` (one per method, the best validation mAP on ``synth``).
+1. **cold start** (``--cache`` missing or empty: a new temporary cache, as a Space after a restart): ``port_s``, the
+   first page served; ``first_retrieve_all_s``, until a Retrieve with every model answers on every gallery with no
+   model warming up; ``all_served_s``, until ``/galleries`` lists no model warming up;
+2. requests on the warm app, every model at once, on each gallery, through gradio_client without downloading the
+   result files (a browser loads thumbnails lazily): ``retrieve_ms``, ``explore_ms``, ``embeddings_switch_ms`` (a
+   switch of model pair, method or attribute), the explorer's points per plot against the gallery's images;
+3. **in-process** (this process loads the same galleries from the same cache, then times the same requests):
+   ``models_ms``, Retrieve's embed + search of every model (``Catalog.search``); ``handler_ms``, the whole
+   handler (thumbnails, HTML); the API's ``outside_models_ms`` is its time minus ``models_ms``;
+4. **warm start** (the same cache, the app started again): ``port_s`` and ``all_served_s``.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 
 def free_port() -> int:
@@ -52,7 +52,6 @@ def rss_mb(pid: int) -> dict:
                 out[ln.split(":")[0]] = round(int(ln.split()[1]) / 1024, 1)
     except OSError:
         pass
-    # the app's children (none expected) would count too
     return {"rss": out.get("VmRSS"), "peak": out.get("VmHWM")}
 
 
@@ -90,132 +89,192 @@ def pct(xs: list[float]) -> dict | None:
         return None
     a = np.asarray(xs)
     return {"p50": round(float(np.percentile(a, 50)), 1), "p95": round(float(np.percentile(a, 95)), 1),
-            "n": len(xs)}
+            "max": round(float(a.max()), 1), "n": len(xs)}
 
 
-def bench_embeddings(client, names: list[str], attrs: list[str], n: int, num_items: int) -> dict:
-    """``/embeddings`` of ``n`` (model A, model B, attribute) choices, first (projected or read from the cache),
-    then again in another order (cached: each a switch of pair or attribute); ``n`` ``/neighbours``."""
-    m = len(names)
-    combos = [(names[i % m], names[(i + 1 + i // m) % m], attrs[i % len(attrs)]) for i in range(n)]
-    first, warm, sizes = [], [], []
-    for a, b, attr in combos:
-        t = time.perf_counter()
-        client.predict(a, b, attr, "tsne", api_name="/embeddings")
-        first.append(time.perf_counter() - t)
-    order = combos[1::2] + combos[0::2]  # consecutive choices differ in pair or attribute
-    for a, b, attr in order:
-        t = time.perf_counter()
-        data, *_ = client.predict(a, b, attr, "tsne", api_name="/embeddings")
-        warm.append(1000 * (time.perf_counter() - t))
-        sizes.append(len(json.dumps(data)) / 1024)
-    nn = []
-    for i in range(n):
-        a, b, attr = combos[i]
-        t = time.perf_counter()
-        client.predict(a, b, attr, (37 * i) % num_items, api_name="/neighbours")
-        nn.append(1000 * (time.perf_counter() - t))
-    return {"embeddings_first_s": {"p50": round(float(np.median(first)), 2), "max": round(max(first), 2),
-                                   "n": n},
-            "embeddings_warm_ms": pct(warm), "embeddings_kb": round(float(np.mean(sizes)), 1),
-            "neighbours_ms": pct(nn), "embeddings_choices": [list(c) for c in combos]}
+class App:
+    """app.py in a subprocess with its log in a file; ``port_s`` once it serves its page."""
+
+    def __init__(self, env: dict, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = open(log_path, "ab")
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=REPO,
+                                     env={**env, "PORT": str(self.port)}, stdout=self.log, stderr=subprocess.STDOUT)
+        self.port_s = self._wait_page()
+
+    def _wait_page(self, limit: float = 1800) -> float:
+        while self.proc.poll() is None and time.perf_counter() - self.t0 < limit:
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    if r.status == 200 and b"<html" in r.read(4096).lower():
+                        return time.perf_counter() - self.t0
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit(f"the app did not serve its page; see {self.log.name}")
+
+    def since(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def stop(self) -> None:
+        stop_app(self.proc, self.log)
+
+
+def galleries_info(client) -> list[dict]:
+    return [g for g in client.predict(api_name="/galleries") if g.get("available")]
+
+
+def wait_all_served(client, app: App, limit: float = 1800) -> float:
+    while app.since() < limit:
+        if not any(g.get("warming_up") for g in galleries_info(client)):
+            return app.since()
+        time.sleep(0.2)
+    raise SystemExit("the models were still warming up after 30 minutes")
+
+
+def queries(gallery: dict) -> tuple[list[str], list[str]]:
+    """(image paths, attributes) of a gallery, read from its dataset folder (the cache's or the repository's)."""
+    from profashion.data.splits import load_dataset
+    from profashion.ui.catalog import GallerySpec, default_cache_root
+
+    if gallery["name"] == "synthetic":
+        root = Path(os.environ.get("PROFASHION_CACHE") or default_cache_root()) / GallerySpec().folder_name()
+    else:
+        root = REPO / "galleries" / gallery["name"]
+    ds = load_dataset(root)
+    n = ds.split("test").num_images
+    return [str(ds.image_path("test", i)) for i in range(0, n, max(1, n // 60))], list(ds.schema.names)
+
+
+MS = re.compile(r"embedded in ([0-9.]+) ms, searched in ([0-9.]+) ms")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--retrieve", type=int, default=20, help="Retrieve requests (default 20)")
-    p.add_argument("--explore", type=int, default=8, help="Explore requests (default 8)")
-    p.add_argument("--embeddings", type=int, default=0,
-                   help="model pairs x attributes projected, then switched between, and /neighbours requests "
-                        "(default 0: none)")
-    p.add_argument("--cache", default=None, help="app cache (default: PROFASHION_CACHE or ~/.cache/profashion)")
-    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--cache", default=None, help="the app's cache (default: a new, empty one: a cold start)")
+    p.add_argument("--retrieve", type=int, default=12, help="Retrieve requests per gallery (default 12)")
+    p.add_argument("--explore", type=int, default=6, help="Explore requests per gallery (default 6)")
+    p.add_argument("--embeddings", type=int, default=12, help="Embeddings switches per gallery (default 12)")
+    p.add_argument("--from-runs", action="store_true", help="the best synth run per method in runs/, not checkpoints/")
     args = p.parse_args()
 
     from gradio_client import Client, handle_file
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-app-"))
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    cache = Path(args.cache) if args.cache else tmp / "cache"
+    cold = not cache.is_dir() or not any(cache.iterdir())
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PROFASHION_CACHE": str(cache),
+           "PROFASHION_JOBS": str(tmp / "jobs")}
     env.pop("SPACE_ID", None)
-    if os.environ.get("PROFASHION_CHECKPOINTS"):
-        sources = {"PROFASHION_CHECKPOINTS": os.environ["PROFASHION_CHECKPOINTS"]}
-    else:
-        ck = tmp / "checkpoints"
-        ck.mkdir()
-        sources = checkpoints_from_runs(ck)
-        env["PROFASHION_CHECKPOINTS"] = str(ck)
-    if args.cache:
-        env["PROFASHION_CACHE"] = args.cache
-    env.setdefault("PROFASHION_JOBS", str(tmp / "jobs"))
-    port = args.port or free_port()
-    env["PORT"] = str(port)
-    url = f"http://127.0.0.1:{port}/"
-    log = open(tmp / "app.log", "wb")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    try:
-        startup = None
-        while proc.poll() is None and time.perf_counter() - t0 < 1800:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    if r.status == 200 and b"<html" in r.read(4096).lower():
-                        startup = time.perf_counter() - t0
-                        break
-            except OSError:
-                time.sleep(0.2)
-        if startup is None:
-            print((tmp / "app.log").read_text()[-3000:], file=sys.stderr)
-            return 1
-        mem_start = rss_mb(proc.pid)
-        client = Client(url, verbose=False, download_files=False)  # a browser loads the result images lazily
-        config = json.loads(urllib.request.urlopen(url + "config", timeout=30).read())
-        models = next(c["props"]["choices"] for c in config["components"]
-                      if c.get("props", {}).get("elem_id") == "models")
-        names = [c[1] if isinstance(c, (list, tuple)) else c for c in models]
-        from profashion.data.splits import load_dataset
-        from profashion.ui.catalog import GallerySpec, default_cache_root
+    if args.from_runs:
+        (tmp / "checkpoints").mkdir()
+        checkpoints_from_runs(tmp / "checkpoints")
+        env["PROFASHION_CHECKPOINTS"] = str(tmp / "checkpoints")
+    os.environ["PROFASHION_CACHE"] = str(cache)
+    out: dict = {"cache": "empty (cold start)" if cold else "given", "cpus": os.cpu_count()}
 
-        cache = Path(env.get("PROFASHION_CACHE") or default_cache_root())
-        ds = load_dataset(cache / GallerySpec().folder_name())
-        attrs = list(ds.schema.names)
-        imgs = [str(ds.image_path("test", i)) for i in range(0, 400, 7)]
-        client.predict(handle_file(imgs[0]), attrs[0], names, api_name="/retrieve")  # warm-up
-        ret, same_query = [], []
-        for i in range(args.retrieve):  # a new query each time (first time seen: every model embeds it)
+    app = App(env, tmp / "app.log")
+    try:
+        client = Client(app.url, verbose=False, download_files=False)
+        galleries = galleries_info(client)
+        first = {}
+        for g in galleries:  # a Retrieve with every model, until no model answers "warming up"
+            imgs, attrs = queries(g)
+            names = [m["name"] for m in g["models"] + g.get("warming_up", [])]
+            while True:
+                _, _, status, _ = client.predict(handle_file(imgs[0]), attrs[0], names, g["name"],
+                                                 api_name="/retrieve")
+                if "warming up" not in status:
+                    break
+                time.sleep(0.2)
+            first[g["name"]] = round(app.since(), 2)
+        out["start"] = {"port_s": round(app.port_s, 2), "first_retrieve_all_s": max(first.values()),
+                        "first_retrieve_s": first, "all_served_s": round(wait_all_served(client, app), 2),
+                        "rss_mb": rss_mb(app.proc.pid)}
+        galleries = galleries_info(client)
+        api = {}
+        for g in galleries:
+            imgs, attrs = queries(g)
+            names = [m["name"] for m in g["models"]]
+            ret, models_ms, exp, emb, points = [], [], [], [], []
+            for i in range(args.retrieve):
+                t = time.perf_counter()
+                _, _, status, _ = client.predict(handle_file(imgs[(i + 1) % len(imgs)]), attrs[i % len(attrs)],
+                                                 names, g["name"], api_name="/retrieve")
+                ret.append(1000 * (time.perf_counter() - t))
+                models_ms.append(sum(float(a) + float(b) for a, b in MS.findall(status)))
+            for i in range(args.explore):
+                t = time.perf_counter()
+                client.predict(handle_file(imgs[(3 * i + 2) % len(imgs)]), attrs[i % len(attrs)], names, g["name"],
+                               api_name="/explore")
+                exp.append(1000 * (time.perf_counter() - t))
+            for i in range(args.embeddings):  # each a switch: the pair, the method or the attribute changes
+                a, b = names[i % len(names)], names[(i + 3) % len(names)]
+                method = ("tsne", "umap")[(i // 2) % 2]
+                t = time.perf_counter()
+                data, *_ = client.predict(a, b, attrs[i % len(attrs)], method, g["name"], api_name="/embeddings")
+                emb.append(1000 * (time.perf_counter() - t))
+                points += [len(pl["items"]) for pl in data.get("plots", [])]
+            api[g["name"]] = {"retrieve_ms": pct(ret), "retrieve_models_ms_server": pct(models_ms),
+                              "retrieve_outside_models_ms": round(float(np.median(ret) - np.median(models_ms)), 1),
+                              "explore_ms": pct(exp), "embeddings_switch_ms": pct(emb),
+                              "points_plotted": {"min": min(points, default=0), "max": max(points, default=0),
+                                                 "gallery_images": g["items"]}}
+        out["api"] = api
+        out["rss_mb_after_requests"] = rss_mb(app.proc.pid)
+    finally:
+        app.stop()
+
+    out["in_process"] = in_process(galleries, args)
+
+    app = App(env, tmp / "app-warm.log")  # the same cache: a warm start
+    try:
+        client = Client(app.url, verbose=False, download_files=False)
+        out["warm_start"] = {"port_s": round(app.port_s, 2), "all_served_s": round(wait_all_served(client, app), 2)}
+    finally:
+        app.stop()
+    out["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def in_process(galleries: list[dict], args) -> dict:
+    """The same requests in this process (the galleries loaded from the same cache): Retrieve's models alone
+    (``Catalog.search``) and its whole handler, Explore's handler, Embeddings' handler."""
+    from profashion.ui import tab_embeddings, tab_explore, tab_retrieve
+    from profashion.ui.galleries import Galleries, default_galleries
+
+    loaded = Galleries.load(default_galleries(REPO, os.environ.get("PROFASHION_CHECKPOINTS") or REPO / "checkpoints"))
+    res = {}
+    for g in galleries:
+        c = loaded.get(g["name"])
+        imgs, attrs = queries(g)
+        names = list(c.models)
+        c.search(imgs[0], attrs[0], names)  # first call: lazy set-ups
+        models, handler, exp, emb = [], [], [], []
+        for i in range(args.retrieve):
+            q, a = imgs[(i + 1) % len(imgs)], attrs[i % len(attrs)]
+            c.engine._queries.clear()  # as a new query: every model embeds it
             t = time.perf_counter()
-            client.predict(handle_file(imgs[i % len(imgs)]), attrs[i % len(attrs)], names, api_name="/retrieve")
-            ret.append(1000 * (time.perf_counter() - t))
-            # the same query under the next attribute: embedded once, asked again (no model runs)
+            c.search(q, a, names)
+            models.append(1000 * (time.perf_counter() - t))
+            c.engine._queries.clear()
             t = time.perf_counter()
-            client.predict(handle_file(imgs[i % len(imgs)]), attrs[(i + 1) % len(attrs)], names,
-                           api_name="/retrieve")
-            same_query.append(1000 * (time.perf_counter() - t))
-        exp = []
+            tab_retrieve.retrieve(c, q, a, names)
+            handler.append(1000 * (time.perf_counter() - t))
         for i in range(args.explore):
             t = time.perf_counter()
-            client.predict(handle_file(imgs[(3 * i + 1) % len(imgs)]), attrs[i % len(attrs)], names,
-                           api_name="/explore")
+            tab_explore.explore(c, imgs[(3 * i + 2) % len(imgs)], attrs[i % len(attrs)], names)
             exp.append(1000 * (time.perf_counter() - t))
-        emb = bench_embeddings(client, names, attrs, args.embeddings, ds.split("test").num_images) if args.embeddings > 0 else {}
-        mem_end = rss_mb(proc.pid)
-        out = {
-            "startup_s": round(startup, 2),
-            "models": names,
-            "checkpoints": sources,
-            "retrieve_ms": pct(ret),
-            "retrieve_same_query_new_attribute_ms": pct(same_query),
-            "explore_ms": pct(exp),
-            **emb,
-            "rss_mb": {"after_start": mem_start["rss"], "after_requests": mem_end["rss"], "peak": mem_end["peak"]},
-            "cpus": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "cache": str(cache),
-        }
-        print(json.dumps(out, indent=2))
-        return 0
-    finally:
-        stop_app(proc, log)
+        for i in range(args.embeddings):
+            a, b = names[i % len(names)], names[(i + 3) % len(names)]
+            t = time.perf_counter()
+            tab_embeddings.explorer_data(c, a, b, attrs[i % len(attrs)], ("tsne", "umap")[(i // 2) % 2])
+            emb.append(1000 * (time.perf_counter() - t))
+        res[g["name"]] = {"retrieve_models_ms": pct(models), "retrieve_handler_ms": pct(handler),
+                          "explore_handler_ms": pct(exp), "embeddings_handler_ms": pct(emb)}
+    return res
 
 
 if __name__ == "__main__":

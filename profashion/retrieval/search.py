@@ -75,6 +75,7 @@ class SearchResult:
         return d
 
 
+TENSOR_CACHE = 4  # (query, preprocessing) model inputs kept: the request's own, and a few concurrent ones
 QUERY_CACHE = 512  # (query image, model) embeddings kept, (A, D) float32 each: ~3 KB for the demo models
 
 
@@ -112,6 +113,7 @@ class RetrievalEngine:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._queries: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()  # LRU
+        self._tensors: collections.OrderedDict[tuple, torch.Tensor] = collections.OrderedDict()  # LRU
 
     def add(self, name: str, index: str | os.PathLike | GalleryIndex, checkpoint: str | os.PathLike | None = None,
             model: torch.nn.Module | None = None, backend: str = "auto") -> None:
@@ -209,7 +211,7 @@ class RetrievalEngine:
             if hit is not None:
                 self._queries.move_to_end(ck)
                 return hit
-        x = e.model.preprocess.to_tensor(decoded)[None].to(e.model.device)
+        x = self._tensor(e.model, decoded, ck[0])
         with one_thread():
             feats = shared.get(e.trunk_key) if shared else None
             if feats is not None:
@@ -226,8 +228,23 @@ class RetrievalEngine:
                 self._queries.popitem(last=False)
         return out
 
+    def _tensor(self, model, decoded, key: str) -> torch.Tensor:
+        """The query as ``model``'s input (1, 3, H, W): made once per query and preprocessing (the demo presets
+        share one), kept for the last few queries, so that eight models do not resize and normalise it eight times."""
+        pre = model.preprocess
+        tk = (key, pre.resize, pre.crop, tuple(pre.mean), tuple(pre.std), str(model.device))
+        with self._lock:
+            x = self._tensors.get(tk)
+        if x is None:
+            x = pre.to_tensor(decoded)[None].to(model.device)
+            with self._lock:
+                self._tensors[tk] = x
+                while len(self._tensors) > TENSOR_CACHE:
+                    self._tensors.popitem(last=False)
+        return x
+
     @torch.no_grad()
-    def shared_trunks(self, names: Sequence[str], decoded) -> dict:
+    def shared_trunks(self, names: Sequence[str], decoded, key: str | None = None) -> dict:
         """The frozen pretrained trunk's output for the query, once per trunk and preprocessing that two or more
         of ``names`` share (the demo presets all freeze the same EfficientNet-Lite0 stages): a Retrieve with
         every model runs that trunk once, not once per model."""
@@ -241,7 +258,7 @@ class RetrievalEngine:
         for key, members in groups.items():
             if len(members) > 1:
                 m = self._entries[members[0]].model
-                x = m.preprocess.to_tensor(decoded)[None].to(m.device)
+                x = self._tensor(m, decoded, query_key(decoded) if key is None else key)
                 with one_thread():
                     out[key] = m.model.shared_trunk_features(x)
         return out
@@ -298,7 +315,8 @@ class RetrievalEngine:
             raise QueryError("no model is loaded: build an index with `profashion index` and add it")
         decoded = self.load_query(image)  # once for all models: one clear error before any model runs
         key = query_key(decoded)
-        shared = self.shared_trunks([n for n in names if n in self._entries and not self.cached(n, key)], decoded)
+        shared = self.shared_trunks([n for n in names if n in self._entries and not self.cached(n, key)], decoded,
+                                    key)
         out = {}
         for n in names:
             try:

@@ -329,7 +329,10 @@ CSS = """
 .pf-name b { font-size: 14px; }
 .pf-item { display: flex; flex-direction: column; width: var(--t); }
 .pf-img { display: flex; width: var(--t); height: var(--t); align-items: center; justify-content: center; }
-.pf-img img { max-width: var(--t); max-height: var(--t); width: auto; height: auto; }
+.pf-img img { max-width: var(--t); max-height: var(--t); width: auto; height: auto; box-sizing: border-box;
+  border: 4px solid #94a3b8; }
+.pf-hit .pf-img img { border-color: #16a34a; }
+.pf-miss .pf-img img { border-color: #dc2626; }
 .pf-txt { display: flex; flex-direction: column; padding: 2px 0 0 2px; overflow-wrap: anywhere; }
 .pf-compact .pf-item { flex-direction: row; width: calc(var(--t) + 86px); }
 .pf-compact .pf-txt { width: 82px; padding: 0 0 0 4px; }

@@ -80,7 +80,7 @@ def examples_html(examples) -> str:
 
 
 def retrieve(catalog: Catalog, query, attribute, models):
-    """``/retrieve``: (gallery of framed thumbnails with captions, table of every hit, status markdown,
+    """``/retrieve``: (gallery of the hits' images with captions (hit or miss in words), table of every hit, status markdown,
     {"hits": item ids, "html": the comparison grid}). Raises the library's errors for a bad request."""
     path = path_of(query)
     results, item = catalog.search(path, attribute, models, k=K)
@@ -99,7 +99,7 @@ def retrieve(catalog: Catalog, query, attribute, models):
         cells = []
         for h in r.hits:
             mark = {True: "✓", False: "✗", None: "?"}[h.match]
-            thumb = catalog.thumbnail(h.item, h.match)
+            thumb = catalog.item_path(h.item)  # the gallery's own image: its frame is the page's CSS (no drawing)
             gallery.append((thumb, f"{name} #{h.rank} {h.score:.3f} {h.value or '?'} {mark}"))
             rows.append([name, h.rank, round(h.score, 4), h.value or "", mark, h.item])
             hits.append(h.item)
@@ -189,7 +189,7 @@ def build(catalog: Catalog) -> SimpleNamespace:
     c.grid = gr.HTML("", js_on_load=ITEM_CLICK_JS, elem_id="retrieve-grid", min_height=0)
     c.inspect = gr.Markdown()
     c.status = gr.Markdown(elem_id="retrieve-status")
-    # the API's outputs (gr.Gallery of framed thumbnails with captions); the page shows the grid
+    # the API's outputs (gr.Gallery of the hits' images with captions); the page shows the grid
     c.gallery = gr.Gallery(label="Top-5 per model", columns=K, height="auto", allow_preview=False,
                            elem_id="results", visible=False)
     c.table = gr.Dataframe(label="Every hit", interactive=False, elem_id="results-table")

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from profashion.data.images import ImageError, load_image
-from profashion.device import on_gpu
 from profashion.data.splits import DatasetError, SplitDataset, atomic_write_text, load_dataset
+from profashion.device import on_gpu
 from profashion.retrieval import shipped
 from profashion.retrieval.accel import one_thread
 from profashion.retrieval.index import (

@@ -70,3 +70,45 @@ def test_a_model_that_fails_to_warm_up_leaves_the_lists_with_its_reason(warming)
     with pytest.raises(QueryError, match="cannot serve the gallery"):
         warming.check_models(["asen"])
     assert str(warming.checkpoints_root) not in warming.skipped[0].error
+
+
+def test_explore_shares_one_frozen_trunk_pass_and_draws_the_same_maps(tmp_path_factory, monkeypatch):
+    """The eight rows of an Explore run the frozen EfficientNet stages once (the models are given one input tensor),
+    and every map is the one a model draws alone."""
+    import numpy as np
+    import torch
+
+    from profashion.models.backbones import FrozenPretrained, shared_frozen_outputs
+    from profashion.ui import tab_explore
+
+    root = save_app_checkpoints(tmp_path_factory.mktemp("checkpoints"), MODELS)
+    catalog = Catalog(root, tmp_path_factory.mktemp("cache"), gallery=TINY_GALLERY).load()
+    calls = []
+    real = FrozenPretrained.forward
+
+    def counted(self, x):
+        out = real(self, x)
+        calls.append(out.data_ptr())
+        return out
+
+    monkeypatch.setattr(FrozenPretrained, "forward", counted)
+    _, img = catalog.decode_query(catalog.item_path(5))
+    a = catalog.attributes.index("colour")
+    alone = {}
+    for name in MODELS:
+        model = catalog.engine.model(name)
+        alone[name] = model.explain(model.preprocess.to_tensor(img), a)
+    assert len(set(calls)) == len(MODELS)  # alone: one pass each
+    calls.clear()
+    tab_explore._CACHE.clear()
+    with shared_frozen_outputs():
+        views = [tab_explore.model_maps(catalog, name, img, a, 5, None) for name in MODELS]
+    assert len(set(calls)) == 1 and len(calls) == len(MODELS)  # one pass, its output handed to both models
+    assert all(view.panels for view in views)
+    with shared_frozen_outputs():
+        shared = {name: catalog.engine.model(name).explain(
+            catalog.engine.model_input(catalog.engine.model(name), img, "k")[0], a) for name in MODELS}
+    for name in MODELS:
+        assert [m.name for m in alone[name].maps] == [m.name for m in shared[name].maps]
+        for m1, m2 in zip(alone[name].maps, shared[name].maps):
+            np.testing.assert_allclose(torch.as_tensor(m1.data).numpy(), torch.as_tensor(m2.data).numpy(), atol=1e-5)

@@ -136,12 +136,14 @@ class ASEN(RetrievalModel):
             raise ModelError(f"explain expects one (3, H, W) image, got shape {tuple(image.shape)}")
         ids = self.check_attributes(attribute_id, 1)
         was_training = self.training
-        self.eval()
+        if was_training:  # eval() walks every module: only when needed (a served model is in eval mode)
+            self.eval()
         try:
             fmap = self.backbone(image[None].to(self.device))
             _, attention = self._attend(fmap, self.attribute_embedding(ids)[:, None])
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         attention = attention[0, 0]
         return Explanation((
             Map("heatmap", "heatmap", self.upsample_map(attention, tuple(image.shape[1:])).cpu(),

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -90,7 +91,36 @@ class FrozenPretrained(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        memo = getattr(_SHARED, "outputs", None)
+        if memo is None or self.weights_sha256 is None:
+            return self.layers(x)
+        if getattr(self, "_identity", None) is None:  # the same installed weights and layers: the same outputs
+            self._identity = (self.weights_sha256, type(self.layers).__name__,
+                              sum(p.numel() for p in self.parameters()))
+        key = (*self._identity, x.data_ptr(), tuple(x.shape), x.stride(), x._version, str(x.device), x.dtype)
+        out = memo.get(key)
+        if out is None:
+            out = memo[key] = self.layers(x)
+        return out
+
+
+_SHARED = threading.local()
+
+
+@contextlib.contextmanager
+def shared_frozen_outputs():
+    """Within this block (this thread only), a frozen pretrained part (:class:`FrozenPretrained` with installed
+    weights) given the very same input tensor again (same memory, shape and version) returns the output it computed
+    the first time: the eight models an Explore explains share one pass of the frozen EfficientNet stages when they
+    are given one input tensor. The outputs are forgotten when the block ends."""
+    outer = getattr(_SHARED, "outputs", None)
+    if outer is None:
+        _SHARED.outputs = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _SHARED.outputs = None
 
 
 # --------------------------------------------------------------------------------------------------

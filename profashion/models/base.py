@@ -314,14 +314,16 @@ class RetrievalModel(nn.Module):
         if image.ndim != 3 or image.shape[0] != 3:
             raise ModelError(f"explain expects one (3, H, W) image, got shape {tuple(image.shape)}")
         was_training = self.training
-        self.eval()
+        if was_training:  # eval() walks every module: only when needed (a served model is in eval mode)
+            self.eval()
         try:
             fmap = self.backbone(image[None].to(self.device))[0]  # (C, h, w)
             per_location = project(fmap.flatten(1).T)  # (h*w, D)
             direction = self.normalise(per_location.mean(0))
             contribution = (per_location @ direction).clamp_min(0).view(fmap.shape[1:])
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         return contribution, tuple(fmap.shape[1:])
 
     @staticmethod

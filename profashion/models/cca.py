@@ -213,13 +213,15 @@ class CCA(ViTTrunkFeatures, RetrievalModel):
         ids = self.check_attributes(attribute_id, 1)
         grid = self.backbone.grid_size(image.shape[1], image.shape[2])
         was_training = self.training
-        self.eval()
+        if was_training:  # eval() walks every module: only when needed (a served model is in eval mode)
+            self.eval()
         try:
             tokens = self.backbone.forward_tokens(image[None].to(self.device))
             q = self.cross.queries(self.condition_tokens(ids)[:, None])
             _, attn = self._head(tokens, q)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         attn = attn[0, :, 0]  # (H, T)
         p = self.backbone.num_prefix_tokens
         maps = self.backbone.attention_maps(attn, grid, tuple(image.shape[1:]),

@@ -467,7 +467,8 @@ class ProFashion(RetrievalModel):
         ids = self.check_attributes(attribute_id, 1)
         a = int(ids[0])
         was_training = self.training
-        self.eval()
+        if was_training:  # eval() walks every module: only when needed (a served model is in eval mode)
+            self.eval()
         try:
             x = image[None].to(self.device)
             out = self._run(x, ids[:, None])
@@ -483,7 +484,8 @@ class ProFashion(RetrievalModel):
                 mean_w, selected = self.select_superpixels(overlap, out["weights"], crop[None, None])
                 mean_w, selected = mean_w[0, 0], selected[0, 0]
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         size = tuple(image.shape[1:])
         big_h, big_w = size
         corr = out["corr"][0, a].view(h, w)

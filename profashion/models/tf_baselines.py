@@ -98,11 +98,13 @@ class TFCSN(ViTTrunkFeatures, CSN):
         a = int(self.check_attributes(attribute_id, 1)[0])
         grid = self.backbone.grid_size(image.shape[1], image.shape[2])
         was_training = self.training
-        self.eval()
+        if was_training:  # eval() walks every module: only when needed (a served model is in eval mode)
+            self.eval()
         try:
             attn = last_block_cls_attention(self.backbone, image[None].to(self.device))[0]  # (H, T)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         maps = self.backbone.attention_maps(attn, grid, tuple(image.shape[1:]),
                                             query="the [CLS] token in the last block (the same for every attribute)")
         mask = Map("mask", "matrix", F.relu(self.masks[a]).detach().cpu(),

@@ -211,7 +211,7 @@ class RetrievalEngine:
             if hit is not None:
                 self._queries.move_to_end(ck)
                 return hit
-        x = self._tensor(e.model, decoded, ck[0])
+        x = self.model_input(e.model, decoded, ck[0])
         with one_thread():
             feats = shared.get(e.trunk_key) if shared else None
             if feats is not None:
@@ -228,7 +228,7 @@ class RetrievalEngine:
                 self._queries.popitem(last=False)
         return out
 
-    def _tensor(self, model, decoded, key: str) -> torch.Tensor:
+    def model_input(self, model, decoded, key: str) -> torch.Tensor:
         """The query as ``model``'s input (1, 3, H, W): made once per query and preprocessing (the demo presets
         share one), kept for the last few queries, so that eight models do not resize and normalise it eight times."""
         pre = model.preprocess
@@ -258,7 +258,7 @@ class RetrievalEngine:
         for key, members in groups.items():
             if len(members) > 1:
                 m = self._entries[members[0]].model
-                x = self._tensor(m, decoded, query_key(decoded) if key is None else key)
+                x = self.model_input(m, decoded, query_key(decoded) if key is None else key)
                 with one_thread():
                     out[key] = m.model.shared_trunk_features(x)
         return out

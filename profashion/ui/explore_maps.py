@@ -14,8 +14,10 @@ weights; for CSN and the triplet network, which have no attention, each location
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
+import threading
 from collections.abc import Sequence
 from html import escape
 
@@ -129,6 +131,27 @@ def _key(prefix: str, arr: np.ndarray) -> str:
     return f"--pf-{prefix}-{h.hexdigest()}"
 
 
+_LAYERS: collections.OrderedDict[str, str] = collections.OrderedDict()  # layer key -> data URI (LRU)
+_LAYERS_LOCK = threading.Lock()
+LAYER_CACHE = 64  # the query image and its outline, shared by the eight models' rows of an Explore
+
+
+def _layer(key: str, draw) -> str:
+    """The data URI of the layer called ``key`` (its content's hash), drawn by ``draw()`` once for every model's row
+    of a request (and the next few requests of the same query), not once per row."""
+    with _LAYERS_LOCK:
+        uri = _LAYERS.get(key)
+        if uri is not None:
+            _LAYERS.move_to_end(key)
+            return uri
+    uri = draw()
+    with _LAYERS_LOCK:
+        _LAYERS[key] = uri
+        while len(_LAYERS) > LAYER_CACHE:
+            _LAYERS.popitem(last=False)
+    return uri
+
+
 def _box_percent(box, hw: tuple[int, int]) -> tuple[float, float, float, float]:
     y0, x0, y1, x1 = (float(v) for v in box)
     h, w = hw
@@ -185,11 +208,12 @@ def model_view(name: str, label: str, explanation: Explanation, shown, mask: np.
     shown = np.ascontiguousarray(np.asarray(shown, dtype=np.uint8))
     hw = shown.shape[:2]
     base = _key("b", shown)
-    view = ModelView(name, label, about, base=base, layers={base: data_uri(shown, "jpeg", 90)})
+    view = ModelView(name, label, about, base=base, layers={base: _layer(base, lambda: data_uri(shown, "jpeg", 90))})
     if mask is not None and np.asarray(mask).any():
         mask = np.asarray(mask, dtype=bool)
-        view.outline = _key("g", mask)
-        view.layers[view.outline] = data_uri(outline_layer(mask, (2 * hw[0], 2 * hw[1]), width=4))
+        view.outline = _key("g", np.asarray([*hw], dtype=np.int64)) + _key("", mask)
+        view.layers[view.outline] = _layer(view.outline, lambda: data_uri(outline_layer(mask, (2 * hw[0], 2 * hw[1]),
+                                                                                         width=4)))
         view.share = 100.0 * float(mask.mean())
     else:
         mask = None

@@ -18,6 +18,7 @@ import numpy as np
 from profashion.data.images import ImageError
 from profashion.data.masks import load_attribute_masks
 from profashion.data.splits import DatasetError
+from profashion.models.backbones import shared_frozen_outputs
 from profashion.retrieval.accel import one_thread
 from profashion.retrieval.search import QueryError, query_key
 from profashion.ui.catalog import GALLERY_SPLIT, Catalog
@@ -72,7 +73,8 @@ def model_maps(catalog: Catalog, name: str, img, a: int, item: int | None, mask:
     """One model's :class:`~profashion.ui.explore_maps.ModelView` for the decoded query ``img`` and attribute
     ``a`` (``mask``: the region at the image's size), kept for the next ask of the same query."""
     entry = catalog.models[name]
-    key = (id(catalog), name, entry.fingerprint, query_key(img), a, item)
+    qk = query_key(img)
+    key = (id(catalog), name, entry.fingerprint, qk, a, item)
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
@@ -80,7 +82,8 @@ def model_maps(catalog: Catalog, name: str, img, a: int, item: int | None, mask:
     model = catalog.engine.model(name)
     pre = model.preprocess
     with one_thread():  # one image: see accel.one_thread
-        explanation = model.explain(pre.to_tensor(img).to(model.device), a)
+        # one input tensor for every model with this preprocessing: their frozen trunk runs once (explore)
+        explanation = model.explain(catalog.engine.model_input(model, img, qk)[0], a)
     shown = np.asarray(pre.geometry(img))
     region = pre.geometry_mask(mask) if mask is not None else None
     view = model_view(name, entry.label, explanation.to("cpu"), shown, region, catalog.attributes[a],
@@ -103,16 +106,17 @@ def explore(catalog: Catalog, query, attribute, models):
     item = catalog.identify(p)
     mask, note = _masks(catalog, item, a)
     views, rows = [], []
-    for name in models:
-        label = catalog.models[name].label
-        try:
-            v = model_maps(catalog, name, img, a, item, mask)
-        except (ValueError, RuntimeError, QueryError) as exc:
-            views.append(ModelView(name, label, error=f"its maps could not be computed ({exc})"))
-            continue
-        views.append(v)
-        rows += [[name, pnl.key, round(pnl.score, 1), round(v.share, 1), "yes" if pnl.peak else "no"]
-                 for pnl in v.panels if pnl.score is not None]
+    with shared_frozen_outputs():
+        for name in models:
+            label = catalog.models[name].label
+            try:
+                v = model_maps(catalog, name, img, a, item, mask)
+            except (ValueError, RuntimeError, QueryError) as exc:
+                views.append(ModelView(name, label, error=f"its maps could not be computed ({exc})"))
+                continue
+            views.append(v)
+            rows += [[name, pnl.key, round(pnl.score, 1), round(v.share, 1), "yes" if pnl.peak else "no"]
+                     for pnl in v.panels if pnl.score is not None]
     who = f"gallery item #{item}" if item is not None else "an uploaded image"
     value = catalog.query_value(item, a)
     head = f"Query: {who}, attribute **{attribute}**" + (f" (*{value}*)" if value else "") + "."

@@ -70,6 +70,22 @@ def test_a_model_that_fails_to_warm_up_leaves_the_lists_with_its_reason(warming)
     with pytest.raises(QueryError, match="cannot serve the gallery"):
         warming.check_models(["asen"])
     assert str(warming.checkpoints_root) not in warming.skipped[0].error
+    # a page that still ticks it gets its reason in its own row, and the other model's answer
+    results, _ = warming.search(warming.item_path(2), "colour", list(MODELS))
+    assert "cannot serve the gallery" in results["asen"].error and len(results["triplet"].hits) == 5
+
+
+def test_a_checkpoint_of_other_attributes_is_never_offered(tmp_path_factory):
+    import torch
+
+    from profashion.models.base import build_model, save_checkpoint
+
+    root = save_app_checkpoints(tmp_path_factory.mktemp("checkpoints"), ["asen"])
+    torch.manual_seed(0)
+    save_checkpoint(build_model("triplet", "demo", [3, 4], image_size=48, resize=48), root / "two-attrs")
+    catalog = Catalog(root, tmp_path_factory.mktemp("cache"), gallery=TINY_GALLERY).load(models=False)
+    assert catalog.listed == ["asen"]
+    assert "trained on 2 attributes but the gallery has 10" in catalog.failure("two-attrs")
 
 
 def test_explore_shares_one_frozen_trunk_pass_and_draws_the_same_maps(tmp_path_factory, monkeypatch):

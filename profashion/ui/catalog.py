@@ -552,8 +552,31 @@ class Catalog:
             except ModelError as exc:
                 out.append(ModelEntry(d.name, d, {}, error=self.public(str(exc))))
                 continue
-            out.append(ModelEntry(d.name, d, cfg))
+            entry = ModelEntry(d.name, d, cfg)
+            if entry.error is None:
+                entry.error = self._schema_problem(entry)
+            out.append(entry)
         return out
+
+    def _schema_problem(self, entry: ModelEntry) -> str | None:
+        """Why the checkpoint cannot serve this gallery, when its config.json already says so (other attributes or
+        value counts), so that it is never offered as warming up; None when it may serve it."""
+        values = (entry.config.get("config") or {}).get("num_values")
+        if self.dataset is None or not isinstance(values, list):
+            return None
+        schema = self.dataset.schema
+        if len(values) != schema.num_attributes:
+            return (f"checkpoint {entry.name!r} cannot serve the gallery: it was trained on {len(values)} attributes "
+                    f"but the gallery has {schema.num_attributes}: index a dataset with the model's attributes")
+        if [v if isinstance(v, int) else None for v in values] != list(schema.num_values):
+            return (f"checkpoint {entry.name!r} cannot serve the gallery: its attributes have other numbers of values "
+                    "than the gallery's")
+        return None
+
+    def failure(self, name: str) -> str | None:
+        """Why model ``name`` was found but cannot serve the gallery (None: it can, or there is no such model)."""
+        e = next((e for e in self.skipped if e.name == name), None)
+        return (e.error or f"model {name!r} cannot serve the gallery") if e is not None else None
 
     def _add(self, entry: ModelEntry, log) -> None:
         """Serve one more discovered entry now (a published job's checkpoint), or list it as skipped."""
@@ -804,7 +827,10 @@ class Catalog:
     @on_gpu
     def search(self, path, attribute, names, k: int = 5) -> tuple[dict[str, SearchResult], int | None]:
         """Top-``k`` of each named model for the query file; the query's own gallery item is left out."""
-        names = self.check_models(names, wait=RETRIEVE_WAIT, warming_ok=True)
+        asked = [n for n in (names or []) if n]
+        failed = {n: self.failure(n) for n in asked if n not in self.models and n not in self.warming
+                  and self.failure(n)}  # failed while warming up (the page may still tick it): its own row
+        names = self.check_models([n for n in asked if n not in failed] or asked, wait=RETRIEVE_WAIT, warming_ok=True)
         a = self.attribute_index(attribute)
         p, img = self.decode_query(path)
         item = self.identify(p)
@@ -814,9 +840,11 @@ class Catalog:
                                          query_value=qv, exclude_query=False) if ready else {}
         note = self.warming_note()
         # a model still warming up answers in its own row, so that the others are not kept waiting for it
-        return {n: results.get(n) or SearchResult(n, self.entry(n).method if self.entry(n) else "?",
-                                                  self.attributes[a], [], qv, error=f"{WARMING} ({note})")
-                for n in names}, item
+        out = {n: results.get(n) or SearchResult(n, self.entry(n).method if self.entry(n) else "?",
+                                                 self.attributes[a], [], qv, error=f"{WARMING} ({note})")
+               for n in names}
+        out.update({n: SearchResult(n, "?", self.attributes[a], [], qv, error=why) for n, why in failed.items()})
+        return {n: out[n] for n in asked if n in out}, item
 
     def nearest_floor(self, name: str, a: int, percentile: float = 1.0) -> float:
         """The ``percentile`` of the gallery items' similarity to their nearest other item in the model's space of

@@ -100,7 +100,9 @@ def explore(catalog: Catalog, query, attribute, models):
     markdown above them). A model whose maps fail gets a line in its row; a bad query, attribute or model choice raises the
     library's error."""
     path = path_of(query)
-    models = catalog.check_models(models)
+    asked = [n for n in (models or []) if n]
+    failed = {n: why for n in asked if n not in catalog.models and (why := catalog.failure(n))}
+    models = catalog.check_models([n for n in asked if n not in failed] or asked)
     a = catalog.attribute_index(attribute)
     p, img = catalog.decode_query(path)  # decoded once for every model
     item = catalog.identify(p)
@@ -117,6 +119,7 @@ def explore(catalog: Catalog, query, attribute, models):
             views.append(v)
             rows += [[name, pnl.key, round(pnl.score, 1), round(v.share, 1), "yes" if pnl.peak else "no"]
                      for pnl in v.panels if pnl.score is not None]
+    views += [ModelView(n, n, error=why) for n, why in failed.items()]  # failed while warming up: its own row
     who = f"gallery item #{item}" if item is not None else "an uploaded image"
     value = catalog.query_value(item, a)
     head = f"Query: {who}, attribute **{attribute}**" + (f" (*{value}*)" if value else "") + "."

@@ -183,8 +183,8 @@ def main() -> int:
             imgs, attrs = queries(g)
             names = [m["name"] for m in g["models"] + g.get("warming_up", [])]
             while True:
-                _, _, status, _ = client.predict(handle_file(imgs[0]), attrs[0], names, g["name"],
-                                                 api_name="/retrieve")
+                status = client.predict(handle_file(imgs[0]), attrs[0], names, g["name"],
+                                                 api_name="/retrieve")[2]
                 if "warming up" not in status:
                     break
                 time.sleep(0.2)
@@ -200,8 +200,8 @@ def main() -> int:
             ret, models_ms, exp, emb, points = [], [], [], [], []
             for i in range(args.retrieve):
                 t = time.perf_counter()
-                _, _, status, _ = client.predict(handle_file(imgs[(i + 1) % len(imgs)]), attrs[i % len(attrs)],
-                                                 names, g["name"], api_name="/retrieve")
+                status = client.predict(handle_file(imgs[(i + 1) % len(imgs)]), attrs[i % len(attrs)],
+                                                 names, g["name"], api_name="/retrieve")[2]
                 ret.append(1000 * (time.perf_counter() - t))
                 models_ms.append(sum(float(a) + float(b) for a, b in MS.findall(status)))
             for i in range(args.explore):

@@ -109,3 +109,24 @@ def test_the_shipped_projections_are_the_ones_served(real):
     np.testing.assert_allclose(proj.xy, shipped)
     manifest = json.loads((catalog.models["asen"].checkpoint / "gallery-index" / "manifest.json").read_text())
     assert manifest["shape"][0] == catalog.num_items
+
+
+def test_every_endpoint_that_takes_a_gallery_accepts_the_product_gallerys_attributes(real):
+    """Through the API, each endpoint with a ``gallery`` parameter takes the product gallery's attributes and models
+    (the default gallery's choices were once checked instead: /embeddings refused ``baseColour``)."""
+    from gradio_client import Client, handle_file
+
+    catalog = real["galleries"].get("products")
+    client = Client(real["url"], verbose=False, download_files=False)
+    names = list(catalog.models)[:2]
+    query = handle_file(catalog.item_path(11))
+    _, _, status = client.predict(query, ATTRIBUTE, names, "products", api_name="/retrieve")
+    assert "gallery item #11" in status
+    html, _, md = client.predict(query, ATTRIBUTE, names, "products", api_name="/explore")
+    assert "#11" in html and ATTRIBUTE in md
+    data, md_a, md_b, _ = client.predict(names[0], names[1], ATTRIBUTE, "umap", "products", api_name="/embeddings")
+    assert [p["model"] for p in data["plots"]] == names and ATTRIBUTE in md_a
+    grid, nn_md = client.predict(names[0], names[1], ATTRIBUTE, 11, "products", api_name="/neighbours")
+    assert "Item #11" in grid
+    files = client.predict(query, ATTRIBUTE, names, "products", api_name="/export")
+    assert len(files) == 2

@@ -376,11 +376,12 @@ def wire(catalog, c: SimpleNamespace, attribute, gallery=None):
                 return fn(model_a, model_b, attribute, method, gallery)
 
     ev = c.button.click(project, [c.model_a, c.model_b, attribute, c.method, *g], c.outputs,
-                        api_name="embeddings", concurrency_id="heavy", concurrency_limit=1)
+                        api_name="embeddings", concurrency_id="heavy", concurrency_limit=1,
+                        preprocess=False)  # the values as sent: checked against the named gallery, not the default
     nn_fn = guard(neighbours, NEIGHBOUR_ERRORS, catalog)
     nn_out = [c.nn_html, c.nn_md]
     c.nn_button.click(nn_fn, [c.model_a, c.model_b, attribute, c.item_box, *g], nn_out,
-                      api_name="neighbours", concurrency_id="query", concurrency_limit=2)
+                      api_name="neighbours", concurrency_id="query", concurrency_limit=2, preprocess=False)
 
     def point(evt, *inputs):
         try:

@@ -375,7 +375,10 @@ def launch_kwargs(catalog: Catalog | Galleries) -> dict:
     rules (Gradio 6 takes ``css`` at launch)."""
     galleries = catalog if isinstance(catalog, Galleries) else Galleries([catalog])
     caches = dict.fromkeys(c.cache_root for c in galleries.catalogs.values())
-    paths = [*galleries.served_paths(), *(str(c / sub) for c in caches for sub in ("uploads", "exports"))]
+    # the mirror first: Gradio checks a returned file against these in order (each check resolves both paths), and
+    # the files the app returns most (the 40 hits of a Retrieve) are mirrors
+    paths = [str(PUBLIC.root), *galleries.served_paths(),
+             *(str(c / sub) for c in caches for sub in ("uploads", "exports"))]
     # direct calls beyond DirectCallLimit's bound are refused before Gradio reads them (benchmarks/load_test.py)
     return {"allowed_paths": paths, "max_file_size": MAX_UPLOAD_BYTES, "css": CSS,
             "app_kwargs": {"middleware": [Middleware(DirectCallLimit)]}}

@@ -17,7 +17,7 @@ from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
 from profashion.ui.catalog import WARMING, Catalog
 from profashion.ui.common import ITEM_CLICK_JS, K, df, event_data, file_url, guard, path_of
-from profashion.ui.public import escape_markdown
+from profashion.ui.public import PUBLIC, escape_markdown
 
 NOTE = (
     "**How to read this.** The query is at the left; each row is one model's top-5 for it (the model's name and "
@@ -99,7 +99,9 @@ def retrieve(catalog: Catalog, query, attribute, models):
         cells = []
         for h in r.hits:
             mark = {True: "✓", False: "✗", None: "?"}[h.match]
-            thumb = catalog.item_path(h.item)  # the gallery's own image: its frame is the page's CSS (no drawing)
+            # the gallery's own image (its frame is the page's CSS: nothing drawn), as its mirror in Gradio's folder:
+            # Gradio then neither hashes nor copies it again for the API's gallery (benchmarks/bench_app.py)
+            thumb = PUBLIC.path(catalog.item_path(h.item))
             gallery.append((thumb, f"{name} #{h.rank} {h.score:.3f} {h.value or '?'} {mark}"))
             rows.append([name, h.rank, round(h.score, 4), h.value or "", mark, h.item])
             hits.append(h.item)

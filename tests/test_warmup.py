@@ -128,3 +128,53 @@ def test_explore_shares_one_frozen_trunk_pass_and_draws_the_same_maps(tmp_path_f
         assert [m.name for m in alone[name].maps] == [m.name for m in shared[name].maps]
         for m1, m2 in zip(alone[name].maps, shared[name].maps):
             np.testing.assert_allclose(torch.as_tensor(m1.data).numpy(), torch.as_tensor(m2.data).numpy(), atol=1e-5)
+
+
+def test_the_starting_page_answers_until_gradio_takes_the_port():
+    """app.py's StartingPage: ``/`` says the app is starting (and reloads itself), anything else is 503 so that no
+    client takes it for the app; closed, it leaves the port free for Gradio."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from conftest import free_port, load_script
+
+    app = load_script("app.py")
+    port = free_port()
+    page = app.StartingPage("127.0.0.1", port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?gallery=products", timeout=10) as r:
+            body = r.read().decode()
+            assert r.status == 200 and "Starting" in body and 'http-equiv="refresh"' in body
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10)
+        assert err.value.code == 503
+    finally:
+        page.close()
+    with socket.socket() as s:  # free again, at once
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:  # a port already taken: no starting page, and no error (Gradio reports it)
+        assert app.StartingPage("127.0.0.1", busy.getsockname()[1]).server is None
+    finally:
+        busy.close()
+
+
+def test_gradio_loaded_through_the_stub_finder_skips_rewriting_its_stubs_and_builds_apps(tmp_path):
+    """app.py's _NoStubRewrite: Gradio imported after it has the stub writer as a no-op, and still builds a page."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('app', sys.argv[1]); "
+            "app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app); "
+            "sys.meta_path.insert(0, app._NoStubRewrite()); import gradio as gr, gradio.component_meta as cm; "
+            "assert cm.create_or_modify_pyi('x', 'y', []) is None and cm.create_or_modify_pyi.__name__ == '<lambda>'; "
+            "b = gr.Blocks(); b.__enter__(); gr.Textbox('hi'); b.__exit__(None, None, None); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code, str(repo / "app.py")], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

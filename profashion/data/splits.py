@@ -268,6 +268,9 @@ class SplitDataset:
     splits: dict[str, Split] = field(default_factory=dict)
     mask_root: Path | None = None  # synthetic datasets: ground-truth attribute masks
     eval_layout: str = "asen"  # see EVAL_LAYOUTS; meta.json's EVAL_LAYOUT, "asen" when absent
+    # image paths already checked (symlinks resolved): a gallery of 2,302 images is asked for each path many times
+    # at start-up (its index, its shipped copy, its URLs), and each check is a walk of the disk
+    _paths: dict = field(default_factory=dict, repr=False, compare=False)
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -282,10 +285,15 @@ class SplitDataset:
             raise DatasetError(f"{self.root}: filenames_{split}.txt is missing, so images cannot be found")
         if self.image_root is None:
             raise DatasetError(f"{self.root}: no image root; pass --image-root DIR")
+        key = (split, fid, self.image_root)
+        hit = self._paths.get(key)
+        if hit is not None:
+            return hit
         path = s.filenames[fid]
         check_image_path(path, self.image_root, f"{self.root / f'filenames_{split}.txt'}, line {fid + 1}",
                          resolve=True)
-        return self.image_root / path
+        out = self._paths[key] = self.image_root / path
+        return out
 
     def mask_path(self, split: str, fid: int) -> Path | None:
         if self.mask_root is None:

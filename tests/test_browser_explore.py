@@ -7,6 +7,8 @@ screenshot under ``test-output/screenshots/``).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import test_browser as tb
 from PIL import Image
@@ -58,6 +60,14 @@ def test_explore_main_map_and_all_maps_same_size_outline_on_each(page, app):
     assert len(maps.evaluate(PANELS_JS)) == len(main)
 
 
+def _timer_events(page) -> set[int]:
+    """The indices of the events a gr.Timer triggers (its "tick"), read from the page's /config."""
+    config = page.evaluate("() => fetch('config').then(r => r.json())")
+    timers = {c["id"] for c in config["components"] if c.get("type") == "timer"}
+    return {d.get("id", i) for i, d in enumerate(config["dependencies"])
+            if any(t[0] in timers for t in d.get("targets", []))}
+
+
 def test_explore_opacity_slider_reblends_in_the_page(page):
     expect = sync_api.expect
     open_explore(page)
@@ -67,7 +77,14 @@ def test_explore_opacity_slider_reblends_in_the_page(page):
     # mark the rendered maps: a new render from the server would replace the element and lose the mark
     page.locator("#explore-maps .pf-x").evaluate("e => { e.dataset.mark = 'kept'; }")
     requests = []
-    page.on("request", lambda r: requests.append(r.url) if "/gradio_api/queue/join" in r.url else None)
+    ticks = _timer_events(page)  # the job timer's tick every 2 s is not a recomputation
+    assert ticks
+
+    def joined(r):
+        if "/gradio_api/queue/join" in r.url and (json.loads(r.post_data or "{}").get("fn_index") not in ticks):
+            requests.append(r.url)
+
+    page.on("request", joined)
     page.locator("#explore-opacity input[type=range]").fill("80")
     page.wait_for_function("() => getComputedStyle(document.querySelector('#explore-maps .pf-heat')).opacity === '0.8'",
                            timeout=T)

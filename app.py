@@ -142,7 +142,8 @@ def main(defs=None, **catalog_kwargs) -> int:
     host = "0.0.0.0" if os.environ.get("SPACE_ID") else os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("PORT", 7860))
     starting = StartingPage(host, port)
-    sys.meta_path.insert(0, _NoStubRewrite())
+    if "gradio" not in sys.modules:  # imported already (a test's process): nothing to skip
+        sys.meta_path.insert(0, _NoStubRewrite())
     from profashion.device import serving_device
     from profashion.ui import build_demo, launch_kwargs
     from profashion.ui.galleries import Galleries, default_galleries

@@ -70,13 +70,21 @@ def jobs(roots, tmp_path) -> JobManager:
 
 
 class FakeCatalog:
-    """What the job handlers read of the catalog: its models, the skipped checkpoints, add_checkpoint."""
+    """What the job handlers read of the catalog: its models (listed, entry), the skipped checkpoints,
+    add_checkpoint."""
 
     def __init__(self, names=("asen",)):
         self.models = {n: SimpleNamespace(label=n) for n in names}
         self.skipped = []
         self.added = []
         self.done = threading.Event()
+
+    @property
+    def listed(self):  # served or warming up: a fake has no warming models
+        return list(self.models)
+
+    def entry(self, name):
+        return self.models.get(name)
 
     def add_checkpoint(self, name, checkpoint):
         self.added.append((name, Path(checkpoint)))

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -180,6 +181,10 @@ def test_the_warm_up_counts_in_the_status_and_the_curve(jobs, roots):
     # a live process whose command line names the job's run folder: the job is running
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(d / "run")])
     try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")  # between fork and exec it still reads as pytest's own
+        deadline = time.monotonic() + 30
+        while str(d / "run") not in cmdline.read_bytes().decode(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.01)
         job = json.loads((d / "job.json").read_text())
         (d / "job.json").write_text(json.dumps({**job, "pid": proc.pid}))
         (d / "run" / "progress.json").write_text(json.dumps({

@@ -101,9 +101,9 @@ def _refuse(dest: Path, why: str) -> ShippedIndexError:
 
 
 def check(dest: str | os.PathLike, checkpoint: str | os.PathLike, dataset: SplitDataset, split: str,
-          checkpoint_fp: str | None = None) -> dict:
+          checkpoint_fp: str | None = None, images: str | None = None) -> dict:
     """The shipped manifest in ``dest`` when it belongs to ``checkpoint`` (its fingerprint, ``checkpoint_fp`` when
-    the caller has it) and to ``split`` of ``dataset`` (names, labels and image contents), and its files are the
+    the caller has it) and to ``split`` of ``dataset`` (names, labels and image contents, ``images`` when the caller has their digest), and its files are the
     ones it records; else :class:`ShippedIndexError` saying which of these fails."""
     dest = Path(dest)
     if not (dest / "manifest.json").is_file():
@@ -122,7 +122,7 @@ def check(dest: str | os.PathLike, checkpoint: str | os.PathLike, dataset: Split
         if d["split"] != split or not all(s in dataset.splits for s in d["splits"]) \
                 or dataset_fingerprint(dataset, d["splits"]) != d["fingerprint"]:
             raise _refuse(dest, "it indexes another gallery (other images or labels)")
-        if images_digest(dataset, split) != d["images"]:
+        if (images or images_digest(dataset, split)) != d["images"]:
             raise _refuse(dest, "the gallery's image files differ from the ones it was made of")
         files = m["files"]
         for name in ("embeddings.npy", "projections.npz"):
@@ -141,14 +141,15 @@ def check(dest: str | os.PathLike, checkpoint: str | os.PathLike, dataset: Split
 
 
 def unpack(dest: str | os.PathLike, checkpoint: str | os.PathLike, dataset: SplitDataset, split: str,
-           out: str | os.PathLike, max_points: int, checkpoint_fp: str | None = None) -> Path:
+           out: str | os.PathLike, max_points: int, checkpoint_fp: str | None = None,
+           images: str | None = None) -> Path:
     """Write the index folder ``out`` from the shipped copy in ``dest`` (checked first: :func:`check`), with every
     shipped projection in its cache under ``max_points`` (when the projection's items are all the labelled items
     a ``max_points`` sample would take, i.e. there are at most ``max_points``)."""
     from profashion.retrieval.projection import Projection, store_projection
 
     dest, out, ckpt = Path(dest), Path(out), Path(checkpoint)
-    m = check(dest, ckpt, dataset, split, checkpoint_fp)
+    m = check(dest, ckpt, dataset, split, checkpoint_fp, images)
     items, split_names = gallery_items(dataset, split)
     try:
         emb = np.load(dest / "embeddings.npy", allow_pickle=False)

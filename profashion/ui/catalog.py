@@ -313,6 +313,7 @@ class Catalog:
         self._results: dict[str, dict] = {}
         self._floors: dict[tuple, float] = {}
         self._work_root: Path | None = None
+        self._images_digest: str | None = None  # the gallery's image files' digest (retrieval.shipped)
 
     # -- loading ---------------------------------------------------------------------------------------
     @property
@@ -378,16 +379,8 @@ class Catalog:
         log = log or (lambda msg: None)
         need = []
         for entry in list(self.warming.values()):
-            t0 = time.perf_counter()
-            try:
-                index = self._ready_index(entry, log)
-            except (GalleryIndexError, DatasetError, OSError) as exc:
-                self._fail(entry, exc, log)
-                continue
-            if index is None:
+            if not self._serve_ready(entry, log):
                 need.append(entry)
-            else:
-                self._serve(entry, index, t0, log)
         if not need:
             return
         t0 = time.perf_counter()
@@ -432,8 +425,10 @@ class Catalog:
                 pass  # damaged: made again
         if self.use_shipped and (entry.checkpoint / shipped.FOLDER).is_dir():
             try:  # shipped beside the checkpoint: unpacked into the cache in well under a second
+                if self._images_digest is None:  # once per gallery, not once per model
+                    self._images_digest = shipped.images_digest(ds, GALLERY_SPLIT)
                 shipped.unpack(entry.checkpoint / shipped.FOLDER, entry.checkpoint, ds, GALLERY_SPLIT, out,
-                               self.max_points, checkpoint_fp=entry.fingerprint)
+                               self.max_points, checkpoint_fp=entry.fingerprint, images=self._images_digest)
                 entry.shipped = True
                 return GalleryIndex.load(out, checkpoint=entry.checkpoint, dataset=ds)
             except GalleryIndexError as exc:
@@ -588,16 +583,22 @@ class Catalog:
         with self._ready:
             self._order = [*self._order, entry.name]
             self.warming = {**self.warming, entry.name: entry}
+        if not self._serve_ready(entry, log):
+            self._build_alone(entry, log)
+
+    def _serve_ready(self, entry: ModelEntry, log) -> bool:
+        """Serve ``entry`` from its cached or shipped index (:meth:`_ready_index`); False when it must be indexed
+        first (an entry that fails is listed as skipped: True)."""
         t0 = time.perf_counter()
         try:
             index = self._ready_index(entry, log)
         except (GalleryIndexError, DatasetError, OSError) as exc:
             self._fail(entry, exc, log)
-            return
+            return True
         if index is None:
-            self._build_alone(entry, log)
-        else:
-            self._serve(entry, index, t0, log)
+            return False
+        self._serve(entry, index, t0, log)
+        return True
 
     def add_checkpoint(self, name: str, checkpoint: str | os.PathLike, log=None) -> ModelEntry:
         """Serve one more checkpoint (e.g. a fine-tuning job's best) under ``name``: index the gallery with it

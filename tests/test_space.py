@@ -365,8 +365,11 @@ def test_export_upload_link_share_link_results_and_embeddings_work(space, roots,
     expect(other.locator("#link-note")).not_to_contain_text("ignored")
     shown = other.locator("#query-upload img")
     expect(shown).to_be_visible(timeout=T)
-    assert shown.evaluate("i => i.complete && i.naturalWidth") == 40
+    shown.evaluate("i => i.complete || new Promise(ok => i.addEventListener('load', ok, {once: true}))")
+    assert shown.evaluate("i => i.naturalWidth") == 40
     expect(other.locator("#retrieve-grid .pf-query")).to_contain_text("upload", timeout=T)
+    # the page kept its link: the tab's select as the page mounted neither searched nor linked the defaults
+    assert "upload=" in other.url and "attribute=colour" in other.url, other.url
     _no_error_shown(other)
     # a share link of a gallery item, opened on Results: the table measures nothing at load, and names no folder
     pg.locator("#examples [data-example='1']").click()

@@ -92,6 +92,21 @@ def test_the_views_recompute_only_the_open_tab_and_mark_the_others_stale():
     assert path_of({"path": "/x"}) == "/x" and path_of(None) is None
 
 
+def test_no_view_is_computed_or_linked_before_the_pages_load_answers(catalog, tmp_path: Path):
+    """A tab's select fires as the page mounts, with the default choices; its answer could land after the link's
+    and show (and link) the defaults instead of the link's case (seen in CI)."""
+    from profashion.ui.demo import link_refused
+
+    calls = []
+    compute = {k: (lambda *a, k=k: calls.append(k)) for k in views.VIEWS}
+    choices = ({"path": "/q.png"}, "colour", ["asen"], "asen", "triplet", "tsne", "synthetic")
+    out = views.refresh(dict(views.MOUNTING), "retrieve", choices, compute, True)
+    assert calls == [] and out == (gr.skip(),) * 16  # not even the view state: the load's is on its way
+    assert views.is_ready(views.ready("explore")) and views.is_ready(None) and not views.is_ready(views.MOUNTING)
+    refused = link_refused()
+    assert views.is_ready(refused[11]) and "Reload the page" in refused[12]
+
+
 def test_fine_tune_handlers_without_a_job(catalog, tmp_path: Path):
     from profashion.ui.jobs import JobError, JobManager
 

@@ -188,7 +188,9 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
 
         # outside the tabs: an inactive tab is not rendered, and the timer must tick on every tab (model lists)
         seen_state = gr.State({"names": names})
-        view_state = gr.State({"tab": "retrieve", "shown": {}})
+        # not "ready" until the page's load has set the link's state: a tab's select fires as the page mounts, with
+        # the default choices, and its answer could land after the link's (the link's query then lost)
+        view_state = gr.State(views.MOUNTING)
         timer = gr.Timer(2.0)
 
         # public events first (they keep their api_names), then the private ones
@@ -215,7 +217,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         head.surprise.click(guard(tab_retrieve.disagreement, tab_retrieve.ERRORS, galleries), [gallery],
                             [query, attribute, r.inspect], api_visibility="private", concurrency_id="query")
         uploads = UploadStore(catalog.cache_root / "uploads")
-        opened = demo.load(bounded(link_opener(galleries, uploads)), None,
+        opened = demo.load(bounded(link_opener(galleries, uploads), busy=link_refused), None,
                            [gallery, head.about, query, examples, attribute, models, head.models_about, b.model_a,
                             b.model_b, b.item_box, tab_group, view_state, link_note], api_visibility="private",
                            queue=False)
@@ -252,7 +254,7 @@ def link_opener(galleries: Galleries, uploads: UploadStore):
         params = dict(request.query_params) if request is not None else {}
         state = read_link(galleries, params, uploads)
         if not any(params.get(k) for k in ("gallery", "item", "upload", "attribute", "models", "tab")):
-            return (gr.skip(),) * 11 + ({"tab": "retrieve", "shown": {}}, "")
+            return (gr.skip(),) * 11 + (views.ready("retrieve"), "")
         catalog = galleries.get(state.gallery)
         about, query, examples, attribute, models, models_about, model_a, model_b, item_box = switch_gallery(
             galleries, catalog.name)
@@ -262,9 +264,15 @@ def link_opener(galleries: Galleries, uploads: UploadStore):
             models = gr.update(choices=_labels(catalog), value=state.models)
         tab = state.tab or "retrieve"
         return (catalog.name, about, state.query or query, examples, attribute, models, models_about, model_a,
-                model_b, item_box, gr.Tabs(selected=tab), {"tab": tab, "shown": {}}, state.note_markdown())
+                model_b, item_box, gr.Tabs(selected=tab), views.ready(tab), state.note_markdown())
 
     return open_link
+
+
+def link_refused():
+    """The page's load when the server is busy (see :func:`common.bounded`): the defaults, and one line saying so."""
+    note = "⚠️ The server was busy: this page shows the defaults, not its link's case. Reload the page to open it."
+    return (gr.skip(),) * 11 + (views.ready("retrieve"), note)
 
 
 def wire_link(galleries: Galleries, uploads: UploadStore, head: SimpleNamespace, tabs: dict, view_state,
@@ -272,6 +280,8 @@ def wire_link(galleries: Galleries, uploads: UploadStore, head: SimpleNamespace,
     """The link box and the address bar follow the gallery, query, attribute, models and open tab."""
 
     def make_link(gallery, query, attribute, models, view, tab=None):
+        if not views.is_ready(view):  # the page is mounting: its choices are the defaults, not the link's
+            return gr.skip()
         try:
             catalog = galleries.get(gallery)
         except QueryError:

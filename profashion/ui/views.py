@@ -22,6 +22,17 @@ STALE = {
                   "tab is open (or press the button).",
 }
 VIEWS = ("retrieve", "explore", "embeddings")
+MOUNTING = {"tab": "retrieve", "shown": {}, "ready": False}  # the page's view state until its load has answered
+
+
+def ready(tab: str) -> dict:
+    """The view state the page's load sets: ``tab`` open, no view computed yet, the choices now the page's own."""
+    return {"tab": tab, "shown": {}, "ready": True}
+
+
+def is_ready(view) -> bool:
+    """Whether the page's load has answered (a state without the flag, e.g. an API caller's, is ready)."""
+    return (view or {}).get("ready", True) is not False
 
 
 def view_keys(query, attribute, models, model_a, model_b, method, gallery=None) -> dict:
@@ -39,6 +50,8 @@ def banners(view, keys) -> tuple[str, str, str]:
 def refresh(view, tab, choices: tuple, compute: dict, has_models: bool) -> tuple:
     """(new view state, retrieve's 4 outputs and grid, explore's 3, embeddings' 4, the 3 banners): the open tab's
     view is recomputed (``compute[tab]``) when it is out of date, every other output is skipped."""
+    if not is_ready(view):  # a tab's select as the page mounts: the load's choices are still on their way
+        return (gr.skip(),) * 16
     query, attribute, models, model_a, model_b, method, gallery = choices
     view = dict(view or {})
     shown = dict(view.get("shown") or {})

@@ -1,5 +1,5 @@
-"""The ``profashion`` command: generate | import-csv | train | eval | compare | localise | index | search | project |
-models.
+"""The ``profashion`` command: generate | import-csv | train | eval | compare | localise | faithfulness | index | search |
+project | models.
 
 Every command fails with one line ``error: ...`` (exit status 2) on bad input, never a traceback.
 
@@ -194,6 +194,38 @@ def _cmd_localise(args) -> int:
     if args.json:
         write_localisation_json(res, args.json, {"model": model.name, "checkpoint": str(args.checkpoint),
                                                  "dataset": ds.name, "split": args.split})
+    return 0
+
+
+def _cmd_faithfulness(args) -> int:
+    from profashion.data.splits import load_dataset
+    from profashion.device import resolve_device
+    from profashion.evaluation.faithfulness import (
+        check_settings,
+        evaluate_faithfulness,
+        write_faithfulness_json,
+    )
+    from profashion.evaluation.statistics import check_resamples
+
+    check_settings(args.steps, args.grid, args.k)  # before any loading
+    check_resamples(args.resamples, "--resamples")
+    if args.max_pairs is not None and args.max_pairs < 1:
+        raise ValueError(f"--max-pairs must be at least 1, got {args.max_pairs}")
+    if not Path(args.checkpoint).is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {args.checkpoint}")
+    ds = load_dataset(args.dataset, args.image_root)
+    model = load_model_for_dataset(args.checkpoint, ds, resolve_device(args.device))
+    res = evaluate_faithfulness(model, ds, args.split, maps=args.map, max_pairs=args.max_pairs, steps=args.steps,
+                                grid=args.grid, k=args.k, seed=args.seed, n_resamples=args.resamples,
+                                progress=not args.quiet)
+    st = res.settings
+    print(f"faithfulness of {model.name}'s maps on the {args.split} split of {ds.name}: {st['pairs']} pairs, "
+          f"{st['steps']} steps, ROAD removal, similarity to the query's top-{st['k']} matches, "
+          f"{st['forward_passes_per_pair']} forward passes a pair  [{res.seconds:.1f}s]")
+    print(res.format_table())
+    if args.json:
+        write_faithfulness_json(res, args.json, {"checkpoint": str(args.checkpoint), "dataset": ds.name,
+                                                 "split": args.split})
     return 0
 
 
@@ -398,6 +430,27 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--json", help="write the result as JSON here")
     lo.add_argument("--quiet", action="store_true")
     lo.set_defaults(func=_cmd_localise)
+
+    fa = sub.add_parser("faithfulness", help="deletion / insertion AUCs of a model's maps against random and "
+                                             "inverse orders (no ground truth needed)")
+    fa.add_argument("--checkpoint", required=True)
+    fa.add_argument("--dataset", required=True)
+    fa.add_argument("--image-root", default=None)
+    fa.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    fa.add_argument("--map", action="append", default=None,
+                    help="score this map of the model's explain (repeat for several; default: every heatmap, "
+                         "superpixel map and box)")
+    fa.add_argument("--max-pairs", type=int, default=None, help="score a seeded sample of (image, attribute) pairs")
+    fa.add_argument("--steps", type=int, default=10, help="removal steps from 0 to 100%% of the image (4-20, "
+                                                         "default 10)")
+    fa.add_argument("--grid", type=int, default=16, help="a heatmap is removed in grid x grid cells (4-64, default 16)")
+    fa.add_argument("-k", type=int, default=5, help="track the similarity to the query's top k matches (default 5)")
+    fa.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the pairs (default 2000)")
+    fa.add_argument("--seed", type=int, default=0)
+    fa.add_argument("--device", default="auto")
+    fa.add_argument("--json", help="write the result (summaries and every pair's curves) as JSON here")
+    fa.add_argument("--quiet", action="store_true")
+    fa.set_defaults(func=_cmd_faithfulness)
 
     ix = sub.add_parser("index", help="embed a gallery under every attribute and build its faiss indexes")
     ix.add_argument("--checkpoint", required=True)

@@ -82,6 +82,7 @@ def warm(galleries, log) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)  # this thread only (Linux)
     except (AttributeError, OSError):
         pass
+    galleries.ensure_familiarity(log)  # an upload unlike the galleries is told so (cached: once per gallery)
     for catalog in galleries.catalogs.values():
         done = warm_projections(catalog, methods=("tsne", "umap"), log=None)
         log(f"{catalog.name} gallery: {done['projections']} projections ready ({done['computed']} computed, "
@@ -145,6 +146,7 @@ def main(defs=None, **catalog_kwargs) -> int:
     if "gradio" not in sys.modules:  # imported already (a test's process): nothing to skip
         sys.meta_path.insert(0, _NoStubRewrite())
     from profashion.device import serving_device
+    from profashion.paths import checkpoints_root
     from profashion.ui import build_demo, launch_kwargs
     from profashion.ui.galleries import Galleries, default_galleries
     from profashion.ui.jobs import JobManager, default_data_roots, default_jobs_root
@@ -152,7 +154,7 @@ def main(defs=None, **catalog_kwargs) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    checkpoints = os.environ.get("PROFASHION_CHECKPOINTS") or REPO / "checkpoints"
+    checkpoints = checkpoints_root(REPO / "checkpoints")
     # the galleries and the models' names now (seconds); the models themselves once the port answers (warm)
     galleries = Galleries.load(defs if defs is not None else default_galleries(REPO, checkpoints), log=log,
                                models=False, **{"device": serving_device(), **catalog_kwargs})

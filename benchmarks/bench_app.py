@@ -146,10 +146,11 @@ def wait_all_served(client, app: App, limit: float = 1800) -> float:
 def queries(gallery: dict) -> tuple[list[str], list[str]]:
     """(image paths, attributes) of a gallery, read from its dataset folder (the cache's or the repository's)."""
     from profashion.data.splits import load_dataset
-    from profashion.ui.catalog import GallerySpec, default_cache_root
+    from profashion.paths import cache_root
+    from profashion.ui.catalog import GallerySpec
 
     if gallery["name"] == "synthetic":
-        root = Path(os.environ.get("PROFASHION_CACHE") or default_cache_root()) / GallerySpec().folder_name()
+        root = cache_root() / GallerySpec().folder_name()
     else:
         root = REPO / "galleries" / gallery["name"]
     ds = load_dataset(root)
@@ -301,10 +302,11 @@ def main() -> int:
 def in_process(galleries: list[dict], args) -> dict:
     """The same requests in this process (the galleries loaded from the same cache): Retrieve's models alone
     (``Catalog.search``) and its whole handler, Explore's handler, Embeddings' handler."""
+    from profashion.paths import checkpoints_root
     from profashion.ui import tab_embeddings, tab_explore, tab_retrieve
     from profashion.ui.galleries import Galleries, default_galleries
 
-    loaded = Galleries.load(default_galleries(REPO, os.environ.get("PROFASHION_CHECKPOINTS") or REPO / "checkpoints"))
+    loaded = Galleries.load(default_galleries(REPO, checkpoints_root(REPO / "checkpoints")))
     res = {}
     for g in galleries:
         c = loaded.get(g["name"])

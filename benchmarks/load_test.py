@@ -100,8 +100,9 @@ class RssSampler:
 
 
 def alive(url: str) -> bool:
+    """Whether the app itself answers (its ``/config``; app.py's starting page answers ``/`` before it)."""
     try:
-        with urllib.request.urlopen(url, timeout=30) as r:
+        with urllib.request.urlopen(url + "config", timeout=30) as r:
             return r.status == 200
     except OSError:
         return False

@@ -4,6 +4,7 @@ A reader never sees half a file or half a folder. Each writer fills a hidden tem
 target (``.NAME.XXXXXXXX.tmp``, in the same folder so the final rename is atomic), gives it the usual
 permissions (``mkstemp`` / ``mkdtemp`` make private ones; the umask applies as for any new file) and
 renames it over the target; on any error the temporary is removed and the target is left as it was.
+:func:`atomic_create_bytes` writes a file only where none is yet (the first of several writers wins).
 A folder being replaced waits as ``.NAME.old`` until the new one is in place: a process killed between
 the two renames leaves ``.NAME.old`` and no ``NAME``, which :func:`recover_folder` puts back. Nothing is
 fsynced: a crash of the process never leaves a half-written target; a crash of the machine may lose the
@@ -30,27 +31,61 @@ def _umask() -> int:
     return mask
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a hidden temporary file name beside ``path``; it replaces ``path`` on success, is removed on error."""
-    path = Path(path)
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new hidden file ``.NAME.XXXXXXXX.tmp`` beside ``path`` (created exclusively, mode 0600): (fd, its path)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return fd, Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, mode: int = 0o666) -> Iterator[Path]:
+    """Yield a hidden temporary file name beside ``path``; it replaces ``path`` on success (with ``mode``, less the
+    umask), is removed on error."""
+    path = Path(path)
+    fd, tmp = _temporary_beside(path)
     os.close(fd)
-    tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, mode & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o666) -> None:
+    """Write ``data`` to ``path`` atomically (``mode`` less the umask: 0o600 for a file only its owner reads)."""
+    with atomic_path(path, mode) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy the file ``src`` (its bytes, not its permissions or times) to ``dest`` atomically."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def atomic_create_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o666) -> bool:
+    """Write ``data`` to ``path`` atomically unless ``path`` exists: the first of several writers wins. The data is
+    written to a temporary file only its owner can read, given ``mode`` (less the umask), then hard-linked as
+    ``path``. True when written; False when ``path`` was there already (left as it is). Where the file system
+    has no hard links, ``path`` is replaced (True)."""
+    path = Path(path)
+    fd, tmp = _temporary_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode & ~_umask())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here
+            os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from profashion.paths import user_cache_home  # noqa: E402
 from profashion.retrieval import shipped  # noqa: E402
 from profashion.retrieval.projection import DegenerateSpaceError  # noqa: E402
 from profashion.ui.catalog import GALLERY_SPLIT, Catalog  # noqa: E402
@@ -40,8 +41,9 @@ def folder_bytes(path: Path) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gallery", nargs="*", default=None, help="gallery names (default: every embedded gallery)")
-    p.add_argument("--cache", default=str(Path.home() / ".cache" / "profashion-ship"),
-                   help="cache of the indexes and projections made on the way (default ~/.cache/profashion-ship)")
+    p.add_argument("--cache", default=str(user_cache_home() / "profashion-ship"),
+                   help="cache of the indexes and projections made on the way (default profashion-ship in "
+                        "$XDG_CACHE_HOME, else ~/.cache)")
     p.add_argument("--methods", nargs="*", default=["tsne", "umap"])
     p.add_argument("--force", action="store_true", help="pack again a checkpoint whose shipped copy matches")
     args = p.parse_args()

@@ -17,6 +17,7 @@ Three promises of the test suite live here (tests/test_suite_honesty.py checks e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -289,6 +290,28 @@ def _tiny_gallery():
 
 # The app tests' embedded gallery: 60 synthetic garments at 48 px.
 TINY_GALLERY = _tiny_gallery()
+
+
+@contextlib.contextmanager
+def served_app(checkpoints: Path, base: Path, data_roots: list[Path]):
+    """The app as the browser tests start it: the models of ``checkpoints`` on :data:`TINY_GALLERY` (60 points,
+    cache in ``base/cache``), fine-tuning jobs in ``base/jobs`` over ``data_roots``, served on a free port. Yields
+    ``{"url", "catalog", "jobs", "base"}``; after, every job still running is ended and the server closed."""
+    from profashion.ui import Catalog, build_demo, launch_kwargs
+    from profashion.ui.jobs import JobManager
+
+    catalog = Catalog(checkpoints, base / "cache", gallery=TINY_GALLERY, max_points=60).load()
+    jobs = JobManager(base / "jobs", data_roots)
+    demo = build_demo(catalog, jobs)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(catalog))
+    try:
+        yield {"url": f"http://127.0.0.1:{port}/", "catalog": catalog, "jobs": jobs, "base": base}
+    finally:
+        try:
+            end_jobs(jobs)
+        finally:
+            demo.close()
 
 
 def load_script(relative: str):

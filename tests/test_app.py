@@ -243,30 +243,27 @@ def test_app_py_listens_on_port(tmp_path, cache_root):
 
 
 def test_explain_pictures_are_generic():
-    from profashion.explain.render import classify_maps, explain_panels
+    from profashion.explain.explanation import Explanation, Map
+    from profashion.explain.render import explain_panels
 
     rng = np.random.default_rng(0)
-    maps = {
-        "heatmap": torch.rand(32, 32),
-        "attention_heads": torch.rand(4, 4, 4),
-        "ot_plan": torch.rand(10, 16),
-        "superpixels": torch.randint(0, 6, (32, 32), dtype=torch.int32),
-        "selected_superpixels": [(2, 0.7), (4, 0.2)],
-        "crop_box": (4, 4, 20, 24),
-        "prefix_attention": 0.25,
-        "feature_map_size": (4, 4),
-        "mask": torch.rand(64),
-    }
-    panels, numbers = classify_maps(maps, (32, 32))
-    kinds = {p.key: p.kind for p in panels}
-    assert kinds == {"heatmap": "map", "attention_heads": "maps", "ot_plan": "matrix", "superpixels": "segments",
-                     "crop_box": "box", "mask": "matrix"}
-    assert panels[0].key == "heatmap" and numbers == {"prefix_attention": 0.25}
+
+    def explanation(heatmap) -> Explanation:
+        return Explanation((
+            Map("heatmap", "heatmap", heatmap, "where the model looked"),
+            Map("attention_heads", "heatmaps", torch.rand(4, 4, 4), "one map per head"),
+            Map("ot_plan", "matrix", torch.rand(10, 16), "a plan"),
+            Map("superpixels", "labels", torch.randint(0, 6, (32, 32), dtype=torch.int32), "regions",
+                selection=((2, 0.7), (4, 0.2))),
+            Map("crop_box", "box", (4, 4, 20, 24), "a box"),
+        ), numbers={"prefix_attention": 0.25}, number_about={"prefix_attention": "a number"})
+
+    maps = explanation(torch.rand(32, 32))
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
     mask = np.zeros((32, 32), bool)
     mask[8:16, 8:16] = True
-    rendered, _ = explain_panels(image, maps, mask, attribute=3, attribute_names=[f"a{i}" for i in range(10)])
-    assert [r.kind for r in rendered][:2] == ["mask", "map"]
+    rendered, numbers = explain_panels(image, maps, mask, attribute=3, attribute_names=[f"a{i}" for i in range(10)])
+    assert [r.kind for r in rendered][:2] == ["mask", "map"] and numbers == {"prefix_attention": 0.25}
     assert any(r.kind == "selection" for r in rendered)
     assert sum(r.key == "heatmap" for r in rendered) == 1
     # a map whose maximum lies inside the mask points into it; moved outside, it does not; the localisation is the
@@ -276,7 +273,7 @@ def test_explain_pictures_are_generic():
     outside = inside.copy()
     outside[10, 12], outside[30, 2] = 0.1, 1.0
     for heatmap, pointing in ((inside, True), (outside, False)):
-        scored, _ = explain_panels(image, {**maps, "heatmap": torch.from_numpy(heatmap)}, mask, attribute=3,
+        scored, _ = explain_panels(image, explanation(torch.from_numpy(heatmap)), mask, attribute=3,
                                    attribute_names=[f"a{i}" for i in range(10)])
         heat = next(r for r in scored if r.key == "heatmap")
         assert heat.pointing is pointing

@@ -9,6 +9,7 @@ sentence saying what is missing and how to install it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CHROMIUM, TINY_GALLERY, end_jobs, free_port, playwright_sync_api
+from conftest import CHROMIUM, TINY_GALLERY, end_jobs, free_port, playwright_sync_api, served_app
 
 from profashion.data.synth import SYNTH_SCHEMA
 from profashion.models.base import build_model, save_checkpoint
@@ -44,31 +45,32 @@ def app(tmp_path_factory):
     torch.manual_seed(0)
     for name in MODELS:
         save_checkpoint(build_model(name, "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), ck / name)
-    catalog = Catalog(ck, base / "cache", gallery=TINY_GALLERY, max_points=60).load()
-    jobs = JobManager(base / "jobs", [data])
-    demo = build_demo(catalog, jobs)
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(catalog))
-    try:
-        yield {"url": f"http://127.0.0.1:{port}/", "catalog": catalog, "jobs": jobs, "base": base}
-    finally:
-        try:
-            end_jobs(jobs)
-        finally:
-            demo.close()
+    with served_app(ck, base, [data]) as served:
+        yield served
 
 
-@pytest.fixture
-def page(browser, app, request):
+@contextlib.contextmanager
+def opened_page(browser, url: str, request, ready):
+    """A new browser context's page at ``url``, once ``ready(page)`` returned; after, settled and saved as the
+    test's screenshot (``SHOTS/<test name>.png``)."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = ctx.new_page()
     pg.set_default_timeout(T)
-    pg.goto(app["url"])
-    sync_api.expect(pg.get_by_role("button", name="Retrieve", exact=True)).to_be_visible(timeout=T)
+    pg.goto(url)
+    ready(pg)
     yield pg
     settle(pg)
     pg.screenshot(path=str(SHOTS / f"{request.node.name.removeprefix('test_')}.png"), full_page=True)
     ctx.close()
+
+
+@pytest.fixture
+def page(browser, app, request):
+    def ready(pg):
+        sync_api.expect(pg.get_by_role("button", name="Retrieve", exact=True)).to_be_visible(timeout=T)
+
+    with opened_page(browser, app["url"], request, ready) as pg:
+        yield pg
 
 
 def settle(pg) -> None:
@@ -200,6 +202,10 @@ def test_explore_and_embeddings_follow_the_query(page, app):
     page.get_by_role("tab", name="Explore").click()
     expect(page.get_by_text(f"Query: gallery item #{ex.item}, attribute {ex.attribute}")).to_be_visible(timeout=T)
     expect(page.locator("#explore-stale")).not_to_contain_text("Out of date", timeout=T)
+    # Embeddings' item box follows the query (a gallery item), so "nearest neighbours" is the query's
+    assert ex.item != app["catalog"].examples[0].item
+    page.get_by_role("tab", name="Embeddings").click()
+    expect(page.get_by_label("Gallery item id")).to_have_value(str(ex.item), timeout=T)
 
 
 def test_explore(page):

@@ -12,17 +12,14 @@ import json
 import re
 
 import pytest
-from conftest import TINY_GALLERY, end_jobs, free_port, playwright_sync_api, save_app_checkpoints
-from test_browser import SHOTS, T, settle
+from conftest import playwright_sync_api, save_app_checkpoints, served_app
+from test_browser import SHOTS, T, opened_page, settle
 from test_finetune_form import write_catalogue
 
 pytest.importorskip("gradio")
 sync_api = playwright_sync_api()  # without a browser: failed under CI, skipped elsewhere (the browser fixture)
 from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
-
-from profashion.ui import Catalog, build_demo, launch_kwargs  # noqa: E402
-from profashion.ui.jobs import JobManager  # noqa: E402
 
 CSV = "<data root 1>/garments.csv"
 
@@ -38,32 +35,18 @@ def app(tmp_path_factory):
     generate_synth(data / "synth", 160, 120, 60, size=48, seed=0, eval_layout="all-attributes")
     write_catalogue(data, "garments.csv", 1200)  # 1,200 garments: 120 validation images, >= 20 queries each
     ck = save_app_checkpoints(base / "checkpoints", ("asen", "csn"))
-    catalog = Catalog(ck, base / "cache", gallery=TINY_GALLERY, max_points=60).load()
-    jobs = JobManager(base / "jobs", [data])
-    demo = build_demo(catalog, jobs)
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs(catalog))
-    try:
-        yield {"url": f"http://127.0.0.1:{port}/", "catalog": catalog, "jobs": jobs, "base": base}
-    finally:
-        try:
-            end_jobs(jobs)
-        finally:
-            demo.close()
+    with served_app(ck, base, [data]) as served:
+        yield served
 
 
 @pytest.fixture
 def page(browser, app, request):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(T)
-    pg.goto(app["url"])
-    pg.get_by_role("tab", name="Fine-tune").click()
-    sync_api.expect(pg.locator("#ft-dataset")).to_be_visible(timeout=T)
-    yield pg
-    settle(pg)
-    pg.screenshot(path=str(SHOTS / f"{request.node.name.removeprefix('test_')}.png"), full_page=True)
-    ctx.close()
+    def ready(pg):
+        pg.get_by_role("tab", name="Fine-tune").click()
+        sync_api.expect(pg.locator("#ft-dataset")).to_be_visible(timeout=T)
+
+    with opened_page(browser, app["url"], request, ready) as pg:
+        yield pg
 
 
 def choose(page, elem: str, *options: str) -> None:

@@ -147,3 +147,22 @@ def test_every_endpoint_that_takes_a_gallery_accepts_the_product_gallerys_attrib
     assert "Item #11" in grid
     files = client.predict(query, ATTRIBUTE, names, "products", api_name="/export")
     assert len(files) == 2
+
+
+def test_the_product_gallerys_defaults_show_where_the_shipped_models_differ(real):
+    """Not the trivial masterCategory (every model near 97%) with ASEN against Triplet: the first example's
+    attribute is the one whose shipped numbers spread most, and Embeddings' pair is its best and worst model."""
+    products = real["galleries"].get("products")
+    shipped = json.loads((Path(products.checkpoints_root) / "results.json").read_text())["models"]
+    per = {a: {n: r["per_attribute"][a] for n, r in shipped.items()} for a in products.attributes}
+    spread = {a: max(v.values()) - min(v.values()) for a, v in per.items()}
+    first = products.examples[0].attribute
+    assert first != "masterCategory" and spread[first] == max(spread.values()), spread
+    a, b = products.default_pair()
+    assert per[first][a] == max(per[first].values()) and per[first][b] == min(per[first].values())
+    # the page's first screen of that gallery says so: the switch sets the same query, attribute and pair
+    from profashion.ui.demo import switch_gallery
+
+    out = switch_gallery(real["galleries"], "products")
+    assert out[1] == products.examples[0].path and out[3]["value"] == first
+    assert (out[6]["value"], out[7]["value"]) == (a, b)

@@ -263,14 +263,13 @@ def test_renderer_draws_by_kind_not_by_name():
     assert all(r.image.dtype == np.uint8 and r.image.ndim == 3 for r in rendered)
 
 
-def test_a_free_form_dict_is_still_drawn():
-    """A model outside this package returning the old dict: kinds guessed, drawn the same way."""
+def test_a_free_form_dict_is_refused():
+    """The old dict contract is gone: the renderer draws a typed Explanation only, and says so."""
     from profashion.explain.render import explain_panels
 
     image = np.zeros((32, 32, 3), np.uint8)
-    maps = {"heatmap": torch.rand(32, 32), "ot_plan": torch.rand(3, 16), "crop_box": (4, 4, 20, 24), "x": 0.5}
-    rendered, numbers = explain_panels(image, maps, attribute=1, attribute_names=["a", "b", "c"])
-    assert [r.kind for r in rendered] == ["image", "map", "matrix", "box"] and numbers == {"x": 0.5}
+    with pytest.raises(TypeError, match="draws an Explanation"):
+        explain_panels(image, {"heatmap": torch.rand(32, 32)}, attribute=1, attribute_names=["a", "b", "c"])
 
 
 def test_explanations_render_for_every_model(model):

@@ -16,7 +16,7 @@ import pytest
 from conftest import TINY_GALLERY, save_app_checkpoints
 
 from profashion.data.splits import load_dataset
-from profashion.retrieval.search import Hit, QueryError, SearchResult
+from profashion.retrieval.search import QueryError
 from profashion.ui.catalog import Catalog
 from profashion.ui.galleries import Galleries, GalleryDef, default_galleries
 
@@ -178,23 +178,30 @@ def test_switching_gallery_updates_examples_attributes_and_models(galleries):
 # -- an upload unlike the gallery --------------------------------------------------------------------------
 
 
-def test_an_upload_far_from_every_gallery_item_is_flagged(galleries):
+def test_an_upload_unlike_the_gallery_is_flagged_in_retrieve_and_a_gallery_image_is_not(galleries, tmp_path):
+    from PIL import Image
+
+    from profashion.ui import tab_retrieve
+
     cat = galleries.default
-    a = cat.attribute_index("colour")
-    floors = {n: cat.nearest_floor(n, a) for n in cat.names}
-    assert all(-1.0001 <= f <= 1.0001 for f in floors.values())
-
-    def results(delta):
-        return {n: SearchResult(n, n, "colour", [Hit(1, 0, floors[n] + delta, "", "test", 0, "red", {})])
-                for n in cat.names}
-
-    assert cat.unfamiliar(results(-0.01), a)
-    assert not cat.unfamiliar(results(+0.01), a)
-    mixed = results(-0.01)
-    mixed[cat.names[0]] = results(+0.01)[cat.names[0]]
-    assert not cat.unfamiliar(mixed, a)  # one model finds it familiar: no warning
-    assert not cat.unfamiliar({}, a)
-    assert np.isfinite(list(floors.values())).all()
+    assert cat.unfamiliar_warning(Image.new("RGB", (64, 64))) == ""  # no check made yet: no warning
+    check = cat.ensure_familiarity()
+    assert check is not None and check.fingerprint and len(check.features) == cat.num_items
+    kept = list((cat.cache_root / "familiar").glob(f"{cat.name}-*.npz"))
+    assert len(kept) == 1
+    cat.familiarity = None
+    assert cat.ensure_familiarity().threshold == pytest.approx(check.threshold, abs=1e-3)  # read back, not made
+    yy = np.linspace(0, 1, 240)[:, None, None]
+    gradient = tmp_path / "landscape.png"
+    Image.fromarray((np.array([30, 160, 60]) + (np.array([200, 230, 255]) - [30, 160, 60]) * yy
+                     * np.ones((1, 320, 1))).astype(np.uint8)).save(gradient)
+    _, _, status, hits = tab_retrieve.retrieve(cat, str(gradient), "colour", cat.names)
+    assert "looks unlike the" in status and "pf-warning" in hits["html"]
+    garment = tmp_path / "garment.png"  # a gallery image, uploaded under another name: its own gallery's kind
+    shutil.copy(cat.item_path(3), garment)
+    Image.open(garment).convert("RGB").resize((150, 150)).save(garment)  # other bytes: not identified as item 3
+    _, _, status, hits = tab_retrieve.retrieve(cat, str(garment), "colour", cat.names)
+    assert "an uploaded image" in status and "looks unlike" not in status and "pf-warning" not in hits["html"]
 
 
 # -- a case you can share -------------------------------------------------------------------------------------

@@ -32,6 +32,22 @@ def test_writers_write_the_same_bytes_as_plain_writes(tmp_path):
     assert _names(tmp_path) == ["b.bin", "c.json", "d.json", "e.npy", "sub"]
 
 
+def test_a_copy_a_private_file_and_a_first_writer_wins(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"abc")
+    os.chmod(src, 0o600)
+    pio.atomic_copy(src, tmp_path / "copy" / "c.bin")  # the bytes, with the usual permissions, not the source's
+    assert (tmp_path / "copy" / "c.bin").read_bytes() == b"abc"
+    assert (tmp_path / "copy" / "c.bin").stat().st_mode & 0o777 == 0o666 & ~pio._umask()
+    pio.atomic_write_bytes(tmp_path / "secret", b"k1", mode=0o600)
+    assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600 & ~pio._umask()
+    assert pio.atomic_create_bytes(tmp_path / "new" / "key", b"first", mode=0o600) is True
+    assert pio.atomic_create_bytes(tmp_path / "new" / "key", b"second", mode=0o600) is False  # left as it is
+    assert (tmp_path / "new" / "key").read_bytes() == b"first"
+    assert (tmp_path / "new" / "key").stat().st_mode & 0o777 == 0o600 & ~pio._umask()
+    assert _names(tmp_path / "new") == ["key"] and _names(tmp_path / "copy") == ["c.bin"]  # no temporary left
+
+
 @pytest.mark.parametrize("write", [
     lambda p: pio.atomic_save_npy(p, np.array([object()])),  # np.save fails after writing the header
     lambda p: pio.atomic_write_text(p, "half \ud800"),  # not encodable

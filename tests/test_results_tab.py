@@ -124,8 +124,10 @@ def test_a_model_without_shipped_numbers_is_listed_then_measured_on_the_gallery_
     torch.manual_seed(7)  # other weights: its fingerprint matches nothing shipped
     ft = tmp_path / "ft"
     save_checkpoint(build_model("csn", "demo", SYNTH_SCHEMA.num_values, image_size=48, resize=48), ft)
+    assert tab_results.measure_button(catalog)["visible"] is False  # every model has numbers: no button
     catalog.add_checkpoint("ft-csn", ft)
     try:
+        assert tab_results.measure_button(catalog)["visible"] is True
         html, data, _ = tab_results.results_view(catalog)
         assert _rows(html, "shipped") == list(MODELS)
         assert 'data-model="ft-csn" data-split="pending"' in html and "press Measure" in html
@@ -134,6 +136,7 @@ def test_a_model_without_shipped_numbers_is_listed_then_measured_on_the_gallery_
         html, data, intervals = tab_results.results(catalog, lambda f, desc: calls.append((f, desc)))
         assert calls == [(0.0, "measuring ft-csn on the gallery's test split (1 of 1)")]  # asen was shipped
         assert _rows(html, "gallery") == ["ft-csn"] and "pending" not in html
+        assert tab_results.measure_button(catalog)["visible"] is False
         gallery_rows = html[html.index('data-split="gallery"'):]
         assert "pf-best" not in gallery_rows  # a model alone on its split is the best of nothing
         assert f"gallery's own test split ({catalog.num_items} images" in unescape(html)

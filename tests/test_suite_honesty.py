@@ -29,13 +29,13 @@ def test_every_cache_the_library_finds_is_under_pytests_temp_dir(tmp_path_factor
     import torch.hub
 
     from profashion.models.pretrained import cache_dir
+    from profashion.paths import cache_root
     from profashion.train.trainer import trunk_cache_dir
-    from profashion.ui.catalog import default_cache_root
     from profashion.ui.jobs import default_jobs_root
 
     base = tmp_path_factory.getbasetemp()
     user = Path.home() / ".cache"
-    roots = {"catalog": default_cache_root(), "jobs": default_jobs_root(default_cache_root()),
+    roots = {"catalog": cache_root(), "jobs": default_jobs_root(cache_root()),
              "trunk features": trunk_cache_dir(), "weights": cache_dir(),
              "huggingface": huggingface_hub.constants.HF_HUB_CACHE, "torch hub": torch.hub.get_dir(),
              "matplotlib": matplotlib.get_cachedir()}

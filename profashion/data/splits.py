@@ -132,24 +132,47 @@ class AttributeSchema:
 # Reading
 
 
-def _lines(path: Path) -> list[tuple[int, str]]:
-    """(1-based line number, stripped line) for every non-blank line; CRLF and no final newline are fine."""
+def decode_utf8(data: bytes, path) -> str:
+    """``data`` (read from ``path``) as UTF-8 text; a DatasetError naming the first bad byte otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise DatasetError(f"missing file: {path}") from exc
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+
+
+def read_utf8(path, missing: str = "missing file") -> str:
+    """The UTF-8 text of the file ``path``; a DatasetError ``"<missing>: <path>"`` when it is not there, or
+    naming the first byte that is not UTF-8."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{missing}: {path}") from exc
+    return decode_utf8(data, path)
+
+
+def numbered_lines(path, missing: str = "missing file") -> list[tuple[int, str]]:
+    """(1-based line number, stripped line) for every non-blank line; CRLF and no final newline are fine.
+    ``missing`` names a missing file in its error (:func:`read_utf8`)."""
+    text = read_utf8(path, missing)
     return [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+
+
+def three_ints(path, lineno: int, line: str, expected: str) -> tuple[int, int, int]:
+    """The three integers of a stripped ``line`` (``lineno`` of ``path``); a DatasetError saying it expected
+    ``expected`` (``'fid attribute value'``) otherwise."""
+    parts = line.split()
+    if len(parts) != 3:
+        raise DatasetError(f"{path}, line {lineno}: expected {expected}, got {line!r}")
+    try:
+        a, b, c = (int(p) for p in parts)
+    except ValueError as exc:
+        raise DatasetError(f"{path}, line {lineno}: expected three integers, got {line!r}") from exc
+    return a, b, c
 
 
 def read_filenames(path: Path) -> list[str]:
     """Image paths of a ``filenames_<split>.txt``; the list index is the image id."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise DatasetError(f"missing file: {path}") from exc
-    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln.strip() for ln in read_utf8(path).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     for i, ln in enumerate(lines):
@@ -161,14 +184,8 @@ def read_filenames(path: Path) -> list[str]:
 def read_pairs(path: Path, schema: AttributeSchema, num_images: int | None = None) -> np.ndarray:
     """``fid attr value`` lines (query/candidate files) as an int64 array of shape (n, 3), validated."""
     rows = []
-    for lineno, ln in _lines(Path(path)):
-        parts = ln.split()
-        if len(parts) != 3:
-            raise DatasetError(f"{path}, line {lineno}: expected 'fid attribute value', got {ln!r}")
-        try:
-            fid, a, v = (int(p) for p in parts)
-        except ValueError as exc:
-            raise DatasetError(f"{path}, line {lineno}: expected three integers, got {ln!r}") from exc
+    for lineno, ln in numbered_lines(path):
+        fid, a, v = three_ints(path, lineno, ln, "'fid attribute value'")
         _check_label(path, lineno, schema, a, v)
         _check_fid(path, lineno, fid, num_images)
         rows.append((fid, a, v))
@@ -178,7 +195,7 @@ def read_pairs(path: Path, schema: AttributeSchema, num_images: int | None = Non
 def read_labels(path: Path, schema: AttributeSchema, num_images: int | None = None) -> np.ndarray:
     """``fid a1 v1 [a2 v2 ...]`` lines as an (n, 3) int64 array, one row per (fid, attribute, value)."""
     rows = []
-    for lineno, ln in _lines(Path(path)):
+    for lineno, ln in numbered_lines(path):
         parts = ln.split()
         if len(parts) < 3 or len(parts) % 2 == 0:
             raise DatasetError(f"{path}, line {lineno}: expected 'fid a1 v1 [a2 v2 ...]', got {ln!r}")

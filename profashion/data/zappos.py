@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from profashion.data.splits import DatasetError, check_image_path
+from profashion.data.splits import DatasetError, check_image_path, decode_utf8, numbered_lines, three_ints
 from profashion.io import MAX_JSON_DEPTH, JSONLimitError, loads_json, read_bytes_bounded
 
 MAX_FILENAMES_BYTES = 64 << 20  # the list of image paths: about 3 MB for the 50,025 images of Zappos50k
@@ -66,13 +66,11 @@ def read_zappos_filenames(path) -> list[str]:
     fix = "give one image path per line, or a JSON list of image paths"
     try:
         data = read_bytes_bounded(path, MAX_FILENAMES_BYTES, str(path), fix)
-        text = data.decode("utf-8")
     except FileNotFoundError as exc:
         raise DatasetError(f"missing file: {path} (CSN's list of Zappos image paths)") from exc
     except JSONLimitError as exc:
         raise DatasetError(str(exc)) from None
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path} is not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+    text = decode_utf8(data, path)
     if text.lstrip().startswith("["):
         try:
             names = loads_json(data, max_bytes=MAX_FILENAMES_BYTES, max_depth=MAX_JSON_DEPTH,
@@ -96,23 +94,9 @@ def read_zappos_filenames(path) -> list[str]:
 def read_triplet_list(path, num_images: int | None = None) -> np.ndarray:
     """``a b c`` lines of one triplet list as an (n, 3) int64 array, validated."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise DatasetError(f"missing triplet list: {path}") from exc
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path} is not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 3:
-            raise DatasetError(f"{path}, line {lineno}: expected three image indices 'a b c', got {line.strip()!r}")
-        try:
-            a, b, c = (int(p) for p in parts)
-        except ValueError as exc:
-            raise DatasetError(f"{path}, line {lineno}: expected three integers, got {line.strip()!r}") from exc
+    for lineno, line in numbered_lines(path, missing="missing triplet list"):
+        a, b, c = three_ints(path, lineno, line, "three image indices 'a b c'")
         for idx in (a, b, c):
             if idx < 0 or (num_images is not None and idx >= num_images):
                 raise DatasetError(

@@ -9,7 +9,7 @@ modules (matplotlib, scikit-image) load when one of their names is first used.
 from profashion.explain.explanation import KINDS, Explanation, Map  # noqa: F401
 
 _LAZY = {name: "profashion.explain.render" for name in (
-    "Panel", "classify_maps", "explain_panels", "heatmap_overlay", "hit_thumbnail", "mask_outline", "matrix_image",
+    "explain_panels", "heatmap_overlay", "hit_thumbnail", "mask_outline", "matrix_image",
     "segmentation_overlay", "strip")}
 _LAZY.update({"scatter_svg": "profashion.explain.scatter", "value_colours": "profashion.explain.scatter"})
 

@@ -2,7 +2,7 @@
 
 An explanation is a list of :class:`Map` s, each with its ``kind`` (how to read and draw it) and one sentence
 ``about`` what it means, plus named numbers. The renderer (:mod:`profashion.explain.render`) and the
-localisation scores (:mod:`profashion.evaluation.localisation`) go by the kind, never by the map's name.
+localisation scores (:mod:`profashion.explain.scores`) go by the kind, never by the map's name.
 
 The kinds (:data:`KINDS`):
 

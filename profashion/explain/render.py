@@ -15,8 +15,8 @@ The Explore tab draws no picture of a whole panel: it sends layers the browser s
 colours at its own resolution; :func:`outline_layer`, the ground-truth outline; :func:`data_uri`), with
 :func:`gradient_css` as the colour bar and :func:`top_columns` cutting a plan to its heaviest columns.
 
-Numbers are returned as they are. A model outside this package that still returns a free-form dict is read
-by :func:`classify_maps`, which guesses each entry's kind from its dtype and shape (the old contract).
+Numbers are returned as they are. A heatmap's localisation score and pointing-game hit come from
+:mod:`profashion.explain.scores`.
 """
 
 from __future__ import annotations
@@ -29,17 +29,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from profashion.explain.explanation import Explanation, Map
+from profashion.explain.scores import localisation_score, pointing_hit
 
 DISPLAY = 192  # pixels of one panel's image side in a strip
 TITLE_H = 22
-
-
-@dataclasses.dataclass
-class Panel:
-    key: str
-    kind: str  # map | maps | segments | matrix | box
-    data: object
-    selection: list[tuple[int, float]] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,99 +273,6 @@ def top_columns(matrix, row: int | None = None, k: int = 8) -> list[int]:
     return [int(i) for i in np.argsort(-np.nan_to_num(w, nan=-np.inf), kind="stable")[:k]]
 
 
-# --------------------------------------------------------------------------------------------------
-# A free-form explain dict (models outside this package, the old contract): kinds guessed
-
-
-def _spatial(shape: tuple[int, int], image_hw: tuple[int, int]) -> bool:
-    h, w = shape
-    H, W = image_hw
-    return 2 <= min(h, w) and h <= H and w <= W and abs(h / w - H / W) <= 0.15 * (H / W)
-
-
-def _selection(value) -> list[tuple[int, float]] | None:
-    if not isinstance(value, (list, tuple)) or not value:
-        return None
-    out = []
-    for item in value:
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            return None
-        i, w = item
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not isinstance(w, (int, float, np.number)):
-            return None
-        out.append((int(i), float(w)))
-    return out
-
-
-def _box(value) -> tuple[float, ...] | None:
-    if not isinstance(value, (list, tuple)) or len(value) != 4:
-        return None
-    if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in value):
-        return None
-    y0, x0, y1, x1 = (float(v) for v in value)
-    return (y0, x0, y1, x1) if y1 > y0 and x1 > x0 else None
-
-
-def classify_maps(maps: dict, image_hw: tuple[int, int]) -> tuple[list[Panel], dict[str, float]]:
-    """Sort a free-form ``explain`` dict into drawable panels (heatmap first) and plain numbers, guessing each
-    entry's kind from its dtype and shape (the models here return a typed :class:`Explanation` instead)."""
-    panels: list[Panel] = []
-    numbers: dict[str, float] = {}
-    selections: list[list[tuple[int, float]]] = []
-    for key, value in maps.items():
-        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-            numbers[key] = float(value)
-            continue
-        sel = _selection(value)
-        if sel is not None:
-            selections.append(sel)
-            continue
-        box = _box(value)
-        if box is not None and "size" not in key:
-            panels.append(Panel(key, "box", box))
-            continue
-        if isinstance(value, (list, tuple)) and not hasattr(value, "shape"):
-            continue  # sizes and other tuples: nothing to draw
-        arr = to_numpy(value)
-        if arr is None or arr.size < 2:
-            continue
-        if arr.ndim == 2 and (np.issubdtype(arr.dtype, np.integer)) and _spatial(arr.shape, image_hw):
-            panels.append(Panel(key, "segments", arr))
-        elif arr.ndim == 2 and "plan" not in key.lower() and _spatial(arr.shape, image_hw):
-            panels.append(Panel(key, "map", arr.astype(np.float32)))
-        elif arr.ndim == 3 and _spatial(arr.shape[1:], image_hw) and arr.shape[0] <= 64:
-            panels.append(Panel(key, "maps", arr.astype(np.float32)))
-        elif arr.ndim in (1, 2) and np.isfinite(arr.astype(np.float64)).all():
-            panels.append(Panel(key, "matrix", np.atleast_2d(arr.astype(np.float32))))
-    segs = [p for p in panels if p.kind == "segments"]
-    if len(segs) == 1 and len(selections) == 1:
-        segs[0].selection = selections[0]
-    panels.sort(key=lambda p: p.key != "heatmap")
-    return panels, numbers
-
-
-_GUESSED = {"map": "heatmap", "maps": "heatmaps", "segments": "labels", "matrix": "matrix", "box": "box"}
-
-
-def maps_from_dict(maps: dict, image_hw: tuple[int, int], attribute: int | None = None,
-                   num_attributes: int | None = None) -> tuple[list[Map], dict[str, float]]:
-    """A free-form ``explain`` dict as typed maps (kinds guessed by :func:`classify_maps`) and numbers; a matrix
-    with one row per attribute (``num_attributes``) gets attribute rows with the queried one marked."""
-    panels, numbers = classify_maps(maps, image_hw)
-    out = []
-    for p in panels:
-        extra: dict = {}
-        if p.kind == "segments" and p.selection is not None:
-            extra["selection"] = tuple(p.selection)
-        if p.kind == "matrix" and num_attributes is not None and p.data.shape[0] == num_attributes:
-            extra.update(rows="attribute", row_attributes=tuple(range(num_attributes)),
-                         row_labels=tuple(f"attribute {i}" for i in range(num_attributes)))
-            if attribute is not None and 0 <= attribute < num_attributes:
-                extra["highlight_row"] = attribute
-        out.append(Map(p.key, _GUESSED[p.kind], p.data, "(its kind guessed from a free-form explain dict)", **extra))
-    return out, numbers
-
-
 @dataclasses.dataclass
 class RenderedPanel:
     title: str
@@ -402,25 +302,22 @@ def _row_labels(m: Map, attribute_names: Sequence[str] | None) -> list[str] | No
     return list(m.row_labels) if m.row_labels is not None else None
 
 
-def explain_panels(image, explanation: Explanation | dict, mask: np.ndarray | None = None,
+def explain_panels(image, explanation: Explanation, mask: np.ndarray | None = None,
                    attribute: int | None = None, attribute_names: Sequence[str] | None = None
                    ) -> tuple[list[RenderedPanel], dict[str, float]]:
     """Every map of ``explanation`` drawn by its kind on the (model-input-sized) ``image``; and its numbers.
 
     With a ground-truth ``mask`` (same size as the image), each heatmap gets its localisation score and
     pointing-game hit, and the first panel is the image with the mask's outline. ``attribute_names`` name the
-    rows of matrices whose rows are attributes. A free-form dict (a model outside this package) is read by
-    :func:`maps_from_dict` first.
+    rows of matrices whose rows are attributes (the queried one is the map's own ``highlight_row``: ``attribute``
+    is accepted for the callers that pass it, and not needed).
     """
-    from profashion.evaluation.localisation import localisation_score, pointing_hit
-
+    if not isinstance(explanation, Explanation):
+        raise TypeError(f"explain_panels draws an Explanation (profashion.explain.explanation), got "
+                        f"{type(explanation).__name__}")
     small = as_rgb(image)
     hw = small.shape[:2]
-    if isinstance(explanation, Explanation):
-        maps, numbers = list(explanation.maps), dict(explanation.numbers)
-    else:
-        maps, numbers = maps_from_dict(explanation, hw, attribute,
-                                       len(attribute_names) if attribute_names is not None else None)
+    maps, numbers = list(explanation.maps), dict(explanation.numbers)
     # drawn at display size (boundaries and outlines one display pixel wide); scored at the model's size
     rgb = _upscale(small, max(DISPLAY, max(hw)))
     scale = rgb.shape[0] / hw[0]

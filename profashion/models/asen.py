@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from profashion.explain.explanation import Explanation, Map
-from profashion.models.backbones import create_backbone
+from profashion.models.backbones import config_backbone
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
 from profashion.models.presets import DEMO_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
 
@@ -73,11 +73,7 @@ class ASEN(RetrievalModel):
 
     config_class = ASENConfig
 
-    @staticmethod
-    def build_backbone(config: ASENConfig) -> nn.Module:
-        """The feature extractor (a subclass swaps it: the ViT trunk of TF-ASEN)."""
-        return create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
-                               frozen_stages=config.frozen_stages, adapter=config.adapter)
+    build_backbone = staticmethod(config_backbone)  # the feature extractor (a subclass swaps it: TF-ASEN's ViT)
 
     def __init__(self, config: ASENConfig):
         super().__init__(config)

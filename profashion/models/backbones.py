@@ -43,7 +43,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from profashion.models.base import ModelError
+from profashion.models.errors import ModelError
 
 BACKBONES = ("small_cnn", "efficientnet_lite0", "efficientnet_lite0_hc", "resnet50_layer3", "timm:<model>", "openclip:<model>")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -335,6 +335,13 @@ def create_backbone(name: str, pretrained: str | None = None, image_size: int | 
     if is_file:
         load_backbone_weights(backbone, pretrained, name)
     return backbone
+
+
+def config_backbone(config) -> Backbone:
+    """The trunk a model config names (its ``backbone``, ``pretrained``, ``image_size``, ``frozen_stages`` and
+    ``adapter``): what a CNN method builds unless a subclass swaps it (the ViT trunk of TF-CSN, TF-ASEN)."""
+    return create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
+                           frozen_stages=config.frozen_stages, adapter=config.adapter)
 
 
 def looks_like_path(s: str) -> bool:

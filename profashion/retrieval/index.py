@@ -366,11 +366,7 @@ def build_indexes(checkpoints: Sequence[str | os.PathLike], dataset: SplitDatase
             feats = first.shared_trunk_features(x) if shared else None
             for i in members:
                 m = models[i]
-                if feats is None:
-                    emb = m.embed_all(x)
-                else:
-                    extras = tuple(m.trunk_extras(x)) if m.has_trunk_extras() else ()
-                    emb = m.embed_all_from_trunk((feats, *extras) if extras else feats)
+                emb = m.embed_all(x) if feats is None else m.embed_all_from_trunk(m.trunk_features(x, shared=feats))
                 parts[i].append(emb.float().cpu().numpy())
         seconds = time.perf_counter() - t0
         for i in members:

@@ -79,6 +79,15 @@ TENSOR_CACHE = 4  # (query, preprocessing) model inputs kept: the request's own,
 QUERY_CACHE = 512  # (query image, model) embeddings kept, (A, D) float32 each: ~3 KB for the demo models
 
 
+def attribute_id(schema, attribute: str | int) -> int:
+    """The index of ``attribute`` (a name or an index) in ``schema``, or one QueryError saying which ones there are:
+    the one place a query's attribute is resolved (the engine's per model, the app's catalog once per request)."""
+    try:
+        return schema.attribute_index(attribute)
+    except DatasetError as exc:
+        raise QueryError(str(exc)) from None
+
+
 def query_key(image) -> str:
     """The content of a decoded query image, as a key: the same picture uploaded twice is the same query."""
     h = hashlib.blake2b(f"{image.mode}{image.size}".encode(), digest_size=16)
@@ -163,13 +172,6 @@ class RetrievalEngine:
 
     # -- queries ---------------------------------------------------------------------------------------
     @staticmethod
-    def _attribute(index: GalleryIndex, attribute: str | int) -> int:
-        try:
-            return index.schema.attribute_index(attribute)
-        except DatasetError as exc:
-            raise QueryError(str(exc)) from None
-
-    @staticmethod
     def load_query(image):
         """The query as an RGB PIL image (path, bytes, PIL image or array), or one clear QueryError."""
         if image is None:
@@ -187,8 +189,7 @@ class RetrievalEngine:
         """The query's embedding under ``attribute``; ``decoded`` is ``image`` already loaded, if it is,
         ``shared`` what :meth:`shared_trunks` computed for this model, if it did, and ``key`` its
         :func:`query_key`, if known."""
-        e = self.entry(name)
-        a = self._attribute(e.index, attribute)
+        a = attribute_id(self.entry(name).index.schema, attribute)
         img = decoded if decoded is not None else self.load_query(image)
         return self.embed_all_query(name, img, shared, key)[a]
 
@@ -214,10 +215,9 @@ class RetrievalEngine:
         x = self.model_input(e.model, decoded, ck[0])
         with one_thread():
             feats = shared.get(e.trunk_key) if shared else None
-            if feats is not None:
+            if feats is not None:  # the shared trunk ran once for several models: this one adds its extras
                 m = e.model.model
-                extras = tuple(m.trunk_extras(x)) if m.has_trunk_extras() else ()
-                q = m.embed_all_from_trunk((feats, *extras) if extras else feats)
+                q = m.embed_all_from_trunk(m.trunk_features(x, shared=feats))
             else:
                 q = e.model.embed_all(x)
         out = q.float().cpu().numpy()[0]
@@ -277,8 +277,8 @@ class RetrievalEngine:
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise QueryError(f"k must be a positive integer, got {k!r}")
         e = self.entry(name)
-        a = self._attribute(e.index, attribute)
         ix = e.index
+        a = attribute_id(ix.schema, attribute)
         if isinstance(image, (str, os.PathLike)):
             item = ix.find_path(image)
             if item is not None:
@@ -287,7 +287,7 @@ class RetrievalEngine:
                 if query_value is None and ix.values[item, a] >= 0:
                     query_value = ix.schema.values[a][int(ix.values[item, a])]
         t0 = time.perf_counter()
-        q = self.embed_query(name, image, a, decoded, shared, key)
+        q = self.embed_all_query(name, decoded if decoded is not None else self.load_query(image), shared, key)[a]
         t1 = time.perf_counter()
         scores, ids = ix.search_vectors(q[None], a, k, exclude)
         t2 = time.perf_counter()

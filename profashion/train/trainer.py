@@ -61,6 +61,7 @@ from profashion.models.base import (
     read_checkpoint_config,
     save_checkpoint,
 )
+from profashion.paths import cache_root
 from profashion.train.config import TrainConfig, planned_epochs
 
 __all__ = ["TrainConfig", "planned_epochs", "resolve_device", "train", "run_started", "triplet_loss",
@@ -336,8 +337,8 @@ def _store(t: torch.Tensor) -> torch.Tensor:
 
 
 def trunk_cache_dir() -> Path:
-    """Where cached frozen-trunk features are kept: ``$PROFASHION_CACHE/trunk-features`` (``~/.cache/profashion``)."""
-    return Path(os.environ.get("PROFASHION_CACHE") or Path.home() / ".cache" / "profashion") / "trunk-features"
+    """Where cached frozen-trunk features are kept: ``trunk-features`` in :func:`profashion.paths.cache_root`."""
+    return cache_root() / "trunk-features"
 
 
 class FrozenTrunkHead(torch.nn.Module):

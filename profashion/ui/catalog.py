@@ -30,11 +30,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from profashion import paths
 from profashion.data.images import ImageError, load_image
 from profashion.data.splits import DatasetError, SplitDataset, atomic_write_text, load_dataset
 from profashion.device import on_gpu
+from profashion.io import atomic_path
 from profashion.retrieval import shipped
 from profashion.retrieval.accel import one_thread
+from profashion.retrieval.familiar import FamiliarityCheck, check_images, image_features
 from profashion.retrieval.index import (
     GalleryIndex,
     GalleryIndexError,
@@ -43,10 +46,8 @@ from profashion.retrieval.index import (
     checkpoint_fingerprint,
     dataset_fingerprint,
 )
-from profashion.retrieval.search import QueryError, RetrievalEngine, SearchResult
+from profashion.retrieval.search import QueryError, RetrievalEngine, SearchResult, attribute_id
 
-ENV_CHECKPOINTS = "PROFASHION_CHECKPOINTS"
-ENV_CACHE = "PROFASHION_CACHE"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # How long a query waits for a model still warming up (loading, or indexing the gallery) before it is refused with
 # the progress; a Retrieve waits RETRIEVE_WAIT, then shows the models not ready yet as warming up in their own rows
@@ -93,19 +94,6 @@ class Example(NamedTuple):
     path: str
     caption: str
     attribute: str
-
-
-def default_checkpoints_root() -> Path:
-    """``PROFASHION_CHECKPOINTS``, else ``checkpoints/`` in the working folder (app.py passes the repository's)."""
-    return Path(os.environ.get(ENV_CHECKPOINTS) or "checkpoints")
-
-
-def default_cache_root() -> Path:
-    env = os.environ.get(ENV_CACHE)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "profashion"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,8 +275,8 @@ class Catalog:
                  gallery: GallerySpec | str | os.PathLike = GallerySpec(), backend: str = "fp32",
                  max_points: int = 5000, device: str = "cpu", name: str = "synthetic", title: str | None = None,
                  description: str = "", use_shipped: bool = True):
-        self.checkpoints_root = Path(checkpoints_root) if checkpoints_root is not None else default_checkpoints_root()
-        self.cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
+        self.checkpoints_root = Path(checkpoints_root) if checkpoints_root is not None else paths.checkpoints_root()
+        self.cache_root = Path(cache_root) if cache_root is not None else paths.cache_root()
         # a GallerySpec is generated into the cache; a folder is a dataset shipped as it is (its test split)
         self.spec = gallery if isinstance(gallery, GallerySpec) else None
         self.folder = None if isinstance(gallery, GallerySpec) else Path(gallery)
@@ -311,7 +299,8 @@ class Catalog:
         self.warming: dict[str, ModelEntry] = {}  # discovered, not yet served (load_models serves them)
         self.warming_note_text = ""
         self._results: dict[str, dict] = {}
-        self._floors: dict[tuple, float] = {}
+        self.familiarity: FamiliarityCheck | None = None  # the gallery's check, once made (ensure_familiarity)
+        self.siblings: list[Catalog] = []  # the app's other galleries (Galleries sets them)
         self._work_root: Path | None = None
         self._images_digest: str | None = None  # the gallery's image files' digest (retrieval.shipped)
 
@@ -361,6 +350,7 @@ class Catalog:
         app runs it in the background, so that its port answers at once)."""
         log = log or (lambda msg: None)
         self.dataset = self._ensure_gallery(log)
+        self._spread = self._shipped_spread()
         self.examples = self._pick_examples()
         found = self.discover()
         self.skipped = [*self.skipped, *(e for e in found if e.error)]
@@ -627,7 +617,10 @@ class Catalog:
         schema = ds.schema
         values = ds.split(GALLERY_SPLIT).known_values(schema.num_attributes)
         names = [a for a in EXAMPLE_ATTRIBUTES if a in schema.names]
-        names += [a for a in schema.names if a not in names]
+        # then the others, where the shipped models differ most first (a trivial attribute, e.g. masterCategory,
+        # that every model gets right teaches nothing as the page's first example)
+        spread = getattr(self, "_spread", None) or {}
+        names += sorted((a for a in schema.names if a not in names), key=lambda a: -spread.get(a, (0.0,))[0])
         shares = np.zeros(values.shape, np.float64)  # share of each item's image inside each attribute's region
         has_masks = False
         for item in range(len(values)):
@@ -662,6 +655,30 @@ class Catalog:
             chosen.append(Example(item, str(ds.image_path(GALLERY_SPLIT, item)),
                                   f"{name.replace('_', ' ')}: {value}", name))
         return chosen
+
+    def _shipped_spread(self) -> dict[str, tuple[float, str, str]]:
+        """Per attribute, from the shipped numbers (results.json, checked as the Results tab checks it): (the
+        spread of the models' mAPs, the best model, the worst); empty when nothing is shipped."""
+        from profashion.ui.tab_results import read_shipped  # the file's checks live with the table
+
+        rows = (read_shipped(self).data or {}).get("models") or {}
+        spread = {}
+        for a in self.attributes:
+            maps = {n: r["per_attribute"][a] for n, r in rows.items() if a in r.get("per_attribute", {})}
+            if len(maps) > 1:
+                best, worst = max(maps, key=maps.get), min(maps, key=maps.get)
+                spread[a] = (maps[best] - maps[worst], best, worst)
+        return spread
+
+    def default_pair(self) -> tuple[str | None, str | None]:
+        """Embeddings' first pair: on the first example's attribute, the shipped models that differ most (the best
+        and the worst) when both are listed, else the first and the last model listed."""
+        names = self.listed
+        attr = self.examples[0].attribute if self.examples else None
+        _, best, worst = (getattr(self, "_spread", None) or {}).get(attr, (0.0, None, None))
+        if best in names and worst in names and best != worst:
+            return best, worst
+        return (names[0], names[-1]) if names else (None, None)
 
     # -- what the UI lists -------------------------------------------------------------------------------
     @property
@@ -713,10 +730,7 @@ class Catalog:
     def attribute_index(self, attribute) -> int:
         if attribute is None or attribute == "":
             raise QueryError("no attribute chosen: pick one from the list")
-        try:
-            return self.dataset.schema.attribute_index(attribute)
-        except DatasetError as exc:
-            raise QueryError(str(exc)) from None
+        return attribute_id(self.dataset.schema, attribute)
 
     def item_path(self, item: int) -> str:
         return str(self.dataset.image_path(GALLERY_SPLIT, int(item)))
@@ -740,10 +754,8 @@ class Catalog:
                 framed = hit_thumbnail(load_image(source), match)
             except ImageError:
                 framed = np.zeros((64, 64, 3), np.uint8)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            Image.fromarray(framed).save(tmp, format="PNG")
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                Image.fromarray(framed).save(tmp, format="PNG")
             for old in path.parent.glob(f"{item}-*.png"):  # every frame of the image's former content (and of
                 if not old.name.endswith(f"-{key}.png"):  # the old id-only names): never served again
                     old.unlink(missing_ok=True)
@@ -849,32 +861,49 @@ class Catalog:
         out.update({n: SearchResult(n, "?", self.attributes[a], [], qv, error=why) for n, why in failed.items()})
         return {n: out[n] for n in asked if n in out}, item
 
-    def nearest_floor(self, name: str, a: int, percentile: float = 1.0) -> float:
-        """The ``percentile`` of the gallery items' similarity to their nearest other item in the model's space of
-        attribute ``a`` (cached): a query less similar than this to every item is further from the gallery than
-        99% of its own items are from each other."""
-        key = (name, self.models[name].fingerprint, int(a), percentile)
-        with self._lock:
-            cached = self._floors.get(key)
-        if cached is not None:
-            return cached
-        emb = np.asarray(self.engine.index(name).embeddings[:, a], dtype=np.float32)
-        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        best = np.full(len(emb), -np.inf, np.float32)
-        for i in range(0, len(emb), 512):  # blocks: bounded memory for any gallery size
-            sim = emb[i:i + 512] @ emb.T
-            sim[np.arange(len(sim)), np.arange(i, i + len(sim))] = -np.inf
-            best[i:i + 512] = sim.max(axis=1)
-        floor = float(np.percentile(best, percentile))
-        with self._lock:
-            self._floors[key] = floor
-        return floor
+    def ensure_familiarity(self, log=None) -> FamiliarityCheck | None:
+        """The gallery's "is it like us?" check (:mod:`profashion.retrieval.familiar`): kept in the cache under the
+        digest of the gallery's image files, else computed from them (about 12 ms an image) and kept. None when
+        it cannot be made (the warning is then not given)."""
+        from profashion.models.base import ModelError
 
-    def unfamiliar(self, results: dict[str, SearchResult], a: int) -> bool:
-        """Whether a query looks unlike this gallery: in EVERY model's space, its best match is less similar than
-        the gallery's own items almost always are to their nearest neighbour (:meth:`nearest_floor`)."""
-        tops = {n: r.hits[0].score for n, r in results.items() if not r.error and r.hits and n in self.models}
-        return bool(tops) and all(score < self.nearest_floor(n, a) for n, score in tops.items())
+        if self.familiarity is not None or self.dataset is None:
+            return self.familiarity
+        try:
+            if self._images_digest is None:
+                self._images_digest = shipped.images_digest(self.dataset, GALLERY_SPLIT)
+            path = self.cache_root / "familiar" / f"{self.name}-{self._images_digest[:24]}.npz"
+            check = FamiliarityCheck.load(path, self._images_digest, self.num_items)
+            if check is None:
+                t0 = time.perf_counter()
+                check = check_images([self.item_path(i) for i in range(self.num_items)],
+                                     fingerprint=self._images_digest)
+                check.save(path)
+                if log:
+                    log(f"{self.name} gallery: its familiarity check made in {time.perf_counter() - t0:.0f} s")
+        except (OSError, ValueError, ImageError, ModelError) as exc:
+            if log:
+                log(f"{self.name} gallery: no familiarity check ({self.public(str(exc))})")
+            return None
+        self.familiarity = check
+        return check
+
+    def unfamiliar_warning(self, image) -> str:
+        """"" when the (uploaded, decoded) ``image`` looks like this gallery's images, or while the check is not made
+        yet; else one sentence saying so, and naming the other gallery when the image looks like that one's."""
+        if self.familiarity is None:
+            return ""
+        feats = image_features([image])
+        if not self.familiarity.unfamiliar(feats)[0]:
+            return ""
+        other = next((c for c in self.siblings if c.familiarity is not None and not c.familiarity.unfamiliar(feats)[0]),
+                     None)
+        what = f"the {self.title.lower()} gallery"
+        if other is not None:
+            return (f"This upload looks unlike {what} and like the {other.title.lower()} one: try that gallery (the "
+                    "switch at the top), where these models were trained on images like it.")
+        return (f"This upload looks unlike {what} (and unlike every gallery here): the models were trained on "
+                "images like the gallery's, so these results may mean little. Try an image like the gallery's.")
 
     @on_gpu
     @torch.no_grad()

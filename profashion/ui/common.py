@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+from html import escape as html_escape
 
 import gradio as gr
 import pandas as pd
@@ -131,3 +132,34 @@ def file_url(path) -> str:
     from profashion.ui.public import PUBLIC
 
     return PUBLIC.url(path)
+
+
+def hit_button(h: dict, cls: str, mark: str, tip: str) -> str:
+    """One result of a comparison grid (Retrieve's hits, Embeddings' neighbours) as a button: its thumbnail, the
+    ``mark`` in words (hit / miss, same / other), its value, rank and score; ``tip`` its title; ``cls`` its frame
+    (``hit``, ``miss``, ``unknown``). A click on it picks ``h["item"]`` (:data:`ITEM_CLICK_JS`)."""
+    e = html_escape
+    return (f'<button type="button" class="pf-item pf-{cls}" data-item="{int(h["item"])}" title="{e(tip)}" '
+            f'aria-label="{e(tip)}"><span class="pf-img"><img src="{e(h["url"])}" alt=""></span>'
+            f'<span class="pf-txt"><span class="pf-mark">{mark}</span>'
+            f'<span class="pf-val">{e(h["value"] or "?")}</span>'
+            f'<span class="pf-score">#{h["rank"]} · {h["score"]:.3f}</span></span></button>')
+
+
+def comparison_rows(rows: list[dict], marks: dict, tip, titled: bool = False) -> list[str]:
+    """The rows of a comparison grid (Retrieve, Embeddings' neighbours), one per model: its label and summary
+    (with its ``about`` as the label's title when ``titled``), its error if any, then its hits as
+    :func:`hit_button` s; ``marks[match]`` is a hit's (frame, mark in words), ``tip(row, hit, mark)`` its title."""
+    e = html_escape
+    out = []
+    for r in rows:
+        title = f' title="{e(r.get("about", ""))}"' if titled else ""
+        out.append(f'<div class="pf-row" data-model="{e(r["name"])}"><div class="pf-name"{title}><b>{e(r["label"])}</b>'
+                   f'<span>{e(r["summary"])}</span></div>')
+        if r.get("error"):
+            out.append(f'<div class="pf-error">{e(r["error"])}</div>')
+        for h in r.get("hits", []):
+            cls, mark = marks[h["match"]]
+            out.append(hit_button(h, cls, mark, tip(r, h, mark)))
+        out.append("</div>")
+    return out

@@ -144,12 +144,11 @@ def switch_gallery(galleries: Galleries, name):
     attrs = catalog.attributes
     ex = catalog.examples[0] if catalog.examples else None
     labels = _labels(catalog)
-    names = catalog.listed
+    pair = catalog.default_pair()
     return (gallery_markdown(catalog), ex.path if ex else None, examples_html(catalog.examples),
             gr.update(choices=attrs, value=ex.attribute if ex else (attrs[0] if attrs else None)),
-            gr.update(choices=labels, value=names), models_html(catalog),
-            gr.update(choices=labels, value=names[0] if names else None),
-            gr.update(choices=labels, value=names[1] if len(names) > 1 else (names[0] if names else None)),
+            gr.update(choices=labels, value=catalog.listed), models_html(catalog),
+            gr.update(choices=labels, value=pair[0]), gr.update(choices=labels, value=pair[1]),
             gr.update(maximum=max(0, catalog.num_items - 1), value=ex.item if ex else 0))
 
 
@@ -201,7 +200,8 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         events["embeddings"], compute["embeddings"] = tab_embeddings.wire(galleries, b, attribute, gallery)
         tab_results.wire(galleries, res, models, gallery)
         tabs["results"].select(guard(results_now, tab_results.ERRORS, galleries), [gallery],
-                               [res.table, res.data, res.intervals, res.models_md], api_visibility="private",
+                               [res.table, res.data, res.intervals, res.models_md, res.button],
+                               api_visibility="private",
                                show_progress="hidden")  # a model published meanwhile is listed at once
         gr.api(galleries_api(galleries), api_name="galleries")
         tab_finetune.wire(galleries, jobs, f)
@@ -226,6 +226,8 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
             opened.then(views.refresher(None, compute, bool(names)), v_inputs, v_outputs,
                         api_visibility="private", preprocess=False, concurrency_id="query")
         wire_link(galleries, uploads, head, tabs, view_state, link)
+        query.change(bounded(follow_query(galleries), busy=gr.skip), [query, gallery], b.item_box,
+                     api_visibility="private", preprocess=False, queue=False, show_progress="hidden")
         head.export.click(guard(export_files, (QueryError, ImageError, DatasetError), galleries),
                           [query, attribute, models, gallery], head.exported, api_name="export", preprocess=False,
                           concurrency_id="query", concurrency_limit=2)
@@ -269,6 +271,19 @@ def link_opener(galleries: Galleries, uploads: UploadStore):
     return open_link
 
 
+def follow_query(galleries: Galleries):
+    """Embeddings' item box follows the query when it is a gallery item (an upload leaves it as it is)."""
+
+    def follow(query, gallery):
+        try:
+            item = galleries.get(gallery).identify(_path_of(query))
+        except QueryError:
+            return gr.skip()
+        return gr.skip() if item is None else item
+
+    return follow
+
+
 def link_refused():
     """The page's load when the server is busy (see :func:`common.bounded`): the defaults, and one line saying so."""
     note = "⚠️ The server was busy: this page shows the defaults, not its link's case. Reload the page to open it."
@@ -300,7 +315,8 @@ def wire_link(galleries: Galleries, uploads: UploadStore, head: SimpleNamespace,
 
 def results_now(catalog: Catalog):
     """The Results table of the gallery's loaded models as they are now (no measuring)."""
-    return (*tab_results.results_view(catalog), tab_results.models_markdown(catalog))
+    return (*tab_results.results_view(catalog), tab_results.models_markdown(catalog),
+            tab_results.measure_button(catalog))
 
 
 def export_files(catalog: Catalog, query, attribute, models) -> list[str]:

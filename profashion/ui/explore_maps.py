@@ -23,7 +23,6 @@ from html import escape
 
 import numpy as np
 
-from profashion.evaluation.localisation import localisation_score, pointing_hit
 from profashion.explain.explanation import Explanation, Map
 from profashion.explain.render import (
     _upscale,
@@ -36,6 +35,7 @@ from profashion.explain.render import (
     to_numpy,
     top_columns,
 )
+from profashion.explain.scores import localisation_score, pointing_hit
 
 TOP_COLUMNS = 8  # columns of a plan shown: the heaviest of the queried attribute's row
 MAX_HEADS = 8  # per-head maps shown of a stack

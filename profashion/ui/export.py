@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from profashion.io import atomic_write_text, sha256_file
+from profashion.io import atomic_path, atomic_write_text, sha256_file
 from profashion.retrieval.search import QueryError
 
 MAX_EXPORTS = 64
@@ -130,10 +130,11 @@ def draw_case(record: dict, pictures: dict, out: Path) -> None:
             ax.set_yticks([])
     fig.suptitle(f"ProFashion Explorer: {record['gallery_title']}, attribute {record['attribute']}", fontsize=10)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 def export_case(catalog, path, attribute, models, root: str | os.PathLike) -> tuple[Path, Path]:

@@ -85,7 +85,14 @@ class Galleries:
             if "{n}" in catalog.description:
                 catalog.description = catalog.description.format(n=f"{catalog.num_items:,}")
             catalogs.append(catalog)
+        for c in catalogs:
+            c.siblings = [o for o in catalogs if o is not c]
         return cls(catalogs, skipped)
+
+    def ensure_familiarity(self, log=None) -> None:
+        """Every gallery's "is it like us?" check (:meth:`Catalog.ensure_familiarity`), kept in the cache."""
+        for catalog in self.catalogs.values():
+            catalog.ensure_familiarity(log)
 
     def load_models(self, log=None) -> None:
         """Serve every gallery's models still warming up (:meth:`Catalog.load_models`), gallery by gallery."""

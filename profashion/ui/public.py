@@ -21,13 +21,12 @@ import functools
 import html
 import os
 import re
-import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from profashion.io import sha256_file
+from profashion.io import atomic_copy, atomic_create_bytes, atomic_write_bytes, sha256_file
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".json")
 MIRROR = "profashion"
@@ -91,13 +90,7 @@ class PublicFiles:
         except OSError:
             pass
         if not dest.is_file():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
+            atomic_copy(src, dest)
         return str(dest)
 
     def trim(self, max_bytes: int) -> int:
@@ -192,24 +185,14 @@ def browser_secret(cache_root: str | os.PathLike) -> str:
     kept = _read_secret(path)
     if kept is not None:
         return kept
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32)
-    tmp = path.with_name(f".{SECRET_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(key + "\n")
-        try:  # two apps starting at once on one cache: the first key written wins, both use it
-            os.link(tmp, path)
-        except FileExistsError:
-            kept = _read_secret(path)
-            if kept is not None:
-                return kept
-            os.replace(tmp, path)  # a damaged key: replaced
-        except OSError:  # no hard links here
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    data = (key + "\n").encode("ascii")
+    # two apps starting at once on one cache: the first key written wins, both use it
+    if not atomic_create_bytes(path, data, mode=0o600):
+        kept = _read_secret(path)
+        if kept is not None:
+            return kept
+        atomic_write_bytes(path, data, mode=0o600)  # a damaged key: replaced
     return key
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import urlencode
 
+from profashion.io import atomic_copy
 from profashion.ui.catalog import MAX_UPLOAD_BYTES
 from profashion.ui.public import content_digest, escape_markdown
 
@@ -49,10 +49,7 @@ class UploadStore:
             suffix = p.suffix.lower() if p.suffix.lower() in IMAGE_SUFFIXES else ".img"
             dest = self.root / f"{digest}{suffix}"
             if not dest.is_file():
-                self.root.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-                shutil.copyfile(p, tmp)
-                os.replace(tmp, dest)
+                atomic_copy(p, dest)
                 self._trim()
             return digest
         except OSError:

@@ -33,7 +33,7 @@ from profashion.explain.scatter import colour_lists
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
 from profashion.ui.catalog import GALLERY_SPLIT, Catalog
-from profashion.ui.common import K, event_data, file_url, guard
+from profashion.ui.common import K, comparison_rows, event_data, file_url, guard
 from profashion.ui.embeddings_js import EXPLORER_CSS, EXPLORER_HTML, EXPLORER_JS, NEIGHBOUR_CLICK_JS
 
 NOTE = (
@@ -268,19 +268,11 @@ def neighbours_html(query: dict, rows: list[dict]) -> str:
            f'<figure class="pf-query" data-item="{int(query["item"])}"><img src="{e(query["url"])}" alt="the chosen item">'
            f'<figcaption><b>Item #{int(query["item"])}</b><br>{e(query["attribute"].replace("_", " "))}: '
            f'<b>{e(query["value"] or "unknown")}</b></figcaption></figure>', '<div class="pf-rows">']
-    for r in rows:
-        out.append(f'<div class="pf-row" data-model="{e(r["name"])}"><div class="pf-name"><b>{e(r["label"])}</b>'
-                   f'<span>{e(r["summary"])}</span></div>')
-        for h in r["hits"]:
-            cls, mark = MARKS[h["match"]]
-            tip = (f'{r["label"]}, neighbour {h["rank"]}: item {h["item"]}, {query["attribute"]} = '
-                   f'{h["value"] or "?"}, cosine {h["score"]:.4f}; click to explore it')
-            out.append(f'<button type="button" class="pf-item pf-{cls}" data-item="{int(h["item"])}" '
-                       f'title="{e(tip)}" aria-label="{e(tip)}"><span class="pf-img"><img src="{e(h["url"])}" '
-                       f'alt=""></span><span class="pf-txt"><span class="pf-mark">{mark}</span>'
-                       f'<span class="pf-val">{e(h["value"] or "?")}</span>'
-                       f'<span class="pf-score">#{h["rank"]} · {h["score"]:.3f}</span></span></button>')
-        out.append("</div>")
+    def tip(r, h, mark):
+        return (f'{r["label"]}, neighbour {h["rank"]}: item {h["item"]}, {query["attribute"]} = '
+                f'{h["value"] or "?"}, cosine {h["score"]:.4f}; click to explore it')
+
+    out += comparison_rows(rows, MARKS, tip)
     out.append("</div></div>")
     return "".join(out)
 
@@ -335,9 +327,10 @@ def build(catalog: Catalog, labels: list, names: list[str]) -> SimpleNamespace:
     gr.Markdown(NOTE)
     c = SimpleNamespace()
     with gr.Row():
-        c.model_a = gr.Dropdown(labels, value=names[0] if names else None, label="Model A",
+        pair = catalog.default_pair()
+        c.model_a = gr.Dropdown(labels, value=pair[0], label="Model A",
                                 allow_custom_value=True)  # fine-tuned models join later
-        c.model_b = gr.Dropdown(labels, value=names[-1] if names else None, label="Model B",
+        c.model_b = gr.Dropdown(labels, value=pair[1], label="Model B",
                                 allow_custom_value=True)
         c.method = gr.Radio(METHOD_CHOICES, value="tsne", label="Projection")
     c.button = gr.Button("Project the gallery", variant="primary")

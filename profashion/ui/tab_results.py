@@ -482,6 +482,11 @@ def results_view(catalog: Catalog):
     return _outputs(catalog, *collect(catalog))
 
 
+def measure_button(catalog: Catalog):
+    """The measure button, shown only while some loaded model has no numbers yet (shipped, cached or measured)."""
+    return gr.update(visible=bool(collect(catalog)[1]))
+
+
 def sources_markdown() -> str:
     from profashion.evaluation.retrieval_map import PUBLISHED_NOTES, PUBLISHED_SOURCES
 
@@ -508,7 +513,7 @@ def build(catalog: Catalog) -> SimpleNamespace:
     c = SimpleNamespace()
     gr.Markdown(NOTE)
     c.button = gr.Button("Measure the models that have no numbers yet", variant="primary",
-                         elem_id="results-measure")
+                         elem_id="results-measure", visible=bool(collect(catalog)[1]))
     c.table = gr.HTML(html, css_template=CSS, js_on_load=None, elem_id="results-map")
     gr.Markdown(sources_markdown())
     with gr.Accordion("95% intervals per attribute", open=False):
@@ -525,7 +530,9 @@ def wire(catalog: Catalog, c: SimpleNamespace, models, gallery=None) -> None:
     ``gallery``: the gallery switch, when ``catalog`` is the app's galleries and :func:`~profashion.ui.common.guard` routes each event to the chosen gallery's catalog by
     the event's last input."""
     fn = guard(results, ERRORS, catalog)
-    refresh = guard(lambda cat, _models: (*results_view(cat), models_markdown(cat)), ERRORS, catalog)
+    refresh = guard(lambda cat, _models: (*results_view(cat), models_markdown(cat), measure_button(cat)), ERRORS,
+                    catalog)
+    button = guard(lambda cat: measure_button(cat), ERRORS, catalog)
     outputs = [c.table, c.data, c.intervals]
     if gallery is None:
         def measure(progress=gr.Progress()):  # noqa: B008 - how Gradio hands an event its progress bar
@@ -537,14 +544,15 @@ def wire(catalog: Catalog, c: SimpleNamespace, models, gallery=None) -> None:
             return fn(progress, gallery)
 
         inputs, m_inputs = [models, gallery], [gallery]
-        gallery.change(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden",
-                      preprocess=False)
-    c.button.click(measure, m_inputs, outputs, api_name="results", concurrency_id="heavy", concurrency_limit=1)
+        gallery.change(refresh, inputs, [*outputs, c.models_md, c.button], api_visibility="private",
+                       show_progress="hidden", preprocess=False)
+    c.button.click(measure, m_inputs, outputs, api_name="results", concurrency_id="heavy", concurrency_limit=1).then(
+        button, m_inputs, c.button, api_visibility="private", show_progress="hidden", preprocess=False)
     # a model added since the page was built or while it is open (a fine-tuning job's checkpoint) is listed at the
     # next page load and as soon as the models change
-    models.change(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden",
-                      preprocess=False)
+    models.change(refresh, inputs, [*outputs, c.models_md, c.button], api_visibility="private",
+                  show_progress="hidden", preprocess=False)
     page = Context.root_block
     if page is not None:
-        page.load(refresh, inputs, [*outputs, c.models_md], api_visibility="private", show_progress="hidden",
-                      preprocess=False)
+        page.load(refresh, inputs, [*outputs, c.models_md, c.button], api_visibility="private",
+                  show_progress="hidden", preprocess=False)

@@ -16,7 +16,7 @@ from profashion.data.splits import DatasetError
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
 from profashion.ui.catalog import WARMING, Catalog
-from profashion.ui.common import ITEM_CLICK_JS, K, df, event_data, file_url, guard, path_of
+from profashion.ui.common import ITEM_CLICK_JS, K, comparison_rows, df, event_data, file_url, guard, path_of
 from profashion.ui.public import PUBLIC, escape_markdown
 
 NOTE = (
@@ -43,22 +43,11 @@ def comparison_html(query: dict, rows: list[dict]) -> str:
            f'<figure class="pf-query"><img src="{e(query["url"])}" alt="the query image">'
            f'<figcaption><b>Query</b> {e(query["who"])}<br>{e(query["attribute"].replace("_", " "))}: '
            f'<b>{e(query["value"] or "unknown")}</b></figcaption></figure>', '<div class="pf-rows">']
-    for r in rows:
-        out.append(f'<div class="pf-row" data-model="{e(r["name"])}"><div class="pf-name" title="{e(r.get("about", ""))}">'
-                   f'<b>{e(r["label"])}</b>'
-                   f'<span>{e(r["summary"])}</span></div>')
-        if r.get("error"):
-            out.append(f'<div class="pf-error">{e(r["error"])}</div>')
-        for h in r.get("hits", []):
-            cls, mark = MARKS[h["match"]]
-            tip = (f'{r["label"]}, rank {h["rank"]}: item {h["item"]}, {query["attribute"]} = {h["value"] or "?"}, '
-                   f'score {h["score"]:.4f}, {mark[2:]}; click to query it')
-            out.append(f'<button type="button" class="pf-item pf-{cls}" data-item="{int(h["item"])}" title="{e(tip)}" '
-                       f'aria-label="{e(tip)}"><span class="pf-img"><img src="{e(h["url"])}" alt=""></span>'
-                       f'<span class="pf-txt"><span class="pf-mark">{mark}</span>'
-                       f'<span class="pf-val">{e(h["value"] or "?")}</span>'
-                       f'<span class="pf-score">#{h["rank"]} · {h["score"]:.3f}</span></span></button>')
-        out.append("</div>")
+    def tip(r, h, mark):
+        return (f'{r["label"]}, rank {h["rank"]}: item {h["item"]}, {query["attribute"]} = {h["value"] or "?"}, '
+                f'score {h["score"]:.4f}, {mark[2:]}; click to query it')
+
+    out += comparison_rows(rows, MARKS, tip, titled=True)
     out.append("</div></div>")
     return "".join(out)
 
@@ -115,10 +104,7 @@ def retrieve(catalog: Catalog, query, attribute, models):
     value = f", whose {attribute} is **{qv}**" if qv else " (its value is unknown, so hits are not marked)"
     status = f"Query: {who}{value}.\n\n" + "\n".join(lines)
     warning = ""
-    if item is None and catalog.unfamiliar(results, a):
-        warning = (f"This upload looks unlike the {catalog.title.lower()} gallery: in every model's space it is "
-                   "further from all gallery images than they are from each other, so these results may mean "
-                   "little. Try the other gallery, or an image like the gallery's.")
+    if item is None and (warning := catalog.unfamiliar_warning(catalog.decode_query(path)[1])):
         status = f"⚠️ {warning}\n\n{status}"
     table = df(rows, ["model", "rank", "score", "value", "hit", "item"])
     grid = comparison_html({"url": file_url(path), "who": f"#{item}" if item is not None else "(upload)",

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from profashion.paths import user_cache_home  # noqa: E402
 from profashion.retrieval import shipped  # noqa: E402
 from profashion.retrieval.projection import DegenerateSpaceError  # noqa: E402
-from profashion.ui.catalog import GALLERY_SPLIT, Catalog  # noqa: E402
+from profashion.ui.catalog import FAMILIAR_FILE, GALLERY_SPLIT, Catalog  # noqa: E402
 from profashion.ui.galleries import default_galleries  # noqa: E402
 
 MAX_POINTS = 5000  # the app's Catalog.max_points: every item of both galleries
@@ -82,6 +82,11 @@ def main() -> int:
             print(json.dumps({"gallery": d.name, "model": name, "seconds": round(time.perf_counter() - t0, 1),
                               "projections": len(projections), "failed": failed,
                               "bytes": folder_bytes(dest)}), flush=True)
+        # the gallery's "is it like us?" reference (profashion.retrieval.familiar): a cold start need not embed it
+        if catalog.ensure_familiarity(log=lambda m: print(m, file=sys.stderr, flush=True)) is not None:
+            dest = Path(d.checkpoints) / FAMILIAR_FILE
+            catalog.familiarity.save(dest)
+            total += dest.stat().st_size
     print(json.dumps({"total_bytes": total, "total_mb": round(total / 2**20, 2)}), flush=True)
     return 0
 

@@ -166,3 +166,20 @@ def test_the_product_gallerys_defaults_show_where_the_shipped_models_differ(real
     out = switch_gallery(real["galleries"], "products")
     assert out[1] == products.examples[0].path and out[3]["value"] == first
     assert (out[6]["value"], out[7]["value"]) == (a, b)
+
+
+def test_the_shipped_familiarity_references_are_used_not_recomputed(real, monkeypatch):
+    """Each embedded gallery's reference ships beside its checkpoints (2,302 photos would cost minutes of CPU at
+    every cold start): an empty cache reads it, and computes nothing."""
+    import profashion.ui.catalog as catalog_module
+
+    def refuse(*a, **k):
+        raise AssertionError("the shipped reference should have been used")
+
+    monkeypatch.setattr(catalog_module, "check_images", refuse)
+    for name, n in (("synthetic", 400), ("products", 2302)):
+        cat = real["galleries"].get(name)
+        cat.familiarity = None
+        check = cat.ensure_familiarity()
+        assert check is not None and len(check.features) == n == cat.num_items
+        assert check.fingerprint == cat._images_digest  # made from these very image files

@@ -12,7 +12,7 @@ others (leave one out), and a query scoring :data:`MARGIN` below the :data:`QUAN
 *unfamiliar*.
 ``benchmarks/familiar.py`` measures both error rates on image sets it builds itself (docs/BENCHMARKS.md).
 
-Features of a gallery are computed once (about 12 ms an image on 2 CPU cores) and kept in a float16 ``.npz`` keyed
+Features of a gallery are computed once (about 85 ms an image on 2 CPU cores) and kept in a float16 ``.npz`` keyed
 by the gallery's fingerprint (:meth:`FamiliarityCheck.save` / :meth:`FamiliarityCheck.load`).
 """
 

@@ -57,6 +57,7 @@ WARM_WAIT = 60.0
 RETRIEVE_WAIT = 40.0
 WARMING = "warming up: still loading, ready in a moment; press Retrieve again"
 GALLERY_SPLIT = "test"
+FAMILIAR_FILE = "gallery-familiar.npz"  # beside the checkpoints: the gallery's familiarity reference, shipped
 
 # Registered method -> its row in retrieval_map.PUBLISHED (PROTOCOL.md). A method without a row simply
 # shows no published number.
@@ -862,9 +863,10 @@ class Catalog:
         return {n: out[n] for n in asked if n in out}, item
 
     def ensure_familiarity(self, log=None) -> FamiliarityCheck | None:
-        """The gallery's "is it like us?" check (:mod:`profashion.retrieval.familiar`): kept in the cache under the
-        digest of the gallery's image files, else computed from them (about 12 ms an image) and kept. None when
-        it cannot be made (the warning is then not given)."""
+        """The gallery's "is it like us?" check (:mod:`profashion.retrieval.familiar`): the one kept in the cache,
+        else the one shipped beside the checkpoints (:data:`FAMILIAR_FILE`, ``scripts/ship_indexes.py``), each only
+        when made from these very image files (their digest), else computed from them (about 85 ms an image on 2
+        cores) and kept in the cache. None when it cannot be made (the warning is then not given)."""
         from profashion.models.base import ModelError
 
         if self.familiarity is not None or self.dataset is None:
@@ -873,7 +875,9 @@ class Catalog:
             if self._images_digest is None:
                 self._images_digest = shipped.images_digest(self.dataset, GALLERY_SPLIT)
             path = self.cache_root / "familiar" / f"{self.name}-{self._images_digest[:24]}.npz"
-            check = FamiliarityCheck.load(path, self._images_digest, self.num_items)
+            check = (FamiliarityCheck.load(path, self._images_digest, self.num_items)  # the cache's, else shipped
+                     or FamiliarityCheck.load(Path(self.checkpoints_root) / FAMILIAR_FILE, self._images_digest,
+                                              self.num_items))
             if check is None:
                 t0 = time.perf_counter()
                 check = check_images([self.item_path(i) for i in range(self.num_items)],

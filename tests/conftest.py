@@ -363,3 +363,14 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny problems: torch's thread pool only adds spin-waits (badly so on a shared, loaded machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

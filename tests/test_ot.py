@@ -13,14 +13,7 @@ import torch
 from profashion.ot import OTError, sinkhorn
 from profashion.ot.sinkhorn import _ABSORB_AT
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny problems: torch's thread pool only adds spin-waits (badly so on a shared, loaded machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see conftest.one_thread
 
 
 def cosine_costs(B, n, m, dtype=torch.float64, seed=0, d=16, scale=1.0):

@@ -27,12 +27,7 @@ NUM_VALUES = [3, 4, 2, 5]  # A = 4 attributes
 A = len(NUM_VALUES)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see conftest.one_thread
 
 
 def tiny(**overrides) -> ProFashion:

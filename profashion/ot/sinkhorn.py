@@ -70,6 +70,19 @@ class OTError(ValueError):
     """Invalid input to an optimal-transport solver (shapes, NaN/inf costs, marginals, epsilon)."""
 
 
+
+def _check_settings(grad, epsilon, max_iter, tol) -> None:
+    """One OTError for a bad solver setting (shared by :func:`sinkhorn` and the unbalanced solver)."""
+    if grad not in _GRADS:
+        raise OTError(f"grad must be one of {_GRADS}, got {grad!r}")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not math.isfinite(epsilon) \
+            or epsilon <= 0:
+        raise OTError(f"epsilon must be a positive finite number, got {epsilon!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
+        raise OTError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
+        raise OTError(f"tol must be a number >= 0, got {tol!r}")
+
 def sinkhorn(
     cost: torch.Tensor,
     epsilon: float = 0.05,
@@ -103,15 +116,7 @@ def sinkhorn(
     """
     if method not in _METHODS:
         raise OTError(f"method must be one of {_METHODS}, got {method!r}")
-    if grad not in _GRADS:
-        raise OTError(f"grad must be one of {_GRADS}, got {grad!r}")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not math.isfinite(epsilon) \
-            or epsilon <= 0:
-        raise OTError(f"epsilon must be a positive finite number, got {epsilon!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-        raise OTError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
-        raise OTError(f"tol must be a number >= 0, got {tol!r}")
+    _check_settings(grad, epsilon, max_iter, tol)
 
     C, out_dtype, squeeze = _as_cost(cost)
     B, n, m = C.shape

@@ -51,11 +51,10 @@ from typing import Any
 
 import torch
 
-from profashion.ot.sinkhorn import OTError, _as_cost, _as_marginal
+from profashion.ot.sinkhorn import OTError, _as_cost, _as_marginal, _check_settings
 
 __all__ = ["sinkhorn_unbalanced"]
 
-_GRADS = ("autodiff", "last_step", "none")
 
 
 def _rho(tau, eps: float, name: str) -> float:
@@ -93,15 +92,7 @@ def sinkhorn_unbalanced(
     Returns:
         The plan, same shape as ``cost``; with ``return_info``, ``(plan, info)``.
     """
-    if grad not in _GRADS:
-        raise OTError(f"grad must be one of {_GRADS}, got {grad!r}")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not math.isfinite(epsilon) \
-            or epsilon <= 0:
-        raise OTError(f"epsilon must be a positive finite number, got {epsilon!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-        raise OTError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
-        raise OTError(f"tol must be a number >= 0, got {tol!r}")
+    _check_settings(grad, epsilon, max_iter, tol)
     tau_a, tau_b = (reg_m, reg_m) if isinstance(reg_m, numbers.Real) else tuple(reg_m)
     eps = float(epsilon)
     rho = (_rho(tau_a, eps, "reg_m[0]"), _rho(tau_b, eps, "reg_m[1]"))

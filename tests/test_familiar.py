@@ -94,3 +94,17 @@ def test_a_kept_check_is_read_back_only_for_its_own_gallery(checks, tmp_path):
     path.write_bytes(b"PK\x03\x04 not a zip")
     assert FamiliarityCheck.load(path, "g", 64) is None
     assert FamiliarityCheck.load(tmp_path / "missing.npz", "g", 64) is None
+
+
+def test_a_querys_features_are_computed_once_per_content(monkeypatch):
+    import profashion.retrieval.familiar as familiar
+
+    calls = []
+    real = familiar.image_features
+    monkeypatch.setattr(familiar, "image_features", lambda imgs: calls.append(1) or real(imgs))
+    img = _not_garments()["shapes"]
+    first = familiar.query_features(img)
+    again = familiar.query_features(img.copy())  # the same picture, another object: no second forward pass
+    assert calls == [1] and np.array_equal(first, again) and first.shape == (1, 1280)
+    familiar.query_features(_not_garments()["text"])
+    assert calls == [1, 1]

@@ -18,6 +18,7 @@ by the gallery's fingerprint (:meth:`FamiliarityCheck.save` / :meth:`Familiarity
 
 from __future__ import annotations
 
+import collections
 import threading
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -87,6 +88,29 @@ def image_features(images: Iterable[Image.Image], batch: int = BATCH) -> np.ndar
     if chunk:
         flush()
     return np.concatenate(out) if out else np.zeros((0, 1280), np.float32)
+
+
+_QUERY_CACHE: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+QUERY_CACHE = 256  # queries' features kept (1280 float32 each: 1.3 MB in all)
+
+
+def query_features(image: Image.Image) -> np.ndarray:
+    """(1, 1280): :func:`image_features` of one query, kept by its content (the same upload searched again, for
+    another attribute or model, costs no second forward pass)."""
+    from profashion.retrieval.search import query_key
+
+    key = query_key(image)
+    with _NET_LOCK:
+        hit = _QUERY_CACHE.get(key)
+        if hit is not None:
+            _QUERY_CACHE.move_to_end(key)
+            return hit
+    feats = image_features([image])
+    with _NET_LOCK:
+        _QUERY_CACHE[key] = feats
+        while len(_QUERY_CACHE) > QUERY_CACHE:
+            _QUERY_CACHE.popitem(last=False)
+    return feats
 
 
 def _topk_mean(sims: np.ndarray, k: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from profashion.device import on_gpu
 from profashion.io import atomic_path
 from profashion.retrieval import shipped
 from profashion.retrieval.accel import one_thread
-from profashion.retrieval.familiar import FamiliarityCheck, check_images, image_features
+from profashion.retrieval.familiar import FamiliarityCheck, check_images, query_features
 from profashion.retrieval.index import (
     GalleryIndex,
     GalleryIndexError,
@@ -897,7 +897,7 @@ class Catalog:
         yet; else one sentence saying so, and naming the other gallery when the image looks like that one's."""
         if self.familiarity is None:
             return ""
-        feats = image_features([image])
+        feats = query_features(image)
         if not self.familiarity.unfamiliar(feats)[0]:
             return ""
         other = next((c for c in self.siblings if c.familiarity is not None and not c.familiarity.unfamiliar(feats)[0]),

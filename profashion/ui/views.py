@@ -52,6 +52,11 @@ def refresh(view, tab, choices: tuple, compute: dict, has_models: bool) -> tuple
     view is recomputed (``compute[tab]``) when it is out of date, every other output is skipped."""
     if not is_ready(view):  # a tab's select as the page mounts: the load's choices are still on their way
         return (gr.skip(),) * 16
+    if tab is not None and tab == (view or {}).get("tab"):
+        # a select of the tab already open: the mount's select, queued, can run after the load answered, with the
+        # default choices it captured at mount (State is read on the server, the choices were sent by the page);
+        # the open tab's view already follows every change of choices
+        return (gr.skip(),) * 16
     query, attribute, models, model_a, model_b, method, gallery = choices
     view = dict(view or {})
     shown = dict(view.get("shown") or {})

@@ -362,3 +362,51 @@ def test_direct_calls_beyond_the_limit_are_refused_before_the_app_sees_them():
     refused, statuses, seen = asyncio.run(scenario())
     assert refused == 429 and statuses == [200, 200, 200, 200]
     assert seen.count("/gradio_api/run/predict") == 3 and "/gradio_api/queue/join" in seen
+
+
+def test_each_clients_direct_calls_are_a_burst_then_a_few_a_second(monkeypatch):
+    """One address flooding the unqueued handlers gets ``burst`` calls, then ``rate`` a second; another address is
+    served meanwhile. Behind a Space's proxy the address is the last X-Forwarded-For entry (the earlier ones are the
+    caller's to forge); elsewhere a forged header changes nothing. The clients remembered are bounded."""
+    import asyncio
+
+    from profashion.ui.public import DirectCallLimit, client_key
+
+    now = [0.0]
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    limit = DirectCallLimit(app, limit=100, burst=3, rate=2.0, clients=4, clock=lambda: now[0])
+
+    def call(ip, forwarded=None):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+        scope = {"type": "http", "method": "POST", "path": "/gradio_api/run/predict", "client": (ip, 5000),
+                 "headers": headers}
+        asyncio.run(limit(scope, None, send))
+        return sent[0]["status"]
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert [call("10.0.0.1") for _ in range(5)] == [200, 200, 200, 429, 429]
+    assert call("10.0.0.2") == 200  # another client is served meanwhile
+    now[0] = 0.5  # one token back (2 a second)
+    assert [call("10.0.0.1") for _ in range(2)] == [200, 429]
+    assert call("10.0.0.1", forwarded="1.2.3.4") == 429  # off a Space the header is not trusted
+    now[0] = 100.0  # a long pause refills the burst, no more
+    assert [call("10.0.0.1") for _ in range(4)] == [200, 200, 200, 429]
+
+    monkeypatch.setenv("SPACE_ID", "someone/profashion")
+    proxy = "10.9.9.9"  # every visitor comes through the Space's proxy
+    assert [call(proxy, "6.6.6.6") for _ in range(4)] == [200, 200, 200, 429]
+    assert call(proxy, "7.7.7.7") == 200  # another visitor behind the same proxy
+    assert call(proxy, "1.1.1.1, 6.6.6.6") == 429  # a forged first entry: still 6.6.6.6
+    assert client_key({"headers": [(b"x-forwarded-for", b" , 8.8.8.8 ")], "client": (proxy, 1)}) == "8.8.8.8"
+    assert client_key({"headers": [], "client": (proxy, 1)}) == proxy
+    for i in range(50):  # a spray of addresses: memory stays bounded
+        call(proxy, f"5.5.5.{i}")
+    assert len(limit.buckets) == 4

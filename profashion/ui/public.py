@@ -236,27 +236,63 @@ def escape_markdown(text: str) -> str:
 
 DIRECT_CALLS = 8  # direct calls (the page's unqueued events) served at once; one more is refused at once
 DIRECT_PREFIXES = ("/gradio_api/run/", "/gradio_api/api/")
+# Each client's direct calls: a burst of DIRECT_BURST, then DIRECT_RATE a second. A page opening a link makes ~15
+# (the load, then each changed choice's banner, link and item box), a gallery switch 8-11, a click one to three; a
+# flood from one address gets a few a second instead of whatever the global bound lets through (each costs Gradio
+# ~65 ms of the event loop for a new session: benchmarks/load_test.py --flood-only).
+DIRECT_BURST, DIRECT_RATE = 60, 4.0
+DIRECT_CLIENTS = 10_000  # clients remembered (least recently seen forgotten first): bounded memory under a spray
+
+
+def client_key(scope) -> str:
+    """The caller's address: behind a Hugging Face Space's proxy (``SPACE_ID`` set) the last ``X-Forwarded-For``
+    entry, the one the proxy added (earlier entries are the caller's to forge); elsewhere the connection's peer
+    (uvicorn has already resolved a trusted proxy's headers into it)."""
+    if os.environ.get("SPACE_ID"):
+        for name, value in scope.get("headers") or ():
+            if name == b"x-forwarded-for":
+                last = value.decode("latin-1").rsplit(",", 1)[-1].strip()
+                if last:
+                    return last[:64]
+    client = scope.get("client")
+    return str(client[0]) if client else "?"
 
 
 class DirectCallLimit:
-    """ASGI middleware: at most ``limit`` direct calls (``POST /gradio_api/run/...``, the route of the events that
-    run outside the queue) in flight; one more is answered ``429`` at once, before Gradio reads its body.
+    """ASGI middleware for direct calls (``POST /gradio_api/run/...``, the route of the events that run outside the
+    queue): at most ``limit`` in flight, and per client a token bucket (``burst`` calls, refilled at ``rate`` a
+    second); a call beyond either is answered ``429`` at once, before Gradio reads its body.
 
     The events outside the queue do O(1) work or are bounded (:func:`profashion.ui.common.bounded`), but every call
-    still costs Gradio ~35 ms of this 2-core machine (parsing, dispatch to a worker thread, the answer): 300
-    concurrent calls took it ~10 s, during which a queued Retrieve waited. Refused here, a call costs well under a
-    millisecond. (Queued events are never served on this route: the app's queue is not open to direct calls.)"""
+    still costs Gradio ~35-65 ms of this 2-core machine's event loop (parsing, a new session's state, dispatch to a
+    worker thread, the answer): 300 concurrent calls took it ~10 s, during which a queued Retrieve waited. Refused
+    here, a call costs well under a millisecond. (Queued events are never served on this route: the app's queue is
+    not open to direct calls.)"""
 
-    def __init__(self, app, limit: int = DIRECT_CALLS, prefixes: tuple[str, ...] = DIRECT_PREFIXES):
+    def __init__(self, app, limit: int = DIRECT_CALLS, prefixes: tuple[str, ...] = DIRECT_PREFIXES,
+                 burst: float = DIRECT_BURST, rate: float = DIRECT_RATE, clients: int = DIRECT_CLIENTS,
+                 clock=time.monotonic):
         self.app, self.limit, self.prefixes = app, limit, prefixes
+        self.burst, self.rate, self.clients, self.clock = float(burst), float(rate), clients, clock
         self.in_flight = 0  # one event loop: no lock needed
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when); insertion order = recency
+
+    def admit(self, key: str) -> bool:
+        """Take one of ``key``'s tokens (False: it has none now)."""
+        now = self.clock()
+        tokens, then = self.buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if len(self.buckets) >= self.clients:  # forget the least recently seen
+            del self.buckets[next(iter(self.buckets))]
+        self.buckets[key] = (tokens - 1.0 if tokens >= 1.0 else tokens, now)
+        return tokens >= 1.0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST" or not any(
                 scope.get("path", "").startswith(p) for p in self.prefixes):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        if self.in_flight >= self.limit or not self.admit(client_key(scope)):
             body = b'{"error": "The app is busy right now; try again in a moment"}'
             await send({"type": "http.response.start", "status": 429,
                         "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),

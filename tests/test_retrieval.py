@@ -103,6 +103,18 @@ def test_several_models_answer_the_same_query(tiny_synth, ckpts, asen_index, tmp
         alone = engine.search(name, query, "sleeve_length", k=3)
         assert [h.item for h in alone.hits] == [h.item for h in r.hits]
         np.testing.assert_allclose([h.score for h in alone.hits], [h.score for h in r.hits], atol=1e-5)
+    # the next queries too (the shared trunk once ran on the input kept under the trunk's key, i.e. the FIRST query
+    # ever: every later Retrieve of the app showed that query's neighbours, the query itself first at score 1.0)
+    singles = {n: RetrievalEngine() for n in out}
+    singles["asen"].add("asen", asen_index, backend="fp32")
+    singles["csn"].add("csn", csn, backend="fp32")
+    for i in (1, 2):
+        other = load_dataset(tiny_synth).image_path("test", i)
+        both = engine.search_all(other, "sleeve_length", k=3, exclude_query=False)
+        for name, r in both.items():
+            alone = singles[name].search(name, other, "sleeve_length", k=3, exclude_query=False)
+            assert r.hits[0].item == i and [h.item for h in alone.hits] == [h.item for h in r.hits]
+            np.testing.assert_allclose([h.score for h in alone.hits], [h.score for h in r.hits], atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["asen", "csn", "triplet", "cca1", "tf-asen", "profashion"])

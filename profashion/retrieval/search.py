@@ -251,16 +251,17 @@ class RetrievalEngine:
         groups: dict = {}
         for n in names:
             if n in self._entries:
-                key = self._entries[n].trunk_key
-                if key is not None:
-                    groups.setdefault(key, []).append(n)
+                trunk = self._entries[n].trunk_key
+                if trunk is not None:
+                    groups.setdefault(trunk, []).append(n)
         out = {}
-        for key, members in groups.items():
+        key = key or query_key(decoded)  # the query's content: the input tensors are kept by it
+        for trunk, members in groups.items():
             if len(members) > 1:
                 m = self._entries[members[0]].model
-                x = self.model_input(m, decoded, query_key(decoded) if key is None else key)
+                x = self.model_input(m, decoded, key)
                 with one_thread():
-                    out[key] = m.model.shared_trunk_features(x)
+                    out[trunk] = m.model.shared_trunk_features(x)
         return out
 
     def search(self, name: str, image, attribute: str | int, k: int = 5, exclude: Sequence[int] = (),

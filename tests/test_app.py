@@ -24,6 +24,7 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
+from profashion.models import display_name  # noqa: E402
 from profashion.ui import Catalog, build_demo, launch_kwargs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +116,7 @@ def test_retrieve_returns_the_top5_of_every_model(client, catalog):
     query_value = catalog.query_value(item, colour)
     assert f"gallery item #{item}" in status and query_value in status  # an upload of a gallery image is recognised
     for name in MODELS:
-        mine = [r for r in rows if r[0] == name]
+        mine = [r for r in rows if r[0] == display_name(name)]  # the model's one name for people ("ASEN")
         assert [r[1] for r in mine] == [1, 2, 3, 4, 5]
         scores = [r[2] for r in mine]
         assert scores == sorted(scores, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in scores)
@@ -124,7 +125,7 @@ def test_retrieve_returns_the_top5_of_every_model(client, catalog):
             assert r[4] == ("✓" if r[3] == query_value else "✗")
             assert r[5] != item  # the query is not its own result
     first = gallery[0]
-    assert first["caption"].startswith("asen #1")
+    assert first["caption"].startswith("ASEN #1")
     with Image.open(first["image"]) as im:
         assert im.size[0] > 40 and im.mode in ("RGB", "RGBA")
 
@@ -138,7 +139,7 @@ def test_explore_draws_every_models_maps_with_localisation(client, catalog, tmp_
     panels = len(re.findall(r'<figure class="pf-p[ "]', html))
     assert panels >= 1 + 2 * len(MODELS) and html.count('class="pf-l pf-gt"') == panels
     rows = _rows(table)
-    assert {r[0] for r in rows} == set(MODELS)
+    assert {r[0] for r in rows} == {display_name(n) for n in MODELS}
     assert {r[1] for r in rows} >= {"heatmap"}
     for r in rows:
         assert 0.0 <= r[2] <= 100.0 and 0.0 < r[3] < 100.0 and r[4] in ("yes", "no")
@@ -156,7 +157,7 @@ def test_embeddings_projects_two_models_with_disentanglement_numbers(client, cat
     data, md_a, md_b, agree = client.predict("asen", "csn", "colour", "tsne", api_name="/embeddings")
     assert [p["model"] for p in data["plots"]] == ["asen", "csn"] and "in common on average" in agree
     for plot, md, name in zip(data["plots"], (md_a, md_b), ("asen", "csn")):
-        assert name in md
+        assert display_name(name) in md
         knn, chance = (float(x) for x in re.search(r"kNN accuracy \*\*([\d.]+)%\*\* \(chance ([\d.]+)%\)", md).groups())
         sil = float(re.search(r"silhouette \*\*(-?[\d.]+)\*\*", md).group(1))
         assert 0 <= knn <= 100 and 0 < chance <= 100 and -1 <= sil <= 1
@@ -172,11 +173,11 @@ def test_embeddings_projects_two_models_with_disentanglement_numbers(client, cat
 def test_results_measures_map_beside_random(client):
     html, table, intervals = client.predict(api_name="/results")
     rows = _rows(table)
-    assert [r[0] for r in rows] == [*MODELS, "random (seed 0)"]
+    assert [r[0] for r in rows] == [*map(display_name, MODELS), "random (seed 0)"]
     for r in rows:
         assert r[1] == "gallery test" and r[3] <= r[2] <= r[4] and 0.0 <= r[2] <= 100.0
         assert len(r) == 5 + SYNTH_SCHEMA.num_attributes + 3
-    assert 'data-split="gallery"' in html and "| asen (gallery) |" in intervals
+    assert 'data-split="gallery"' in html and "| ASEN (gallery) |" in intervals
 
 
 def test_bad_requests_get_one_clear_message_and_the_app_keeps_serving(client, catalog, tmp_path):
@@ -199,6 +200,51 @@ def test_bad_requests_get_one_clear_message_and_the_app_keeps_serving(client, ca
         client.predict("asen", "csn", "colour", 10_000, api_name="/neighbours")
     gallery, _, _ = client.predict(handle_file(path), "colour", ["csn"], api_name="/retrieve")
     assert len(gallery) == 5
+
+
+def test_a_query_naming_a_server_file_is_refused_alike_whether_it_exists_or_not(client, catalog, tmp_path):
+    """A query is a JSON path the caller chose (its events skip Gradio's preprocessing, and Gradio checks only
+    files with its "meta"): a file outside what the app serves is never read, kept, linked or told apart from a
+    missing one (second hostile probe: /etc/passwd was kept by the share link and served back to anyone)."""
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(secret)  # a readable image: only its place refuses it
+    missing = tmp_path / "missing.png"
+    uploads = catalog.cache_root / "uploads"
+    before = sorted(uploads.glob("*")) if uploads.is_dir() else []
+    answers = {dict: [], str: []}  # a bare string is refused by Gradio itself, before the handler: alike too
+    for path in (str(secret), str(missing), "/etc/passwd", str(secret.parent / ".." / secret.parent.name / "secret.png")):
+        for query in ({"path": path}, path):
+            for api in ("/retrieve", "/explore", "/export"):
+                args = (query, "colour", list(MODELS)) if api != "/export" else (query, "colour", ["csn"])
+                with pytest.raises(AppError) as err:
+                    client.predict(*args, api_name=api)
+                answers[type(query)].append(str(err.value))
+    assert len(set(answers[dict])) == 1 and "not an image this app was given" in answers[dict][0], set(answers[dict])
+    assert len(set(answers[str])) == 1, set(answers[str])
+    # the share link, called directly as the page calls it (an unqueued event): no upload kept, no item named
+    config = json.loads(urllib.request.urlopen(client.src + "config", timeout=30).read())
+    fn = {d.get("api_name"): d["id"] for d in config["dependencies"]}
+
+    def direct(name, data, query=""):
+        body = {"fn_index": fn[name], "data": data, "session_hash": "probe"}
+        req = urllib.request.Request(client.src + "gradio_api/run/predict" + query, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return json.loads(r.read())["data"]
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{name}: {exc.code} {exc.read()[:300]!r}") from None
+
+    direct("open_link", [], "?attribute=colour")  # the page's load: this session's view is ready, as a page's is
+    for query in ({"path": str(secret)}, {"path": "/etc/passwd"}, {"path": str(missing)}):
+        link = direct("make_link", [catalog.name, query, "colour", ["csn"], None])[0]
+        assert isinstance(link, str) and "attribute=colour" in link, link
+        assert "upload=" not in link and "item=" not in link, link
+    with pytest.raises(AssertionError, match="make_link: 500"):  # a bare string: Gradio refuses it before us
+        direct("make_link", [catalog.name, "/etc/passwd", "colour", ["csn"], None])
+    assert (sorted(uploads.glob("*")) if uploads.is_dir() else []) == before
+    # a gallery example as its path still works (the app serves the gallery)
+    assert len(client.predict({"path": catalog.examples[0][1]}, "colour", ["csn"], api_name="/retrieve")[0]) == 5
 
 
 def test_an_app_without_checkpoints_starts_and_says_how_to_get_them(tmp_path, cache_root):

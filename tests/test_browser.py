@@ -25,6 +25,7 @@ from profashion.models.base import build_model, save_checkpoint
 
 pytest.importorskip("gradio")
 sync_api = playwright_sync_api()
+from profashion.models import display_name  # noqa: E402
 from profashion.ui import Catalog, build_demo, launch_kwargs  # noqa: E402
 from profashion.ui.jobs import JobManager  # noqa: E402
 
@@ -97,7 +98,7 @@ def test_retrieve(page, app):
     expect(page.locator("#attribute input")).to_have_value(examples[0].attribute)
     for name in MODELS:  # one row per model, its name at the row's start, its top-5 beside it
         row = grid.locator(f".pf-row[data-model='{name}']")
-        expect(row.locator(".pf-name")).to_contain_text(name)
+        expect(row.locator(".pf-name")).to_contain_text(display_name(name))  # the model's name for people
         expect(row.locator("[data-item]")).to_have_count(5)
         expect(row.locator(".pf-mark").first).to_have_text(__import__("re").compile("✓ hit|✗ miss"))
     # every thumbnail loaded from Gradio's file route, shown no larger than its own pixels (never upscaled)
@@ -109,8 +110,8 @@ def test_retrieve(page, app):
     expect(page.get_by_text(f"Query: gallery item #{examples[1].item}")).to_be_visible(timeout=T)
     expect(grid.locator(".pf-query")).to_contain_text(f"#{examples[1].item}")
     page.get_by_role("button", name="Retrieve", exact=True).click()
-    expect(page.locator("#results-table")).to_contain_text("asen", timeout=T)
-    expect(page.locator("#results-table")).to_contain_text("csn")
+    expect(page.locator("#results-table")).to_contain_text("ASEN", timeout=T)
+    expect(page.locator("#results-table")).to_contain_text("CSN")
     # a click on a result makes it the next query, and the comparison follows it
     first = grid.locator(".pf-row[data-model='asen'] [data-item]").first
     item = int(first.get_attribute("data-item"))
@@ -265,7 +266,7 @@ def test_bad_upload_shows_an_error_toast(page, app, tmp_path):
     page.locator("#examples [data-example='2']").click()
     ex = app["catalog"].examples[2]
     expect(page.get_by_text(f"Query: gallery item #{ex.item}")).to_be_visible(timeout=T)
-    expect(page.locator("#results-table")).to_contain_text("asen", timeout=T)
+    expect(page.locator("#results-table")).to_contain_text("ASEN", timeout=T)
 
 
 def _proc_tree(root: int) -> list[int]:

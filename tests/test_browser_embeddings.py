@@ -25,7 +25,7 @@ def open_explorer(page, attribute: str = "colour") -> None:
     expect(page.locator("#embeddings-md-b")).to_contain_text(f"{attribute}, tsne", timeout=T)
     for key in "ab":
         expect(page.locator(f"#scatter-{key} circle[data-item]")).to_have_count(60, timeout=T)
-    expect(page.locator("#scatter-a .pf-e-title")).to_contain_text(f"asen: {attribute} (t-SNE)", timeout=T)
+    expect(page.locator("#scatter-a .pf-e-title")).to_contain_text(f"ASEN: {attribute} (t-SNE)", timeout=T)
 
 
 def shot(page, name: str) -> None:
@@ -127,7 +127,7 @@ def test_box_and_lasso_selection_fill_the_grid_with_a_purity(page, app):
     # a lasso (a triangle) in B selects what lies inside it
     page.get_by_role("button", name="Lasso select").click()
     drag(page, "b", [(0.05, 0.05), (0.95, 0.1), (0.5, 0.95), (0.05, 0.05)])
-    expect(page.locator("#embeddings-explorer .pf-e-purity")).to_contain_text("lasso in csn", timeout=5000)
+    expect(page.locator("#embeddings-explorer .pf-e-purity")).to_contain_text("lasso in CSN", timeout=5000)
     lasso = {int(i) for i in page.locator("#scatter-b circle.pf-sel").evaluate_all("cs => cs.map(c => c.dataset.item)")}
     assert lasso and cards.count() == len(lasso)
     shot(page, "lasso_selection")
@@ -183,6 +183,9 @@ def test_zoom_in_out_box_wheel_and_reset(page):
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.wheel(0, 200)
     expect(page.locator("#scatter-b svg")).to_have_attribute("data-zoom", "1.000")
+    page.locator("#scatter-b svg").scroll_into_view_if_needed()  # the page scrolled: the pointer back on the plot
+    box = page.locator("#scatter-b svg").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.keyboard.down("Control")
     page.mouse.wheel(0, -300)
     page.keyboard.up("Control")

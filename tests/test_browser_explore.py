@@ -14,6 +14,8 @@ import test_browser as tb
 from PIL import Image
 from test_browser import MODELS, SHOTS, T, settle, sync_api
 
+from profashion.models import display_name
+
 app, page = tb.app, tb.page  # the app with asen and csn, a 1400x1000 page (Chromium: conftest)
 
 
@@ -36,8 +38,8 @@ def test_explore_main_map_and_all_maps_same_size_outline_on_each(page, app):
     maps = page.locator("#explore-maps")
     expect(page.locator("#explore-head")).to_contain_text("ground-truth region covers", timeout=T)
     expect(maps.locator(".pf-cbar")).to_be_visible()  # the colour bar
-    for name in MODELS:  # the model's name at its row's start
-        expect(maps.locator(f".pf-xrow[data-model='{name}'] .pf-xname")).to_contain_text(name)
+    for name in MODELS:  # the model's name for people at its row's start
+        expect(maps.locator(f".pf-xrow[data-model='{name}'] .pf-xname")).to_contain_text(display_name(name))
     main = maps.evaluate(PANELS_JS)
     assert len(main) == 1 + len(MODELS), main  # the query, then one main map per model
     assert len({(w, h) for w, h, _ in main}) == 1 and main[0][0] >= 100  # one size for all

@@ -258,7 +258,7 @@ def test_renderer_draws_by_kind_not_by_name():
                      ("weights", "matrix")]
     assert numbers == {"share": 0.25}
     coarse = rendered[2]
-    assert coarse.title.startswith("plan_size (4x4): ") and coarse.localisation is not None
+    assert coarse.title.startswith("plan size (4x4): ") and coarse.localisation is not None  # the key in words
     assert all(r.about for r in rendered) and rendered[1].about == "where the model looked"
     assert all(r.image.dtype == np.uint8 and r.image.ndim == 3 for r in rendered)
 

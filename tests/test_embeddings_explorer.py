@@ -41,7 +41,7 @@ def test_warm_projections_computes_every_model_and_attribute_then_finds_them_cac
     monkeypatch.setattr(catalog, "projection", projected_again)  # the plots are in memory now
     plot, md = tab_embeddings.plot_data(catalog, "triplet", "texture", "tsne", "b")
     assert plot["key"] == "b" and plot["model"] == "triplet" and len(plot["items"]) == 60
-    assert md.startswith("**triplet**, texture, tsne: kNN accuracy") and md.endswith("(cached)")
+    assert md.startswith("**Triplet**, texture, tsne: kNN accuracy") and md.endswith("(cached)")
 
 
 def test_explorer_data_carries_points_neighbours_values_and_urls(catalog):
@@ -82,7 +82,7 @@ def test_explorer_data_carries_points_neighbours_values_and_urls(catalog):
 def test_one_model_draws_one_plot(catalog):
     data, md_a, md_b, agree = tab_embeddings.embeddings(catalog, None, "triplet", "texture", "tsne")
     assert [p["key"] for p in data["plots"]] == ["b"] and data["attribute"] == "texture"
-    assert md_a == "_no model chosen_" and "triplet" in md_b and agree == ""
+    assert md_a == "_no model chosen_" and "Triplet" in md_b and agree == ""
 
 
 def test_agreement_counts_shared_neighbours():

@@ -110,7 +110,9 @@ def test_the_page_has_the_outline_on_every_panel_and_sends_each_layer_once():
 def test_a_plan_shows_its_heaviest_columns_for_the_queried_attribute_by_name():
     m = explanation().map("plan")
     pv = plan_view(m, np.asarray(m.data), ATTRS, k=4)
-    assert pv.columns[:2] == ["1,1", "2,1"]  # columns 5 and 9 of the 4 x 4 grid, heaviest first
+    # columns 5 and 9 of the 4 x 4 grid, heaviest first, said in words and drawn on the grid
+    assert pv.columns[:2] == ["row 2, column 2", "row 3, column 2"] and pv.grid == (4, 4)
+    assert pv.cells[:2] == [(1, 1), (2, 1)]
     assert len(pv.columns) == 4 and [r[0] for r in pv.rows] == ["sleeve length", "colour", "collar design"]
     assert [r[1] for r in pv.rows] == [False, True, False]  # the queried row marked
     assert pv.rows[1][2][0][0] == percent(100 * 0.5 / (0.5 + 0.3 + 14 * 0.01))  # its share of the row's mass
@@ -118,6 +120,8 @@ def test_a_plan_shows_its_heaviest_columns_for_the_queried_attribute_by_name():
     html = maps_html({"who": "#1", "attribute": "colour", "value": None},
                      [model_view("a", "a", explanation(), image(), None, "colour", ATTRS)])
     assert "<tr class=pf-q><th>colour ◀ queried</th>" in html
+    assert 'title="row 2, column 2 of the 4×4 patch grid"' in html and html.count('class="pf-cell"') == 8  # two plans
+    assert '<rect x="4.5" y="4.5" width="4" height="4"' in html  # patch (1, 1) filled, 4 px cells
     assert top_columns(np.arange(5.0), None, 8) == [0, 1, 2, 3, 4]  # few columns: all, in order
 
 
@@ -161,7 +165,9 @@ def test_explore_handler_one_row_per_model_and_the_table_for_a_gallery_item(cata
     panels = len(re.findall(r'<figure class="pf-p[ "]', html))
     assert panels > 1 + len(MODELS) and html.count('class="pf-l pf-gt"') == panels
     assert html.count("of the map lies on the") == len(MODELS)
-    assert list(table.columns) == tab_explore.TABLE_HEADERS and set(table["model"]) == set(MODELS)
+    # the table reads as the page does: the models' display names and the maps' titles in words
+    assert list(table.columns) == tab_explore.TABLE_HEADERS and set(table["model"]) == {"ASEN", "Triplet", "ProFashion"}
+    assert "_" not in "".join(table["map"]) and "transport map" in set(table["map"]), set(table["map"])
     assert all(0 <= r[2] <= 100 and 0 < r[3] < 100 and r[4] in ("yes", "no") for r in table.values.tolist())
     assert md.startswith(f"Query: gallery item #{ex.item}, attribute **{ex.attribute}**")
     assert "ground-truth region covers" in md

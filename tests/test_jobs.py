@@ -125,7 +125,8 @@ def test_a_tiny_job_trains_and_its_checkpoint_answers_retrieve(app, roots):
     gallery, table, _ = client.predict(handle_file(catalog.examples[0][1]), "colour", ["csn", name],
                                        api_name="/retrieve")
     rows = table["data"] if isinstance(table, dict) else table
-    assert len(gallery) == 10 and sum(r[0] == name for r in rows) == 5
+    assert len(gallery) == 10 and sum(r[0] == catalog.models[name].label for r in rows) == 5
+    assert catalog.models[name].label == f"{name} (ASEN)"  # its name, and its method's name for people
     assert any(j["id"] == job_id and j["status"] == "finished" for j in client.predict(OWNER, api_name="/list_jobs"))
     # a restarted app finds the published job and serves its checkpoint at once
     again = Catalog(roots["checkpoints"], roots["cache"], gallery=TINY_GALLERY).load()

@@ -370,7 +370,7 @@ def test_each_clients_direct_calls_are_a_burst_then_a_few_a_second(monkeypatch):
     caller's to forge); elsewhere a forged header changes nothing. The clients remembered are bounded."""
     import asyncio
 
-    from profashion.ui.public import DirectCallLimit, client_key
+    from profashion.ui.public import PEER_SHARE, DirectCallLimit, client_key
 
     now = [0.0]
 
@@ -407,6 +407,64 @@ def test_each_clients_direct_calls_are_a_burst_then_a_few_a_second(monkeypatch):
     assert call(proxy, "1.1.1.1, 6.6.6.6") == 429  # a forged first entry: still 6.6.6.6
     assert client_key({"headers": [(b"x-forwarded-for", b" , 8.8.8.8 ")], "client": (proxy, 1)}) == "8.8.8.8"
     assert client_key({"headers": [], "client": (proxy, 1)}) == proxy
+    # a caller forging a new X-Forwarded-For each call (nothing in front setting it): its peer's bucket, PEER_SHARE
+    # times a client's, still bounds it (second hostile probe: 166 of 166 forged calls had passed)
+    now[0] = 200.0
+    forged = [call("10.7.7.7", f"9.9.{i // 250}.{i % 250}") for i in range(40)]
+    assert forged.count(200) == 3 * PEER_SHARE and forged[-1] == 429
     for i in range(50):  # a spray of addresses: memory stays bounded
         call(proxy, f"5.5.5.{i}")
     assert len(limit.buckets) == 4
+
+
+def test_an_events_request_over_the_bound_is_refused_before_gradio_reads_it():
+    """A 1 MB gallery name came back as a 1 MB error (Gradio's own check of the choices echoes the value): an
+    event's inputs are at most MAX_EVENT_BODY bytes, declared or sent in chunks; uploads have their own route."""
+    import asyncio
+
+    from profashion.ui.public import MAX_EVENT_BODY, DirectCallLimit
+
+    async def scenario():
+        seen = []
+
+        async def app(scope, receive, send):
+            got = b""
+            while True:
+                m = await receive()
+                if m["type"] == "http.disconnect":
+                    seen.append(("cut", len(got)))
+                    return
+                got += m.get("body", b"")
+                if not m.get("more_body"):
+                    break
+            seen.append(("read", len(got)))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+
+        limit = DirectCallLimit(app, limit=100, burst=100)
+
+        async def call(path, size, declared=True, chunk=64 * 1024):
+            sent = []
+
+            async def send(message):
+                sent.append(message)
+
+            body = b"x" * size
+            chunks = [body[i:i + chunk] for i in range(0, size, chunk)] or [b""]
+
+            async def receive():
+                part = chunks.pop(0) if chunks else b""
+                return {"type": "http.request", "body": part, "more_body": bool(chunks)}
+
+            headers = [(b"content-length", str(size).encode())] if declared else []
+            await limit({"type": "http", "method": "POST", "path": path, "headers": headers,
+                         "client": ("1.2.3.4", 1)}, receive, send)
+            return sent[0]["status"] if sent else None
+
+        out = [await call("/gradio_api/queue/join", 1000), await call("/gradio_api/queue/join", MAX_EVENT_BODY + 1),
+               await call("/gradio_api/run/predict", 2 * MAX_EVENT_BODY), await call("/gradio_api/upload", 2 * MAX_EVENT_BODY),
+               await call("/gradio_api/queue/join", 2 * MAX_EVENT_BODY, declared=False)]
+        return out, seen
+
+    statuses, seen = asyncio.run(scenario())
+    assert statuses[:4] == [200, 413, 413, 200]  # the upload route keeps Gradio's own file-size bound
+    assert statuses[4] is None and seen[-1][0] == "cut" and seen[-1][1] <= MAX_EVENT_BODY + 64 * 1024

@@ -142,8 +142,8 @@ def test_a_damaged_model_row_costs_only_its_numbers(shipped, edit, why):
                                     "gallery's own test split on demand.") == 1
         assert shipped.base not in html and str(shipped.root) not in html and str(catalog.cache_root) not in html
         rows = {r["model"]: r for r in data.to_dict("records")}
-        assert rows["asen"]["measured on"] == "not measured" and rows["triplet"]["measured on"] == "shipped"
-        assert "| asen (shipped) |" not in intervals and "| triplet (shipped) |" in intervals
+        assert rows["ASEN"]["measured on"] == "not measured" and rows["Triplet"]["measured on"] == "shipped"
+        assert "| ASEN (shipped) |" not in intervals and "| Triplet (shipped) |" in intervals
     finally:
         ship_results.record_digest(shipped.root / "results.json", shipped.good)
 

@@ -100,9 +100,9 @@ def test_the_table_shows_the_shipped_numbers_at_load_with_best_marked_and_publis
     assert counts == [payload["dataset"]["queries"]] + [payload["dataset"]["n_queries"].get(a, 0)
                                                         for a in catalog.attributes]
     # the data: every model's numbers as shipped, the published overall of its paper beside
-    rows = {r["model"]: r for r in data.to_dict("records")}
+    rows = {r["model"]: r for r in data.to_dict("records")}  # by the models' names for people
     for name in MODELS:
-        r, s = rows[name], payload["models"][name]
+        r, s = rows[catalog.models[name].label], payload["models"][name]
         assert r["measured on"] == "shipped" and r["overall"] == pytest.approx(s["overall"])
         assert [r["ci95 low"], r["ci95 high"]] == pytest.approx(s["ci95"])
         assert r["published FashionAI"] == PUBLISHED[catalog.models[name].published_name]["FashionAI"]
@@ -116,7 +116,7 @@ def test_the_table_shows_the_shipped_numbers_at_load_with_best_marked_and_publis
     assert [n for n, b in overall_cells if b] == [n for n, r in payload["models"].items()
                                                   if round(r["overall"], 2) == round(best["overall"], 2)]
     assert "95% interval" in first and f'{best["overall"]:.2f}' in html
-    assert "| asen (shipped) |" in intervals
+    assert "| ASEN (shipped) |" in intervals
 
 
 def test_a_model_without_shipped_numbers_is_listed_then_measured_on_the_gallery_with_progress(shipped, tmp_path):
@@ -131,7 +131,7 @@ def test_a_model_without_shipped_numbers_is_listed_then_measured_on_the_gallery_
         html, data, _ = tab_results.results_view(catalog)
         assert _rows(html, "shipped") == list(MODELS)
         assert 'data-model="ft-csn" data-split="pending"' in html and "press Measure" in html
-        assert data.to_dict("records")[-1]["model"] == "ft-csn"
+        assert data.to_dict("records")[-1]["model"] == "ft-csn (CSN)"
         calls = []
         html, data, intervals = tab_results.results(catalog, lambda f, desc: calls.append((f, desc)))
         assert calls == [(0.0, "measuring ft-csn on the gallery's test split (1 of 1)")]  # asen was shipped
@@ -140,12 +140,12 @@ def test_a_model_without_shipped_numbers_is_listed_then_measured_on_the_gallery_
         gallery_rows = html[html.index('data-split="gallery"'):]
         assert "pf-best" not in gallery_rows  # a model alone on its split is the best of nothing
         assert f"gallery's own test split ({catalog.num_items} images" in unescape(html)
-        row = next(r for r in data.to_dict("records") if r["model"] == "ft-csn")
+        row = next(r for r in data.to_dict("records") if r["model"] == "ft-csn (CSN)")
         assert row["measured on"] == "gallery test" and row["overall"] == pytest.approx(
             catalog.measured("ft-csn")["overall"]) and row["published FashionAI"] == PUBLISHED["CSN"]["FashionAI"]
         assert [r["model"] for r in data.to_dict("records") if r["measured on"] == "gallery test"] == [
-            "ft-csn", "random (seed 0)"]
-        assert "| ft-csn (gallery) |" in intervals
+            "ft-csn (CSN)", "random (seed 0)"]
+        assert "| ft-csn (CSN) (gallery) |" in intervals
         # measured once: the next view (a page load) shows it without measuring
         assert _rows(tab_results.results_view(catalog)[0], "gallery") == ["ft-csn"]
     finally:

@@ -316,7 +316,7 @@ def test_every_endpoint_on_good_and_bad_input_names_no_server_folder(space, root
             assert not leaks(text, roots), (api, leaks(text, roots)[:3])
             answers.setdefault(api, []).append(text)
     # the good calls answered with results, the bad ones with a sentence (never a bare "Error")
-    assert "asen" in answers["/retrieve"][0] and not answers["/retrieve"][0].startswith('"AppError')
+    assert "ASEN" in answers["/retrieve"][0] and not answers["/retrieve"][0].startswith('"AppError')
     assert "not an image we can read" in answers["/retrieve"][1]
     exported = answers["/export"][0]
     assert ".png" in exported and ".json" in exported and "AppError" not in exported, exported
@@ -377,7 +377,7 @@ def test_export_upload_link_share_link_results_and_embeddings_work(space, roots,
     link = _share_link(pg, r"[?&]item=\d+")
     assert "upload=" not in link
     third = _open(context(), space.url + link[link.index("?"):].replace("tab=retrieve", "tab=results"), "Results")
-    expect(third.locator("#results-map")).to_contain_text("asen", timeout=T)
+    expect(third.locator("#results-map")).to_contain_text("ASEN", timeout=T)
     expect(third.locator("#results-models")).to_contain_text("two-attrs", timeout=T)  # skipped, with its reason
     expect(third.locator("#results-models")).to_contain_text("2 attributes")
     third.get_by_role("tab", name="Embeddings").click()

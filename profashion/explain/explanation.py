@@ -62,8 +62,9 @@ def _is_integer(data) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Map:
-    """One map of an explanation: its ``name`` (a title), ``kind`` (see :data:`KINDS`), ``data`` and ``about``,
-    one sentence on what it shows; the other fields only apply to some kinds."""
+    """One map of an explanation: its ``name`` (the key a table or a test finds it by; :attr:`title` is what people
+    read), ``kind`` (see :data:`KINDS`), ``data`` and ``about``, one sentence on what it shows; the other fields
+    only apply to some kinds."""
 
     name: str
     kind: Kind
@@ -76,6 +77,11 @@ class Map:
     row_attributes: tuple[int, ...] | None = None  # matrix: the attribute id of each row, when rows are attributes
     highlight_row: int | None = None  # matrix: the row of the queried attribute
     selection: tuple[tuple[int, float], ...] | None = None  # labels: (region id, weight) picked, heaviest first
+
+    @property
+    def title(self) -> str:
+        """The map's name in words ("transport weights" for ``ot_weights``)."""
+        return map_title(self.name)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -171,6 +177,21 @@ class Explanation:
         def move(m: Map) -> Map:
             return dataclasses.replace(m, data=m.data.to(device)) if hasattr(m.data, "to") else m
         return dataclasses.replace(self, maps=tuple(move(m) for m in self.maps))
+
+
+# Map keys (what the models name their maps) in words, for every title people read; an unknown key reads as its
+# words ("my_map" -> "my map").
+MAP_TITLES = {
+    "ot_map": "transport map", "ot_weights": "transport weights", "ot_plan": "transport plan",
+    "superpixel_map": "superpixel weights", "superpixels": "superpixels", "crop_box": "crop box",
+    "attention": "attention", "attention_heads": "attention per head", "contribution": "contribution",
+    "heatmap": "heatmap", "mask": "attribute mask", "correlation": "correlation",
+}
+
+
+def map_title(name: str) -> str:
+    """A map key in words (:data:`MAP_TITLES`)."""
+    return MAP_TITLES.get(name, str(name).replace("_", " "))
 
 
 def patch_labels(grid: Sequence[int]) -> tuple[str, ...]:

@@ -332,7 +332,7 @@ def explain_panels(image, explanation: Explanation, mask: np.ndarray | None = No
         out = [RenderedPanel("input", rgb, "input", "image", about="The model's input image.")]
     for m in maps:
         if m.kind == "box":
-            out.append(RenderedPanel(m.name, box_overlay(rgb, [float(v) * scale for v in m.data]), m.name, "box",
+            out.append(RenderedPanel(m.title, box_overlay(rgb, [float(v) * scale for v in m.data]), m.name, "box",
                                      about=m.about))
             continue
         data = to_numpy(m.data)
@@ -342,35 +342,37 @@ def explain_panels(image, explanation: Explanation, mask: np.ndarray | None = No
             data = data.astype(np.float32)
             coarse = data.shape != hw
             score = hit = None
-            title = m.name + (f" ({data.shape[0]}x{data.shape[1]})" if coarse else "")
+            title = m.title + (f" ({data.shape[0]}x{data.shape[1]})" if coarse else "")
             if scored and np.isfinite(data).all():
                 score = localisation_score(data, mask)
                 hit = pointing_hit(data, mask)
                 title += f": {score:.0f}% in mask"
-            out.append(RenderedPanel(title, heatmap_overlay(rgb, data, nearest=coarse), m.name, "map", score, hit,
-                                     m.about))
+            drawn = heatmap_overlay(rgb, data, nearest=coarse)
+            if scored:  # the region's outline on every map (white, as on the page), not only on the first panel
+                drawn = mask_outline(drawn, big_mask, colour=(255, 255, 255), width=2)
+            out.append(RenderedPanel(title, drawn, m.name, "map", score, hit, m.about))
         elif m.kind == "heatmaps":
             data = data.astype(np.float32)
             tiles = [heatmap_overlay(rgb, t, nearest=t.shape != hw) for t in data[:16]]
             cols = int(np.ceil(np.sqrt(len(tiles))))
-            out.append(RenderedPanel(f"{m.name} ({len(data)})", _montage(tiles, cols), m.name, "maps",
+            out.append(RenderedPanel(f"{m.title} ({len(data)})", _montage(tiles, cols), m.name, "maps",
                                      about=m.about))
         elif m.kind == "labels":
             n = len(np.unique(data))
-            out.append(RenderedPanel(f"{m.name} ({n})", segmentation_overlay(rgb, data), m.name, "segments",
+            out.append(RenderedPanel(f"{m.title} ({n})", segmentation_overlay(rgb, data), m.name, "segments",
                                      about=m.about))
             if m.selection:
                 ids = [i for i, _ in m.selection]
-                out.append(RenderedPanel(f"selected {m.name} ({len(ids)})",
+                out.append(RenderedPanel(f"selected {m.title} ({len(ids)})",
                                          segmentation_overlay(rgb, data, selected=ids), m.name, "selection",
                                          about=f"The {len(ids)} region(s) the method picked, the rest darkened."))
         elif m.kind == "matrix":
             data = np.atleast_2d(data.astype(np.float32))
-            img = matrix_image(data, f"{m.name} {data.shape[0]}x{data.shape[1]}",
+            img = matrix_image(data, f"{m.title} {data.shape[0]}x{data.shape[1]}",
                                row_labels=_row_labels(m, attribute_names), highlight_row=m.highlight_row,
                                xlabel=m.columns or "column", ylabel=m.rows or "row",
                                col_labels=m.col_labels)
-            out.append(RenderedPanel(m.name, img, m.name, "matrix", about=m.about))
+            out.append(RenderedPanel(m.title, img, m.name, "matrix", about=m.about))
     return out, numbers
 
 

@@ -10,7 +10,9 @@ from profashion.models.base import (  # noqa: F401
     RetrievalModel,
     available_models,
     build_model,
+    display_name,
     load_model,
+    method_about,
     register,
     save_checkpoint,
 )

@@ -57,6 +57,8 @@ class ASENConfig(ModelConfig):
 
 @register(
     "asen",
+    display='ASEN',
+    about='ASEN: the attribute guides a spatial attention over the image, then a channel attention.',
     presets={
         "demo": preset({**DEMO_TRUNK, "attr_dim": 64, "common_dim": 64, "channel_reduction": 2}, DEMO_SCHEDULE,
                        "frozen ImageNet EfficientNet-Lite0 (stride 16) at 160 px, 64-D"),

@@ -155,6 +155,10 @@ class RetrievalModel(nn.Module):
 
     name: str = ""
     """The registered name (set by :func:`register`)."""
+    display_name: str = ""
+    """The method's name for people ("CCA Type-1"), set by :func:`register`."""
+    about: str = ""
+    """What the method is, in one sentence, set by :func:`register`."""
     config_class: type[ModelConfig] = ModelConfig
     """The dataclass of the method's settings; a checkpoint's config.json rebuilds it."""
     backbone: Backbone
@@ -342,11 +346,15 @@ def _first(features) -> torch.Tensor:
 _REGISTRY: dict[str, tuple[type[RetrievalModel], dict[str, dict]]] = {}
 
 
-def register(name: str, presets: dict[str, dict]) -> Callable[[type[RetrievalModel]], type[RetrievalModel]]:
-    """Class decorator: ``@register("csn", presets={"demo": preset(...), "paper": preset(...)})``.
+def register(name: str, presets: dict[str, dict], display: str | None = None,
+             about: str = "") -> Callable[[type[RetrievalModel]], type[RetrievalModel]]:
+    """Class decorator: ``@register("csn", presets={"demo": preset(...), "paper": preset(...)}, display="CSN",
+    about="CSN: ...")``.
 
     Each preset is a record (:func:`profashion.models.presets.preset`): the model's settings and its training
-    schedule; a plain dict of model settings is taken as a record with the default schedule.
+    schedule; a plain dict of model settings is taken as a record with the default schedule. ``display`` is the
+    method's one name for people (every page, table and export; ``name`` stays the code's), ``about`` what it is in
+    one sentence.
     """
     from profashion.models.presets import preset
 
@@ -354,10 +362,24 @@ def register(name: str, presets: dict[str, dict]) -> Callable[[type[RetrievalMod
 
     def wrap(cls: type[RetrievalModel]) -> type[RetrievalModel]:
         cls.name = name
+        cls.display_name = display or name
+        cls.about = about
         _REGISTRY[name] = (cls, records)
         return cls
 
     return wrap
+
+
+def display_name(name: str) -> str:
+    """A registered method's name for people ("CCA Type-1" for ``cca1``); an unknown name as it is."""
+    _ensure_registered()
+    return _REGISTRY[name][0].display_name if name in _REGISTRY else str(name)
+
+
+def method_about(name: str) -> str:
+    """What a registered method is, in one sentence ("" for an unknown name)."""
+    _ensure_registered()
+    return _REGISTRY[name][0].about if name in _REGISTRY else ""
 
 
 def _ensure_registered() -> None:

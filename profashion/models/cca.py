@@ -241,14 +241,16 @@ PRESETS_CCA = {
 }
 
 
-@register("cca1", presets=PRESETS_CCA)
+@register("cca1", presets=PRESETS_CCA, display='CCA Type-1',
+          about='CCA Type-1: a vision transformer whose last block cross-attends from the attribute (a one-hot query).')
 class CCAType1(CCA):
     """CCA with the Type-1 condition embedding FC(one-hot(a))."""
 
     condition_type = 1
 
 
-@register("cca2", presets=PRESETS_CCA)
+@register("cca2", presets=PRESETS_CCA, display='CCA Type-2',
+          about="CCA Type-2: as Type-1, the attribute's query made from a learned mask per attribute.")
 class CCAType2(CCA):
     """CCA with the Type-2 condition embedding FC(ReLU(M[a])), M a learnable K x D mask table."""
 

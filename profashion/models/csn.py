@@ -50,6 +50,8 @@ class CSNConfig(ModelConfig):
 
 @register(
     "csn",
+    display='CSN',
+    about='CSN: one embedding and a learned mask per attribute that keeps the dimensions of that attribute.',
     presets={
         **global_cnn_presets(),
         "zappos": preset({"backbone": "timm:resnet18", "image_size": 112, "resize": 112, "embed_dim": 64},

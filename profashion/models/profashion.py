@@ -183,6 +183,8 @@ def grid_superpixels(height: int, width: int, n_segments: int = 64) -> np.ndarra
 
 @register(
     "profashion",
+    display='ProFashion',
+    about='ProFashion: optimal transport matches attributes to patches, superpixels pool the chosen region.',
     # The paper's two-stage schedule: 50 epochs (Adam 1e-4, x0.3 every 3 epochs), then 50 from 1e-5 decayed
     # x0.95 every epoch; the demo presets scale stage 2 like stage 1 (10x the rate, 2 epochs).
     presets={

@@ -53,6 +53,8 @@ class TFCSNConfig(CSNConfig):
 
 @register(
     "tf-csn",
+    display='TF-CSN',
+    about="TF-CSN: CSN's masks on a vision transformer's [CLS] token (the CCA paper's ablation).",
     presets={
         "demo": preset(DEMO_VIT, DEMO_VIT_SCHEDULE, "CSN's masks on the [CLS] of the frozen-EfficientNet hybrid ViT, 160 px"),
         "scratch": preset(VIT_SCRATCH_PRESET, VIT_SCRATCH_SCHEDULE,
@@ -137,6 +139,8 @@ class TFASENConfig(ASENConfig):
 
 @register(
     "tf-asen",
+    display='TF-ASEN',
+    about="TF-ASEN: ASEN's attention on a vision transformer's patch grid (the CCA paper's ablation).",
     presets={
         "demo": preset({**DEMO_VIT, "attr_dim": 64, "common_dim": 64, "channel_reduction": 2}, DEMO_VIT_SCHEDULE,
                        "ASEN's attention on the patch grid of the frozen-EfficientNet hybrid ViT, 160 px"),

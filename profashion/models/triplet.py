@@ -35,6 +35,8 @@ class TripletConfig(ModelConfig):
 
 @register(
     "triplet",
+    display='Triplet',
+    about='Triplet network: one embedding for every attribute, no condition (the baseline).',
     presets=global_cnn_presets(),
 )
 class TripletNet(RetrievalModel):

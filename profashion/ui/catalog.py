@@ -35,6 +35,7 @@ from profashion.data.images import ImageError, load_image
 from profashion.data.splits import DatasetError, SplitDataset, atomic_write_text, load_dataset
 from profashion.device import on_gpu
 from profashion.io import atomic_path
+from profashion.models.base import display_name, method_about
 from profashion.retrieval import shipped
 from profashion.retrieval.accel import one_thread
 from profashion.retrieval.familiar import FamiliarityCheck, check_images, query_features
@@ -57,6 +58,7 @@ WARM_WAIT = 60.0
 RETRIEVE_WAIT = 40.0
 WARMING = "warming up: still loading, ready in a moment; press Retrieve again"
 GALLERY_SPLIT = "test"
+NOT_A_QUERY = "the query is not an image this app was given: upload the image, or pick an example or a result"
 FAMILIAR_FILE = "gallery-familiar.npz"  # beside the checkpoints: the gallery's familiarity reference, shipped
 
 # Registered method -> its row in retrieval_map.PUBLISHED (PROTOCOL.md). A method without a row simply
@@ -64,19 +66,6 @@ FAMILIAR_FILE = "gallery-familiar.npz"  # beside the checkpoints: the gallery's 
 PUBLISHED_NAME = {
     "triplet": "Triplet network", "csn": "CSN", "asen": "ASEN", "tf-csn": "TF-CSN (ViT)",
     "tf-asen": "TF-ASEN (ViT)", "cca1": "CCA Type-1", "cca2": "CCA Type-2", "profashion": "ProFashion",
-}
-
-# What each method is, in one line (docs/METHODS.md), shown wherever a model's name is: its row of the Retrieve
-# grid (hover), the landing page's list, the Results table.
-ABOUT = {
-    "triplet": "Triplet network: one embedding for every attribute, no condition (the baseline).",
-    "csn": "CSN: one embedding and a learned mask per attribute that keeps the dimensions of that attribute.",
-    "asen": "ASEN: the attribute guides a spatial attention over the image, then a channel attention.",
-    "tf-csn": "TF-CSN: CSN's masks on a vision transformer's [CLS] token (the CCA paper's ablation).",
-    "tf-asen": "TF-ASEN: ASEN's attention on a vision transformer's patch grid (the CCA paper's ablation).",
-    "cca1": "CCA Type-1: a vision transformer whose last block cross-attends from the attribute (a one-hot query).",
-    "cca2": "CCA Type-2: as Type-1, the attribute's query made from a learned mask per attribute.",
-    "profashion": "ProFashion: optimal transport matches attributes to patches, superpixels pool the chosen region.",
 }
 
 # The curated examples' attributes, in this order: the larger garment parts first, then the global attributes.
@@ -221,12 +210,15 @@ class ModelEntry:
 
     @property
     def label(self) -> str:
-        return self.name if self.name == self.method else f"{self.name} ({self.method})"
+        """The model's one name for people, everywhere (the method's registered display name; a checkpoint of
+        another name, e.g. a published fine-tuned one, adds it: "asen-ft (ASEN)")."""
+        shown = display_name(self.method)
+        return shown if self.name == self.method else f"{self.name} ({shown})"
 
     @property
     def about(self) -> str:
-        """What the model's method is, in one line."""
-        return ABOUT.get(self.method, f"method {self.method}")
+        """What the model's method is, in one line (its registration's)."""
+        return method_about(self.method) or f"method {self.method}"
 
     @property
     def published_name(self) -> str | None:
@@ -301,6 +293,9 @@ class Catalog:
         self.warming_note_text = ""
         self._results: dict[str, dict] = {}
         self.familiarity: FamiliarityCheck | None = None  # the gallery's check, once made (ensure_familiarity)
+        # the folders a query file may be read from (None: any, the library's use); the app sets them to what it
+        # serves (confine_queries): a query is a JSON path the caller chose, and /etc/passwd is a path too
+        self.query_roots: tuple[Path, ...] | None = None
         self.siblings: list[Catalog] = []  # the app's other galleries (Galleries sets them)
         self._work_root: Path | None = None
         self._images_digest: str | None = None  # the gallery's image files' digest (retrieval.shipped)
@@ -792,11 +787,29 @@ class Catalog:
         """The query file, refused with one clear sentence when missing, too big or not an image."""
         return self.decode_query(path)[0]
 
+    def confine_queries(self, roots) -> None:
+        """Query files are read from ``roots`` only (the app's upload folder, the galleries, the kept uploads)."""
+        self.query_roots = tuple(Path(r).resolve() for r in roots)
+
+    def allows(self, path) -> bool:
+        """Whether the query file ``path`` may be read: inside :attr:`query_roots` once every link is followed
+        (a link inside pointing out is outside), or anywhere when they are not set. Nothing is read to decide."""
+        if self.query_roots is None:
+            return True
+        try:
+            rp = Path(path).resolve()
+        except (OSError, RuntimeError, ValueError, TypeError):
+            return False
+        return any(rp.is_relative_to(r) for r in self.query_roots)
+
     def decode_query(self, path):
         """(the query file, its decoded RGB image): decoded once per request, refused with one clear sentence
-        when missing, too big or not an image."""
+        when missing, too big or not an image, or outside the folders queries are read from (the same sentence
+        whether such a file exists or not)."""
         if path is None or path == "":
             raise QueryError("no query image: upload an image or click one of the examples")
+        if not isinstance(path, (str, os.PathLike)) or not self.allows(path):
+            raise QueryError(NOT_A_QUERY)
         p = Path(path)
         if not p.is_file():
             raise QueryError(f"the query image {p.name} is no longer available; upload it again")
@@ -812,7 +825,7 @@ class Catalog:
 
     def identify(self, path) -> int | None:
         """The gallery item a query file is (same path or same bytes), else None."""
-        if path is None:
+        if path is None or not isinstance(path, (str, os.PathLike)) or not self.allows(path):
             return None
         p = Path(path)
         try:

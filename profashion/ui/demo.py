@@ -41,7 +41,13 @@ from profashion.ui.common import to_error as _error  # noqa: F401
 from profashion.ui.export import export_case
 from profashion.ui.galleries import Galleries
 from profashion.ui.jobs import JobManager
-from profashion.ui.public import PUBLIC, DirectCallLimit, bound_gradio_cache, gradio_cache_bytes
+from profashion.ui.public import (
+    PUBLIC,
+    DirectCallLimit,
+    bound_gradio_cache,
+    gradio_cache_bytes,
+    upload_folder,
+)
 from profashion.ui.share import UploadStore, link_query, read_link
 from profashion.ui.tab_embeddings import METHOD_CHOICES  # noqa: F401
 from profashion.ui.tab_results import intervals_markdown as _intervals_markdown  # noqa: F401
@@ -64,6 +70,8 @@ def queue_size() -> int:
         return QUEUE_SIZE
 
 
+TITLE_HTML = ('<header class="pf-title"><h1>ProFashion Explorer</h1><span>attribute-specific fashion retrieval: '
+              'which images share the query\'s value of one attribute, model by model</span></header>')
 INTRO = (
     "**Attribute-specific fashion retrieval**: given a query image and one attribute (sleeve length, colour...), "
     "find the images that share the query's value of *that* attribute, whatever their other attributes. Each "
@@ -97,36 +105,25 @@ def _query_row(galleries: Galleries):
     # the landing page queries the first example for the attribute it illustrates
     default_attr = (catalog.examples[0].attribute if catalog.examples else
                     "colour" if "colour" in attrs else (attrs[0] if attrs else None))
-    gr.Markdown("# ProFashion Explorer\n" + INTRO, elem_id="intro")
-    with gr.Row(equal_height=False):
-        gallery = gr.Radio(galleries.choices(), value=catalog.name, label="Gallery", elem_id="gallery", scale=1,
-                           min_width=260)
-        with gr.Column(scale=2, min_width=300):  # a phone wraps it under the switch
-            about = gr.Markdown(gallery_markdown(catalog), elem_id="gallery-about")
-    with gr.Row():
-        with gr.Column(scale=1, min_width=240):
-            query = gr.Image(value=first_example, type="filepath", label="Query image (upload or pick an example)",
-                             elem_id="query-upload", sources=["upload", "clipboard"], height=240)
-        with gr.Column(scale=3):
-            with gr.Row(equal_height=True):
-                with gr.Column(scale=3, min_width=240):  # a phone puts the button under the line
-                    gr.Markdown("**Examples**, each for the attribute it shows: click one to query it with that "
-                                "attribute. Or:")
-                surprise = gr.Button("Where do the models disagree?", size="sm", elem_id="disagree", scale=0,
-                                     min_width=240)
-            examples = gr.HTML(examples_html(catalog.examples), js_on_load=ITEM_CLICK_JS, elem_id="examples")
-            with gr.Row():
-                attribute = gr.Dropdown(attrs, value=default_attr, label="Attribute", elem_id="attribute")
-                models = gr.CheckboxGroup(_labels(catalog), value=catalog.listed, label="Models", elem_id="models")
-            with gr.Row():
-                with gr.Accordion("What are these models?", open=False, elem_id="models-about"):
-                    models_about = gr.HTML(models_html(catalog))
-                with gr.Accordion("Share this case", open=False, elem_id="share"):
-                    link = gr.Textbox(label="Link (the gallery, query, attribute, models and tab; also in the "
-                                            "address bar)", buttons=["copy"], interactive=False, elem_id="share-link")
-                    export = gr.Button("Export the comparison (PNG + JSON)", size="sm", elem_id="export")
-                    exported = gr.File(label="Exported files", file_count="multiple", interactive=False,
-                                       elem_id="export-files")
+    # the choices every tab shares, in one column beside the views (a phone puts it under them: the CSS' order)
+    gallery = gr.Radio(galleries.choices(), value=catalog.name, label="Gallery", elem_id="gallery")
+    query = gr.Image(value=first_example, type="filepath", label="Query image (upload or pick an example)",
+                     elem_id="query-upload", sources=["upload", "clipboard"], height=180)
+    gr.Markdown("**Examples**, each for the attribute it shows: click one to query it.", elem_id="examples-title")
+    examples = gr.HTML(examples_html(catalog.examples), js_on_load=ITEM_CLICK_JS, elem_id="examples")
+    attribute = gr.Dropdown(attrs, value=default_attr, label="Attribute", elem_id="attribute")
+    surprise = gr.Button("Where do the models disagree?", size="sm", elem_id="disagree")
+    models = gr.CheckboxGroup(_labels(catalog), value=catalog.listed, label="Models", elem_id="models")
+    about = gr.Markdown(gallery_markdown(catalog), elem_id="gallery-about")
+    with gr.Accordion("What are these models?", open=False, elem_id="models-about"):
+        models_about = gr.HTML(models_html(catalog))
+    with gr.Accordion("Share this case", open=False, elem_id="share"):
+        link = gr.Textbox(label="Link (the gallery, query, attribute, models and tab; also in the address bar)",
+                          buttons=["copy"], interactive=False, elem_id="share-link")
+        export = gr.Button("Export the comparison (PNG + JSON)", size="sm", elem_id="export")
+        exported = gr.File(label="Exported files", file_count="multiple", interactive=False, elem_id="export-files")
+    with gr.Accordion("What is this?", open=False, elem_id="intro"):
+        gr.Markdown(INTRO)
     return SimpleNamespace(gallery=gallery, about=about, query=query, examples=examples, attribute=attribute,
                            models=models, models_about=models_about, link=link, export=export,
                            exported=exported, surprise=surprise)
@@ -168,22 +165,29 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
 
     # Gradio's upload folder is bounded: its files (uploads, outputs) older than an hour are removed every ten
     # minutes, and the oldest beyond GRADIO_CACHE_BYTES in all every minute (public.bound_gradio_cache)
-    with gr.Blocks(title="ProFashion Explorer", delete_cache=DELETE_CACHE) as demo:
-        head = _query_row(galleries)
+    with gr.Blocks(title="ProFashion Explorer", delete_cache=DELETE_CACHE, fill_width=True) as demo:
+        gr.HTML(TITLE_HTML, elem_id="title")
+        with gr.Row(equal_height=False, elem_id="pf-layout"):
+            with gr.Column(scale=0, min_width=320, elem_id="pf-controls"):
+                head = _query_row(galleries)
+            views_column = gr.Column(scale=1, min_width=340, elem_id="pf-views")
         query, examples, attribute, models, gallery = head.query, head.examples, head.attribute, head.models, head.gallery
-        link, link_note = head.link, gr.Markdown(elem_id="link-note")
-        tabs = {}
-        with gr.Tabs() as tab_group:
-            with gr.Tab("Retrieve", id="retrieve") as tabs["retrieve"]:
-                r = tab_retrieve.build(catalog)
-            with gr.Tab("Explore", id="explore") as tabs["explore"]:
-                e = tab_explore.build()
-            with gr.Tab("Embeddings", id="embeddings") as tabs["embeddings"]:
-                b = tab_embeddings.build(catalog, labels, names)
-            with gr.Tab("Fine-tune", id="finetune") as tabs["finetune"]:
-                f = tab_finetune.build(jobs)
-            with gr.Tab("Results", id="results") as tabs["results"]:
-                res = tab_results.build(catalog)
+        link = head.link
+        with views_column:
+            link_note = gr.Markdown(elem_id="link-note")
+            tabs = {}
+            # "wrap": every tab one tap away on a phone (the default "menu" hides the last ones behind a button)
+            with gr.Tabs(overflow_behavior="wrap", elem_id="pf-tabs") as tab_group:
+                with gr.Tab("Retrieve", id="retrieve") as tabs["retrieve"]:
+                    r = tab_retrieve.build(catalog)
+                with gr.Tab("Explore", id="explore") as tabs["explore"]:
+                    e = tab_explore.build()
+                with gr.Tab("Embeddings", id="embeddings") as tabs["embeddings"]:
+                    b = tab_embeddings.build(catalog, labels, names)
+                with gr.Tab("Fine-tune", id="finetune") as tabs["finetune"]:
+                    f = tab_finetune.build(jobs)
+                with gr.Tab("Results", id="results") as tabs["results"]:
+                    res = tab_results.build(catalog)
 
         # outside the tabs: an inactive tab is not rendered, and the timer must tick on every tab (model lists)
         seen_state = gr.State({"names": names})
@@ -217,6 +221,11 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         head.surprise.click(guard(tab_retrieve.disagreement, tab_retrieve.ERRORS, galleries), [gallery],
                             [query, attribute, r.inspect], api_visibility="private", concurrency_id="query")
         uploads = UploadStore(catalog.cache_root / "uploads")
+        # a query is a path the caller sends (the query's events skip Gradio's preprocessing, and Gradio checks only
+        # files that carry its "meta"): each gallery reads queries from what the app serves, nothing else
+        roots = [upload_folder(), *galleries.served_paths(), *(c.cache_root / "uploads" for c in galleries.catalogs.values())]
+        for c in galleries.catalogs.values():
+            c.confine_queries(roots)
         opened = demo.load(bounded(link_opener(galleries, uploads), busy=link_refused), None,
                            [gallery, head.about, query, examples, attribute, models, head.models_about, b.model_a,
                             b.model_b, b.item_box, tab_group, view_state, link_note], api_visibility="private",
@@ -338,7 +347,17 @@ def galleries_api(galleries: Galleries):
 # The page's style rules (each tab's HTML brings its own): the query image (160 px gallery images) is shown at the
 # size of its box, not at its pixel size; the comparison grid and the examples.
 CSS = """
-#query-upload img { width: 100%; height: 100%; max-height: 200px; object-fit: contain; }
+.pf-title { display: flex; flex-wrap: wrap; align-items: baseline; gap: 0 12px; }
+.pf-title h1 { margin: 0; font-size: 22px; }
+.pf-title span { color: var(--body-text-color-subdued, #6b7280); font-size: 14px; }
+#pf-controls { max-width: 340px; }
+/* an empty line (no disagreement, nothing out of date, no link note) takes no room: the rows start under the tabs */
+:is(#link-note, #retrieve-inspect, #retrieve-stale, #explore-stale, #embeddings-stale):has(span.md:empty) {
+  display: none; }
+#pf-controls .pf-examples { grid-template-columns: repeat(4, minmax(0, 1fr)); gap: 4px; }
+#pf-controls .pf-ex img { width: 64px; height: 64px; }
+#gallery-about { font-size: 13px; }
+#query-upload img { width: 100%; height: 100%; max-height: 180px; object-fit: contain; }
 .pf-cmp, .pf-examples { --t: 128px; font-size: 13px; line-height: 1.25; }
 :where(.pf-cmp, .pf-examples) button { all: unset; box-sizing: border-box; cursor: pointer; }
 .pf-cmp button:focus-visible, .pf-examples button:focus-visible { outline: 2px solid #2563eb; }
@@ -374,10 +393,22 @@ CSS = """
 .pf-ex:hover, .pf-item:hover { background: var(--background-fill-secondary, #f3f4f6); }
 .pf-ex img { width: 88px; height: 88px; object-fit: contain; }
 .pf-about { margin: 0; padding-left: 18px; font-size: 13px; }
-#gallery-about { align-self: center; }
 .pf-warning { margin: 0 0 8px; padding: 6px 10px; border-radius: 4px; background: #fef3c7; color: #78350f; }
 .pf-ex-attr { color: var(--body-text-color-subdued, #6b7280); }
+@media (min-width: 721px) and (max-width: 1700px) {  /* the eight rows of a Retrieve in one 1000 px screen */
+  .pf-cmp.pf-compact { --t: 76px; gap: 8px; }
+  .pf-compact .pf-query { flex: 0 0 92px; }
+  .pf-compact .pf-query img { width: 88px; height: 88px; }
+  .pf-compact .pf-name { flex: 0 0 90px; overflow-wrap: normal; }
+  .pf-compact .pf-name b { font-size: 13px; }
+  .pf-compact .pf-item { width: calc(var(--t) + 78px); }
+  .pf-compact .pf-txt { width: 74px; }
+}
 @media (max-width: 720px) {
+  #pf-layout { flex-direction: column; }
+  #pf-layout > .column { width: 100%; max-width: 100%; align-self: stretch; }
+  #pf-views { order: -1; }  /* a phone sees the answer first, the choices under it */
+  .pf-title span { display: none; }
   .pf-cmp, .pf-cmp.pf-compact { --t: 62px; flex-direction: column; font-size: 11px; }
   .pf-query { position: static; display: flex; gap: 8px; align-items: center; flex: none; }
   .pf-query img { width: 96px; height: 96px; }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import re
 import threading
 from collections.abc import Sequence
 from html import escape
@@ -67,6 +68,28 @@ class PlanView:
     columns: list[str]
     rows: list[tuple[str, bool, list[tuple[str, str, str]]]]  # (label, is the queried row, [(text, bg, fg)])
     corner: str = ""  # what a column is, in a word or two
+    cells: list[tuple[int, int]] | None = None  # columns that are patches: each one's (row, column) in ``grid``
+    grid: tuple[int, int] | None = None  # the patch grid's (rows, columns)
+
+
+PATCH = re.compile(r"^(\d{1,4}),(\d{1,4})$")  # a patch column's label (explanation.patch_labels): "y,x"
+
+
+def patch_cells(labels) -> tuple[list[tuple[int, int]], tuple[int, int]] | None:
+    """Every label a patch's "y,x" (0-based): their (y, x) and the grid's (rows, columns); else None."""
+    found = [PATCH.match(str(t)) for t in labels or ()]
+    if not found or not all(found):
+        return None
+    cells = [(int(f.group(1)), int(f.group(2))) for f in found]
+    return cells, (max(y for y, _ in cells) + 1, max(x for _, x in cells) + 1)
+
+
+def patch_svg(y: int, x: int, grid: tuple[int, int], cell: int = 4) -> str:
+    """A small picture of the patch grid with patch (y, x) filled: where a plan's column is, at a glance."""
+    h, w = grid
+    return (f'<svg class="pf-cell" width="{w * cell + 1}" height="{h * cell + 1}" role="img" aria-hidden="true">'
+            f'<rect x="0.5" y="0.5" width="{w * cell}" height="{h * cell}" fill="#f1f5f9" stroke="#94a3b8"/>'
+            f'<rect x="{x * cell + 0.5}" y="{y * cell + 0.5}" width="{cell}" height="{cell}" fill="#1e293b"/></svg>')
 
 
 @dataclasses.dataclass
@@ -179,6 +202,12 @@ def plan_view(m: Map, data: np.ndarray, attribute_names: Sequence[str] | None, k
     else:
         labels = list(m.row_labels) if m.row_labels is not None else [str(i) for i in range(data.shape[0])]
     col_names = [str(m.col_labels[c]) if m.col_labels is not None else str(c) for c in cols]
+    patches = patch_cells(m.col_labels)  # the grid's size is that of all the columns, not only the ones shown
+    places = grid = None
+    if patches is not None:
+        grid = patches[1]
+        places = [patches[0][c] for c in cols]
+        col_names = [f"row {y + 1}, column {x + 1}" for y, x in places]
     lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
     rows = []
     for r in range(data.shape[0]):
@@ -195,9 +224,9 @@ def plan_view(m: Map, data: np.ndarray, attribute_names: Sequence[str] | None, k
     shown = (f"the {len(cols)} heaviest of {data.shape[1]} ({what_cols})" if len(cols) < data.shape[1]
              else f"{what_cols}")
     by = " for the queried attribute" if m.highlight_row is not None and len(cols) < data.shape[1] else ""
-    caption = (f"{m.name}: rows = {m.rows or 'row'}, columns = {shown}{by}; "
+    caption = (f"{m.title}: rows = {m.rows or 'row'}, columns = {shown}{by}; "
                + ("each cell = its share of the row's mass." if data.min() >= 0 else "each cell = its value."))
-    return PlanView(m.name, m.about, caption, col_names, rows, (m.columns or "").split(" (")[0])
+    return PlanView(m.name, m.about, caption, col_names, rows, (m.columns or "").split(" (")[0], places, grid)
 
 
 def model_view(name: str, label: str, explanation: Explanation, shown, mask: np.ndarray | None = None,
@@ -220,25 +249,25 @@ def model_view(name: str, label: str, explanation: Explanation, shown, mask: np.
     big = None  # the image at twice its size, for pictures drawn on it (superpixel boundaries)
     for m in explanation.maps:
         if m.kind == "box":
-            view.panels.append(PanelView(m.name, m.about, m.name, base, box=_box_percent(m.data, hw)))
+            view.panels.append(PanelView(m.title, m.about, m.name, base, box=_box_percent(m.data, hw)))
             continue
         data = to_numpy(m.data)
         if data is None or data.size == 0:
             continue
         if m.kind == "heatmap":
-            view.panels.append(_heat_panel(m, data.astype(np.float32), m.name, base, hw, mask))
+            view.panels.append(_heat_panel(m, data.astype(np.float32), m.title, base, hw, mask))
         elif m.kind == "heatmaps":
             for i, t in enumerate(data[:MAX_HEADS].astype(np.float32)):
-                view.panels.append(_heat_panel(m, t, f"{m.name} {i + 1}/{len(data)}", base, hw, None))
+                view.panels.append(_heat_panel(m, t, f"{m.title} {i + 1}/{len(data)}", base, hw, None))
         elif m.kind == "labels":
             big = _upscale(shown, 2 * max(hw)) if big is None else big
             n = len(np.unique(data))
-            view.panels.append(PanelView(f"{m.name} ({n})", m.about, m.name,
+            view.panels.append(PanelView(f"{m.title} ({n})", m.about, m.name,
                                          data_uri(segmentation_overlay(big, data), "jpeg", 85)))
             if m.selection:
                 ids = [i for i, _ in m.selection]
                 view.panels.append(PanelView(
-                    f"selected {m.name} ({len(ids)})", f"The {len(ids)} region(s) the method picked, the rest "
+                    f"selected {m.title} ({len(ids)})", f"The {len(ids)} region(s) the method picked, the rest "
                     "darkened.", m.name, data_uri(segmentation_overlay(big, data, selected=ids), "jpeg", 85)))
         elif m.kind == "matrix":
             view.plans.append(plan_view(m, data, attribute_names))
@@ -277,7 +306,12 @@ def _panel_html(p: PanelView, outline: str | None, extra: bool) -> str:
 
 def _plan_html(pl: PlanView) -> str:
     e = escape
-    head = "".join(f"<th>{e(c)}</th>" for c in pl.columns)
+    if pl.cells and pl.grid:  # a patch column: its place drawn on the grid, in words on hover
+        where = f" of the {pl.grid[0]}×{pl.grid[1]} patch grid"
+        head = "".join(f'<th title="{e(c + where)}" aria-label="{e(c + where)}">{patch_svg(y, x, pl.grid)}</th>'
+                       for c, (y, x) in zip(pl.columns, pl.cells))
+    else:
+        head = "".join(f"<th>{e(c)}</th>" for c in pl.columns)
     body = []
     for label, mine, cells in pl.rows:
         tds = "".join(f'<td style="background:{bg};color:{fg}">{e(t)}</td>' for t, bg, fg in cells)
@@ -345,9 +379,10 @@ def maps_html(query: dict, views: list[ModelView]) -> str:
 
 # Gradio scopes a gr.HTML's css_template under its root (CSS nesting); no "${" or backticks in here.
 CSS = """
-.pf-x { --pf-s: 144px; font-size: 13px; line-height: 1.3; }
+.pf-x { --pf-s: 120px; font-size: 13px; line-height: 1.3; }
 .pf-legend { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 10px; margin: 2px 0 8px; }
-.pf-cbar { position: relative; display: inline-block; width: 180px; height: 14px; border: 1px solid #555; }
+.pf-cbar { position: relative; display: inline-block; width: 180px; height: 14px; border: 1px solid #555;
+  margin-bottom: 14px; }  /* room for its 0 / 0.5 / 1 under it */
 .pf-cbar i { position: absolute; top: 15px; font-style: normal; font-size: 11px; transform: translateX(-50%); }
 .pf-cbar i:nth-child(1) { left: 0; } .pf-cbar i:nth-child(2) { left: 50%; } .pf-cbar i:nth-child(3) { left: 100%; }
 .pf-cbar-l { font-weight: 600; }
@@ -384,10 +419,11 @@ CSS = """
 .pf-plan tr.pf-q th { font-weight: 700; }
 .pf-plan tr.pf-q td, .pf-plan tr.pf-q th { border-top: 2px solid #dc2626; border-bottom: 2px solid #dc2626; }
 @media (max-width: 720px) {
-  .pf-x { --pf-s: 112px; }
+  .pf-x { --pf-s: 104px; }
   .pf-xbody { flex-direction: column; }
-  .pf-xq { position: static; }
-  .pf-xrow { grid-template-columns: 1fr; }
+  .pf-xq { position: static; display: flex; gap: 8px; align-items: center; flex: none; }
+  .pf-xrow { grid-template-columns: minmax(0, 1fr); }
+  .pf-xbody, .pf-xrows { min-width: 0; max-width: 100%; }
   .pf-xname { flex-direction: row; gap: 8px; }
 }
 """

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from profashion.explain.explanation import map_title
+from profashion.explain.render import CMAP
 from profashion.io import atomic_path, atomic_write_text, sha256_file
 from profashion.retrieval.search import QueryError
 
@@ -73,7 +75,7 @@ def case_record(catalog, path, attribute, models) -> tuple[dict, dict]:
             ex = catalog.explain(name, str(p), attribute, item, image=img)
             panel = _main_panel(ex.panels)
             if panel is not None:
-                model["main_map"] = {"title": panel.title, "kind": panel.kind,
+                model["main_map"] = {"title": map_title(panel.key), "key": panel.key, "kind": panel.kind,
                                      "in_region_percent": None if panel.localisation is None
                                      else round(panel.localisation, 2),
                                      "region_percent": None if ex.mask_share is None else round(ex.mask_share, 2)}
@@ -85,14 +87,18 @@ def case_record(catalog, path, attribute, models) -> tuple[dict, dict]:
 
 
 def draw_case(record: dict, pictures: dict, out: Path) -> None:
-    """The comparison as one PNG (matplotlib, 110 dpi): one row per model, the query first, the main map last."""
+    """The comparison as one PNG (matplotlib, 110 dpi): one row per model, the query first, the main map last (the
+    ground-truth outline on it, as on the page, and the maps' colour bar beside the column)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     names = list(record["models"])
     cols = 2 + K
+    mapped = False
     fig, axes = plt.subplots(max(1, len(names)), cols, figsize=(1.6 * cols, 1.9 * max(1, len(names))),
                              squeeze=False)
     colours = {True: "#16a34a", False: "#dc2626", None: "#94a3b8"}
@@ -120,16 +126,27 @@ def draw_case(record: dict, pictures: dict, out: Path) -> None:
         mm = m.get("main_map") or {}
         if pics["map"] is not None:
             ax.imshow(pics["map"])
-            where = (f"{mm['in_region_percent']:.0f}% in region (uniform {mm['region_percent']:.0f}%)"
+            # one number: the map's share on the region, beside what a uniform map would put there
+            where = (f"{mm['in_region_percent']:.0f}% on the region (uniform {mm['region_percent']:.0f}%)"
                      if mm.get("in_region_percent") is not None and mm.get("region_percent") is not None else "")
             ax.set_title(f"{mm.get('title', 'map')[:28]}\n{where}", fontsize=7)
+            mapped = True
         else:
             ax.set_title("no map", fontsize=7)
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(f"ProFashion Explorer: {record['gallery_title']}, attribute {record['attribute']}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 0.93 if mapped else 1.0, 1.0))  # the colour bar's room at the right
+    if mapped:
+        outlined = any((m.get("main_map") or {}).get("region_percent") is not None for m in record["models"].values())
+        bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), CMAP), cax=fig.add_axes((0.945, 0.3, 0.012, 0.4)),
+                           ticks=[0, 0.5, 1])
+        bar.ax.set_yticklabels(["0 low", "0.5", "1 high"], fontsize=6)
+        bar.ax.set_title("maps", fontsize=7)
+        bar.set_label("each map scaled to its own range" + ("; white line = ground-truth region" if outlined else ""),
+                      fontsize=6, labelpad=2)
+        bar.ax.yaxis.set_label_position("left")
     try:
         with atomic_path(out) as tmp:
             fig.savefig(tmp, dpi=110, format="png")

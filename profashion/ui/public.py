@@ -242,6 +242,15 @@ DIRECT_PREFIXES = ("/gradio_api/run/", "/gradio_api/api/")
 # ~65 ms of the event loop for a new session: benchmarks/load_test.py --flood-only).
 DIRECT_BURST, DIRECT_RATE = 60, 4.0
 DIRECT_CLIENTS = 10_000  # clients remembered (least recently seen forgotten first): bounded memory under a spray
+# Every client behind one connection's peer (a proxy) together: PEER_SHARE times a client's bucket. The proxy's
+# X-Forwarded-For names the client; where nothing in front sets it, a caller could forge a new client per call, and
+# this bound still holds (second hostile probe: 166 of 166 forged calls had passed).
+PEER_SHARE = 4
+# An event's inputs, as JSON, are small (a file is sent to the upload route and named here; a job's model config is
+# at most 64 KB): a bigger request is refused before Gradio parses it, or echoes it in an error (a 1 MB gallery name
+# came back as a 1 MB error).
+MAX_EVENT_BODY = 256 * 1024
+EVENT_PREFIXES = ("/gradio_api/run/", "/gradio_api/api/", "/gradio_api/queue/join", "/gradio_api/call/")
 
 
 def client_key(scope) -> str:
@@ -277,22 +286,57 @@ class DirectCallLimit:
         self.in_flight = 0  # one event loop: no lock needed
         self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when); insertion order = recency
 
-    def admit(self, key: str) -> bool:
-        """Take one of ``key``'s tokens (False: it has none now)."""
+    @staticmethod
+    async def bounded_body(scope, receive, send):
+        """An event's request (its inputs as JSON) is at most ``MAX_EVENT_BODY`` bytes: a longer declared one is
+        answered 413 at once (None returned); one sent in chunks is cut off as a disconnect past the bound."""
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_EVENT_BODY):
+                body = (b'{"error": "The request is too large: an event\'s inputs are at most '
+                        + str(MAX_EVENT_BODY // 1024).encode() + b' KB (upload files through the upload route)"}')
+                await send({"type": "http.response.start", "status": 413,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return None
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            return {"type": "http.disconnect"} if seen > MAX_EVENT_BODY else message
+
+        return counted
+
+    def admit(self, key: str, peer: str | None = None) -> bool:
+        """Take one of ``key``'s tokens, and one of its ``peer``'s (the connection's, when it is another: a proxy's
+        bucket, ``PEER_SHARE`` times a client's); False, and nothing taken, when either has none now."""
         now = self.clock()
-        tokens, then = self.buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.rate)
-        if len(self.buckets) >= self.clients:  # forget the least recently seen
-            del self.buckets[next(iter(self.buckets))]
-        self.buckets[key] = (tokens - 1.0 if tokens >= 1.0 else tokens, now)
-        return tokens >= 1.0
+        wanted = [(key, 1)] + ([("peer:" + peer, PEER_SHARE)] if peer is not None and peer != key else [])
+        states = []
+        for k, share in wanted:
+            tokens, then = self.buckets.pop(k, (self.burst * share, now))
+            states.append((k, min(self.burst * share, tokens + (now - then) * self.rate * share)))
+        ok = all(tokens >= 1.0 for _, tokens in states)
+        for k, tokens in states:
+            while len(self.buckets) >= self.clients:  # forget the least recently seen
+                del self.buckets[next(iter(self.buckets))]
+            self.buckets[k] = (tokens - 1.0 if ok else tokens, now)
+        return ok
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") == "POST" and any(
+                scope.get("path", "").startswith(p) for p in EVENT_PREFIXES):
+            receive = await self.bounded_body(scope, receive, send)
+            if receive is None:
+                return
         if scope["type"] != "http" or scope.get("method") != "POST" or not any(
                 scope.get("path", "").startswith(p) for p in self.prefixes):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit or not self.admit(client_key(scope)):
+        client = scope.get("client")
+        if self.in_flight >= self.limit or not self.admit(client_key(scope), str(client[0]) if client else None):
             body = b'{"error": "The app is busy right now; try again in a moment"}'
             await send({"type": "http.response.start", "status": 429,
                         "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),

@@ -154,7 +154,7 @@ def link_query(catalog, query, attribute, models, tab, uploads: UploadStore | No
     """The link's query string for this state (``gallery``, ``item`` or ``upload``, ``attribute``, ``models``,
     ``tab``); a query that is neither a gallery item nor a keepable upload is left out."""
     params = {"gallery": catalog.name}
-    if query:
+    if query and catalog.allows(query):  # a path outside the app's folders is no query (never copied, never named)
         item = catalog.identify(query)
         if item is not None:
             params["item"] = str(item)

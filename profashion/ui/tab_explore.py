@@ -18,6 +18,7 @@ import numpy as np
 from profashion.data.images import ImageError
 from profashion.data.masks import load_attribute_masks
 from profashion.data.splits import DatasetError
+from profashion.explain.explanation import map_title
 from profashion.models.backbones import shared_frozen_outputs
 from profashion.retrieval.accel import one_thread
 from profashion.retrieval.search import QueryError, query_key
@@ -117,9 +118,10 @@ def explore(catalog: Catalog, query, attribute, models):
                 views.append(ModelView(name, label, error=f"its maps could not be computed ({exc})"))
                 continue
             views.append(v)
-            rows += [[name, pnl.key, round(pnl.score, 1), round(v.share, 1), "yes" if pnl.peak else "no"]
+            rows += [[label, map_title(pnl.key), round(pnl.score, 1), round(v.share, 1), "yes" if pnl.peak else "no"]
                      for pnl in v.panels if pnl.score is not None]
-    views += [ModelView(n, n, error=why) for n, why in failed.items()]  # failed while warming up: its own row
+    views += [ModelView(n, catalog.entry(n).label if catalog.entry(n) else n, error=why)
+              for n, why in failed.items()]  # failed while warming up: its own row
     who = f"gallery item #{item}" if item is not None else "an uploaded image"
     value = catalog.query_value(item, a)
     head = f"Query: {who}, attribute **{attribute}**" + (f" (*{value}*)" if value else "") + "."
@@ -135,10 +137,9 @@ def explore(catalog: Catalog, query, attribute, models):
 
 def build() -> SimpleNamespace:
     """The tab's components (inside ``gr.Tab("Explore")``)."""
-    gr.Markdown(NOTE)
     c = SimpleNamespace()
-    with gr.Row():
-        c.button = gr.Button("Explain the query", variant="primary", scale=1, min_width=160)
+    with gr.Row(equal_height=True):
+        c.button = gr.Button("Explain the query", variant="secondary", size="sm", scale=1, min_width=160)
         c.mode = gr.Radio(list(MODES), value=MODES[0], label="Maps", elem_id="explore-mode", scale=2)
         c.opacity = gr.Slider(0, 100, value=50, step=5, label="Overlay opacity (%)", elem_id="explore-opacity",
                               scale=2)
@@ -147,6 +148,7 @@ def build() -> SimpleNamespace:
     c.maps = gr.HTML("", css_template=CSS, js_on_load=None, elem_id="explore-maps", min_height=0)
     c.table = gr.Dataframe(headers=TABLE_HEADERS, label="Localisation against the ground-truth region",
                            interactive=False, elem_id="explore-table")
+    gr.Markdown(NOTE)  # under the maps: the first screen is the answer's
     c.outputs = [c.maps, c.table, c.md]
     return c
 

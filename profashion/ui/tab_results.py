@@ -390,7 +390,7 @@ def table_html(catalog: Catalog, groups: list[Group], pending: list[str], notes=
         for name, r in g.rows:
             entry = catalog.models[name]
             out.append(f'<tr data-model="{e(name)}" data-split="{g.key}"><th scope="row" title="{e(entry.describe())}">'
-                       f"{e(name)}<small>{e(entry.published_name or entry.method)}</small></th>"
+                       f"{e(entry.label)}</th>"
                        + _cell(r, None, best, sum(g.n_queries.values()))
                        + "".join(_cell(r, a, best, g.n_queries.get(a)) for a in attrs)
                        + _published_cells(_published(catalog, name)) + "</tr>")
@@ -428,10 +428,11 @@ def table_data(catalog: Catalog, groups: list[Group], pending: list[str]):
 
     for g in groups:
         split = "shipped" if g.key == "shipped" else f"gallery {GALLERY_SPLIT}"
-        rows += [row(name, split, r, _published(catalog, name)) for name, r in g.rows]
+        rows += [row(catalog.models[name].label, split, r, _published(catalog, name)) for name, r in g.rows]
         if g.random:
             rows.append(row(RANDOM, split, g.random, _published(catalog, None)))
-    rows += [row(name, "not measured", None, _published(catalog, name)) for name in pending]
+    rows += [row(catalog.entry(name).label if catalog.entry(name) else name, "not measured", None,
+                 _published(catalog, name)) for name in pending]
     return df(rows, ["model", "measured on", "overall", "ci95 low", "ci95 high", *attrs,
                      *(f"published {d}" for d in PUBLISHED_COLUMNS)])
 
@@ -460,7 +461,7 @@ def _outputs(catalog: Catalog, groups: list[Group], pending: list[str], notes=()
     measured = {}
     for g in groups:
         where = "shipped" if g.key == "shipped" else "gallery"
-        measured.update({f"{n} ({where})": r for n, r in g.rows})
+        measured.update({f"{catalog.models[n].label} ({where})": r for n, r in g.rows})
         if g.random:
             measured[f"{RANDOM} ({where})"] = g.random
     return (table_html(catalog, groups, pending, notes), table_data(catalog, groups, pending),

@@ -20,7 +20,7 @@ from profashion.ui.common import ITEM_CLICK_JS, K, comparison_rows, df, event_da
 from profashion.ui.public import PUBLIC, escape_markdown
 
 NOTE = (
-    "**How to read this.** The query is at the left; each row is one model's top-5 for it (the model's name and "
+    "**How to read this.** The query is at the rows' left; each row is one model's top-5 for it (the model's name and "
     "hit count at the row's start), ranked by cosine similarity (score) in the space of the chosen attribute. "
     "Beside each result: ✓ hit (green frame) when it has the query's value of that attribute, ✗ miss (red) "
     "when it has another, ? (grey) when the query's value is unknown (an uploaded image); then its value, "
@@ -80,7 +80,7 @@ def retrieve(catalog: Catalog, query, attribute, models):
         entry = catalog.entry(name)
         label, about = (entry.label, entry.about) if entry is not None else (name, "")
         if r.error:
-            lines.append(f"- **{escape_markdown(name)}**: {escape_markdown(r.error)}")
+            lines.append(f"- **{escape_markdown(label)}**: {escape_markdown(r.error)}")
             summary = "warming up" if r.error.startswith(WARMING) else "failed"
             grid_rows.append({"name": name, "label": label, "about": about, "summary": summary, "error": r.error,
                               "hits": []})
@@ -91,14 +91,15 @@ def retrieve(catalog: Catalog, query, attribute, models):
             # the gallery's own image (its frame is the page's CSS: nothing drawn), as its mirror in Gradio's folder:
             # Gradio then neither hashes nor copies it again for the API's gallery (benchmarks/bench_app.py)
             thumb = PUBLIC.path(catalog.item_path(h.item))
-            gallery.append((thumb, f"{name} #{h.rank} {h.score:.3f} {h.value or '?'} {mark}"))
-            rows.append([name, h.rank, round(h.score, 4), h.value or "", mark, h.item])
+            gallery.append((thumb, f"{label} #{h.rank} {h.score:.3f} {h.value or '?'} {mark}"))
+            rows.append([label, h.rank, round(h.score, 4), h.value or "", mark, h.item])
             hits.append(h.item)
             cells.append({"item": int(h.item), "rank": h.rank, "score": float(h.score), "value": h.value,
                           "match": h.match, "url": file_url(thumb)})
         known = [h.match for h in r.hits if h.match is not None]
         hit_s = f"{sum(known)}/{len(known)} hits" if known else "hits unknown"
-        lines.append(f"- **{name}**: {hit_s}, query embedded in {r.embed_ms:.0f} ms, searched in {r.search_ms:.1f} ms")
+        lines.append(f"- **{escape_markdown(label)}**: {hit_s}, query embedded in {r.embed_ms:.0f} ms, searched in "
+                     f"{r.search_ms:.1f} ms")
         grid_rows.append({"name": name, "label": label, "about": about, "summary": hit_s, "hits": cells})
     who = f"gallery item #{item}" if item is not None else "an uploaded image"
     value = f", whose {attribute} is **{qv}**" if qv else " (its value is unknown, so hits are not marked)"
@@ -157,7 +158,7 @@ def disagreement(catalog: Catalog):
         label = lambda n: catalog.models[n].label  # noqa: E731
         line = (f"**Where the models disagree**: on this {ex.caption} example, {label(top)} finds {hits[top]}/{K} "
                 f"items of the same {ex.attribute.replace('_', ' ')} and {label(low)} {hits[low]}/{K}. Compare their "
-                "rows below, then see where each looks in Explore.")
+                "rows, then see where each looks in Explore.")
         cached[key] = (ex.path, ex.attribute, line)
     return cached[key]
 
@@ -170,13 +171,15 @@ def build(catalog: Catalog) -> SimpleNamespace:
     empty = catalog.empty_message()
     if empty:
         gr.Markdown(f"### No model to show\n{escape_markdown(empty)}", elem_id="no-models")
-    gr.Markdown(NOTE)
     c = SimpleNamespace()
-    c.button = gr.Button("Retrieve", variant="primary", size="sm")
+    # the answer first: the disagreement's line, the out-of-date banner, the rows; the rest under them
+    c.inspect = gr.Markdown(elem_id="retrieve-inspect")
     c.stale = gr.Markdown(elem_id="retrieve-stale")
     c.grid = gr.HTML("", js_on_load=ITEM_CLICK_JS, elem_id="retrieve-grid", min_height=0)
-    c.inspect = gr.Markdown()
-    c.status = gr.Markdown(elem_id="retrieve-status")
+    with gr.Row(equal_height=False):
+        c.status = gr.Markdown(elem_id="retrieve-status")
+        c.button = gr.Button("Retrieve", variant="secondary", size="sm", scale=0, min_width=120)
+    gr.Markdown(NOTE)
     # the API's outputs (gr.Gallery of the hits' images with captions); the page shows the grid
     c.gallery = gr.Gallery(label="Top-5 per model", columns=K, height="auto", allow_preview=False,
                            elem_id="results", visible=False)

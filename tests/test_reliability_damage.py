@@ -138,7 +138,7 @@ def test_a_damaged_model_row_costs_only_its_numbers(shipped, edit, why):
         html, data, intervals = tab_results.results_view(catalog)
         assert _rows(html, "shipped") == ["triplet"]
         assert _rows(html, "pending") == ["asen"]
-        assert unescape(html).count(f"The shipped numbers of asen are not shown ({why}): it is measured on the "
+        assert unescape(html).count(f"The shipped numbers of ASEN are not shown ({why}): it is measured on the "
                                     "gallery's own test split on demand.") == 1
         assert shipped.base not in html and str(shipped.root) not in html and str(catalog.cache_root) not in html
         rows = {r["model"]: r for r in data.to_dict("records")}

@@ -219,7 +219,7 @@ def shipped_notes(shipped: Shipped, catalog: Catalog, own: dict[str, dict | None
         why = next((w for n, fp, w in shipped.damaged if (fp is not None and fp == entry.fingerprint)
                     or (fp is None and n == name)), None)
         if why is not None:
-            notes.append(f"The shipped numbers of {name} are not shown ({why}): it is {where}.")
+            notes.append(f"The shipped numbers of {entry.label} are not shown ({why}): it is {where}.")
     return notes
 
 

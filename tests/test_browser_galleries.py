@@ -117,3 +117,23 @@ def test_a_link_naming_what_does_not_exist_opens_the_default_and_says_so(open_pa
     expect(page.locator("#link-note")).to_contain_text("model 'ghost'")
     expect(page.get_by_label("Synthetic garments")).to_be_checked()
     expect(page.locator("#retrieve-grid .pf-row")).to_have_count(1, timeout=2 * T)  # csn only: it was kept
+
+
+def test_a_huge_gallery_name_or_a_form_value_the_page_never_sends_is_one_short_sentence(app):
+    """Gradio's own check of a choice echoed the value whole (a 1 MB gallery name came back as a 1 MB error) and
+    refused epochs "inf" with a bare "Error" (second hostile probe): these events take their inputs as sent."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from profashion.ui import tab_finetune
+    from profashion.ui.jobs import JobManager
+
+    client = Client(app["url"], verbose=False)
+    with pytest.raises(AppError) as err:
+        client.predict("x" * 200_000, api_name="/results")
+    assert "gallery" in str(err.value) and len(str(err.value)) <= 400, len(str(err.value))
+    jobs = JobManager(Path(app["galleries"].default.cache_root) / "jobs-probe", [REPO / "data"])
+    for epochs in ("inf", float("inf"), "1e400", None):
+        text = tab_finetune.estimate(jobs, "asen", "", "demo", epochs, 8192, 64, 100)
+        assert text == "_The time estimate needs whole numbers of epochs, triplets, batch and warm-up steps._"
+    assert "chosen from the lists" in tab_finetune.estimate(jobs, ["asen"], "", "demo", 1, 8192, 64, 100)

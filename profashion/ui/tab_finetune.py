@@ -459,7 +459,7 @@ def training_images(jobs: JobManager, dataset, rows=None) -> int | None:
             n = max(0, sum(1 for ln in f if ln.strip()) - 1)
         r = int(rows) if rows not in (None, "") else 0
         return int((min(n, r) if r > 0 else n) * IMPORT_SHARE_TRAIN)
-    except (JobError, OSError, ValueError, TypeError):
+    except (JobError, OSError, ValueError, TypeError, OverflowError):
         return None
 
 
@@ -468,9 +468,11 @@ def estimate(jobs: JobManager, model, dataset, preset, epochs, triplets, batch, 
     beyond the machine's limits is refused here already, naming the limit."""
     from profashion.train.config import TrainConfig
 
+    if not all(isinstance(x, str) or x is None for x in (model, dataset, preset)):
+        return "_The time estimate needs a model, a dataset and a preset chosen from the lists._"
     try:
         e, t, b, w = (int(float(x)) for x in (epochs, triplets, batch, warmup))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # "inf" is a float, not a whole number
         return "_The time estimate needs whole numbers of epochs, triplets, batch and warm-up steps._"
     try:
         overrides = jobs._model_config(config)
@@ -655,17 +657,22 @@ def wire_private(catalog, jobs: JobManager, c: SimpleNamespace, timer, seen_stat
         chooser.input(on_schedule, [c.schedule, c.preset, c.model], numbers, api_visibility="private")
 
     def dataset_event(dataset):
+        if not isinstance(dataset, str) and dataset is not None:
+            raise to_error(JobError("choose the dataset from the list"))
         try:
             return on_dataset(jobs, dataset)
         except JobError as exc:
             raise to_error(JobError(jobs.public(str(exc)))) from None
 
+    # preprocess=False here and below: a value the page never sends (a 2,000-character dataset, epochs "inf") is
+    # one short sentence of ours, not Gradio's bare "Error" or its whole echo (second hostile probe)
     c.dataset.change(dataset_event, c.dataset, [c.attrs, c.image_column, c.rows], api_visibility="private",
-                     show_progress="hidden")
+                     show_progress="hidden", preprocess=False)
 
     def estimate_event(model, dataset, preset, epochs, triplets, batch, warmup, config, rows):
         return estimate(jobs, model, dataset, preset, epochs, triplets, batch, warmup, config, rows)
 
     est_inputs = [c.model, c.dataset, c.preset, *numbers, c.config, c.rows]
     for comp in (c.model, c.dataset, c.preset, *numbers, c.config, c.rows):
-        comp.change(estimate_event, est_inputs, c.estimate, api_visibility="private", show_progress="hidden")
+        comp.change(estimate_event, est_inputs, c.estimate, api_visibility="private", show_progress="hidden",
+                    preprocess=False)

@@ -547,7 +547,10 @@ def wire(catalog: Catalog, c: SimpleNamespace, models, gallery=None) -> None:
         inputs, m_inputs = [models, gallery], [gallery]
         gallery.change(refresh, inputs, [*outputs, c.models_md, c.button], api_visibility="private",
                        show_progress="hidden", preprocess=False)
-    c.button.click(measure, m_inputs, outputs, api_name="results", concurrency_id="heavy", concurrency_limit=1).then(
+    # preprocess=False: the gallery's name reaches the handler as sent, and an unknown one is one short sentence
+    # (Gradio's own check of the choices echoed a 1 MB name whole: second hostile probe)
+    c.button.click(measure, m_inputs, outputs, api_name="results", concurrency_id="heavy", concurrency_limit=1,
+                   preprocess=False).then(
         button, m_inputs, c.button, api_visibility="private", show_progress="hidden", preprocess=False)
     # a model added since the page was built or while it is open (a fine-tuning job's checkpoint) is listed at the
     # next page load and as soon as the models change

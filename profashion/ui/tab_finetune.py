@@ -525,7 +525,7 @@ def hardware_markdown(jobs: JobManager) -> str:
           "epoch) are offered beside the demo preset." if jobs.gpu else
           "**This machine has no GPU**: only the demo preset (small heads on a frozen, cached ImageNet "
           "EfficientNet-Lite0, minutes on a CPU) is offered, and frozen-trunk training for the ViT "
-          "models (cca1, cca2, tf-csn, tf-asen: the trunk's features are computed once and only the "
+          "models (CCA Type-1, CCA Type-2, TF-CSN, TF-ASEN: the trunk's features are computed once and only the "
           "head trains).")
     roots = ", ".join(f"`{jobs.public(str(r))}`" for r in jobs.data_roots)
     return (f"{hw} Datasets are taken from the allowed data roots only: {roots}; one needs at least "
@@ -539,7 +539,7 @@ def _fields(update: dict) -> dict:
 
 def build(jobs: JobManager) -> SimpleNamespace:
     """The tab's components (inside ``gr.Tab("Fine-tune")``)."""
-    from profashion.models.base import available_models
+    from profashion.models.base import available_models, display_name
     from profashion.train.config import preset_schedule
 
     gr.Markdown(NOTE)
@@ -557,7 +557,8 @@ def build(jobs: JobManager) -> SimpleNamespace:
         attrs, image_col, rows = on_dataset(jobs, None)
     c = SimpleNamespace()
     with gr.Row():
-        c.model = gr.Dropdown(all_models, value=first, label="Model", elem_id="ft-model")
+        c.model = gr.Dropdown([(display_name(n), n) for n in all_models], value=first, label="Model",
+                              elem_id="ft-model")  # the methods by their names for people, the API by their ids
         c.dataset = gr.Dropdown(datasets, value=start, label="Dataset",
                                 elem_id="ft-dataset", scale=2)
         c.preset = gr.Dropdown(jobs.presets(), value="demo", label="Preset", elem_id="ft-preset")

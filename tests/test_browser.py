@@ -65,6 +65,29 @@ def opened_page(browser, url: str, request, ready):
     ctx.close()
 
 
+@contextlib.contextmanager
+def page_opener(browser, request, prefix: str = ""):
+    """``open(url, size=(1400, 1000), phone=False)``: a new context's page at ``url`` once the page shows its gallery
+    switch; after, each page settled and saved as ``SHOTS/<prefix><test name>-<i>.png`` (its first screen)."""
+    contexts = []
+
+    def opener(url, size=(1400, 1000), phone=False):
+        ctx = browser.new_context(viewport={"width": size[0], "height": size[1]}, is_mobile=phone, has_touch=phone)
+        contexts.append(ctx)
+        pg = ctx.new_page()
+        pg.set_default_timeout(T)
+        pg.goto(url)
+        sync_api.expect(pg.locator("#gallery")).to_be_visible(timeout=2 * T)
+        return pg
+
+    yield opener
+    for i, ctx in enumerate(contexts):
+        pg = ctx.pages[0]
+        settle(pg)
+        pg.screenshot(path=str(SHOTS / f"{prefix}{request.node.name.removeprefix('test_')}-{i}.png"))
+        ctx.close()
+
+
 @pytest.fixture
 def page(browser, app, request):
     def ready(pg):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_GALLERY, free_port, playwright_sync_api, save_app_checkpoints
-from test_browser import SHOTS, T, settle
+from test_browser import T, page_opener
 
 from profashion.data.splits import load_dataset
 from profashion.models.base import build_model, save_checkpoint
@@ -48,23 +48,8 @@ def app(tmp_path_factory):
 
 @pytest.fixture
 def open_page(browser, request):
-    contexts = []
-
-    def opener(url):
-        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-        contexts.append(ctx)
-        pg = ctx.new_page()
-        pg.set_default_timeout(T)
-        pg.goto(url)
-        sync_api.expect(pg.locator("#gallery")).to_be_visible(timeout=2 * T)
-        return pg
-
-    yield opener
-    for i, ctx in enumerate(contexts):
-        pg = ctx.pages[0]
-        settle(pg)
-        pg.screenshot(path=str(SHOTS / f"{request.node.name.removeprefix('test_')}-{i}.png"), full_page=False)
-        ctx.close()
+    with page_opener(browser, request) as opener:
+        yield opener
 
 
 def _link(page) -> str:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from conftest import TINY_GALLERY, free_port, playwright_sync_api, save_app_checkpoints
-from test_browser import SHOTS, T, settle
+from test_browser import T, page_opener
 
 sync_api = playwright_sync_api()  # without a browser: failed under CI, skipped elsewhere
 from profashion.ui import build_demo, launch_kwargs  # noqa: E402
@@ -34,23 +34,8 @@ def app(tmp_path_factory):
 
 @pytest.fixture
 def open_page(browser, request):
-    contexts = []
-
-    def opener(url, size=DESK, phone=False):
-        ctx = browser.new_context(viewport={"width": size[0], "height": size[1]}, is_mobile=phone, has_touch=phone)
-        contexts.append(ctx)
-        pg = ctx.new_page()
-        pg.set_default_timeout(T)
-        pg.goto(url)
-        sync_api.expect(pg.locator("#gallery")).to_be_attached(timeout=2 * T)
-        return pg
-
-    yield opener
-    for i, ctx in enumerate(contexts):
-        pg = ctx.pages[0]
-        settle(pg)
-        pg.screenshot(path=str(SHOTS / f"layout-{request.node.name.removeprefix('test_')}-{i}.png"))
-        ctx.close()
+    with page_opener(browser, request, "layout-") as opener:
+        yield opener
 
 
 def boxes(page, selector: str) -> list[dict]:

@@ -290,11 +290,17 @@ def test_every_endpoint_on_good_and_bad_input_names_no_server_folder(space, root
     text_file.write_text("this is a text file, not a picture")
     bad = handle_file(str(text_file))
     token = "t" * 32  # an API client's own owner token
+    # a server file named as the query (no Gradio "meta"): an image in the home, and a path that does not exist
+    private = {"path": str(_png(space.home / "private.png"))}
+    missing = {"path": str(space.home / "missing.png")}
     calls = {
         "/retrieve": [(good, "colour", ["asen", "csn"], "synthetic"), (bad, "colour", ["asen"], "synthetic"),
-                      (good, "wingspan", ["ghost"], "atlantis")],
-        "/explore": [(good, "colour", ["asen", "csn"], "synthetic"), (bad, "texture", ["csn"], "synthetic")],
-        "/export": [(good, "colour", ["asen", "csn"], "synthetic"), (bad, "colour", ["asen"], "synthetic")],
+                      (good, "wingspan", ["ghost"], "atlantis"), (private, "colour", ["asen"], "synthetic"),
+                      (missing, "colour", ["asen"], "synthetic")],
+        "/explore": [(good, "colour", ["asen", "csn"], "synthetic"), (bad, "texture", ["csn"], "synthetic"),
+                     (private, "colour", ["csn"], "synthetic"), (missing, "colour", ["csn"], "synthetic")],
+        "/export": [(good, "colour", ["asen", "csn"], "synthetic"), (bad, "colour", ["asen"], "synthetic"),
+                    (private, "colour", ["csn"], "synthetic"), (missing, "colour", ["csn"], "synthetic")],
         "/embeddings": [("asen", "csn", "colour", "tsne", "synthetic"), ("asen", "ghost", "colour", "x", "synthetic")],
         "/neighbours": [("asen", "csn", "colour", "tsne", 4, "synthetic"), ("asen", "csn", "colour", 10**12, "z")],
         "/results": [("synthetic",), ("../../etc",)],
@@ -318,6 +324,9 @@ def test_every_endpoint_on_good_and_bad_input_names_no_server_folder(space, root
     # the good calls answered with results, the bad ones with a sentence (never a bare "Error")
     assert "ASEN" in answers["/retrieve"][0] and not answers["/retrieve"][0].startswith('"AppError')
     assert "not an image we can read" in answers["/retrieve"][1]
+    # a server file is no query: one sentence, the same whether it exists or not, for every endpoint reading one
+    refused = {t for api in ("/retrieve", "/explore", "/export") for t in answers[api][-2:]}
+    assert len(refused) == 1 and "not an image this app was given" in refused.pop()
     exported = answers["/export"][0]
     assert ".png" in exported and ".json" in exported and "AppError" not in exported, exported
     for api, texts in answers.items():

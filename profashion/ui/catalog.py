@@ -474,6 +474,11 @@ class Catalog:
         """The served or warming model called ``name`` (None: neither)."""
         return self.models.get(name) or self.warming.get(name)
 
+    def label_of(self, name: str) -> str:
+        """The served or warming model's name for people (:attr:`ModelEntry.label`); another name as it is."""
+        entry = self.entry(name)
+        return entry.label if entry is not None else name
+
     def warming_note(self) -> str:
         """One line on the models still warming up, with the progress ("" when every model is served)."""
         warming = list(self.warming)

@@ -98,7 +98,7 @@ def draw_case(record: dict, pictures: dict, out: Path) -> None:
 
     names = list(record["models"])
     cols = 2 + K
-    mapped = False
+    mapped = any(pictures["rows"][n]["map"] is not None for n in names)  # then a colour bar beside the maps
     fig, axes = plt.subplots(max(1, len(names)), cols, figsize=(1.6 * cols, 1.9 * max(1, len(names))),
                              squeeze=False)
     colours = {True: "#16a34a", False: "#dc2626", None: "#94a3b8"}
@@ -130,7 +130,6 @@ def draw_case(record: dict, pictures: dict, out: Path) -> None:
             where = (f"{mm['in_region_percent']:.0f}% on the region (uniform {mm['region_percent']:.0f}%)"
                      if mm.get("in_region_percent") is not None and mm.get("region_percent") is not None else "")
             ax.set_title(f"{mm.get('title', 'map')[:28]}\n{where}", fontsize=7)
-            mapped = True
         else:
             ax.set_title("no map", fontsize=7)
         for ax in axes[row]:

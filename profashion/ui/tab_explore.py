@@ -120,8 +120,7 @@ def explore(catalog: Catalog, query, attribute, models):
             views.append(v)
             rows += [[label, map_title(pnl.key), round(pnl.score, 1), round(v.share, 1), "yes" if pnl.peak else "no"]
                      for pnl in v.panels if pnl.score is not None]
-    views += [ModelView(n, catalog.entry(n).label if catalog.entry(n) else n, error=why)
-              for n, why in failed.items()]  # failed while warming up: its own row
+    views += [ModelView(n, catalog.label_of(n), error=why) for n, why in failed.items()]  # failed warming up
     who = f"gallery item #{item}" if item is not None else "an uploaded image"
     value = catalog.query_value(item, a)
     head = f"Query: {who}, attribute **{attribute}**" + (f" (*{value}*)" if value else "") + "."

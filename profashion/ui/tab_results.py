@@ -431,8 +431,7 @@ def table_data(catalog: Catalog, groups: list[Group], pending: list[str]):
         rows += [row(catalog.models[name].label, split, r, _published(catalog, name)) for name, r in g.rows]
         if g.random:
             rows.append(row(RANDOM, split, g.random, _published(catalog, None)))
-    rows += [row(catalog.entry(name).label if catalog.entry(name) else name, "not measured", None,
-                 _published(catalog, name)) for name in pending]
+    rows += [row(catalog.label_of(name), "not measured", None, _published(catalog, name)) for name in pending]
     return df(rows, ["model", "measured on", "overall", "ci95 low", "ci95 high", *attrs,
                      *(f"published {d}" for d in PUBLISHED_COLUMNS)])
 

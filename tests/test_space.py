@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
@@ -336,6 +337,74 @@ def test_every_endpoint_on_good_and_bad_input_names_no_server_folder(space, root
     assert "training is off" in answers["/launch_job"][0].lower(), answers["/launch_job"][0]
     assert "publishing is off" in answers["/publish_job"][0].lower(), answers["/publish_job"][0]
     assert json.loads(answers["/list_jobs"][1]) in ([], {"choices": []}) or "[]" in answers["/list_jobs"][1]
+
+
+def _raw_call(url: str, api: str, data: list) -> tuple[str, object]:
+    """``POST /gradio_api/call/<api>`` with ``data`` as sent (no client-side handling), then its event stream: the
+    last event's name and data."""
+    body = json.dumps({"data": data}).encode()
+    req = urllib.request.Request(f"{url}gradio_api/call/{api}", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        event_id = json.loads(r.read())["event_id"]
+    event, out = None, None
+    with urllib.request.urlopen(f"{url}gradio_api/call/{api}/{event_id}", timeout=120) as r:
+        for raw in r:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                out = json.loads(line[5:])
+                break
+    if event == "error" and isinstance(out, dict):  # the error's fields: its message is what a caller reads
+        out = out.get("error")
+    return event, out
+
+
+def _direct_call(url: str, fn_index: int, data: list) -> tuple[str, object]:
+    """An unqueued event called as the page calls it (``POST /gradio_api/run/predict``): ("complete", its data) or
+    ("error", its message)."""
+    body = json.dumps({"fn_index": fn_index, "data": data, "session_hash": "probe"}).encode()
+    req = urllib.request.Request(f"{url}gradio_api/run/predict", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return "complete", json.loads(r.read())["data"]
+    except urllib.error.HTTPError as exc:
+        return "error", json.loads(exc.read()).get("error")
+
+
+def test_values_gradio_refuses_before_our_handlers_are_one_sentence_of_ours(space, roots):
+    """Gradio checks some inputs itself before the app's handler runs: its choice check echoed a refused value whole
+    and its file check answered a bare "Error" (second probe, B3-B4). Each is now one sentence that names the input
+    and says what to send, the same shape for every kind."""
+    huge = "<img src=x onerror=alert(1)>" + "j" * 100_000
+    cases = {
+        "a server file sent as Gradio's own upload": (
+            "retrieve", [{"path": "/etc/hosts", "meta": {"_type": "gradio.FileData"}}, "colour", ["asen"],
+                         "synthetic"], None),
+        "a missing file sent as Gradio's own upload": (
+            "explore", [{"path": str(space.home / "nothing.png"), "meta": {"_type": "gradio.FileData"}}, "colour",
+                        ["csn"], "synthetic"], None),
+        "too few inputs": ("stop_job", [], None),
+    }
+    # the page's own (private) events take a raw call too: the gallery switch, called as the page calls it
+    config = json.loads(urllib.request.urlopen(space.url + "config", timeout=60).read())
+    fn = {d.get("api_name"): d["id"] for d in config["dependencies"]}
+    cases["a gallery that is no choice"] = (fn["gallery_switch"], [huge], "Gallery")
+    sentences = {}
+    for what, (api, data, label) in cases.items():
+        event, out = _raw_call(space.url, api, data) if isinstance(api, str) else _direct_call(space.url, api, data)
+        assert event == "error" and isinstance(out, str), (what, event, str(out)[:300])
+        assert len(out) <= 400 and "jjjj" not in out and "<img" not in out, (what, out[:300])
+        assert not leaks(out, roots) and "/etc/hosts" not in out, (what, out)
+        assert out.endswith("(each input's kind and choices are listed in the app's API page)."), (what, out)
+        if label:
+            assert f"“{label}”" in out, (what, out)
+        sentences[what] = out
+    assert "not one of its choices" in sentences["a gallery that is no choice"]
+    assert "not uploaded to this app" in sentences["a server file sent as Gradio's own upload"]
+    # a file that exists and one that does not get the same sentence
+    assert sentences["a server file sent as Gradio's own upload"] == sentences[
+        "a missing file sent as Gradio's own upload"]
 
 
 # --------------------------------------------------------------------------------------------------------------

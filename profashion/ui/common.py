@@ -163,3 +163,74 @@ def comparison_rows(rows: list[dict], marks: dict, tip, titled: bool = False) ->
             out.append(hit_button(h, cls, mark, tip(r, h, mark)))
         out.append("</div>")
     return out
+
+
+# What Gradio's own handling of an event's inputs refuses (before any handler of ours runs), in the words a caller
+# gets instead of Gradio's: its choice check echoes the value whole, and its file and number checks answer a bare
+# "Error". Only an API caller can send these values; the page offers none of them.
+REFUSED_INPUT = {
+    "choice": "is not one of its choices",
+    "file": "names a file not uploaded to this app (upload it first: POST /gradio_api/upload, then send the path "
+            "it returns)",
+    "number": "is not a number in its range",
+    "other": "is not of the kind this input takes",
+}
+
+
+def refused_input(label: str | None, kind: str) -> gr.Error:
+    """One sentence for an input Gradio refused: which input (by its label), why, and what to send instead."""
+    what = f"The value sent for “{html_escape(label[:80])}”" if label else "A value in this request"
+    return gr.Error(f"{what} {REFUSED_INPUT.get(kind, REFUSED_INPUT['other'])}. Send the values the page offers "
+                    "(each input's kind and choices are listed in the app's API page).", print_exception=False)
+
+
+def _refusal_kind(exc: BaseException) -> str:
+    from gradio.exceptions import InvalidPathError
+
+    if isinstance(exc, InvalidPathError) or "file" in type(exc).__name__.lower():
+        return "file"
+    text = str(exc)  # the value comes first in Gradio's messages: its kind is told by the words after it
+    if "list of choices" in text:
+        return "choice"
+    if "number" in text.lower() or "minimum value" in text or "maximum value" in text:
+        return "number"
+    return "other"
+
+
+def _failing_input(blocks, block_fn, inputs) -> str | None:
+    """The label of the first input whose value alone fails Gradio's checks (only on the failure path)."""
+    from gradio import processing_utils
+
+    for i, block in enumerate(block_fn.inputs):
+        if getattr(block, "stateful", False) or i >= len(inputs):
+            continue
+        try:
+            value = processing_utils.move_files_to_cache(inputs[i], block, check_in_upload_folder=True)
+            model = getattr(block, "data_model", None)
+            if model is not None and value is not None:
+                value = model.model_validate(value, context={"validate_meta": True})
+            if block_fn.preprocess:
+                block.preprocess(value)
+        except Exception:  # noqa: BLE001 - any refusal names this input
+            return getattr(block, "label", None) or type(block).__name__
+    return None
+
+
+def shield_inputs(blocks: gr.Blocks) -> gr.Blocks:
+    """Every event of ``blocks`` answers a value Gradio refuses before our handlers run (a choice not offered, a
+    file outside its upload folder, a non-number for a number, a wrong count of inputs) with one sentence of
+    ours (:func:`refused_input`), never Gradio's echo of the value or a bare "Error"."""
+    original = blocks.preprocess_data
+
+    async def preprocess_data(block_fn, inputs, state, explicit_call=False):
+        try:
+            return await original(block_fn, inputs, state, explicit_call)
+        except Exception as exc:  # noqa: BLE001 - Gradio's refusals have several types
+            try:
+                label = _failing_input(blocks, block_fn, list(inputs or ()))
+            except Exception:  # noqa: BLE001
+                label = None
+            raise refused_input(label, _refusal_kind(exc)) from None
+
+    blocks.preprocess_data = preprocess_data
+    return blocks

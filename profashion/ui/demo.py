@@ -35,7 +35,7 @@ from profashion.data.splits import DatasetError
 from profashion.retrieval.search import QueryError
 from profashion.ui import tab_embeddings, tab_explore, tab_finetune, tab_results, tab_retrieve, views
 from profashion.ui.catalog import MAX_UPLOAD_BYTES, Catalog
-from profashion.ui.common import ITEM_CLICK_JS, POINT_CLICK_JS, K, bounded, file_url, guard  # noqa: F401 (the module's API)
+from profashion.ui.common import ITEM_CLICK_JS, POINT_CLICK_JS, K, bounded, file_url, guard, shield_inputs  # noqa: F401 (the module's API)
 from profashion.ui.common import path_of as _path_of  # noqa: F401
 from profashion.ui.common import to_error as _error  # noqa: F401
 from profashion.ui.export import export_case
@@ -211,7 +211,10 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         tab_finetune.wire(galleries, jobs, f)
         tab_finetune.wire_private(galleries, jobs, f, timer, seen_state, models, b.model_a, b.model_b, gallery)
         tab_finetune.wire_owner(demo, f)
-        gallery.input(bounded(guard(lambda name: switch_gallery(galleries, name), (QueryError,))), [gallery],
+        def gallery_switch(name):
+            return switch_gallery(galleries, name)
+
+        gallery.input(bounded(guard(gallery_switch, (QueryError,))), [gallery],
                        [head.about, query, examples, attribute, models, head.models_about, b.model_a, b.model_b,
                         b.item_box],
                        api_visibility="private", queue=False)
@@ -245,7 +248,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
     # (benchmarks/load_test.py), so QUEUE_SIZE waiting requests are ~10 s of work.
     demo.queue(max_size=queue_size(), api_open=False)  # queued events only through the queue, from anywhere
     start_cache_bound(demo)
-    return demo
+    return shield_inputs(demo)  # a value Gradio refuses is one sentence of ours, not its echo or a bare "Error"
 
 
 # The link's query string in the address bar (without reloading) and as a full link in the box.

@@ -225,6 +225,31 @@ def test_a_job_whose_process_vanished_is_failed_and_resumable(roots, tmp_path):
         jobs.get("../etc")
 
 
+def test_a_hand_edited_job_record_is_one_sentence_and_listed_nowhere(roots, tmp_path):
+    """job.json without its preset (or with a field of the wrong kind) was a bare "Error" in the job view (second
+    hostile probe): it is refused in one sentence, and the job list skips it."""
+    jobs = JobManager(tmp_path / "jobs", [roots["data"]])
+    good = {"id": "", "model": "asen", "dataset": str(roots["synth"]), "preset": "demo", "status": "stopped",
+            "reason": "", "pid": None, "created": "2026-01-01T00:00:00Z", "owner": ""}
+    damaged = {"asen-20260101-000000-0001": {k: v for k, v in good.items() if k != "preset"},
+               "asen-20260101-000000-0002": {**good, "status": ["running"]},
+               "asen-20260101-000000-0003": {**good, "owner": 7},
+               "asen-20260101-000000-0004": [1, 2],
+               "asen-20260101-000000-0005": {**good, "id": "asen-20260101-000000-9999"}}
+    for name, record in damaged.items():
+        d = tmp_path / "jobs" / name
+        d.mkdir(parents=True)
+        if isinstance(record, dict) and record.get("id") == "":
+            record = {**record, "id": name}
+        (d / "job.json").write_text(json.dumps(record))
+        with pytest.raises(JobError, match=r"is damaged \(.*\); remove its folder to forget it$"):
+            jobs.get(name)
+    ok = tmp_path / "jobs" / "asen-20260101-000000-0006"
+    ok.mkdir()
+    (ok / "job.json").write_text(json.dumps({**good, "id": ok.name}))
+    assert [j["id"] for j in jobs.list()] == [ok.name]
+
+
 def test_a_job_of_an_older_version_is_shown_and_resumes_from_its_runs_settings(roots, tmp_path, monkeypatch):
     """job.json with the trainer's argv ("args") and no train.json: shown; resumed with its run's args.json as
     the configuration, or refused in one sentence when it has none."""

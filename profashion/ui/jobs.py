@@ -232,6 +232,25 @@ def cause_of(log: str) -> str | None:
     return None
 
 
+JOB_FIELDS = {"id": str, "model": str, "dataset": str, "preset": str, "status": str}  # read by every view of a job
+
+
+def job_record_problem(job, name: str) -> str | None:
+    """What is wrong with a job record read from ``<jobs>/<name>/job.json`` (None when the fields every view of
+    it reads are there, with their types)."""
+    if not isinstance(job, dict):
+        return "not a JSON object"
+    for key, kind in JOB_FIELDS.items():
+        if not isinstance(job.get(key), kind):
+            return f"its {key!r} is missing or not a {kind.__name__}"
+    if job["id"] != name:
+        return "its 'id' is not its folder's name"
+    for key in ("owner", "reason", "created"):
+        if not isinstance(job.get(key, ""), str):
+            return f"its {key!r} is not a string"
+    return None
+
+
 class JobManager:
     """Launch, watch, stop and resume training jobs under ``jobs_root``; datasets within ``data_roots``.
 
@@ -430,9 +449,13 @@ class JobManager:
 
     def _read(self, d: Path) -> dict:
         try:
-            return read_json(d / "job.json", what=f"the job file {d / 'job.json'}")
+            job = read_json(d / "job.json", what=f"the job file {d / 'job.json'}")
         except (OSError, ValueError) as exc:
             raise JobError(f"the job file {d / 'job.json'} cannot be read ({exc})") from None
+        problem = job_record_problem(job, d.name)
+        if problem:  # a hand-edited or damaged record: the job is listed nowhere, not a bare error in the page
+            raise JobError(f"the job file {d / 'job.json'} is damaged ({problem}); remove its folder to forget it")
+        return job
 
     def _write(self, job: dict) -> None:
         atomic_write_json(self.root / job["id"] / "job.json", job)

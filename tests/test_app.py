@@ -109,9 +109,15 @@ def test_every_compute_event_is_named_and_page_events_are_private(client):
 
 def test_retrieve_returns_the_top5_of_every_model(client, catalog):
     item, path = catalog.examples[0][:2]
-    gallery, table, status = client.predict(handle_file(path), "colour", list(MODELS), api_name="/retrieve")
+    found, table, status = client.predict(handle_file(path), "colour", list(MODELS), api_name="/retrieve")
     rows = _rows(table)
-    assert len(gallery) == 3 * 5 and len(rows) == 3 * 5
+    assert len(found) == 3 * 5 and len(rows) == 3 * 5
+    # every hit as JSON, its image a URL the app serves (the gallery image's bytes)
+    first = found[0]
+    assert set(first) == {"model", "label", "rank", "item", "score", "value", "hit", "image"}
+    assert [(h["label"], h["rank"], h["item"]) for h in found] == [(r[0], r[1], r[5]) for r in rows]
+    with urllib.request.urlopen(client.src + first["image"], timeout=30) as r:
+        assert r.read() == Path(catalog.item_path(first["item"])).read_bytes()
     colour = SYNTH_SCHEMA.attribute_index("colour")
     query_value = catalog.query_value(item, colour)
     assert f"gallery item #{item}" in status and query_value in status  # an upload of a gallery image is recognised
@@ -124,9 +130,9 @@ def test_retrieve_returns_the_top5_of_every_model(client, catalog):
             assert r[3] in SYNTH_SCHEMA.values[colour]
             assert r[4] == ("✓" if r[3] == query_value else "✗")
             assert r[5] != item  # the query is not its own result
-    first = gallery[0]
-    assert first["caption"].startswith("ASEN #1")
-    with Image.open(first["image"]) as im:
+    assert found[0]["label"] == "ASEN" and found[0]["rank"] == 1
+    assert [h["hit"] for h in found] == [r[4] == "✓" for r in rows]
+    with urllib.request.urlopen(client.src + found[-1]["image"], timeout=30) as r, Image.open(io.BytesIO(r.read())) as im:
         assert im.size[0] > 40 and im.mode in ("RGB", "RGBA")
 
 

@@ -25,8 +25,9 @@ def catalog(tmp_path_factory) -> Catalog:
 
 def test_retrieve_handler_gives_the_api_outputs_and_the_grid(catalog):
     item, path = catalog.examples[0][:2]
-    gallery, table, status, state = tab_retrieve.retrieve(catalog, {"path": path}, "colour", list(MODELS))
-    assert len(gallery) == len(table) == 2 * 5 and list(table["model"].unique()) == ["ASEN", "Triplet"]
+    found, table, status, state = tab_retrieve.retrieve(catalog, {"path": path}, "colour", list(MODELS))
+    assert len(found) == len(table) == 2 * 5 and [h["item"] for h in found] == list(table["item"])
+    assert {h["hit"] for h in found} <= {True, False} and all(h["image"].startswith("gradio_api/file=") for h in found) and list(table["model"].unique()) == ["ASEN", "Triplet"]
     assert f"gallery item #{item}" in status and state["hits"] == list(table["item"])
     html = state["html"]
     assert html.startswith('<div class="pf-cmp" data-models="2">') and html.count('class="pf-item') == 10

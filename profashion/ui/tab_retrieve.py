@@ -69,13 +69,18 @@ def examples_html(examples) -> str:
 
 
 def retrieve(catalog: Catalog, query, attribute, models):
-    """``/retrieve``: (gallery of the hits' images with captions (hit or miss in words), table of every hit, status markdown,
-    {"hits": item ids, "html": the comparison grid}). Raises the library's errors for a bad request."""
+    """``/retrieve``: (every hit as a dict: model, label, rank, item, score, value, hit (true, false or null when the
+    query's value is unknown) and image (its URL relative to the app's); the table of every hit; the status
+    markdown; {"hits": item ids, "html": the comparison grid}). Raises the library's errors for a bad request.
+
+    The hits are JSON, not a ``gr.Gallery`` of files: Gradio checks and registers each file of an output (40
+    for 8 models, about 2 ms each on 2 cores, for a gallery the page does not show), which was half of a
+    Retrieve's time outside the models (``benchmarks/bench_app.py``)."""
     path = path_of(query)
     results, item = catalog.search(path, attribute, models, k=K)
     a = catalog.attribute_index(attribute)
     qv = catalog.query_value(item, a)
-    gallery, rows, hits, lines, grid_rows = [], [], [], [], []
+    found, rows, hits, lines, grid_rows = [], [], [], [], []
     for name, r in results.items():
         entry = catalog.entry(name)
         label, about = (entry.label, entry.about) if entry is not None else (name, "")
@@ -90,12 +95,13 @@ def retrieve(catalog: Catalog, query, attribute, models):
             mark = {True: "✓", False: "✗", None: "?"}[h.match]
             # the gallery's own image (its frame is the page's CSS: nothing drawn), as its mirror in Gradio's folder:
             # Gradio then neither hashes nor copies it again for the API's gallery (benchmarks/bench_app.py)
-            thumb = PUBLIC.path(catalog.item_path(h.item))
-            gallery.append((thumb, f"{label} #{h.rank} {h.score:.3f} {h.value or '?'} {mark}"))
+            url = file_url(PUBLIC.path(catalog.item_path(h.item)))
+            found.append({"model": name, "label": label, "rank": h.rank, "item": int(h.item),
+                          "score": round(float(h.score), 4), "value": h.value, "hit": h.match, "image": url})
             rows.append([label, h.rank, round(h.score, 4), h.value or "", mark, h.item])
             hits.append(h.item)
             cells.append({"item": int(h.item), "rank": h.rank, "score": float(h.score), "value": h.value,
-                          "match": h.match, "url": file_url(thumb)})
+                          "match": h.match, "url": url})
         known = [h.match for h in r.hits if h.match is not None]
         hit_s = f"{sum(known)}/{len(known)} hits" if known else "hits unknown"
         lines.append(f"- **{escape_markdown(label)}**: {hit_s}, query embedded in {r.embed_ms:.0f} ms, searched in "
@@ -110,7 +116,7 @@ def retrieve(catalog: Catalog, query, attribute, models):
     table = df(rows, ["model", "rank", "score", "value", "hit", "item"])
     grid = comparison_html({"url": file_url(path), "who": f"#{item}" if item is not None else "(upload)",
                             "attribute": attribute, "value": qv, "warning": warning}, grid_rows)
-    return gallery, table, status, {"hits": hits, "html": grid}
+    return found, table, status, {"hits": hits, "html": grid}
 
 
 def pick_result(catalog: Catalog, data: dict):
@@ -180,9 +186,8 @@ def build(catalog: Catalog) -> SimpleNamespace:
         c.status = gr.Markdown(elem_id="retrieve-status")
         c.button = gr.Button("Retrieve", variant="secondary", size="sm", scale=0, min_width=120)
     gr.Markdown(NOTE)
-    # the API's outputs (gr.Gallery of the hits' images with captions); the page shows the grid
-    c.gallery = gr.Gallery(label="Top-5 per model", columns=K, height="auto", allow_preview=False,
-                           elem_id="results", visible=False)
+    # the API's outputs (every hit as JSON, its image's URL in it); the page shows the grid
+    c.gallery = gr.JSON(label="Top-5 per model", elem_id="results", visible=False)
     c.table = gr.Dataframe(label="Every hit", interactive=False, elem_id="results-table")
     c.hits = gr.State({"hits": [], "html": ""})
     c.outputs = [c.gallery, c.table, c.status, c.hits]

@@ -267,6 +267,7 @@ def main() -> int:
                 method = ("tsne", "umap")[(i // 2) % 2]
                 t = time.perf_counter()
                 data = http.call("embeddings", a, b, attrs[i % len(attrs)], method, g["name"])[0]
+                data = json.loads(data) if isinstance(data, str) else data  # the explorer's data as JSON text
                 emb.append(1000 * (time.perf_counter() - t))
                 points += [len(pl["items"]) for pl in data.get("plots", [])]
             t = time.perf_counter()

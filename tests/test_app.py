@@ -160,7 +160,9 @@ def test_explore_draws_every_models_maps_with_localisation(client, catalog, tmp_
 
 
 def test_embeddings_projects_two_models_with_disentanglement_numbers(client, catalog):
-    data, md_a, md_b, agree = client.predict("asen", "csn", "colour", "tsne", api_name="/embeddings")
+    text, md_a, md_b, agree = client.predict("asen", "csn", "colour", "tsne", api_name="/embeddings")
+    assert isinstance(text, str)  # JSON text, as the HTML component's API says (a string)
+    data = json.loads(text)
     assert [p["model"] for p in data["plots"]] == ["asen", "csn"] and "in common on average" in agree
     for plot, md, name in zip(data["plots"], (md_a, md_b), ("asen", "csn")):
         assert display_name(name) in md

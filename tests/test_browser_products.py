@@ -141,7 +141,8 @@ def test_every_endpoint_that_takes_a_gallery_accepts_the_product_gallerys_attrib
     assert "gallery item #11" in status
     html, _, md = client.predict(query, ATTRIBUTE, names, "products", api_name="/explore")
     assert "#11" in html and ATTRIBUTE in md
-    data, md_a, md_b, _ = client.predict(names[0], names[1], ATTRIBUTE, "umap", "products", api_name="/embeddings")
+    text, md_a, md_b, _ = client.predict(names[0], names[1], ATTRIBUTE, "umap", "products", api_name="/embeddings")
+    data = json.loads(text)
     assert [p["model"] for p in data["plots"]] == names and ATTRIBUTE in md_a
     grid, nn_md = client.predict(names[0], names[1], ATTRIBUTE, 11, "products", api_name="/neighbours")
     assert "Item #11" in grid

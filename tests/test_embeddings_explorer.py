@@ -3,6 +3,7 @@ directly on a catalog, without launching Gradio."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -47,7 +48,8 @@ def test_warm_projections_computes_every_model_and_attribute_then_finds_them_cac
 def test_explorer_data_carries_points_neighbours_values_and_urls(catalog):
     steps = []
     with tab_embeddings.reporting(lambda f, desc="": steps.append((f, desc))):
-        data, md_a, md_b, agree = tab_embeddings.embeddings(catalog, "asen", "triplet", "colour", "tsne")
+        text, md_a, md_b, agree = tab_embeddings.embeddings(catalog, "asen", "triplet", "colour", "tsne")
+    data = json.loads(text)  # JSON text: one string for Gradio to pass on, the explorer's script parses it
     assert [p["model"] for p in data["plots"]] == list(MODELS) and [p["key"] for p in data["plots"]] == ["a", "b"]
     assert [f for f, _ in steps] == [0.0, 0.5] and "asen" in steps[0][1]
     assert data["attribute"] == "colour" and data["k"] == K and data["attributes"] == catalog.attributes
@@ -80,9 +82,15 @@ def test_explorer_data_carries_points_neighbours_values_and_urls(catalog):
 
 
 def test_one_model_draws_one_plot(catalog):
-    data, md_a, md_b, agree = tab_embeddings.embeddings(catalog, None, "triplet", "texture", "tsne")
+    text, md_a, md_b, agree = tab_embeddings.embeddings(catalog, None, "triplet", "texture", "tsne")
+    data = json.loads(text)
     assert [p["key"] for p in data["plots"]] == ["b"] and data["attribute"] == "texture"
     assert md_a == "_no model chosen_" and "Triplet" in md_b and agree == ""
+
+
+def test_the_explorers_json_text_has_no_number_a_browser_cannot_parse():
+    text = tab_embeddings.json_text({"x": [0.5, float("nan")], "s": {"a": float("inf"), "b": (1, -float("inf"))}})
+    assert json.loads(text) == {"x": [0.5, None], "s": {"a": None, "b": [1, None]}} and "NaN" not in text
 
 
 def test_agreement_counts_shared_neighbours():

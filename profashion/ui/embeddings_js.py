@@ -425,7 +425,8 @@ function listen(pl) {
 
 // -- the value: a new projection redraws; the neighbours panel asks for a focus ---------------------------------
 function load() {
-  const v = props.value;
+  let v = props.value;  // the data as JSON text (a dict costs Gradio a walk of every value); a dict still works
+  if (typeof v === 'string') { try { v = v ? JSON.parse(v) : null; } catch (err) { v = null; } }
   const prev = S.data;
   S.data = v && typeof v === 'object' && Array.isArray(v.plots) ? v : null;
   S.focus = null; S.sel = null;

@@ -17,6 +17,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import inspect
+import json
+import math
 import os
 import threading
 import time
@@ -225,9 +227,33 @@ def reporting(progress):
 
 
 def embeddings(catalog: Catalog, model_a, model_b, attribute, method):
-    """``/embeddings``: (the explorer's data, model A's markdown, model B's markdown, the agreement markdown);
-    a projection not cached yet reports its progress (:func:`reporting`)."""
-    return explorer_data(catalog, model_a, model_b, attribute, method, getattr(_PROGRESS, "fn", None))
+    """``/embeddings``: (the explorer's data as JSON text, model A's markdown, model B's markdown, the agreement
+    markdown); a projection not cached yet reports its progress (:func:`reporting`).
+
+    The data goes as one string, which the explorer's script parses: as a dict, Gradio walks it twice per answer
+    looking for files (its 2 x 2,302 points, their neighbours and every item's values: 100,000 values), which
+    took 0.1-1.5 s of an answer for the product photos (``benchmarks/bench_app.py``); the string is walked once."""
+    data, md_a, md_b, agree = explorer_data(catalog, model_a, model_b, attribute, method,
+                                            getattr(_PROGRESS, "fn", None))
+    return json_text(data), md_a, md_b, agree
+
+
+def json_text(data) -> str:
+    """``data`` as compact JSON text that a browser's ``JSON.parse`` reads: a non-finite number is null."""
+    try:
+        return json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN or infinity somewhere (rare): replaced, as Gradio's own serialiser would
+        return json.dumps(_finite(data), separators=(",", ":"), allow_nan=False)
+
+
+def _finite(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def warm_projections(catalog: Catalog, methods=("tsne",), log=None) -> dict:

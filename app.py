@@ -146,10 +146,10 @@ def main(defs=None, **catalog_kwargs) -> int:
     if "gradio" not in sys.modules:  # imported already (a test's process): nothing to skip
         sys.meta_path.insert(0, _NoStubRewrite())
     from profashion.device import serving_device
+    from profashion.explorer.galleries import Galleries, default_galleries
+    from profashion.explorer.jobs import JobManager, default_data_roots, default_jobs_root
     from profashion.paths import checkpoints_root
     from profashion.ui import build_demo, launch_kwargs
-    from profashion.ui.galleries import Galleries, default_galleries
-    from profashion.ui.jobs import JobManager, default_data_roots, default_jobs_root
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

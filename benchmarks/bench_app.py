@@ -146,8 +146,8 @@ def wait_all_served(client, app: App, limit: float = 1800) -> float:
 def queries(gallery: dict) -> tuple[list[str], list[str]]:
     """(image paths, attributes) of a gallery, read from its dataset folder (the cache's or the repository's)."""
     from profashion.data.splits import load_dataset
+    from profashion.explorer.catalog import GallerySpec
     from profashion.paths import cache_root
-    from profashion.ui.catalog import GallerySpec
 
     if gallery["name"] == "synthetic":
         root = cache_root() / GallerySpec().folder_name()
@@ -303,9 +303,9 @@ def main() -> int:
 def in_process(galleries: list[dict], args) -> dict:
     """The same requests in this process (the galleries loaded from the same cache): Retrieve's models alone
     (``Catalog.search``) and its whole handler, Explore's handler, Embeddings' handler."""
+    from profashion.explorer.galleries import Galleries, default_galleries
     from profashion.paths import checkpoints_root
     from profashion.ui import tab_embeddings, tab_explore, tab_retrieve
-    from profashion.ui.galleries import Galleries, default_galleries
 
     loaded = Galleries.load(default_galleries(REPO, checkpoints_root(REPO / "checkpoints")))
     res = {}

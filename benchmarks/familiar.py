@@ -134,8 +134,8 @@ def main() -> int:
     p.add_argument("--quantile", type=float, default=None, help="the check's quantile (default: the app's)")
     p.add_argument("--margin", type=float, default=None, help="the check's margin (default: the app's)")
     args = p.parse_args()
+    from profashion.explorer.galleries import Galleries, default_galleries
     from profashion.retrieval.familiar import MARGIN, QUANTILE, FamiliarityCheck, K, image_features
-    from profashion.ui.galleries import Galleries, default_galleries
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)

@@ -1,5 +1,5 @@
 """The ``profashion`` command: generate | import-csv | train | eval | compare | localise | faithfulness | index | search |
-project | models.
+project | models | galleries | export.
 
 Every command fails with one line ``error: ...`` (exit status 2) on bad input, never a traceback.
 
@@ -175,6 +175,61 @@ def _cmd_models(args) -> int:
             tr = rec["train"]
             print(f"  {p:8s} {rec['about']}; {tr['epochs']} epochs x {tr['triplets_per_epoch']} triplets, "
                   f"lr {tr['lr']:g}" + (f", {tr['warmup_steps']} warm-up steps" if tr["warmup_steps"] else ""))
+    return 0
+
+
+def _galleries(args, only: str | None = None, first: bool = False):
+    """The app's galleries (:mod:`profashion.explorer`, the objects the app stands on) of the checkout ``--repo``:
+    every ``galleries/*/gallery.json`` there, served by the checkpoints root (``PROFASHION_CHECKPOINTS``, else
+    ``<repo>/checkpoints``); ``only``: that one gallery; ``first``: the first one only (the app's default)."""
+    from profashion.data.splits import DatasetError
+    from profashion.explorer import Galleries, default_galleries
+    from profashion.paths import checkpoints_root
+
+    repo = Path(args.repo)
+    defs = default_galleries(repo, checkpoints_root(repo / "checkpoints"))
+    if not defs:
+        raise DatasetError(f"{repo} has no gallery (no galleries/*/gallery.json): give the checkout with --repo")
+    if only is not None:
+        names = [d.name for d in defs]
+        if only not in names:
+            raise DatasetError(f"unknown gallery {only[:60]!r}; the galleries are {', '.join(names)}")
+        defs = [d for d in defs if d.name == only]
+    return Galleries.load(defs[:1] if first else defs)
+
+
+def _cmd_galleries(args) -> int:
+    for g in _galleries(args).describe():
+        if not g["available"]:
+            print(f"{g['name']}: not available ({g['reason']})")
+            continue
+        print(f"{g['name']}: {g['title']}, {g['items']:,} images; attributes {', '.join(g['attributes'])}")
+        for m in g["models"]:
+            print(f"  {m['name']:24s} {m['label']}")
+        for m in g["skipped_models"]:
+            print(f"  {m['name']:24s} not served: {m['reason']}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from profashion.data.splits import DatasetError
+    from profashion.explorer import export_case
+
+    if (args.image is None) == (args.item is None):
+        raise DatasetError("give the query as --image FILE or as --item N (a gallery item), one of the two")
+    galleries = _galleries(args, args.gallery, first=True)
+    catalog = galleries.default
+    if args.item is not None:
+        if not 0 <= args.item < catalog.num_items:
+            raise DatasetError(f"--item must be from 0 to {catalog.num_items - 1} for the {catalog.name} gallery")
+        query = catalog.item_path(args.item)
+    else:
+        query = Path(args.image)
+        if not query.is_file():
+            raise FileNotFoundError(f"no image file {args.image}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(catalog.models)
+    png, js = export_case(catalog, str(query), args.attribute, models, args.out)
+    print(f"wrote {png}\nwrote {js}")
     return 0
 
 
@@ -493,7 +548,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the models and their presets")
     m.set_defaults(func=_cmd_models)
+
+    _add_explorer_parsers(sub)
     return p
+
+
+def _add_explorer_parsers(sub) -> None:
+    """``profashion galleries`` and ``profashion export``: the app's own services (:mod:`profashion.explorer`)."""
+    repo_help = "the checkout whose galleries/ and checkpoints/ the app serves (default: the working folder)"
+    ga = sub.add_parser("galleries", help="the app's galleries with the models that serve them")
+    ga.add_argument("--repo", default=".", help=repo_help)
+    ga.set_defaults(func=_cmd_galleries)
+
+    ex = sub.add_parser("export", help="a case as the app's Export writes it: one PNG and one JSON comparing the "
+                                       "models' top-5 and maps for a query and attribute")
+    ex.add_argument("--gallery", default=None, help="the gallery's name (default: the first; see `galleries`)")
+    ex.add_argument("--image", default=None, help="the query image file")
+    ex.add_argument("--item", type=int, default=None, help="or a gallery item as the query")
+    ex.add_argument("--attribute", required=True)
+    ex.add_argument("--models", default=None, help="comma-separated model names (default: every model served)")
+    ex.add_argument("--out", required=True, help="the folder to write into (a new subfolder per case)")
+    ex.add_argument("--repo", default=".", help=repo_help)
+    ex.set_defaults(func=_cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
     python scripts/ship_indexes.py [--gallery synthetic|products ...] [--cache DIR] [--force] [--methods tsne umap]
 
-For each embedded gallery of the app (``profashion.ui.galleries.default_galleries``: the synthetic garments served
+For each embedded gallery of the app (``profashion.explorer.galleries.default_galleries``: the synthetic garments served
 by ``checkpoints/``, the product photos served by ``checkpoints/products/``) and each of its checkpoints, the app's
 own catalog builds (or reuses, from ``--cache``) the gallery index, projects every attribute's space of every
 labelled item with each method (seed 0, as the app does), and writes the compact copy into
@@ -25,11 +25,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from profashion.explorer.catalog import FAMILIAR_FILE, GALLERY_SPLIT, Catalog  # noqa: E402
+from profashion.explorer.galleries import default_galleries  # noqa: E402
 from profashion.paths import user_cache_home  # noqa: E402
 from profashion.retrieval import shipped  # noqa: E402
 from profashion.retrieval.projection import DegenerateSpaceError  # noqa: E402
-from profashion.ui.catalog import FAMILIAR_FILE, GALLERY_SPLIT, Catalog  # noqa: E402
-from profashion.ui.galleries import default_galleries  # noqa: E402
 
 MAX_POINTS = 5000  # the app's Catalog.max_points: every item of both galleries
 

@@ -283,7 +283,7 @@ def free_port() -> int:
 
 
 def _tiny_gallery():
-    from profashion.ui.catalog import GallerySpec
+    from profashion.explorer.catalog import GallerySpec
 
     return GallerySpec(n_train=0, n_valid=8, n_test=60, size=48, seed=1)
 
@@ -297,8 +297,9 @@ def served_app(checkpoints: Path, base: Path, data_roots: list[Path]):
     """The app as the browser tests start it: the models of ``checkpoints`` on :data:`TINY_GALLERY` (60 points,
     cache in ``base/cache``), fine-tuning jobs in ``base/jobs`` over ``data_roots``, served on a free port. Yields
     ``{"url", "catalog", "jobs", "base"}``; after, every job still running is ended and the server closed."""
-    from profashion.ui import Catalog, build_demo, launch_kwargs
-    from profashion.ui.jobs import JobManager
+    from profashion.explorer import Catalog
+    from profashion.explorer.jobs import JobManager
+    from profashion.ui import build_demo, launch_kwargs
 
     catalog = Catalog(checkpoints, base / "cache", gallery=TINY_GALLERY, max_points=60).load()
     jobs = JobManager(base / "jobs", data_roots)

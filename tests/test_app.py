@@ -24,8 +24,9 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
+from profashion.explorer import Catalog  # noqa: E402
 from profashion.models import display_name  # noqa: E402
-from profashion.ui import Catalog, build_demo, launch_kwargs  # noqa: E402
+from profashion.ui import build_demo, launch_kwargs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("asen", "csn", "triplet")
@@ -84,7 +85,7 @@ def _examples_show_their_attribute(catalog):
     """Each curated example carries its attribute, in the catalog's order; its value is known (not 'Invisible')
     and its ground-truth region of that attribute has pixels; captions are short: 'attribute: value'."""
     from profashion.data.masks import load_attribute_masks
-    from profashion.ui.catalog import EXAMPLE_ATTRIBUTES
+    from profashion.explorer.catalog import EXAMPLE_ATTRIBUTES
 
     schema = catalog.dataset.schema
     assert [e.attribute for e in catalog.examples] == list(EXAMPLE_ATTRIBUTES)

@@ -25,9 +25,10 @@ from profashion.models.base import build_model, save_checkpoint
 
 pytest.importorskip("gradio")
 sync_api = playwright_sync_api()
+from profashion.explorer import Catalog  # noqa: E402
+from profashion.explorer.jobs import JobManager  # noqa: E402
 from profashion.models import display_name  # noqa: E402
-from profashion.ui import Catalog, build_demo, launch_kwargs  # noqa: E402
-from profashion.ui.jobs import JobManager  # noqa: E402
+from profashion.ui import build_demo, launch_kwargs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "test-output" / "screenshots"
@@ -256,7 +257,7 @@ def test_fine_tune_another_browsers_job_is_neither_listed_nor_shown(page, app):
     launched is another browser's too): not in this browser's job list, and asked for by id, one sentence."""
     import json
 
-    from profashion.ui.jobs import owner_key
+    from profashion.explorer.jobs import owner_key
 
     expect = sync_api.expect
     d = app["jobs"].root / "asen-20260101-000000-0bad"

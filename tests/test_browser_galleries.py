@@ -17,8 +17,8 @@ from profashion.data.splits import load_dataset
 from profashion.models.base import build_model, save_checkpoint
 
 sync_api = playwright_sync_api()  # without a browser: failed under CI, skipped elsewhere
+from profashion.explorer.galleries import Galleries, GalleryDef  # noqa: E402
 from profashion.ui import build_demo, launch_kwargs  # noqa: E402
-from profashion.ui.galleries import Galleries, GalleryDef  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCTS = REPO / "galleries" / "products"
@@ -110,8 +110,8 @@ def test_a_huge_gallery_name_or_a_form_value_the_page_never_sends_is_one_short_s
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
+    from profashion.explorer.jobs import JobManager
     from profashion.ui import tab_finetune
-    from profashion.ui.jobs import JobManager
 
     client = Client(app["url"], verbose=False)
     with pytest.raises(AppError) as err:

@@ -10,8 +10,8 @@ from conftest import TINY_GALLERY, free_port, playwright_sync_api, save_app_chec
 from test_browser import T, page_opener
 
 sync_api = playwright_sync_api()  # without a browser: failed under CI, skipped elsewhere
+from profashion.explorer.galleries import Galleries, GalleryDef  # noqa: E402
 from profashion.ui import build_demo, launch_kwargs  # noqa: E402
-from profashion.ui.galleries import Galleries, GalleryDef  # noqa: E402
 
 EIGHT = ["asen", "cca1", "cca2", "csn", "profashion", "tf-asen", "tf-csn", "triplet"]
 DESK, PHONE = (1400, 1000), (390, 844)

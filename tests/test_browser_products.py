@@ -16,9 +16,9 @@ from test_browser import SHOTS, T, choose_attribute, settle, sync_api
 from test_browser_embeddings import drag
 
 pytest.importorskip("gradio")
+from profashion.explorer.galleries import Galleries, default_galleries  # noqa: E402
+from profashion.explorer.jobs import JobManager  # noqa: E402
 from profashion.ui import build_demo, launch_kwargs  # noqa: E402
-from profashion.ui.galleries import Galleries, default_galleries  # noqa: E402
-from profashion.ui.jobs import JobManager  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 expect = sync_api.expect
@@ -172,7 +172,7 @@ def test_the_product_gallerys_defaults_show_where_the_shipped_models_differ(real
 def test_the_shipped_familiarity_references_are_used_not_recomputed(real, monkeypatch):
     """Each embedded gallery's reference ships beside its checkpoints (2,302 photos would cost minutes of CPU at
     every cold start): an empty cache reads it, and computes nothing."""
-    import profashion.ui.catalog as catalog_module
+    import profashion.explorer.catalog as catalog_module
 
     def refuse(*a, **k):
         raise AssertionError("the shipped reference should have been used")

@@ -14,7 +14,8 @@ from profashion.retrieval.search import QueryError
 
 gr = pytest.importorskip("gradio")
 
-from profashion.ui import Catalog, tab_embeddings  # noqa: E402
+from profashion.explorer import Catalog  # noqa: E402
+from profashion.ui import tab_embeddings  # noqa: E402
 from profashion.ui.common import K, file_url  # noqa: E402
 
 MODELS = ("asen", "triplet")

@@ -29,7 +29,8 @@ from profashion.ui.explore_maps import (
 )
 
 gr = pytest.importorskip("gradio")
-from profashion.ui import Catalog, tab_explore  # noqa: E402
+from profashion.explorer import Catalog  # noqa: E402
+from profashion.ui import tab_explore  # noqa: E402
 
 ATTRS = ["sleeve_length", "colour", "collar_design"]
 

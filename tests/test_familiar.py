@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from profashion.data.synth import render_garment
+from profashion.explorer.catalog import Catalog
 from profashion.retrieval.familiar import FamiliarityCheck, image_features
-from profashion.ui.catalog import Catalog
 
 REPO = Path(__file__).resolve().parents[1]
 

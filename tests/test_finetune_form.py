@@ -20,8 +20,8 @@ from conftest import end_jobs
 
 pytest.importorskip("gradio")
 
+from profashion.explorer.jobs import MIN_VAL_QUERIES, JobError, JobManager, owner_key  # noqa: E402
 from profashion.ui import tab_finetune  # noqa: E402
-from profashion.ui.jobs import MIN_VAL_QUERIES, JobError, JobManager, owner_key  # noqa: E402
 
 TRAINED = ["colour", "texture"]
 

@@ -7,6 +7,7 @@ import collections
 import inspect
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -15,10 +16,10 @@ import numpy as np
 import pytest
 from conftest import TINY_GALLERY, save_app_checkpoints
 
-from profashion.data.splits import load_dataset
+from profashion.data.splits import DatasetError, load_dataset
+from profashion.explorer.catalog import Catalog, GallerySpec
+from profashion.explorer.galleries import Galleries, GalleryDef, default_galleries
 from profashion.retrieval.search import QueryError
-from profashion.ui.catalog import Catalog
-from profashion.ui.galleries import Galleries, GalleryDef, default_galleries
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCTS = REPO / "galleries" / "products"
@@ -124,7 +125,62 @@ def test_galleries_describe_themselves_for_the_api(galleries):
 def test_the_default_galleries_of_a_checkout():
     defs = default_galleries(REPO)
     assert [d.name for d in defs] == ["synthetic", "products"]
+    assert defs[0].gallery == GallerySpec() and defs[0].checkpoints == REPO / "checkpoints"
     assert defs[1].gallery == PRODUCTS and defs[1].checkpoints == REPO / "checkpoints" / "products"
+    assert "{n} real e-commerce product photos" in defs[1].description
+
+
+def _gallery_file(folder: Path, **fields) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"format": "profashion-gallery/1", "name": folder.name, "title": folder.name.title(),
+              "description": "d", "images": ".", "checkpoints": folder.name, **fields}
+    (folder / "gallery.json").write_text(json.dumps({k: v for k, v in record.items() if v is not None}))
+    return folder
+
+
+def test_galleries_are_found_by_their_gallery_json_in_its_order(tmp_path):
+    """A new gallery is a folder with a gallery.json: no code names it (issue 26)."""
+    _gallery_file(tmp_path / "galleries" / "zeta", order=0)
+    _gallery_file(tmp_path / "galleries" / "alpha", order=5, images={"generate": {"n_test": 30, "size": 48}})
+    _gallery_file(tmp_path / "galleries" / "beta", order=5, checkpoints="shared/beta")
+    (tmp_path / "galleries" / "no-description").mkdir()  # a folder without the file is not a gallery
+    defs = default_galleries(tmp_path, tmp_path / "ck")
+    assert [d.name for d in defs] == ["zeta", "alpha", "beta"]
+    assert defs[0].gallery == tmp_path / "galleries" / "zeta" and defs[0].checkpoints == tmp_path / "ck" / "zeta"
+    assert defs[1].gallery == GallerySpec(n_test=30, size=48)
+    assert defs[2].checkpoints == tmp_path / "ck" / "shared" / "beta"
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"format": "other/1"}, "is not a gallery description"),
+    ({"name": "../etc"}, "must be 1-40 letters"),
+    ({"name": None}, "'name' must be a string"),
+    ({"checkpoints": "../../etc"}, "under the checkpoints root"),
+    ({"checkpoints": "/etc"}, "under the checkpoints root"),
+    ({"images": "/etc"}, "'images' must be"),
+    ({"images": {"generate": {"n_test": "many"}}}, "whole numbers"),
+    ({"images": {"generate": {"rm_rf": 1}}}, "whole numbers"),
+    ({"order": "first"}, "'order' must be a number"),
+])
+def test_a_damaged_gallery_json_is_one_sentence_naming_its_field(tmp_path, fields, says):
+    _gallery_file(tmp_path / "galleries" / "g", **fields)
+    with pytest.raises(DatasetError, match=re.escape(says)) as err:
+        default_galleries(tmp_path)
+    assert str(err.value).startswith("g/gallery.json") and str(tmp_path) not in str(err.value)
+
+
+def test_a_gallery_json_that_is_not_json_or_huge_or_a_name_twice_is_refused(tmp_path):
+    folder = _gallery_file(tmp_path / "galleries" / "g")
+    (folder / "gallery.json").write_text("{" * 100_000)
+    with pytest.raises(DatasetError, match="g/gallery.json cannot be read"):
+        default_galleries(tmp_path)
+    (folder / "gallery.json").write_bytes(b" " * (65 * 1024))
+    with pytest.raises(DatasetError, match="g/gallery.json cannot be read"):
+        default_galleries(tmp_path)
+    _gallery_file(folder)
+    _gallery_file(tmp_path / "galleries" / "h", name="g")
+    with pytest.raises(DatasetError, match="two galleries are called 'g'"):
+        default_galleries(tmp_path)
 
 
 def test_a_shipped_gallery_folder_is_never_written_to(roots, tmp_path):
@@ -210,7 +266,7 @@ def test_an_upload_unlike_the_gallery_is_flagged_in_retrieve_and_a_gallery_image
 def test_a_link_reopens_the_case_it_was_made_for(galleries, tmp_path):
     from urllib.parse import parse_qsl
 
-    from profashion.ui.share import UploadStore, link_query, read_link
+    from profashion.explorer.share import UploadStore, link_query, read_link
 
     uploads = UploadStore(tmp_path / "uploads")
     cat = galleries.get("again")
@@ -234,7 +290,7 @@ def test_a_link_reopens_the_case_it_was_made_for(galleries, tmp_path):
 
 
 def test_a_link_naming_what_does_not_exist_opens_the_default_and_says_what_was_ignored(galleries, tmp_path):
-    from profashion.ui.share import UploadStore, read_link
+    from profashion.explorer.share import UploadStore, read_link
 
     uploads = UploadStore(tmp_path / "uploads")
     state = read_link(galleries, {"gallery": "nope", "item": "99999", "attribute": "wingspan",
@@ -252,7 +308,7 @@ def test_a_link_naming_what_does_not_exist_opens_the_default_and_says_what_was_i
 def test_the_upload_store_is_bounded(tmp_path):
     from PIL import Image
 
-    from profashion.ui.share import UploadStore
+    from profashion.explorer.share import UploadStore
 
     store = UploadStore(tmp_path / "u", max_files=3)
     digests = []
@@ -269,7 +325,7 @@ def test_the_upload_store_is_bounded(tmp_path):
 def test_export_writes_the_comparison_as_png_and_json_without_server_paths(galleries, tmp_path):
     from PIL import Image
 
-    from profashion.ui.export import export_case
+    from profashion.explorer.export import export_case
 
     cat = galleries.default
     ex = cat.examples[0]
@@ -302,7 +358,7 @@ def test_a_published_model_joins_the_gallery_it_was_trained_for(galleries, roots
     tab_finetune._add(galleries, "csn (fine-tuned)", roots[0] / "csn")
     assert "csn (fine-tuned)" in galleries.default.models and "csn (fine-tuned)" not in again.models
     assert tab_finetune._serving(galleries, "csn (fine-tuned)")
-    from profashion.ui.jobs import JobManager
+    from profashion.explorer.jobs import JobManager
 
     jobs = JobManager(roots[1] / "jobs", [roots[1]])
     seen = tab_finetune.tick(galleries, jobs, None, {}, [], None, "again")[-1]
@@ -322,7 +378,7 @@ def test_the_landing_page_finds_where_the_models_disagree(galleries):
 
 
 def test_the_upload_store_is_bounded_in_bytes_too(tmp_path, monkeypatch):
-    from profashion.ui import share
+    from profashion.explorer import share
 
     monkeypatch.setattr(share, "MAX_UPLOAD_STORE_BYTES", 2500)
     store = share.UploadStore(tmp_path / "u", max_files=100)
@@ -334,3 +390,32 @@ def test_the_upload_store_is_bounded_in_bytes_too(tmp_path, monkeypatch):
         os.utime(store.find(kept[-1]), (1000 + i, 1000 + i))
     assert sum(f.stat().st_size for f in (tmp_path / "u").iterdir()) <= 2500
     assert store.find(kept[-1]) is not None and store.find(kept[0]) is None
+
+
+def test_the_cli_exports_a_case_from_the_galleries_the_app_serves(tmp_path, monkeypatch, capsys):
+    """``profashion galleries`` and ``profashion export`` stand on the same objects as the app (issue 26): a
+    checkout's galleries with their models, and the app's export."""
+    from profashion import cli
+
+    repo = tmp_path / "repo"
+    spec = {k: getattr(TINY_GALLERY, k) for k in ("n_train", "n_valid", "n_test", "size", "seed")}
+    _gallery_file(repo / "galleries" / "tiny", images={"generate": spec}, checkpoints=".")
+    save_app_checkpoints(repo / "checkpoints", ("asen", "csn"))
+    monkeypatch.delenv("PROFASHION_CHECKPOINTS", raising=False)
+    assert cli.main(["galleries", "--repo", str(repo)]) == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith("tiny: Tiny, 60 images; attributes ") and "asen" in listed and "csn" in listed
+    out = tmp_path / "out"
+    assert cli.main(["export", "--repo", str(repo), "--item", "7", "--attribute", "colour", "--models", "csn",
+                     "--out", str(out)]) == 0
+    png, js = sorted(out.glob("*/profashion-tiny-colour.*"))[::-1]
+    record = json.loads(js.read_text())
+    assert record["query"]["item"] == 7 and list(record["models"]) == ["csn"] and record["gallery"] == "tiny"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # bad input: one line, exit status 2
+    for argv, says in ((["--item", "60"], "--item must be from 0 to 59"), ([], "--image FILE or as --item N"),
+                       (["--item", "1", "--gallery", "nope"], "unknown gallery 'nope'; the galleries are tiny"),
+                       (["--image", str(tmp_path / "none.png")], "no image file")):
+        code = cli.main(["export", "--repo", str(repo), "--attribute", "colour", "--out", str(out), *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and says in err and err.count("\n") == 1, (argv, err)

@@ -21,8 +21,9 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from profashion.ui import Catalog, build_demo, launch_kwargs  # noqa: E402
-from profashion.ui.jobs import DIED, JobError, JobManager  # noqa: E402
+from profashion.explorer import Catalog  # noqa: E402
+from profashion.explorer.jobs import DIED, JobError, JobManager  # noqa: E402
+from profashion.ui import build_demo, launch_kwargs  # noqa: E402
 
 TINY_CONFIG = '{"image_size": 48, "resize": 48}'
 # (model, dataset, preset, epochs, triplets per epoch, batch size, warm-up steps, attributes, frozen trunk, config)
@@ -315,7 +316,7 @@ def test_a_job_belongs_to_its_owner_no_server(roots, tmp_path, monkeypatch):
     job.json keeps only the token's SHA-256; a launch while A's job trains names it to A only."""
     import hashlib
 
-    from profashion.ui.jobs import BUSY, NOT_YOURS
+    from profashion.explorer.jobs import BUSY, NOT_YOURS
 
     jobs = JobManager(tmp_path / "jobs", [roots["data"]], enabled=True)
     started = []

@@ -9,9 +9,9 @@ from profashion import paths
 
 
 def test_the_cache_root_honours_profashion_cache_then_xdg_then_home(monkeypatch, tmp_path):
+    from profashion.explorer.catalog import Catalog
     from profashion.models.pretrained import cache_dir
     from profashion.train.trainer import trunk_cache_dir
-    from profashion.ui.catalog import Catalog
 
     monkeypatch.setenv("PROFASHION_CACHE", str(tmp_path / "pf"))
     assert paths.cache_root() == tmp_path / "pf"

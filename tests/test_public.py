@@ -17,10 +17,11 @@ import pytest
 pytest.importorskip("gradio")
 import gradio as gr  # noqa: E402
 
-from profashion.ui import public  # noqa: E402
+from profashion.explorer.public import PublicFiles, browser_secret, public_text  # noqa: E402
+from profashion.explorer.share import LinkState, escape_markdown, read_link  # noqa: E402
+from profashion.ui import serving  # noqa: E402
 from profashion.ui.common import BUSY, MAX_ERROR_CHARS, bounded, to_error  # noqa: E402
-from profashion.ui.public import PublicFiles, bound_gradio_cache, browser_secret, public_text  # noqa: E402
-from profashion.ui.share import LinkState, escape_markdown, read_link  # noqa: E402
+from profashion.ui.serving import bound_gradio_cache  # noqa: E402
 
 # --- no server folder in a sentence -----------------------------------------------------------------------------
 
@@ -127,9 +128,9 @@ def test_the_app_sets_an_age_limit_and_a_size_bound_on_gradios_folder(monkeypatc
 
     assert demo.DELETE_CACHE[0] <= 3600 and demo.DELETE_CACHE[1] <= 24 * 3600
     monkeypatch.setenv("PROFASHION_GRADIO_CACHE_MB", "64")
-    assert public.gradio_cache_bytes() == 64 << 20
+    assert serving.gradio_cache_bytes() == 64 << 20
     monkeypatch.setenv("PROFASHION_GRADIO_CACHE_MB", "lots")
-    assert public.gradio_cache_bytes() == public.GRADIO_CACHE_BYTES
+    assert serving.gradio_cache_bytes() == serving.GRADIO_CACHE_BYTES
 
 
 # --- handlers outside the queue bounded ------------------------------------------------------------------------
@@ -213,7 +214,7 @@ def test_link_values_are_echoed_as_text_and_cut_short():
 
 
 def _job(root: Path, job_id: str, owner: str | None, dataset: str) -> None:
-    from profashion.ui.jobs import owner_key
+    from profashion.explorer.jobs import owner_key
 
     d = root / job_id
     d.mkdir(parents=True)
@@ -224,7 +225,7 @@ def _job(root: Path, job_id: str, owner: str | None, dataset: str) -> None:
 
 
 def test_another_browsers_job_and_an_unknown_id_get_the_same_sentence(tmp_path):
-    from profashion.ui.jobs import JobError, JobManager
+    from profashion.explorer.jobs import JobError, JobManager
 
     jobs = JobManager(tmp_path / "jobs", [tmp_path / "data"])
     _job(jobs.root, "asen-20260101-000000-beef", "a" * 32, str(tmp_path / "data" / "synth"))
@@ -237,8 +238,8 @@ def test_another_browsers_job_and_an_unknown_id_get_the_same_sentence(tmp_path):
 
 
 def test_list_jobs_names_datasets_and_reasons_by_public_names(tmp_path, monkeypatch):
+    from profashion.explorer.jobs import JobManager
     from profashion.ui import tab_finetune
-    from profashion.ui.jobs import JobManager
 
     monkeypatch.setenv("SPACE_ID", "someone/explorer")
     jobs = JobManager(tmp_path / "jobs", [tmp_path / "app" / "data"], home=tmp_path / "app")
@@ -252,7 +253,7 @@ def test_list_jobs_names_datasets_and_reasons_by_public_names(tmp_path, monkeypa
 
 
 def test_publishing_is_off_where_training_is(tmp_path):
-    from profashion.ui.jobs import PUBLISH_OFF, JobError, JobManager
+    from profashion.explorer.jobs import PUBLISH_OFF, JobError, JobManager
 
     jobs = JobManager(tmp_path / "jobs", [tmp_path], enabled=False)
     _job(jobs.root, "asen-20260101-000000-beef", None, str(tmp_path))
@@ -290,7 +291,7 @@ def test_the_app_leaves_pillow_only_the_allowed_decoders(tmp_path, monkeypatch):
 
 
 def test_a_job_model_config_nested_too_deep_or_too_large_is_one_sentence(tmp_path):
-    from profashion.ui.jobs import JobError, JobManager
+    from profashion.explorer.jobs import JobError, JobManager
 
     jobs = JobManager(tmp_path / "jobs", [tmp_path])
     with pytest.raises(JobError, match="^the model config nests arrays or objects more than 32 levels deep"):
@@ -326,7 +327,7 @@ def test_direct_calls_beyond_the_limit_are_refused_before_the_app_sees_them():
     (the app never sees it); other routes (the queue, files, the page) pass whatever is in flight."""
     import asyncio
 
-    from profashion.ui.public import DirectCallLimit
+    from profashion.ui.serving import DirectCallLimit
 
     async def scenario():
         release, seen = asyncio.Event(), []
@@ -370,7 +371,7 @@ def test_each_clients_direct_calls_are_a_burst_then_a_few_a_second(monkeypatch):
     caller's to forge); elsewhere a forged header changes nothing. The clients remembered are bounded."""
     import asyncio
 
-    from profashion.ui.public import PEER_SHARE, DirectCallLimit, client_key
+    from profashion.ui.serving import PEER_SHARE, DirectCallLimit, client_key
 
     now = [0.0]
 
@@ -422,7 +423,7 @@ def test_an_events_request_over_the_bound_is_refused_before_gradio_reads_it():
     event's inputs are at most MAX_EVENT_BODY bytes, declared or sent in chunks; uploads have their own route."""
     import asyncio
 
-    from profashion.ui.public import MAX_EVENT_BODY, DirectCallLimit
+    from profashion.ui.serving import MAX_EVENT_BODY, DirectCallLimit
 
     async def scenario():
         seen = []

@@ -22,8 +22,10 @@ from profashion.data.images import ImageError, load_image
 from profashion.data.masks import load_attribute_masks
 
 pytest.importorskip("gradio")
-from profashion.ui import Catalog, build_demo, tab_results  # noqa: E402
-from profashion.ui.catalog import ModelEntry  # noqa: E402
+from profashion.explorer import Catalog  # noqa: E402
+from profashion.explorer import results as numbers  # noqa: E402
+from profashion.explorer.catalog import ModelEntry  # noqa: E402
+from profashion.ui import build_demo, tab_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("asen", "triplet")
@@ -163,7 +165,7 @@ def test_results_edited_after_shipping_are_not_shown_as_shipped(shipped):
     data["models"]["asen"]["overall"] = 99.0  # well formed, but not what was measured
     try:
         path.write_text(json.dumps(data, indent=2) + "\n")
-        assert tab_results.shipped_results(catalog) is None
+        assert numbers.shipped_results(catalog) is None
         html = tab_results.results_view(catalog)[0]
         assert 'data-split="shipped"' not in html and _rows(html, "pending") == list(MODELS)
         assert "99.00" not in html
@@ -176,7 +178,7 @@ def test_results_edited_after_shipping_are_not_shown_as_shipped(shipped):
         del manifest["results.json"]
         path.write_text(shipped.good)
         (shipped.root / "manifest.json").write_text(json.dumps(manifest))
-        assert tab_results.read_shipped(catalog).problem == "manifest.json records no sha256 of results.json"
+        assert numbers.read_shipped(catalog).problem == "manifest.json records no sha256 of results.json"
     finally:
         ship_results.record_digest(path, shipped.good)
     assert _rows(tab_results.results_view(catalog)[0], "shipped") == list(MODELS)
@@ -188,7 +190,7 @@ def test_the_shipped_results_match_the_digest_their_manifest_records(folder):
     raw = (root / "results.json").read_bytes()
     entry = json.loads((root / "manifest.json").read_text())["results.json"]
     assert entry == {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
-    checked = tab_results.read_shipped(SimpleNamespace(checkpoints_root=root))
+    checked = numbers.read_shipped(SimpleNamespace(checkpoints_root=root))
     assert checked.problem is None and checked.damaged == []
     assert checked.data["models"] == json.loads(raw)["models"] and checked.data["models"]
 
@@ -258,7 +260,7 @@ def test_masks_open_png_only(tmp_path):
 # --- item 12: thumbnails keyed by content ------------------------------------------------------------------------
 
 def test_a_thumbnail_follows_its_image_changed_in_place_with_the_same_size_and_times(shipped, monkeypatch):
-    import profashion.ui.public as public_module
+    import profashion.explorer.public as public_module
 
     catalog = shipped.catalog
     item = 3

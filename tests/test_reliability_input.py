@@ -17,10 +17,10 @@ from PIL import Image
 
 from profashion.data.images import MAX_ASPECT, ImageError, Preprocess, load_image
 from profashion.data.synth import SYNTH_SCHEMA
+from profashion.explorer.jobs import JobError, JobManager
 from profashion.models.base import ModelError, build_model, load_model, save_checkpoint
 from profashion.train.limits import MAX_EPOCHS, max_batch_size
 from profashion.train.trainer import TrainConfig
-from profashion.ui.jobs import JobError, JobManager
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -230,7 +230,7 @@ def test_hostile_dataset_paths_are_one_sentence(manager, path):
 
 
 def test_training_is_off_on_a_space_unless_its_owner_enables_it(monkeypatch, tmp_path, tiny_synth):
-    from profashion.ui.jobs import training_enabled
+    from profashion.explorer.jobs import training_enabled
 
     monkeypatch.delenv("PROFASHION_TRAINING", raising=False)
     monkeypatch.setenv("SPACE_ID", "someone/profashion-explorer")

@@ -18,7 +18,9 @@ from profashion.models.base import build_model, save_checkpoint
 from profashion.retrieval.search import QueryError
 
 pytest.importorskip("gradio")
-from profashion.ui import Catalog, tab_results  # noqa: E402
+from profashion.explorer import Catalog  # noqa: E402
+from profashion.explorer import results as numbers  # noqa: E402
+from profashion.ui import tab_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("asen", "triplet")
@@ -163,12 +165,12 @@ def test_changed_weights_or_an_unreadable_file_are_never_shown_as_shipped(shippe
         html = tab_results.results_view(catalog)[0]
         assert _rows(html, "shipped") == ["triplet"] and 'data-model="asen" data-split="pending"' in html
         ship_results.record_digest(results, "{half a fi")
-        assert tab_results.shipped_results(catalog) is None
+        assert numbers.shipped_results(catalog) is None
         assert 'data-split="shipped"' not in tab_results.results_view(catalog)[0]
     finally:
         ship_results.record_digest(results, good)
     # a renamed folder with the same weights keeps its numbers (matched by fingerprint)
-    assert tab_results.shipped_for(json.loads(good), "asen-copy", catalog.models["asen"].fingerprint) == \
+    assert numbers.shipped_for(json.loads(good), "asen-copy", catalog.models["asen"].fingerprint) == \
         json.loads(good)["models"]["asen"]
 
 

@@ -15,7 +15,7 @@ from profashion.retrieval import shipped
 from profashion.retrieval.index import GalleryIndex
 
 pytest.importorskip("gradio")
-from profashion.ui.catalog import GALLERY_SPLIT, Catalog  # noqa: E402
+from profashion.explorer.catalog import GALLERY_SPLIT, Catalog  # noqa: E402
 
 MODELS = ("asen", "triplet")
 

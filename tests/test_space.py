@@ -30,8 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -55,8 +55,8 @@ from pathlib import Path
 
 sys.path.insert(0, {repo!r})
 import app
-from profashion.ui.catalog import GallerySpec
-from profashion.ui.galleries import GalleryDef
+from profashion.explorer.catalog import GallerySpec
+from profashion.explorer.galleries import GalleryDef
 
 gallery = GallerySpec(n_train=0, n_valid=8, n_test=60, size=48, seed=1)
 sys.exit(app.main([GalleryDef("synthetic", "Synthetic garments", "drawn garments", gallery, Path({ck!r}))],

@@ -28,10 +28,10 @@ def test_every_cache_the_library_finds_is_under_pytests_temp_dir(tmp_path_factor
     import matplotlib
     import torch.hub
 
+    from profashion.explorer.jobs import default_jobs_root
     from profashion.models.pretrained import cache_dir
     from profashion.paths import cache_root
     from profashion.train.trainer import trunk_cache_dir
-    from profashion.ui.jobs import default_jobs_root
 
     base = tmp_path_factory.getbasetemp()
     user = Path.home() / ".cache"
@@ -111,7 +111,7 @@ from pathlib import Path
 import pytest
 from conftest import end_jobs, group_alive
 
-from profashion.ui.jobs import JobManager
+from profashion.explorer.jobs import JobManager
 
 RECORD = Path(os.environ["JOB_RECORD"])
 

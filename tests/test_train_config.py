@@ -94,7 +94,7 @@ def test_a_runs_args_json_is_a_config_file(tiny_synth, tmp_path):
 
 
 def test_the_cli_and_the_job_manager_do_not_import_the_trainer():
-    code = ("import sys; import profashion.cli, profashion.ui.jobs, profashion.train.config, profashion.device; "
+    code = ("import sys; import profashion.cli, profashion.explorer.jobs, profashion.train.config, profashion.device; "
             "print('profashion.train.trainer' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"
@@ -113,7 +113,7 @@ def test_no_repository_path_arithmetic_in_the_library():
 def test_no_library_function_is_over_150_lines():
     long = []
     for path in sorted((REPO / "profashion" / "train").rglob("*.py")) + [REPO / "profashion" / "cli.py",
-                                                                           REPO / "profashion" / "ui" / "jobs.py"]:
+                                                                           REPO / "profashion" / "explorer" / "jobs.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 150:
                 long.append(f"{Path(path).relative_to(REPO)}:{node.name}")

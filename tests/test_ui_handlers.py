@@ -11,7 +11,8 @@ from profashion.retrieval.search import QueryError
 
 gr = pytest.importorskip("gradio")
 
-from profashion.ui import Catalog, tab_embeddings, tab_finetune, tab_retrieve, views  # noqa: E402
+from profashion.explorer import Catalog  # noqa: E402
+from profashion.ui import tab_embeddings, tab_finetune, tab_retrieve, views  # noqa: E402
 from profashion.ui.common import guard, path_of  # noqa: E402
 
 MODELS = ("asen", "triplet")
@@ -115,7 +116,7 @@ def test_no_view_is_computed_or_linked_before_the_pages_load_answers(catalog, tm
 
 
 def test_fine_tune_handlers_without_a_job(catalog, tmp_path: Path):
-    from profashion.ui.jobs import JobError, JobManager
+    from profashion.explorer.jobs import JobError, JobManager
 
     jobs = JobManager(tmp_path / "jobs", [tmp_path])
     record, md, log, fig = tab_finetune.job_view(catalog, jobs, None)
@@ -132,7 +133,7 @@ def test_fine_tune_handlers_without_a_job(catalog, tmp_path: Path):
 def test_fine_tune_handlers_show_a_browser_its_own_jobs_only_owner(catalog, tmp_path: Path):
     import json
 
-    from profashion.ui.jobs import JobError, JobManager, owner_key
+    from profashion.explorer.jobs import JobError, JobManager, owner_key
 
     jobs = JobManager(tmp_path / "jobs", [tmp_path])
     d = tmp_path / "jobs" / "asen-20260101-000000-beef"

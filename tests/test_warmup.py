@@ -9,10 +9,10 @@ import pytest
 from conftest import TINY_GALLERY, save_app_checkpoints
 
 pytest.importorskip("gradio")
+from profashion.explorer.catalog import WARMING, Catalog  # noqa: E402
+from profashion.explorer.galleries import Galleries  # noqa: E402
 from profashion.retrieval.search import QueryError  # noqa: E402
 from profashion.ui import build_demo, tab_retrieve  # noqa: E402
-from profashion.ui.catalog import WARMING, Catalog  # noqa: E402
-from profashion.ui.galleries import Galleries  # noqa: E402
 
 MODELS = ("asen", "triplet")
 
@@ -38,7 +38,7 @@ def test_models_are_listed_as_warming_up_before_they_are_served(warming):
 
 
 def test_a_retrieve_answers_warming_models_in_their_own_rows_and_the_others_at_once(warming, monkeypatch):
-    monkeypatch.setattr("profashion.ui.catalog.RETRIEVE_WAIT", 0.0)
+    monkeypatch.setattr("profashion.explorer.catalog.RETRIEVE_WAIT", 0.0)
     query = warming.item_path(2)
     results, _ = warming.search(query, "colour", list(MODELS))
     assert all(r.error.startswith(WARMING) and not r.hits for r in results.values())

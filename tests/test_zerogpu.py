@@ -47,13 +47,13 @@ def test_the_model_calls_of_the_app_are_the_decorated_ones():
     """Catalog.search, explain and measured go through on_gpu: off ZeroGPU they are the plain functions (no
     ``zerogpu`` wrapper attribute), and their code is the catalog's own."""
     pytest.importorskip("gradio")
-    from profashion.ui.catalog import Catalog
+    from profashion.explorer.catalog import Catalog
 
     for name in ("search", "explain", "measured"):
         fn = getattr(Catalog, name)
         assert not hasattr(fn, "zerogpu")
-        assert fn.__module__ == "profashion.ui.catalog"
-    source = (REPO / "profashion" / "ui" / "catalog.py").read_text()
+        assert fn.__module__ == "profashion.explorer.catalog"
+    source = (REPO / "profashion" / "explorer" / "catalog.py").read_text()
     assert source.count("@on_gpu") >= 3
 
 

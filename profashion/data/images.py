@@ -23,7 +23,7 @@ MAX_ASPECT = 20  # long side / short side; beyond it an image is a strip, not a 
 MAX_SIDE = 4096  # decoded images are reduced (area average) to at most this long side: no model needs more
 
 # The only formats Pillow may open (``Image.open(..., formats=IMAGE_FORMATS)``): the galleries' JPEGs, the synthetic
-# PNGs and what a visitor may reasonably upload (the upload store's suffixes, profashion/ui/share.py). A JPEG with
+# PNGs and what a visitor may reasonably upload (the upload store's suffixes, profashion/explorer/share.py). A JPEG with
 # multi-picture data (MPO, many phone photos) is opened by the JPEG plugin, so it is accepted too.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 FORMATS_TEXT = "PNG, JPEG, WebP, BMP, GIF or TIFF"

@@ -1,9 +1,8 @@
-"""The Gradio app (the only package that imports gradio): ``build_demo(catalog)`` and ``launch_kwargs``.
+"""The Gradio app (the only package that imports gradio): ``build_demo(galleries)`` and ``launch_kwargs``.
 
-The catalog (``profashion.ui.catalog``, no gradio) is importable alone; the Blocks load gradio lazily.
+It builds and wires the page over the explorer's services (:mod:`profashion.explorer`: galleries, catalog, jobs,
+links, exports, no gradio); the Blocks load gradio lazily.
 """
-
-from profashion.ui.catalog import Catalog, GallerySpec  # noqa: F401
 
 
 def build_demo(catalog, jobs=None):

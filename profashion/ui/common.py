@@ -54,7 +54,7 @@ def path_of(value) -> str | None:
 
 def to_error(exc: Exception) -> gr.Error:
     """One sentence for the visitor (a toast in the browser, ``AppError`` in gradio_client)."""
-    from profashion.ui.public import public_text
+    from profashion.explorer.public import public_text
 
     msg = public_text(str(exc)).strip() or type(exc).__name__  # no server path reaches a visitor
     if len(msg) > MAX_ERROR_CHARS:  # cut in the middle: the end of a sentence says what to do
@@ -87,10 +87,10 @@ def bounded(fn, limit: int = 4, busy=None):
 def guard(fn, errors: tuple[type[Exception], ...], *bound):
     """``fn(*bound, *inputs)`` for an event: ``errors`` raised by it become a ``gr.Error``.
 
-    When the first bound object is the app's :class:`~profashion.ui.galleries.Galleries`, the event's last input
+    When the first bound object is the app's :class:`~profashion.explorer.galleries.Galleries`, the event's last input
     is the gallery's name (a parameter called ``gallery``, optional for an API client: the default gallery) and
     ``fn`` gets that gallery's catalog in its place; an unknown gallery is refused in one sentence."""
-    from profashion.ui.galleries import Galleries
+    from profashion.explorer.galleries import Galleries
 
     routed = bool(bound) and isinstance(bound[0], Galleries)
     errors = (*errors, QueryError) if routed else errors
@@ -127,9 +127,9 @@ def df(rows: list[list], headers: list[str]) -> pd.DataFrame:
 
 def file_url(path) -> str:
     """The URL under which the page shows a server file (a gallery image, a thumbnail): its mirror in Gradio's
-    upload folder (:mod:`profashion.ui.public`), so that no URL names the folder the file lies in; relative to
+    upload folder (:mod:`profashion.explorer.public`), so that no URL names the folder the file lies in; relative to
     the page so that it holds under a proxy's root path too."""
-    from profashion.ui.public import PUBLIC
+    from profashion.explorer.public import PUBLIC
 
     return PUBLIC.url(path)
 

@@ -32,23 +32,18 @@ from starlette.middleware import Middleware
 
 from profashion.data.images import ImageError, restrict_pillow
 from profashion.data.splits import DatasetError
+from profashion.explorer.catalog import MAX_UPLOAD_BYTES, Catalog
+from profashion.explorer.export import export_case
+from profashion.explorer.galleries import Galleries
+from profashion.explorer.jobs import JobManager
+from profashion.explorer.public import PUBLIC, upload_folder
+from profashion.explorer.share import UploadStore, link_query, read_link
 from profashion.retrieval.search import QueryError
 from profashion.ui import tab_embeddings, tab_explore, tab_finetune, tab_results, tab_retrieve, views
-from profashion.ui.catalog import MAX_UPLOAD_BYTES, Catalog
 from profashion.ui.common import ITEM_CLICK_JS, POINT_CLICK_JS, K, bounded, file_url, guard, shield_inputs  # noqa: F401 (the module's API)
 from profashion.ui.common import path_of as _path_of  # noqa: F401
 from profashion.ui.common import to_error as _error  # noqa: F401
-from profashion.ui.export import export_case
-from profashion.ui.galleries import Galleries
-from profashion.ui.jobs import JobManager
-from profashion.ui.public import (
-    PUBLIC,
-    DirectCallLimit,
-    bound_gradio_cache,
-    gradio_cache_bytes,
-    upload_folder,
-)
-from profashion.ui.share import UploadStore, link_query, read_link
+from profashion.ui.serving import DirectCallLimit, bound_gradio_cache, gradio_cache_bytes
 from profashion.ui.tab_embeddings import METHOD_CHOICES  # noqa: F401
 from profashion.ui.tab_results import intervals_markdown as _intervals_markdown  # noqa: F401
 from profashion.ui.tab_retrieve import MARKS, comparison_html, examples_html  # noqa: F401
@@ -164,7 +159,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
     labels = _labels(catalog)
 
     # Gradio's upload folder is bounded: its files (uploads, outputs) older than an hour are removed every ten
-    # minutes, and the oldest beyond GRADIO_CACHE_BYTES in all every minute (public.bound_gradio_cache)
+    # minutes, and the oldest beyond GRADIO_CACHE_BYTES in all every minute (serving.bound_gradio_cache)
     with gr.Blocks(title="ProFashion Explorer", delete_cache=DELETE_CACHE, fill_width=True) as demo:
         gr.HTML(TITLE_HTML, elem_id="title")
         with gr.Row(equal_height=False, elem_id="pf-layout"):
@@ -332,7 +327,7 @@ def results_now(catalog: Catalog):
 
 
 def export_files(catalog: Catalog, query, attribute, models) -> list[str]:
-    """``/export``: the current comparison as [PNG, JSON] (:mod:`profashion.ui.export`)."""
+    """``/export``: the current comparison as [PNG, JSON] (:mod:`profashion.explorer.export`)."""
     png, js = export_case(catalog, _path_of(query), attribute, models, catalog.cache_root / "exports")
     return [str(png), str(js)]
 

@@ -32,9 +32,9 @@ import numpy as np
 from profashion.data.images import ImageError
 from profashion.data.splits import DatasetError
 from profashion.explain.scatter import colour_lists
+from profashion.explorer.catalog import GALLERY_SPLIT, Catalog
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
-from profashion.ui.catalog import GALLERY_SPLIT, Catalog
 from profashion.ui.common import K, comparison_rows, event_data, file_url, guard
 from profashion.ui.embeddings_js import EXPLORER_CSS, EXPLORER_HTML, EXPLORER_JS, NEIGHBOUR_CLICK_JS
 

@@ -19,10 +19,10 @@ from profashion.data.images import ImageError
 from profashion.data.masks import load_attribute_masks
 from profashion.data.splits import DatasetError
 from profashion.explain.explanation import map_title
+from profashion.explorer.catalog import GALLERY_SPLIT, Catalog
 from profashion.models.backbones import shared_frozen_outputs
 from profashion.retrieval.accel import one_thread
 from profashion.retrieval.search import QueryError, query_key
-from profashion.ui.catalog import GALLERY_SPLIT, Catalog
 from profashion.ui.common import df, guard, path_of
 from profashion.ui.explore_maps import (
     CSS,

@@ -13,7 +13,7 @@ Jobs belong to the browser that launched them: each browser keeps a random owner
 (it survives reloads), passed as the last input of every job event; the job list shows this browser's jobs only,
 and another browser's job is refused with the sentence an unknown id gets. API clients pass their own token as the
 endpoints' last argument; without one they reach no job (anonymous callers would all be one owner). The browser
-state's key is kept in the cache (:func:`profashion.ui.public.browser_secret`), so a token survives a restart."""
+state's key is kept in the cache (:func:`profashion.explorer.public.browser_secret`), so a token survives a restart."""
 
 from __future__ import annotations
 
@@ -25,10 +25,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from profashion.retrieval.search import QueryError
-from profashion.ui.catalog import Catalog
-from profashion.ui.common import to_error
-from profashion.ui.jobs import (
+from profashion.explorer.catalog import Catalog
+from profashion.explorer.jobs import (
     ACTIVE,
     MIN_VAL_QUERIES,
     TRAINING_OFF,
@@ -37,7 +35,9 @@ from profashion.ui.jobs import (
     default_data_roots,
     default_jobs_root,
 )
-from profashion.ui.public import escape_markdown
+from profashion.explorer.public import escape_markdown
+from profashion.retrieval.search import QueryError
+from profashion.ui.common import to_error
 
 OWNER_KEY = "profashion-job-owner"  # the localStorage key of the browser's owner token
 TOKEN = re.compile(r"[A-Za-z0-9_-]{22,128}")
@@ -603,7 +603,7 @@ def build(jobs: JobManager) -> SimpleNamespace:
 def wire(catalog: Catalog, jobs: JobManager, c: SimpleNamespace) -> None:
     """The public job events (the ones a client calls), in their order; ``c.owner`` (the browser's owner token,
     created here outside the tabs) is every event's last input."""
-    from profashion.ui.public import browser_secret
+    from profashion.explorer.public import browser_secret
 
     cache_root = getattr(catalog, "default", catalog).cache_root
     c.owner = gr.BrowserState("", storage_key=OWNER_KEY, secret=browser_secret(cache_root))

@@ -13,11 +13,11 @@ import gradio as gr
 
 from profashion.data.images import ImageError
 from profashion.data.splits import DatasetError
+from profashion.explorer.catalog import WARMING, Catalog
+from profashion.explorer.public import PUBLIC, escape_markdown
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
-from profashion.ui.catalog import WARMING, Catalog
 from profashion.ui.common import ITEM_CLICK_JS, K, comparison_rows, df, event_data, file_url, guard, path_of
-from profashion.ui.public import PUBLIC, escape_markdown
 
 NOTE = (
     "**How to read this.** The query is at the rows' left; each row is one model's top-5 for it (the model's name and "

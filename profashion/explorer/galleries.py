@@ -1,4 +1,4 @@
-"""The app's galleries (no Gradio here): each a :class:`~profashion.ui.catalog.Catalog` of its own images and models.
+"""The app's galleries (no Gradio here): each a :class:`~profashion.explorer.catalog.Catalog` of its own images and models.
 
 ``Galleries.load(specs, log)`` loads every gallery it can: a gallery whose folder is missing or corrupt, or
 whose catalog fails to load, is listed in ``skipped`` with the reason, and the app starts with the others.
@@ -9,20 +9,18 @@ gallery loaded is the default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from pathlib import Path
 
 from profashion.data.splits import DatasetError
+from profashion.explorer.catalog import Catalog, GallerySpec
 from profashion.retrieval.search import QueryError
-from profashion.ui.catalog import Catalog, GallerySpec
 
-SYNTHETIC_DESCRIPTION = (
-    "400 drawn garments from the project's generator, with the ground-truth region of every attribute (so "
-    "Explore scores where each model looks). The models were trained on 6,000 other generated garments.")
-PRODUCTS_DESCRIPTION = (
-    "{n} real e-commerce product photos (Myntra, 60x80 px) with their catalogue attributes; no ground-truth "
-    "regions. The models were trained on another 8,400 photos of the same catalogue. For research and teaching "
-    "(see its NOTICE).")
+GALLERY_FILE = "gallery.json"  # a gallery folder's description: see default_galleries
+GALLERY_FORMAT = "profashion-gallery/1"
+MAX_GALLERY_FILE = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,15 +36,62 @@ class GalleryDef:
 
 
 def default_galleries(repo: str | os.PathLike, checkpoints: str | os.PathLike | None = None) -> list[GalleryDef]:
-    """The embedded galleries of a checkout: the synthetic garments (``checkpoints/``) and the real product photos
-    (``galleries/products`` served by ``checkpoints/products``)."""
+    """The embedded galleries of a checkout, found by data: every ``galleries/<folder>/gallery.json``
+    (:func:`read_gallery_def`), in the order their files give (then by name). ``checkpoints``: the checkpoints root
+    (default ``<repo>/checkpoints``), under which each gallery names the folder of its models."""
     repo = Path(repo)
     ckpt = Path(checkpoints) if checkpoints is not None else repo / "checkpoints"
-    return [
-        GalleryDef("synthetic", "Synthetic garments (with ground truth)", SYNTHETIC_DESCRIPTION, GallerySpec(), ckpt),
-        GalleryDef("products", "Real product photos", PRODUCTS_DESCRIPTION, repo / "galleries" / "products",
-                   ckpt / "products"),
-    ]
+    found = []
+    for path in sorted((repo / "galleries").glob(f"*/{GALLERY_FILE}")):
+        order, d = read_gallery_def(path, ckpt)
+        found.append((order, d.name, d))
+    names = [name for _, name, _ in found]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DatasetError(f"two galleries are called {twice[0]!r}: each {GALLERY_FILE} needs a name of its own")
+    return [d for _, _, d in sorted(found, key=lambda f: (f[0], f[1]))]
+
+
+def read_gallery_def(path: str | os.PathLike, checkpoints: str | os.PathLike) -> tuple[float, GalleryDef]:
+    """(its order, the gallery) of one ``gallery.json``: its ``name`` (letters, digits, ``-`` and ``_``), ``title``,
+    ``description`` (``{n}`` becomes its number of images), ``order``, ``images`` (``"."``: the dataset in the
+    file's folder; ``{"generate": {...}}``: synthetic garments made into the cache with those
+    :class:`GallerySpec` settings) and ``checkpoints`` (its models' folder under the checkpoints root). A file that
+    is not so is refused in one sentence naming the field."""
+    from profashion.io import JSONLimitError, read_json
+
+    path = Path(path)
+    where = f"{path.parent.name}/{GALLERY_FILE}"
+    try:
+        raw = read_json(path, what=where, max_bytes=MAX_GALLERY_FILE)
+    except (OSError, JSONLimitError, ValueError) as exc:
+        raise DatasetError(f"{where} cannot be read ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("format") != GALLERY_FORMAT:
+        raise DatasetError(f"{where} is not a gallery description (its format is not {GALLERY_FORMAT!r})")
+    for key in ("name", "title", "description", "checkpoints"):
+        if not isinstance(raw.get(key), str):
+            raise DatasetError(f"{where}: {key!r} must be a string")
+    name, sub = raw["name"], raw["checkpoints"]
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
+        raise DatasetError(f"{where}: the name {name[:40]!r} must be 1-40 letters, digits, '-' or '_'")
+    if Path(sub).is_absolute() or ".." in Path(sub).parts:
+        raise DatasetError(f"{where}: 'checkpoints' must be a folder under the checkpoints root")
+    order = raw.get("order", 0)
+    if not isinstance(order, (int, float)) or isinstance(order, bool) or not math.isfinite(order):
+        raise DatasetError(f"{where}: 'order' must be a number")
+    images = raw.get("images")
+    if images == ".":
+        gallery: GallerySpec | Path = path.parent
+    elif isinstance(images, dict) and isinstance(images.get("generate"), dict):
+        fields = {f.name for f in dataclasses.fields(GallerySpec)}
+        spec = images["generate"]
+        if set(spec) - fields or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                         for v in spec.values()):
+            raise DatasetError(f"{where}: 'generate' takes whole numbers for {', '.join(sorted(fields))}")
+        gallery = GallerySpec(**spec)
+    else:
+        raise DatasetError(f"{where}: 'images' must be \".\" (the dataset beside it) or {{\"generate\": {{...}}}}")
+    return order, GalleryDef(name, raw["title"], raw["description"], gallery, Path(checkpoints) / sub)
 
 
 @dataclasses.dataclass

@@ -333,7 +333,7 @@ class Catalog:
     def public(self, text: str) -> str:
         """``text`` with no server folder: the checkpoints folder as ``<checkpoints>``, the gallery as its name,
         the cache as ``<cache>``, any other absolute path by its last part (:func:`public.public_text`)."""
-        from profashion.ui.public import public_text
+        from profashion.explorer.public import public_text
 
         names = [(self.checkpoints_root, "<checkpoints>"), (self.cache_root, "<cache>")]
         if self.folder is not None:
@@ -660,7 +660,7 @@ class Catalog:
     def _shipped_spread(self) -> dict[str, tuple[float, str, str]]:
         """Per attribute, from the shipped numbers (results.json, checked as the Results tab checks it): (the
         spread of the models' mAPs, the best model, the worst); empty when nothing is shipped."""
-        from profashion.ui.tab_results import read_shipped  # the file's checks live with the table
+        from profashion.explorer.results import read_shipped
 
         rows = (read_shipped(self).data or {}).get("models") or {}
         spread = {}
@@ -768,10 +768,10 @@ class Catalog:
 
         Content, not (size, mtime): a rewrite of the same size keeps its mtime when it is copied with its times
         (``cp -p``, ``rsync -t``, an archive) or lands within the clock's tick. The digest is the app's shared one
-        (:func:`profashion.ui.public.content_digest`), remembered beside the file's (inode, size, mtime, ctime), so
+        (:func:`profashion.explorer.public.content_digest`), remembered beside the file's (inode, size, mtime, ctime), so
         a Retrieve stats its 40 images and hashes none of them again until a file changes (a write always moves
         ctime, which nothing can set back)."""
-        from profashion.ui.public import content_digest
+        from profashion.explorer.public import content_digest
 
         try:
             return content_digest(source)[:16]
@@ -843,7 +843,7 @@ class Catalog:
                     return int(stem)
             if not p.is_file() or p.stat().st_size > MAX_UPLOAD_BYTES:
                 return None
-            from profashion.ui.public import content_digest
+            from profashion.explorer.public import content_digest
 
             with self._lock:
                 if self._by_hash is None:

@@ -19,9 +19,9 @@ import re
 from pathlib import Path
 from urllib.parse import urlencode
 
+from profashion.explorer.catalog import MAX_UPLOAD_BYTES
+from profashion.explorer.public import content_digest, escape_markdown
 from profashion.io import atomic_copy
-from profashion.ui.catalog import MAX_UPLOAD_BYTES
-from profashion.ui.public import content_digest, escape_markdown
 
 TABS = ("retrieve", "explore", "embeddings", "finetune", "results")
 MAX_UPLOADS = 256

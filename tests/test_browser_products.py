@@ -163,8 +163,9 @@ def test_the_product_gallerys_defaults_show_where_the_shipped_models_differ(real
     assert per[first][a] == max(per[first].values()) and per[first][b] == min(per[first].values())
     # the page's first screen of that gallery says so: the switch sets the same query, attribute and pair
     from profashion.ui.demo import switch_gallery
+    from profashion.ui.tab_embeddings import gallery_values
 
-    out = switch_gallery(real["galleries"], "products")
+    out = switch_gallery(real["galleries"], "products", [((), gallery_values)])
     assert out[1] == products.examples[0].path and out[3]["value"] == first
     assert (out[6]["value"], out[7]["value"]) == (a, b)
 

@@ -222,8 +222,10 @@ def test_events_route_to_the_named_gallery_and_name_their_parameters(galleries):
 
 def test_switching_gallery_updates_examples_attributes_and_models(galleries):
     from profashion.ui.demo import switch_gallery
+    from profashion.ui.tab_embeddings import gallery_values
 
-    about, query, examples, attribute, models, _, model_a, model_b, item_box = switch_gallery(galleries, "again")
+    about, query, examples, attribute, models, _, model_a, model_b, item_box = switch_gallery(
+        galleries, "again", [((), gallery_values)])
     cat = galleries.get("again")
     assert "again title" in about and query == cat.examples[0].path
     assert attribute["value"] == cat.examples[0].attribute and attribute["choices"]
@@ -271,8 +273,10 @@ def test_a_link_reopens_the_case_it_was_made_for(galleries, tmp_path):
     uploads = UploadStore(tmp_path / "uploads")
     cat = galleries.get("again")
     item = 7
-    q = link_query(cat, cat.item_path(item), "colour", ["triplet"], "explore", uploads)
-    state = read_link(galleries, dict(parse_qsl(q)), uploads)
+    tabs = ("retrieve", "explore")
+    q = link_query(cat, cat.item_path(item), "colour", ["triplet"], "explore", uploads, tabs)
+    assert "tab=" not in link_query(cat, cat.item_path(item), "colour", ["triplet"], "explore", uploads, ())
+    state = read_link(galleries, dict(parse_qsl(q)), uploads, tabs)
     assert (state.gallery, state.attribute, state.models, state.tab) == ("again", "colour", ["triplet"], "explore")
     assert state.query == cat.item_path(item) and not state.ignored and state.note() == ""
     assert "/" not in q.replace("%2F", "/").split("item=")[0]  # no server path in the link
@@ -294,7 +298,7 @@ def test_a_link_naming_what_does_not_exist_opens_the_default_and_says_what_was_i
 
     uploads = UploadStore(tmp_path / "uploads")
     state = read_link(galleries, {"gallery": "nope", "item": "99999", "attribute": "wingspan",
-                                  "models": "triplet,ghost", "tab": "secret"}, uploads)
+                                  "models": "triplet,ghost", "tab": "secret"}, uploads, ("retrieve",))
     assert state.gallery is None and state.query is None and state.attribute is None and state.tab is None
     assert state.models == ["triplet"]
     note = state.note()

@@ -407,6 +407,51 @@ def test_values_gradio_refuses_before_our_handlers_are_one_sentence_of_ours(spac
         "a missing file sent as Gradio's own upload"]
 
 
+def test_values_of_the_wrong_type_are_one_sentence_on_public_and_private_events(space, roots, tmp_path):
+    """A list where a name goes, a number where a list goes, an item that is no number: they pass Gradio's checks
+    (the events take their values as sent) and then made a handler raise, answered as a bare "Error" or Python's
+    own words, echoing the value (third hostile probe, B1-B3). Each is one sentence of the app's."""
+    q = {"path": json.loads(_upload(space.url, _png(tmp_path / "q.png")))[0], "meta": {"_type": "gradio.FileData"}}
+    echo = "<img src=x>" + "A" * 500
+    cases = [("results", [["synthetic"]]), ("results", [{"a": 1}]),
+             ("retrieve", [q, "colour", ["asen"], ["synthetic"]]), ("retrieve", [q, "colour", 5, "synthetic"]),
+             ("explore", [q, "colour", True, "synthetic"]), ("export", [q, "colour", ["asen"], {"g": 1}]),
+             ("embeddings", [["asen"], "csn", "colour", "tsne", "synthetic"]),
+             ("embeddings", ["asen", "csn", "colour", "tsne", ["synthetic"]]),
+             ("neighbours", ["asen", "csn", "colour", echo, "synthetic"]),
+             ("neighbours", ["asen", "csn", "colour", [1], "synthetic"]),
+             ("neighbours", [["asen"], "csn", "colour", 4, "synthetic"]),
+             ("neighbours", ["asen", "csn", "colour", 4, {"g": 1}])]
+    answers = {}
+    for api, data in cases:
+        event, out = _raw_call(space.url, api, data)
+        assert event == "error" and isinstance(out, str) and out.strip() not in ("", "Error"), (api, data, out)
+        assert len(out) <= 400 and "<img" not in out and "AAAA" not in out, (api, out)
+        assert not re.search(r"unhashable|invalid literal|argument must be|not iterable", out, re.I), (api, out)
+        assert not leaks(out, roots), (api, out)
+        answers.setdefault(api, []).append(out)
+    assert "gallery item id" in answers["neighbours"][0] and "list of model names" in answers["retrieve"][1]
+    assert "given by its name" in answers["results"][0]
+    # a private event, called as the page calls it (unqueued): a number where the models go
+    config = json.loads(urllib.request.urlopen(space.url + "config", timeout=60).read())
+    fn = {d.get("api_name"): d["id"] for d in config["dependencies"]}
+    width = len(next(d for d in config["dependencies"] if d["id"] == fn["mark_stale"])["inputs"])
+    data = [None, None, "colour", 7, "synthetic", "asen", "csn", "tsne"][:width]
+    event, out = _direct_call(space.url, fn["mark_stale"], data + [None] * (width - len(data)))
+    assert event == "error" and isinstance(out, str) and "could not be answered" in out, out
+
+
+def _upload(url: str, path: Path) -> str:
+    """``POST /gradio_api/upload`` of one file, as the page sends it: the server's answer (a JSON list)."""
+    boundary = "pfprobe"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{url}gradio_api/upload", body,
+                                 {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.read().decode()
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The flows, in Chromium
 

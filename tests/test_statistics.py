@@ -260,7 +260,7 @@ def test_compare_command_and_its_refusals(tmp_path, capsys):
 
 def test_app_results_show_the_same_intervals():
     """The Results tab's interval table is built from the result JSON (the same bootstrap as eval)."""
-    from profashion.ui.demo import _intervals_markdown
+    from profashion.ui.tab_results import intervals_markdown as _intervals_markdown
 
     schema = AttributeSchema(("shape", "colour"), (("a", "b"), ("r", "g")))
     r = mean_average_precision(np.eye(2)[[0, 1, 0, 1]] + 0.1, [0, 0, 0, 0], [0, 1, 1, 0], np.eye(2), [0, 0], [0, 1], 2)

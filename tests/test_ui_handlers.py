@@ -71,48 +71,70 @@ def test_neighbours_handler_shows_k_per_chosen_model(catalog):
         tab_embeddings.neighbours(catalog, "asen", None, "colour", None)
 
 
+def _specs(calls: list) -> dict:
+    """Three views declared as the app's tabs declare them: two on the shared choices, needing a query (one sets
+    two outputs), and one with its own two choices that needs none."""
+    from profashion.ui.tabs import View
+
+    def q_keys(ch, own):
+        return [path_of(ch.query), ch.attribute, list(ch.models or []), ch.gallery]
+
+    def computed(name, values):
+        return lambda ch, own: calls.append((name, ch.values(), own)) or values
+
+    return {"retrieve": View(["g", "grid"], computed("retrieve", ("G", "H")), q_keys, "r-banner", "R stale"),
+            "explore": View(["maps"], computed("explore", ("M",)), q_keys, "e-banner", "E stale"),
+            "embeddings": View(["plot"], computed("embeddings", ("P",)),
+                               lambda ch, own: [ch.attribute, *own, ch.gallery], "b-banner", "B stale",
+                               inputs=["model_a", "method"], needs_query=False)}
+
+
 def test_the_views_recompute_only_the_open_tab_and_mark_the_others_stale():
     calls = []
-    compute = {"retrieve": lambda *a: calls.append(("retrieve", a)) or ([], None, "st", {"hits": [], "html": "H"}),
-               "explore": lambda *a: calls.append(("explore", a)) or ([], None, "md"),
-               "embeddings": lambda *a: calls.append(("embeddings", a)) or ("", "", "", "")}
-    choices = ({"path": "/q.png"}, "colour", ["asen"], "asen", "triplet", "tsne", "synthetic")
-    out = views.refresh(None, None, choices, compute, True)
-    assert len(out) == 1 + 5 + 3 + 4 + 3 and [c[0] for c in calls] == ["retrieve"] and out[5] == "H"
+    specs = _specs(calls)
+    choices = ({"path": "/q.png"}, "colour", ["asen"], "synthetic", "asen", "tsne")  # shared, then Embeddings' own
+    out = views.refresh(specs, None, None, choices, True)
+    assert len(out) == 1 + 4 + 3 and out[1:5] == ("G", "H", gr.skip(), gr.skip())
+    assert calls == [("retrieve", ({"path": "/q.png"}, "colour", ["asen"], "synthetic"), ())]
     view = out[0]
     assert view["tab"] == "retrieve" and view["shown"]["retrieve"] == ["/q.png", "colour", ["asen"], "synthetic"]
-    assert calls[0] == ("retrieve", ({"path": "/q.png"}, "colour", ["asen"], "synthetic"))  # the gallery last
     assert out[-3:] == ("", "", "")
-    again = views.refresh(view, None, choices, compute, True)  # the same choices: nothing recomputed
-    assert len(calls) == 1 and again[1:13] == (gr.skip(),) * 12
+    again = views.refresh(specs, view, None, choices, True)  # the same choices: nothing recomputed
+    assert len(calls) == 1 and again[1:5] == (gr.skip(),) * 4
     new = ("/other.png", *choices[1:])
-    assert views.banners(view, views.view_keys(*new)) == (views.STALE["retrieve"], "", "")
-    views.refresh(view, "embeddings", new, compute, True)
-    assert calls[-1] == ("embeddings", ("asen", "triplet", "colour", "tsne", "synthetic"))
-    other = (*choices[:-1], "products")  # another gallery: every view is out of date
-    assert views.banners(view, views.view_keys(*other))[0] == views.STALE["retrieve"]
+    assert views.banners(specs, view, views.keys_of(specs, *views.split(specs, new))) == ("R stale", "", "")
+    out = views.refresh(specs, view, "embeddings", new, True)
+    assert calls[-1] == ("embeddings", ("/other.png", "colour", ["asen"], "synthetic"), ("asen", "tsne"))
+    assert out[-3:] == ("R stale", "", "")  # Embeddings now shown: its banner clears; Retrieve's is out of date
+    other = (*choices[:3], "products", *choices[4:])  # another gallery: every view is out of date
+    assert views.banners(specs, out[0], views.keys_of(specs, *views.split(specs, other))) == ("R stale", "", "B stale")
+    # no query image: a view that needs one is not computed, one that does not is
+    calls.clear()
+    views.refresh(specs, None, "explore", (None, *choices[1:]), True)
+    views.refresh(specs, None, "embeddings", (None, *choices[1:]), True)
+    assert [c[0] for c in calls] == ["embeddings"]
     assert path_of({"path": "/x"}) == "/x" and path_of(None) is None
 
 
 def test_no_view_is_computed_or_linked_before_the_pages_load_answers(catalog, tmp_path: Path):
     """A tab's select fires as the page mounts, with the default choices; its answer could land after the link's
     and show (and link) the defaults instead of the link's case (seen in CI)."""
-    from profashion.ui.demo import link_refused
+    from profashion.ui.demo import link_opener
 
     calls = []
-    compute = {k: (lambda *a, k=k: calls.append(k) or ("",) * 3) for k in views.VIEWS}
-    choices = ({"path": "/q.png"}, "colour", ["asen"], "asen", "triplet", "tsne", "synthetic")
-    out = views.refresh(dict(views.MOUNTING), "retrieve", choices, compute, True)
-    assert calls == [] and out == (gr.skip(),) * 16  # not even the view state: the load's is on its way
+    specs = _specs(calls)
+    choices = ({"path": "/q.png"}, "colour", ["asen"], "synthetic", "asen", "tsne")
+    out = views.refresh(specs, dict(views.MOUNTING), "retrieve", choices, True)
+    assert calls == [] and out == (gr.skip(),) * 8  # not even the view state: the load's is on its way
     assert views.is_ready(views.ready("explore")) and views.is_ready(None) and not views.is_ready(views.MOUNTING)
     # the mount's select can also be served after the load answered, still with the default choices it captured
     # (seen in CI: the link's one model came back as the default two): a select of the open tab computes nothing
-    out = views.refresh(views.ready("retrieve"), "retrieve", choices, compute, True)
-    assert calls == [] and out == (gr.skip(),) * 16
-    out = views.refresh(views.ready("retrieve"), "explore", choices, compute, True)  # another tab: computed
-    assert calls == ["explore"] and out[0]["tab"] == "explore"
-    refused = link_refused()
-    assert views.is_ready(refused[11]) and "Reload the page" in refused[12]
+    out = views.refresh(specs, views.ready("retrieve"), "retrieve", choices, True)
+    assert calls == [] and out == (gr.skip(),) * 8
+    out = views.refresh(specs, views.ready("retrieve"), "explore", choices, True)  # another tab: computed
+    assert [c[0] for c in calls] == ["explore"] and out[0]["tab"] == "explore"
+    refused = link_opener(None, None, [(["a", "b", "c"], None)]).refused()
+    assert len(refused) == 1 + 6 + 3 + 1 + 2 and views.is_ready(refused[-2]) and "Reload the page" in refused[-1]
 
 
 def test_fine_tune_handlers_without_a_job(catalog, tmp_path: Path):

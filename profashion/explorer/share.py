@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -23,7 +24,6 @@ from profashion.explorer.catalog import MAX_UPLOAD_BYTES
 from profashion.explorer.public import content_digest, escape_markdown
 from profashion.io import atomic_copy
 
-TABS = ("retrieve", "explore", "embeddings", "finetune", "results")
 MAX_UPLOADS = 256
 MAX_UPLOAD_STORE_BYTES = 512 * 2**20  # and at most this much in all (the newest upload is always kept)
 HEX = re.compile(r"[0-9a-f]{64}")
@@ -99,8 +99,9 @@ def _short(value, n: int = 40) -> str:
     return repr(text if len(text) <= n else text[:n] + "…")
 
 
-def read_link(galleries, params: dict, uploads: UploadStore | None) -> LinkState:
-    """The state a link's query parameters ask for, checked against ``galleries``."""
+def read_link(galleries, params: dict, uploads: UploadStore | None, tabs: Sequence[str] = ()) -> LinkState:
+    """The state a link's query parameters ask for, checked against ``galleries`` (and its tab against ``tabs``,
+    the page's tab ids)."""
     state = LinkState()
 
     def get(key) -> str:
@@ -143,16 +144,18 @@ def read_link(galleries, params: dict, uploads: UploadStore | None) -> LinkState
             state.ignored.append(f"model{'s' if len(unknown) > 1 else ''} "
                                  + ", ".join(_short(m, 30) for m in unknown[:5]) + " (not loaded)")
     tab = get("tab")
-    if tab and tab in TABS:
+    if tab and tab in tabs:
         state.tab = tab
     elif tab:
         state.ignored.append(f"tab {_short(tab)}")
     return state
 
 
-def link_query(catalog, query, attribute, models, tab, uploads: UploadStore | None) -> str:
+def link_query(catalog, query, attribute, models, tab, uploads: UploadStore | None,
+               tabs: Sequence[str] = ()) -> str:
     """The link's query string for this state (``gallery``, ``item`` or ``upload``, ``attribute``, ``models``,
-    ``tab``); a query that is neither a gallery item nor a keepable upload is left out."""
+    ``tab``, when one of ``tabs``, the page's tab ids); a query that is neither a gallery item nor a keepable upload
+    is left out."""
     params = {"gallery": catalog.name}
     if query and catalog.allows(query):  # a path outside the app's folders is no query (never copied, never named)
         item = catalog.identify(query)
@@ -166,6 +169,6 @@ def link_query(catalog, query, attribute, models, tab, uploads: UploadStore | No
         params["attribute"] = str(attribute)
     if models:
         params["models"] = ",".join(str(m) for m in models)
-    if tab in TABS:
+    if tab in tabs:
         params["tab"] = tab
     return urlencode(params, safe=",")

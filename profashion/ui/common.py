@@ -52,6 +52,12 @@ def path_of(value) -> str | None:
     return getattr(value, "path", None)
 
 
+def model_choices(catalog) -> list[tuple[str, str]]:
+    """(label, name) of every model a visitor can choose in ``catalog``: served, or still warming up (a query
+    waits for it)."""
+    return [(e.label, n) for n in catalog.listed if (e := catalog.entry(n)) is not None]
+
+
 def to_error(exc: Exception) -> gr.Error:
     """One sentence for the visitor (a toast in the browser, ``AppError`` in gradio_client)."""
     from profashion.explorer.public import public_text

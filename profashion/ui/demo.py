@@ -40,22 +40,21 @@ from profashion.explorer.public import PUBLIC, upload_folder
 from profashion.explorer.share import UploadStore, link_query, read_link
 from profashion.retrieval.search import QueryError
 from profashion.ui import tab_embeddings, tab_explore, tab_finetune, tab_results, tab_retrieve, views
-from profashion.ui.common import ITEM_CLICK_JS, POINT_CLICK_JS, K, bounded, file_url, guard, shield_inputs  # noqa: F401 (the module's API)
-from profashion.ui.common import path_of as _path_of  # noqa: F401
-from profashion.ui.common import to_error as _error  # noqa: F401
+from profashion.ui.common import ITEM_CLICK_JS, bounded, guard, model_choices, shield_inputs
+from profashion.ui.common import path_of as _path_of
 from profashion.ui.serving import DirectCallLimit, bound_gradio_cache, gradio_cache_bytes
-from profashion.ui.tab_embeddings import METHOD_CHOICES  # noqa: F401
-from profashion.ui.tab_results import intervals_markdown as _intervals_markdown  # noqa: F401
-from profashion.ui.tab_retrieve import MARKS, comparison_html, examples_html  # noqa: F401
-from profashion.ui.views import STALE  # noqa: F401
+from profashion.ui.tab_retrieve import examples_html
+from profashion.ui.tabs import Page, Wired
+
+# The page's tabs, in their order: each module declares its own (profashion.ui.tabs.Tab). A new tab is a module
+# and an entry here.
+TABS = [tab_retrieve.TAB, tab_explore.TAB, tab_embeddings.TAB, tab_finetune.TAB, tab_results.TAB]
+TAB_IDS = tuple(t.id for t in TABS)
 
 log = logging.getLogger(__name__)
 
 DELETE_CACHE = (600, 3600)  # Gradio's (frequency, age) in seconds: its files older than an hour go
 QUEUE_SIZE = 16  # requests waiting beyond the running ones; PROFASHION_QUEUE_SIZE overrides it
-
-NOTES = {"retrieve": tab_retrieve.NOTE, "explore": tab_explore.NOTE, "embeddings": tab_embeddings.NOTE,
-         "finetune": tab_finetune.NOTE, "results": tab_results.NOTE}
 
 
 def queue_size() -> int:
@@ -108,7 +107,7 @@ def _query_row(galleries: Galleries):
     examples = gr.HTML(examples_html(catalog.examples), js_on_load=ITEM_CLICK_JS, elem_id="examples")
     attribute = gr.Dropdown(attrs, value=default_attr, label="Attribute", elem_id="attribute")
     surprise = gr.Button("Where do the models disagree?", size="sm", elem_id="disagree")
-    models = gr.CheckboxGroup(_labels(catalog), value=catalog.listed, label="Models", elem_id="models")
+    models = gr.CheckboxGroup(model_choices(catalog), value=catalog.listed, label="Models", elem_id="models")
     about = gr.Markdown(gallery_markdown(catalog), elem_id="gallery-about")
     with gr.Accordion("What are these models?", open=False, elem_id="models-about"):
         models_about = gr.HTML(models_html(catalog))
@@ -124,24 +123,21 @@ def _query_row(galleries: Galleries):
                            exported=exported, surprise=surprise)
 
 
-def _labels(catalog: Catalog) -> list[tuple[str, str]]:
-    """(label, name) of every model a visitor can choose: served or still warming up (a query waits for it)."""
-    return [(e.label, n) for n in catalog.listed if (e := catalog.entry(n)) is not None]
+def _head_outputs(head: SimpleNamespace) -> list:
+    """The shared choices a new gallery changes (:func:`switch_gallery`'s first values, in order)."""
+    return [head.about, head.query, head.examples, head.attribute, head.models, head.models_about]
 
 
-def switch_gallery(galleries: Galleries, name):
+def switch_gallery(galleries: Galleries, name, follows=()) -> tuple:
     """A new gallery: (its description, first example as the query, examples, attribute choices, models, model
-    descriptions, embeddings' model A and B choices, embeddings' item box)."""
+    descriptions, then what each tab that follows the gallery changes: ``follows``, (outputs, fn) pairs)."""
     catalog = galleries.get(name)
     attrs = catalog.attributes
     ex = catalog.examples[0] if catalog.examples else None
-    labels = _labels(catalog)
-    pair = catalog.default_pair()
-    return (gallery_markdown(catalog), ex.path if ex else None, examples_html(catalog.examples),
+    head = (gallery_markdown(catalog), ex.path if ex else None, examples_html(catalog.examples),
             gr.update(choices=attrs, value=ex.attribute if ex else (attrs[0] if attrs else None)),
-            gr.update(choices=labels, value=catalog.listed), models_html(catalog),
-            gr.update(choices=labels, value=pair[0]), gr.update(choices=labels, value=pair[1]),
-            gr.update(maximum=max(0, catalog.num_items - 1), value=ex.item if ex else 0))
+            gr.update(choices=model_choices(catalog), value=catalog.listed), models_html(catalog))
+    return head + tuple(v for _, fn in follows for v in fn(catalog))
 
 
 def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> gr.Blocks:
@@ -155,8 +151,7 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
         galleries = catalog
     catalog = galleries.default
     jobs = tab_finetune.job_manager(galleries, jobs)
-    names = catalog.listed  # served or warming up: the page answers while the models load
-    labels = _labels(catalog)
+    has_models = bool(catalog.listed)  # served or warming up: the page answers while the models load
 
     # Gradio's upload folder is bounded: its files (uploads, outputs) older than an hour are removed every ten
     # minutes, and the oldest beyond GRADIO_CACHE_BYTES in all every minute (serving.bound_gradio_cache)
@@ -166,78 +161,55 @@ def build_demo(catalog: Catalog | Galleries, jobs: JobManager | None = None) -> 
             with gr.Column(scale=0, min_width=320, elem_id="pf-controls"):
                 head = _query_row(galleries)
             views_column = gr.Column(scale=1, min_width=340, elem_id="pf-views")
-        query, examples, attribute, models, gallery = head.query, head.examples, head.attribute, head.models, head.gallery
-        link = head.link
+        page = Page(galleries, jobs, head, demo)
         with views_column:
             link_note = gr.Markdown(elem_id="link-note")
-            tabs = {}
             # "wrap": every tab one tap away on a phone (the default "menu" hides the last ones behind a button)
             with gr.Tabs(overflow_behavior="wrap", elem_id="pf-tabs") as tab_group:
-                with gr.Tab("Retrieve", id="retrieve") as tabs["retrieve"]:
-                    r = tab_retrieve.build(catalog)
-                with gr.Tab("Explore", id="explore") as tabs["explore"]:
-                    e = tab_explore.build()
-                with gr.Tab("Embeddings", id="embeddings") as tabs["embeddings"]:
-                    b = tab_embeddings.build(catalog, labels, names)
-                with gr.Tab("Fine-tune", id="finetune") as tabs["finetune"]:
-                    f = tab_finetune.build(jobs)
-                with gr.Tab("Results", id="results") as tabs["results"]:
-                    res = tab_results.build(catalog)
+                for tab in TABS:
+                    with gr.Tab(tab.label, id=tab.id) as page.tabs[tab.id]:
+                        page.built[tab.id] = tab.build(page)
 
         # outside the tabs: an inactive tab is not rendered, and the timer must tick on every tab (model lists)
-        seen_state = gr.State({"names": names})
+        page.timer = gr.Timer(2.0)
         # not "ready" until the page's load has set the link's state: a tab's select fires as the page mounts, with
         # the default choices, and its answer could land after the link's (the link's query then lost)
         view_state = gr.State(views.MOUNTING)
-        timer = gr.Timer(2.0)
 
-        # public events first (they keep their api_names), then the private ones
-        q_inputs = [query, attribute, models, gallery]
-        events, compute = {}, {}
-        events["retrieve"], compute["retrieve"] = tab_retrieve.wire(galleries, r, q_inputs)
-        events["explore"], compute["explore"] = tab_explore.wire(galleries, e, q_inputs)
-        events["embeddings"], compute["embeddings"] = tab_embeddings.wire(galleries, b, attribute, gallery)
-        tab_results.wire(galleries, res, models, gallery)
-        tabs["results"].select(guard(results_now, tab_results.ERRORS, galleries), [gallery],
-                               [res.table, res.data, res.intervals, res.models_md, res.button],
-                               api_visibility="private",
-                               show_progress="hidden")  # a model published meanwhile is listed at once
+        # each tab's events (the public ones keep their api_names), then the page's own
+        wired = {tab.id: tab.wire(page, page.built[tab.id]) or Wired() for tab in TABS}
+        specs = {t: w.view for t, w in wired.items() if w.view is not None}
+        follows = [w.on_gallery for w in wired.values() if w.on_gallery is not None]
+        gallery_outputs = [o for outputs, _ in follows for o in outputs]
         gr.api(galleries_api(galleries), api_name="galleries")
-        tab_finetune.wire(galleries, jobs, f)
-        tab_finetune.wire_private(galleries, jobs, f, timer, seen_state, models, b.model_a, b.model_b, gallery)
-        tab_finetune.wire_owner(demo, f)
-        def gallery_switch(name):
-            return switch_gallery(galleries, name)
+        head.export.click(guard(export_files, (QueryError, ImageError, DatasetError), galleries),
+                          page.inputs, head.exported, api_name="export", preprocess=False,
+                          concurrency_id="query", concurrency_limit=2)
 
-        gallery.input(bounded(guard(gallery_switch, (QueryError,))), [gallery],
-                       [head.about, query, examples, attribute, models, head.models_about, b.model_a, b.model_b,
-                        b.item_box],
-                       api_visibility="private", queue=False)
-        q = SimpleNamespace(query=query, attribute=attribute, models=models, gallery=gallery)
-        views.wire(q, r, e, b, tabs, events, compute, view_state, bool(names))
-        tab_retrieve.wire_clicks(galleries, r, query, attribute, examples, gallery)  # the query's change searches it
-        head.surprise.click(guard(tab_retrieve.disagreement, tab_retrieve.ERRORS, galleries), [gallery],
-                            [query, attribute, r.inspect], api_visibility="private", concurrency_id="query")
+        def gallery_switch(name):
+            return switch_gallery(galleries, name, follows)
+
+        head.gallery.input(bounded(guard(gallery_switch, (QueryError,))), [head.gallery],
+                           [*_head_outputs(head), *gallery_outputs], api_visibility="private", queue=False)
+        views.wire(page, specs, page.tabs, view_state, has_models)
+        head.surprise.click(guard(tab_retrieve.disagreement, tab_retrieve.ERRORS, galleries), [head.gallery],
+                            [head.query, head.attribute, page.built["retrieve"].inspect], api_visibility="private",
+                            concurrency_id="query")
         uploads = UploadStore(catalog.cache_root / "uploads")
         # a query is a path the caller sends (the query's events skip Gradio's preprocessing, and Gradio checks only
         # files that carry its "meta"): each gallery reads queries from what the app serves, nothing else
         roots = [upload_folder(), *galleries.served_paths(), *(c.cache_root / "uploads" for c in galleries.catalogs.values())]
         for c in galleries.catalogs.values():
             c.confine_queries(roots)
-        opened = demo.load(bounded(link_opener(galleries, uploads), busy=link_refused), None,
-                           [gallery, head.about, query, examples, attribute, models, head.models_about, b.model_a,
-                            b.model_b, b.item_box, tab_group, view_state, link_note], api_visibility="private",
-                           queue=False)
-        if names and catalog.examples:
-            v_inputs, v_outputs = views.inputs_outputs(q, r, e, b, view_state)
-            opened.then(views.refresher(None, compute, bool(names)), v_inputs, v_outputs,
+        opener = link_opener(galleries, uploads, follows)
+        opened = demo.load(bounded(opener, busy=opener.refused), None,
+                           [head.gallery, *_head_outputs(head), *gallery_outputs, tab_group, view_state, link_note],
+                           api_visibility="private", queue=False)
+        if has_models and catalog.examples:
+            v_inputs, v_outputs = views.inputs_outputs(page, specs, view_state)
+            opened.then(views.refresher(specs, None, has_models), v_inputs, v_outputs,
                         api_visibility="private", preprocess=False, concurrency_id="query")
-        wire_link(galleries, uploads, head, tabs, view_state, link)
-        query.change(bounded(follow_query(galleries), busy=gr.skip), [query, gallery], b.item_box,
-                     api_visibility="private", preprocess=False, queue=False, show_progress="hidden")
-        head.export.click(guard(export_files, (QueryError, ImageError, DatasetError), galleries),
-                          [query, attribute, models, gallery], head.exported, api_name="export", preprocess=False,
-                          concurrency_id="query", concurrency_limit=2)
+        wire_link(galleries, uploads, head, page.tabs, view_state, head.link)
     # A full queue refuses at once ("Queue is full") rather than keeping a visitor a minute: a Retrieve with
     # all eight models costs ~0.6 s of this 2-core machine's CPU, and 2 workers serve no faster than 1 here
     # (benchmarks/load_test.py), so QUEUE_SIZE waiting requests are ~10 s of work.
@@ -255,46 +227,34 @@ SHOW_LINK_JS = """(query) => {
 }"""
 
 
-def link_opener(galleries: Galleries, uploads: UploadStore):
+def link_opener(galleries: Galleries, uploads: UploadStore, follows=()):
     """The page's load: the state the page's link asks for (:func:`share.read_link`), or the defaults; one line
-    says what was ignored."""
+    says what was ignored. Its ``refused()`` is the answer when the server is busy (see :func:`common.bounded`):
+    the defaults, and one line saying so."""
+    skips = (gr.skip(),) * (1 + 6 + sum(len(outputs) for outputs, _ in follows) + 1)  # gallery, head, tabs', tab
 
     def open_link(request: gr.Request):
         params = dict(request.query_params) if request is not None else {}
-        state = read_link(galleries, params, uploads)
+        state = read_link(galleries, params, uploads, TAB_IDS)
         if not any(params.get(k) for k in ("gallery", "item", "upload", "attribute", "models", "tab")):
-            return (gr.skip(),) * 11 + (views.ready("retrieve"), "")
+            return (*skips, views.ready("retrieve"), "")
         catalog = galleries.get(state.gallery)
-        about, query, examples, attribute, models, models_about, model_a, model_b, item_box = switch_gallery(
-            galleries, catalog.name)
+        about, query, examples, attribute, models, models_about, *followed = switch_gallery(
+            galleries, catalog.name, follows)
         if state.attribute:
             attribute = gr.update(choices=catalog.attributes, value=state.attribute)
         if state.models:
-            models = gr.update(choices=_labels(catalog), value=state.models)
+            models = gr.update(choices=model_choices(catalog), value=state.models)
         tab = state.tab or "retrieve"
-        return (catalog.name, about, state.query or query, examples, attribute, models, models_about, model_a,
-                model_b, item_box, gr.Tabs(selected=tab), views.ready(tab), state.note_markdown())
+        return (catalog.name, about, state.query or query, examples, attribute, models, models_about, *followed,
+                gr.Tabs(selected=tab), views.ready(tab), state.note_markdown())
 
+    def refused():
+        note = "⚠️ The server was busy: this page shows the defaults, not its link's case. Reload the page to open it."
+        return (*skips, views.ready("retrieve"), note)
+
+    open_link.refused = refused
     return open_link
-
-
-def follow_query(galleries: Galleries):
-    """Embeddings' item box follows the query when it is a gallery item (an upload leaves it as it is)."""
-
-    def follow(query, gallery):
-        try:
-            item = galleries.get(gallery).identify(_path_of(query))
-        except QueryError:
-            return gr.skip()
-        return gr.skip() if item is None else item
-
-    return follow
-
-
-def link_refused():
-    """The page's load when the server is busy (see :func:`common.bounded`): the defaults, and one line saying so."""
-    note = "⚠️ The server was busy: this page shows the defaults, not its link's case. Reload the page to open it."
-    return (gr.skip(),) * 11 + (views.ready("retrieve"), note)
 
 
 def wire_link(galleries: Galleries, uploads: UploadStore, head: SimpleNamespace, tabs: dict, view_state,
@@ -308,7 +268,8 @@ def wire_link(galleries: Galleries, uploads: UploadStore, head: SimpleNamespace,
             catalog = galleries.get(gallery)
         except QueryError:
             return ""
-        return link_query(catalog, _path_of(query), attribute, models, tab or (view or {}).get("tab"), uploads)
+        return link_query(catalog, _path_of(query), attribute, models, tab or (view or {}).get("tab"), uploads,
+                          TAB_IDS)
 
     inputs = [head.gallery, head.query, head.attribute, head.models, view_state]
     common = {"api_visibility": "private", "preprocess": False, "queue": False, "show_progress": "hidden"}
@@ -318,12 +279,6 @@ def wire_link(galleries: Galleries, uploads: UploadStore, head: SimpleNamespace,
     for name, tab in tabs.items():
         tab.select(lambda *a, t=name: make_link(*a, tab=t), inputs, link, **common).then(
             None, link, link, js=SHOW_LINK_JS, **common)
-
-
-def results_now(catalog: Catalog):
-    """The Results table of the gallery's loaded models as they are now (no measuring)."""
-    return (*tab_results.results_view(catalog), tab_results.models_markdown(catalog),
-            tab_results.measure_button(catalog))
 
 
 def export_files(catalog: Catalog, query, attribute, models) -> list[str]:

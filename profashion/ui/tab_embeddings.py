@@ -35,8 +35,18 @@ from profashion.explain.scatter import colour_lists
 from profashion.explorer.catalog import GALLERY_SPLIT, Catalog
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
-from profashion.ui.common import K, comparison_rows, event_data, file_url, guard
+from profashion.ui.common import (
+    K,
+    bounded,
+    comparison_rows,
+    event_data,
+    file_url,
+    guard,
+    model_choices,
+    path_of,
+)
 from profashion.ui.embeddings_js import EXPLORER_CSS, EXPLORER_HTML, EXPLORER_JS, NEIGHBOUR_CLICK_JS
+from profashion.ui.tabs import Page, Tab, View, Wired
 
 NOTE = (
     "**How to read this.** Each point is a gallery image in one model's embedding space of the chosen "
@@ -348,8 +358,13 @@ def default_gallery(event) -> str | None:
 # -- the tab -----------------------------------------------------------------------------------------------
 
 
-def build(catalog: Catalog, labels: list, names: list[str]) -> SimpleNamespace:
-    """The tab's components (inside ``gr.Tab("Embeddings")``)."""
+STALE = ("⚠️ **Out of date**: these plots are for an earlier attribute or model; they refresh when this tab is "
+         "open (or press the button).")
+
+
+def build(page: Page) -> SimpleNamespace:
+    """The tab's components (inside its ``gr.Tab``)."""
+    catalog, labels = page.catalog, model_choices(page.catalog)
     gr.Markdown(NOTE)
     c = SimpleNamespace()
     with gr.Row():
@@ -377,47 +392,71 @@ def build(catalog: Catalog, labels: list, names: list[str]) -> SimpleNamespace:
     return c
 
 
-def wire(catalog, c: SimpleNamespace, attribute, gallery=None):
-    """``/embeddings``, ``/neighbours`` and the private clicks (a point, a neighbour); returns (the
-    ``/embeddings`` event, the guarded handler the views recompute with). ``gallery``: the gallery switch, when
-    ``catalog`` is the app's galleries (each event's last input, routed by :func:`~profashion.ui.common.guard`)."""
-    fn = guard(embeddings, ERRORS, catalog)
-    g = [gallery] if gallery is not None else []
+def wire(page: Page, c: SimpleNamespace) -> Wired:
+    """``/embeddings`` (its answer is the view: the attribute and gallery shared, the pair and method its own),
+    ``/neighbours`` and the private clicks (a point, a neighbour); a new gallery resets the pair and the item box."""
+    attribute, gallery = page.choices.attribute, page.choices.gallery
+    fn = guard(embeddings, ERRORS, page.galleries)
+    default = default_gallery(fn)
 
-    if gallery is None:
-        def project(model_a, model_b, attribute, method, progress=gr.Progress()):  # noqa: B008 - Gradio's way
-            with reporting(progress):
-                return fn(model_a, model_b, attribute, method)
-    else:
-        default = default_gallery(fn)
+    def project(model_a, model_b, attribute, method, gallery=default, progress=gr.Progress()):  # noqa: B008
+        with reporting(progress):
+            return fn(model_a, model_b, attribute, method, gallery)
 
-        def project(model_a, model_b, attribute, method, gallery=default, progress=gr.Progress()):  # noqa: B008
-            with reporting(progress):
-                return fn(model_a, model_b, attribute, method, gallery)
-
-    ev = c.button.click(project, [c.model_a, c.model_b, attribute, c.method, *g], c.outputs,
+    ev = c.button.click(project, [c.model_a, c.model_b, attribute, c.method, gallery], c.outputs,
                         api_name="embeddings", concurrency_id="heavy", concurrency_limit=1,
                         preprocess=False)  # the values as sent: checked against the named gallery, not the default
-    nn_fn = guard(neighbours, NEIGHBOUR_ERRORS, catalog)
+    nn_fn = guard(neighbours, NEIGHBOUR_ERRORS, page.galleries)
     nn_out = [c.nn_html, c.nn_md]
-    c.nn_button.click(nn_fn, [c.model_a, c.model_b, attribute, c.item_box, *g], nn_out,
+    c.nn_button.click(nn_fn, [c.model_a, c.model_b, attribute, c.item_box, gallery], nn_out,
                       api_name="neighbours", concurrency_id="query", concurrency_limit=2, preprocess=False)
 
-    def point(evt, *inputs):
+    def on_point(model_a, model_b, attribute, gallery, evt: gr.EventData):
         try:
             item = clicked_item(event_data(evt))
         except QueryError as exc:
             raise gr.Error(str(exc)) from None
-        return (item, *nn_fn(*inputs[:3], item, *inputs[3:]))
-
-    if gallery is None:
-        def on_point(model_a, model_b, attribute, evt: gr.EventData):
-            return point(evt, model_a, model_b, attribute)
-    else:
-        def on_point(model_a, model_b, attribute, gallery, evt: gr.EventData):
-            return point(evt, model_a, model_b, attribute, gallery)
+        return (item, *nn_fn(model_a, model_b, attribute, item, gallery))
 
     for source in (c.plot, c.nn_html):
-        source.click(on_point, [c.model_a, c.model_b, attribute, *g], [c.item_box, *nn_out],
+        source.click(on_point, [c.model_a, c.model_b, attribute, gallery], [c.item_box, *nn_out],
                      api_visibility="private", concurrency_id="query", show_progress="hidden")
-    return ev, fn
+
+    def compute(ch, own):
+        model_a, model_b, method = own
+        return fn(model_a, model_b, ch.attribute, method, ch.gallery)
+
+    def keys(ch, own):
+        return [ch.attribute, own[0], own[1], own[2], ch.gallery]
+
+    # the item box follows the query when it is a gallery item (an upload leaves it as it is)
+    page.choices.query.change(bounded(follow_query(page.galleries), busy=gr.skip), [page.choices.query, gallery],
+                              c.item_box, api_visibility="private", preprocess=False, queue=False,
+                              show_progress="hidden")
+    view = View(c.outputs, compute, keys, c.stale, STALE, inputs=[c.model_a, c.model_b, c.method],
+                needs_query=False, event=ev)
+    return Wired(view, on_gallery=([c.model_a, c.model_b, c.item_box], gallery_values))
+
+
+def gallery_values(catalog: Catalog) -> tuple:
+    """What a new gallery sets here: model A and B (its default pair) and the item box (its first example)."""
+    labels, pair = model_choices(catalog), catalog.default_pair()
+    ex = catalog.examples[0] if catalog.examples else None
+    return (gr.update(choices=labels, value=pair[0]), gr.update(choices=labels, value=pair[1]),
+            gr.update(maximum=max(0, catalog.num_items - 1), value=ex.item if ex else 0))
+
+
+def follow_query(galleries):
+    """The item box's value for a new query: its gallery item, or no change (an upload)."""
+
+    def follow(query, gallery):
+        try:
+            item = galleries.get(gallery).identify(path_of(query))
+        except QueryError:
+            return gr.skip()
+        return gr.skip() if item is None else item
+
+    return follow
+
+
+TAB = Tab("embeddings", "Embeddings", build, wire)

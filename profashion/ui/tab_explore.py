@@ -34,6 +34,7 @@ from profashion.ui.explore_maps import (
     maps_html,
     model_view,
 )
+from profashion.ui.tabs import Page, Tab, View, Wired
 
 NOTE = (
     "**How to read this.** One row per model, its name at the row's start and its *main map* first: where it looks "
@@ -134,8 +135,12 @@ def explore(catalog: Catalog, query, attribute, models):
     return html, df(rows, TABLE_HEADERS), md
 
 
-def build() -> SimpleNamespace:
-    """The tab's components (inside ``gr.Tab("Explore")``)."""
+STALE = ("⚠️ **Out of date**: these maps are for an earlier query, attribute or model choice; they refresh when "
+         "this tab is open (or press the button).")
+
+
+def build(page: Page) -> SimpleNamespace:
+    """The tab's components (inside its ``gr.Tab``)."""
     c = SimpleNamespace()
     with gr.Row(equal_height=True):
         c.button = gr.Button("Explain the query", variant="secondary", size="sm", scale=1, min_width=160)
@@ -152,15 +157,19 @@ def build() -> SimpleNamespace:
     return c
 
 
-def wire(catalog: Catalog, c: SimpleNamespace, q_inputs: list):
-    """The public ``/explore`` event, and the events that only restyle the page (no server call): the map choice,
-    the opacity, the table shown only with rows; returns
-    (the event, the guarded handler the views recompute with)."""
-    fn = guard(explore, ERRORS, catalog)
-    ev = c.button.click(fn, q_inputs, c.outputs, api_name="explore", preprocess=False,
+def wire(page: Page, c: SimpleNamespace) -> Wired:
+    """The public ``/explore`` event (its answer is the view), and the events that only restyle the page (no server
+    call): the map choice, the opacity, the table shown only with rows."""
+    fn = guard(explore, ERRORS, page.galleries)
+    ev = c.button.click(fn, page.inputs, c.outputs, api_name="explore", preprocess=False,
                         concurrency_id="query", concurrency_limit=2)
     c.mode.change(None, c.mode, None, js=MODE_JS, api_visibility="private", queue=False)
     c.table.change(None, c.table, None, js=TABLE_JS, api_visibility="private", queue=False)
     gr.on([c.opacity.input, c.opacity.change], None, c.opacity, None, js=OPACITY_JS, api_visibility="private",
           queue=False)
-    return ev, fn
+    return Wired(View(c.outputs, lambda ch, own: fn(*ch.values()),
+                      lambda ch, own: [path_of(ch.query), ch.attribute, list(ch.models or []), ch.gallery],
+                      c.stale, STALE, event=ev))
+
+
+TAB = Tab("explore", "Explore", build, wire)

@@ -37,7 +37,8 @@ from profashion.explorer.jobs import (
 )
 from profashion.explorer.public import escape_markdown
 from profashion.retrieval.search import QueryError
-from profashion.ui.common import to_error
+from profashion.ui.common import model_choices, to_error
+from profashion.ui.tabs import Tab, Wired
 
 OWNER_KEY = "profashion-job-owner"  # the localStorage key of the browser's owner token
 TOKEN = re.compile(r"[A-Za-z0-9_-]{22,128}")
@@ -160,10 +161,6 @@ def curves(records: list[dict], progress: dict | None = None, meaningful: bool =
 
 
 # -- handlers ------------------------------------------------------------------------------------------
-
-
-def model_choices(catalog: Catalog) -> list[tuple[str, str]]:
-    return [(e.label, n) for n in catalog.listed if (e := catalog.entry(n)) is not None]
 
 
 def job_choices(jobs: JobManager, owner=None) -> list[tuple[str, str]]:
@@ -537,11 +534,12 @@ def _fields(update: dict) -> dict:
     return {k: v for k, v in update.items() if k != "__type__"}
 
 
-def build(jobs: JobManager) -> SimpleNamespace:
-    """The tab's components (inside ``gr.Tab("Fine-tune")``)."""
+def build(page) -> SimpleNamespace:
+    """The tab's components (inside its ``gr.Tab``)."""
     from profashion.models.base import available_models, display_name
     from profashion.train.config import preset_schedule
 
+    jobs = page.jobs
     gr.Markdown(NOTE)
     gr.Markdown(hardware_markdown(jobs))
     if not jobs.enabled:
@@ -600,7 +598,20 @@ def build(jobs: JobManager) -> SimpleNamespace:
     return c
 
 
-def wire(catalog: Catalog, jobs: JobManager, c: SimpleNamespace) -> None:
+def wire(page, c: SimpleNamespace) -> Wired:
+    """The public job events (the ones a client calls, in their order), then the private ones: the timer's tick
+    (which also offers a published job's model in the shared models and in Embeddings' pair), the form, and the
+    browser's owner token at the page's load."""
+    seen_state = gr.State({"names": page.catalog.listed})  # what the last tick showed
+    emb = page.built["embeddings"]
+    wire_public(page.galleries, page.jobs, c)
+    wire_private(page.galleries, page.jobs, c, page.timer, seen_state, page.choices.models, emb.model_a,
+                 emb.model_b, page.choices.gallery)
+    wire_owner(page.demo, c)
+    return Wired()
+
+
+def wire_public(catalog, jobs: JobManager, c: SimpleNamespace) -> None:
     """The public job events (the ones a client calls), in their order; ``c.owner`` (the browser's owner token,
     created here outside the tabs) is every event's last input."""
     from profashion.explorer.public import browser_secret
@@ -677,3 +688,6 @@ def wire_private(catalog, jobs: JobManager, c: SimpleNamespace, timer, seen_stat
     for comp in (c.model, c.dataset, c.preset, *numbers, c.config, c.rows):
         comp.change(estimate_event, est_inputs, c.estimate, api_visibility="private", show_progress="hidden",
                     preprocess=False)
+
+
+TAB = Tab("finetune", "Fine-tune", build, wire)

@@ -25,7 +25,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
-from gradio.context import Context
 
 from profashion.data.splits import DatasetError
 from profashion.explorer.catalog import GALLERY_SPLIT, Catalog
@@ -34,6 +33,7 @@ from profashion.explorer.results import Group, collect
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
 from profashion.ui.common import df, guard
+from profashion.ui.tabs import Tab, Wired
 
 NOTE = (
     "**How to read this.** Retrieval mAP (%) with the exact protocol of the papers (docs/PROTOCOL.md): each test "
@@ -288,9 +288,10 @@ def models_markdown(catalog: Catalog) -> str:
             + ("\n".join(model_lines) or "_none_"))
 
 
-def build(catalog: Catalog) -> SimpleNamespace:
-    """The tab's components (inside ``gr.Tab("Results")``); the table is in the page from the start (shipped and
-    cached numbers, nothing measured) and listed again at each page load (:func:`wire`)."""
+def build(page) -> SimpleNamespace:
+    """The tab's components (inside its ``gr.Tab``); the table is in the page from the start (shipped and cached
+    numbers, nothing measured) and listed again at each page load (:func:`wire`)."""
+    catalog = page.catalog
     html, data, intervals = guard(results_view, ERRORS, catalog)()
     c = SimpleNamespace()
     gr.Markdown(NOTE)
@@ -306,38 +307,38 @@ def build(catalog: Catalog) -> SimpleNamespace:
     return c
 
 
-def wire(catalog: Catalog, c: SimpleNamespace, models, gallery=None) -> None:
+def results_now(catalog: Catalog):
+    """The Results table of the gallery's loaded models as they are now (no measuring)."""
+    return (*results_view(catalog), models_markdown(catalog), measure_button(catalog))
+
+
+def wire(page, c: SimpleNamespace) -> Wired:
     """``/results`` on the button (every loaded model without numbers measured, with a progress bar: one step per
-    model), and the table listed again at each page load and when the models change (a fine-tuned one added).
-    ``gallery``: the gallery switch, when ``catalog`` is the app's galleries and :func:`~profashion.ui.common.guard` routes each event to the chosen gallery's catalog by
-    the event's last input."""
-    fn = guard(results, ERRORS, catalog)
-    refresh = guard(lambda cat, _models: (*results_view(cat), models_markdown(cat), measure_button(cat)), ERRORS,
-                    catalog)
-    button = guard(lambda cat: measure_button(cat), ERRORS, catalog)
+    model), and the table listed again at each page load, when the tab opens and when the models change (a
+    fine-tuned one added); each event names the gallery (its last input)."""
+    models, gallery = page.choices.models, page.choices.gallery
+    fn = guard(results, ERRORS, page.galleries)
+    refresh = guard(lambda cat, _models: results_now(cat), ERRORS, page.galleries)
+    button = guard(lambda cat: measure_button(cat), ERRORS, page.galleries)
     outputs = [c.table, c.data, c.intervals]
-    if gallery is None:
-        def measure(progress=gr.Progress()):  # noqa: B008 - how Gradio hands an event its progress bar
-            return fn(progress)
+    shown = [*outputs, c.models_md, c.button]
+    common = {"api_visibility": "private", "show_progress": "hidden", "preprocess": False}
 
-        inputs, m_inputs = [models], []
-    else:
-        def measure(gallery, progress=gr.Progress()):  # noqa: B008
-            return fn(progress, gallery)
+    def measure(gallery, progress=gr.Progress()):  # noqa: B008 - how Gradio hands an event its progress bar
+        return fn(progress, gallery)
 
-        inputs, m_inputs = [models, gallery], [gallery]
-        gallery.change(refresh, inputs, [*outputs, c.models_md, c.button], api_visibility="private",
-                       show_progress="hidden", preprocess=False)
     # preprocess=False: the gallery's name reaches the handler as sent, and an unknown one is one short sentence
     # (Gradio's own check of the choices echoed a 1 MB name whole: second hostile probe)
-    c.button.click(measure, m_inputs, outputs, api_name="results", concurrency_id="heavy", concurrency_limit=1,
-                   preprocess=False).then(
-        button, m_inputs, c.button, api_visibility="private", show_progress="hidden", preprocess=False)
+    c.button.click(measure, [gallery], outputs, api_name="results", concurrency_id="heavy", concurrency_limit=1,
+                   preprocess=False).then(button, [gallery], c.button, **common)
     # a model added since the page was built or while it is open (a fine-tuning job's checkpoint) is listed at the
-    # next page load and as soon as the models change
-    models.change(refresh, inputs, [*outputs, c.models_md, c.button], api_visibility="private",
-                  show_progress="hidden", preprocess=False)
-    page = Context.root_block
-    if page is not None:
-        page.load(refresh, inputs, [*outputs, c.models_md, c.button], api_visibility="private",
-                  show_progress="hidden", preprocess=False)
+    # next page load, when the tab opens and as soon as the models change
+    for trigger in (gallery.change, models.change):
+        trigger(refresh, [models, gallery], shown, **common)
+    page.demo.load(refresh, [models, gallery], shown, **common)
+    page.tabs["results"].select(guard(results_now, ERRORS, page.galleries), [gallery], shown,
+                                api_visibility="private", show_progress="hidden")
+    return Wired()
+
+
+TAB = Tab("results", "Results", build, wire)

@@ -18,6 +18,7 @@ from profashion.explorer.public import PUBLIC, escape_markdown
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
 from profashion.ui.common import ITEM_CLICK_JS, K, comparison_rows, df, event_data, file_url, guard, path_of
+from profashion.ui.tabs import Page, Tab, View, Wired
 
 NOTE = (
     "**How to read this.** The query is at the rows' left; each row is one model's top-5 for it (the model's name and "
@@ -172,9 +173,13 @@ def disagreement(catalog: Catalog):
 # -- layout and events ---------------------------------------------------------------------------------
 
 
-def build(catalog: Catalog) -> SimpleNamespace:
-    """The tab's components (inside ``gr.Tab("Retrieve")``)."""
-    empty = catalog.empty_message()
+STALE = ("⚠️ **Out of date**: these results are for an earlier query, attribute or model choice; they refresh "
+         "when this tab is open (or press Retrieve).")
+
+
+def build(page: Page) -> SimpleNamespace:
+    """The tab's components (inside its ``gr.Tab``)."""
+    empty = page.catalog.empty_message()
     if empty:
         gr.Markdown(f"### No model to show\n{escape_markdown(empty)}", elem_id="no-models")
     c = SimpleNamespace()
@@ -194,13 +199,22 @@ def build(catalog: Catalog) -> SimpleNamespace:
     return c
 
 
-def wire(catalog, c: SimpleNamespace, q_inputs: list):
-    """The public ``/retrieve`` event; returns (the event, the guarded handler the views recompute with).
-    ``catalog``: a Catalog, or the app's Galleries (then the last of ``q_inputs`` is the gallery's name)."""
-    fn = guard(retrieve, ERRORS, catalog)
-    ev = c.button.click(fn, q_inputs, c.outputs, api_name="retrieve", preprocess=False,
+def wire(page: Page, c: SimpleNamespace) -> Wired:
+    """The public ``/retrieve`` event (its answer is the view; the grid follows from the hits' State) and the
+    clicks on a result or an example."""
+    fn = guard(retrieve, ERRORS, page.galleries)
+    ev = c.button.click(fn, page.inputs, c.outputs, api_name="retrieve", preprocess=False,
                         concurrency_id="query", concurrency_limit=2)
-    return ev, fn
+    wire_clicks(page.galleries, c, page.choices.query, page.choices.attribute, page.choices.examples,
+                page.choices.gallery)
+
+    def compute(choices, own):
+        found, table, status, hits = fn(*choices.values())
+        return found, table, status, hits, hits["html"]
+
+    return Wired(View([*c.outputs, c.grid], compute, lambda ch, own: [path_of(ch.query), ch.attribute,
+                                                                       list(ch.models or []), ch.gallery],
+                      c.stale, STALE, event=ev, shown=(c.hits, c.grid, lambda hits: (hits or {}).get("html", ""))))
 
 
 def wire_clicks(galleries, c: SimpleNamespace, query, attribute, examples, gallery) -> None:
@@ -222,3 +236,6 @@ def wire_clicks(galleries, c: SimpleNamespace, query, attribute, examples, galle
     pick_result_event.__name__, pick_example_event.__name__ = "pick_result", "pick_example"
     c.grid.click(pick_result_event, [gallery], [query, c.inspect], api_visibility="private")
     examples.click(pick_example_event, [gallery], [query, attribute], api_visibility="private")
+
+
+TAB = Tab("retrieve", "Retrieve", build, wire)

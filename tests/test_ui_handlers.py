@@ -63,6 +63,20 @@ def test_clicks_pick_a_result_an_example_or_a_point(catalog):
         tab_embeddings.clicked_item({})
 
 
+def test_values_of_the_wrong_type_are_one_sentence_of_the_library(catalog):
+    """An API caller's list where a name goes, a number where a list goes, an item that is no number (third hostile
+    probe): the library's own sentence, never Python's words echoing the value."""
+    n = catalog.num_items
+    for item in ("<img src=x>AAAA", [1], {"a": 1}, True, 1.5, "NaN", "٣", "1e3", None.__class__):
+        with pytest.raises(QueryError, match=rf"^the item is a gallery item id: a whole number from 0 to {n - 1}$"):
+            tab_embeddings.item_id(catalog, item)
+    assert [tab_embeddings.item_id(catalog, v) for v in (3, 3.0, " 3 ", "12")] == [3, 3, 3, 12]
+    for models in (5, True, "asen", {"asen": 1}, [["asen"]], [1]):
+        with pytest.raises(QueryError, match="^the models are given as a list of model names; loaded models: "):
+            catalog.asked(models)
+    assert catalog.asked(["asen", "", None, "triplet"]) == ["asen", "triplet"] and catalog.asked(None) == []
+
+
 def test_neighbours_handler_shows_k_per_chosen_model(catalog):
     html, md = tab_embeddings.neighbours(catalog, "asen", "triplet", "colour", 2)
     assert html.count('class="pf-item') == 2 * 5 and '<figure class="pf-query" data-item="2">' in html

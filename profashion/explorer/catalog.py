@@ -707,7 +707,7 @@ class Catalog:
         (the caller answers it itself); an unknown one, or one that could not be served, is refused."""
         if not self.models and not self.warming:
             raise QueryError(self.empty_message())
-        names = [n for n in (names or []) if n]
+        names = self.asked(names)
         if not names:
             raise QueryError("no model selected: tick at least one model")
         self._refuse_unserved(names)
@@ -718,6 +718,17 @@ class Catalog:
             raise QueryError(f"model {warming[0]!r} is still warming up ({self.warming_note()}); try again in a "
                              "moment")
         return names
+
+    def asked(self, names) -> list[str]:
+        """The model names a request asks for, blanks left out: a list (or tuple) of names; anything else (an API
+        caller's number, dict or nested list) is refused in one sentence."""
+        if names is None or names == "":
+            return []
+        if isinstance(names, str) or not isinstance(names, (list, tuple)) or \
+                not all(n is None or isinstance(n, str) for n in names):
+            raise QueryError("the models are given as a list of model names; loaded models: "
+                             + ", ".join(self.listed))
+        return [n for n in names if n]
 
     def _refuse_unserved(self, names: list[str]) -> None:
         unknown = [n for n in names if n not in self.models and n not in self.warming]
@@ -861,7 +872,7 @@ class Catalog:
     @on_gpu
     def search(self, path, attribute, names, k: int = 5) -> tuple[dict[str, SearchResult], int | None]:
         """Top-``k`` of each named model for the query file; the query's own gallery item is left out."""
-        asked = [n for n in (names or []) if n]
+        asked = self.asked(names)
         failed = {n: self.failure(n) for n in asked if n not in self.models and n not in self.warming
                   and self.failure(n)}  # failed while warming up (the page may still tick it): its own row
         names = self.check_models([n for n in asked if n not in failed] or asked, wait=RETRIEVE_WAIT, warming_ok=True)

@@ -156,6 +156,8 @@ class Galleries:
         """The gallery called ``name`` (None or "": the default); an unknown name is refused in one sentence."""
         if name is None or name == "":
             return self.default
+        if not isinstance(name, str):  # an API caller's list or dict (unhashable): the same kind of sentence
+            raise QueryError(f"the gallery is given by its name, one of: {', '.join(self.catalogs)}")
         if name not in self.catalogs:
             known = ", ".join(self.catalogs)
             missing = next((s for s in self.skipped if s.name == name), None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import threading
 from html import escape as html_escape
 
@@ -15,6 +16,8 @@ import gradio as gr
 import pandas as pd
 
 from profashion.retrieval.search import QueryError
+
+log = logging.getLogger(__name__)
 
 K = 5
 MAX_ERROR_CHARS = 400  # an error echoes at most this much (a 10 MB attribute name gives a short sentence)
@@ -222,11 +225,20 @@ def _failing_input(blocks, block_fn, inputs) -> str | None:
     return None
 
 
+FAILED = ("This request could not be answered: one of its values is not of the kind the page sends. Reload the "
+          "page and try again (an API caller: send the values listed in the app's API page).")
+
+
 def shield_inputs(blocks: gr.Blocks) -> gr.Blocks:
-    """Every event of ``blocks`` answers a value Gradio refuses before our handlers run (a choice not offered, a
-    file outside its upload folder, a non-number for a number, a wrong count of inputs) with one sentence of
-    ours (:func:`refused_input`), never Gradio's echo of the value or a bare "Error"."""
+    """Every event of ``blocks`` answers in one sentence of ours, never Gradio's echo of a value or a bare "Error":
+
+    - a value Gradio refuses before our handlers run (a choice not offered, a file outside its upload folder, a
+      non-number for a number, a wrong count of inputs): :func:`refused_input`, naming the input;
+    - a handler that fails on a value no check foresaw (a list where a name goes, on a private event as on a
+      public one): :data:`FAILED`, and the failure in the log. The handlers' own errors (``gr.Error``) pass as
+      they are."""
     original = blocks.preprocess_data
+    call = blocks.call_function
 
     async def preprocess_data(block_fn, inputs, state, explicit_call=False):
         try:
@@ -238,5 +250,19 @@ def shield_inputs(blocks: gr.Blocks) -> gr.Blocks:
                 label = None
             raise refused_input(label, _refusal_kind(exc)) from None
 
+    async def call_function(block_fn, *args, **kwargs):
+        try:
+            return await call(block_fn, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a value nobody foresaw makes a handler raise
+            if type(exc).__module__.split(".")[0] in ("gradio", "gradio_client"):
+                raise  # Gradio's own control flow (its errors, a cancelled generator)
+            name = getattr(block_fn, "name", None) or getattr(block_fn, "api_name", None)
+            log.warning("event %s failed on its inputs: %s: %s", name, type(exc).__name__, str(exc)[:300],
+                        exc_info=True)
+            raise gr.Error(FAILED, print_exception=False) from None
+
     blocks.preprocess_data = preprocess_data
+    blocks.call_function = call_function
     return blocks

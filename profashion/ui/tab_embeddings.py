@@ -64,7 +64,7 @@ NOTE = (
 METHOD_CHOICES = [("t-SNE", "tsne"), ("UMAP", "umap")]
 METHOD_LABELS = dict((v, k) for k, v in METHOD_CHOICES)
 ERRORS = (QueryError, GalleryIndexError, DatasetError)
-NEIGHBOUR_ERRORS = (QueryError, GalleryIndexError, DatasetError, ImageError, ValueError, TypeError)
+NEIGHBOUR_ERRORS = (QueryError, GalleryIndexError, DatasetError, ImageError)
 MARKS = {True: ("hit", "✓ same"), False: ("miss", "✗ other"), None: ("unknown", "? unknown")}
 # The progress bar of the request this thread serves (set by the button's event, see :func:`reporting`): the
 # handler keeps the plain signature the views and the gallery routing of ``common.guard`` call it with.
@@ -313,13 +313,25 @@ def neighbours_html(query: dict, rows: list[dict]) -> str:
     return "".join(out)
 
 
+def item_id(catalog: Catalog, item) -> int:
+    """A gallery item id as sent (a whole number, or its digits as text), or one sentence: never Python's own
+    message, which would echo the value."""
+    if isinstance(item, float) and item.is_integer():
+        item = int(item)
+    elif isinstance(item, str) and item.strip().isascii() and item.strip().isdigit() and len(item.strip()) <= 9:
+        item = int(item.strip())
+    if isinstance(item, bool) or not isinstance(item, int):
+        raise QueryError(f"the item is a gallery item id: a whole number from 0 to {catalog.num_items - 1}")
+    return item
+
+
 def neighbours(catalog: Catalog, model_a, model_b, attribute, item):
     """``/neighbours``: (the item and its ``K`` nearest neighbours in each chosen model as HTML, a markdown
     summary)."""
     chosen = catalog.check_models([m for m in (model_a, model_b) if m] or [None])
     if item is None or item == "":
         raise QueryError("no item id: click a point of a plot or type a gallery item id")
-    item = int(item)
+    item = item_id(catalog, item)
     a = catalog.attribute_index(attribute)
     qv = catalog.query_value(item, a) if 0 <= item < catalog.num_items else None
     rows, lines = [], []

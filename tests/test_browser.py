@@ -242,6 +242,21 @@ def test_explore(page):
     expect(page.get_by_text("peak on region").first).to_be_visible(timeout=T)
 
 
+def test_methods_teach_each_model_with_its_own_map_and_follow_the_query(page, app):
+    """The Methods tab, added as a tab is added (one module, one entry in demo.TABS): a card per ticked model
+    with its pipeline and its main map on the query, refreshed when the models change."""
+    expect = sync_api.expect
+    page.get_by_role("tab", name="Methods").click()
+    cards = page.locator("#methods-cards .pf-method")
+    expect(cards).to_have_count(len(MODELS), timeout=T)
+    for name in MODELS:
+        card = page.locator(f"#methods-cards .pf-method[data-model='{display_name(name)}']")
+        expect(card.locator("img")).to_have_attribute("src", re.compile("^data:image/"))
+        expect(card.locator("code")).to_contain_text("->")
+    page.locator("#models").get_by_label(display_name(MODELS[1]), exact=True).uncheck()
+    expect(cards).to_have_count(len(MODELS) - 1, timeout=T)
+
+
 def test_embeddings(page):
     expect = sync_api.expect
     page.get_by_role("tab", name="Embeddings").click()

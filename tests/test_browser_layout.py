@@ -12,6 +12,7 @@ from test_browser import T, page_opener
 sync_api = playwright_sync_api()  # without a browser: failed under CI, skipped elsewhere
 from profashion.explorer.galleries import Galleries, GalleryDef  # noqa: E402
 from profashion.ui import build_demo, launch_kwargs  # noqa: E402
+from profashion.ui.demo import TABS  # noqa: E402
 
 EIGHT = ["asen", "cca1", "cca2", "csn", "profashion", "tf-asen", "tf-csn", "triplet"]
 DESK, PHONE = (1400, 1000), (390, 844)
@@ -98,7 +99,7 @@ def test_a_phone_opening_a_link_sees_the_first_result_row_and_every_tab(open_pag
     rows = rows_ready(page, "#retrieve-grid .pf-row", 8)
     assert inside(rows[0], w, h), rows[0]
     tabs = boxes(page, "#pf-tabs [role=tab]")
-    assert len(tabs) == 5 and all(inside(b, w, h) for b in tabs), tabs  # each one tap away, no menu
+    assert len(tabs) == len(TABS) and all(inside(b, w, h) for b in tabs), tabs  # each one tap away, no menu
     assert page.evaluate("document.documentElement.scrollWidth") <= w  # nothing wider than the phone
 
 

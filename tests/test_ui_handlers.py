@@ -77,6 +77,19 @@ def test_values_of_the_wrong_type_are_one_sentence_of_the_library(catalog):
     assert catalog.asked(["asen", "", None, "triplet"]) == ["asen", "triplet"] and catalog.asked(None) == []
 
 
+def test_methods_cards_show_each_models_pipeline_and_main_map(catalog):
+    from profashion.ui import tab_methods
+
+    path = catalog.examples[0][1]
+    html = tab_methods.methods(catalog, {"path": path}, "colour", list(MODELS))
+    assert html.count('class="pf-method"') == len(MODELS) and html.count('src="data:image/png;base64,') == 2
+    for name in MODELS:
+        assert f'data-model="{catalog.models[name].label}"' in html
+    assert "backbone -&gt; GAP -&gt; FC -&gt; L2 norm" in html  # the triplet network's pipeline, escaped
+    with pytest.raises(QueryError, match="no model selected"):
+        tab_methods.methods(catalog, {"path": path}, "colour", [])
+
+
 def test_neighbours_handler_shows_k_per_chosen_model(catalog):
     html, md = tab_embeddings.neighbours(catalog, "asen", "triplet", "colour", 2)
     assert html.count('class="pf-item') == 2 * 5 and '<figure class="pf-query" data-item="2">' in html

@@ -32,7 +32,7 @@ MAX_EXPORTS = 64
 K = 5
 
 
-def _main_panel(panels):
+def main_panel(panels):
     """A model's main map: its first heatmap, else its first picture that is not the input or the region."""
     maps = [p for p in panels if p.kind in ("map", "maps")]
     rest = [p for p in panels if p.kind not in ("image", "mask")]
@@ -73,7 +73,7 @@ def case_record(catalog, path, attribute, models) -> tuple[dict, dict]:
         panel = None
         try:
             ex = catalog.explain(name, str(p), attribute, item, image=img)
-            panel = _main_panel(ex.panels)
+            panel = main_panel(ex.panels)
             if panel is not None:
                 model["main_map"] = {"title": map_title(panel.key), "key": panel.key, "kind": panel.kind,
                                      "in_region_percent": None if panel.localisation is None

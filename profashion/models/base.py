@@ -382,6 +382,14 @@ def method_about(name: str) -> str:
     return _REGISTRY[name][0].about if name in _REGISTRY else ""
 
 
+def method_pipeline(name: str) -> str:
+    """A registered method's pipeline as its class's docstring says it in its first line ("backbone -> GAP -> FC
+    -> L2 norm"; "" for an unknown name)."""
+    _ensure_registered()
+    doc = (_REGISTRY[name][0].__doc__ or "") if name in _REGISTRY else ""
+    return doc.strip().split("\n\n")[0].replace("\n", " ").strip()
+
+
 def _ensure_registered() -> None:
     # Importing the package registers every method.
     import profashion.models  # noqa: F401

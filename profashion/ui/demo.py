@@ -1,9 +1,9 @@
-"""The Gradio Blocks of ProFashion Explorer: Retrieve, Explore, Embeddings, Fine-tune and Results tabs.
+"""The Gradio Blocks of ProFashion Explorer: the shared choices beside the tabs of :data:`TABS`.
 
 This module assembles the page; each tab is a module (``tab_retrieve``, ``tab_explore``, ``tab_embeddings``,
-``tab_finetune``, ``tab_results``) of plain handler functions over the catalog (tested without Gradio) and a
-``build``/``wire`` pair that lays out its components and wires its events; ``views`` keeps the views following
-the query, ``common`` holds what the tabs share.
+``tab_finetune``, ``tab_results``, ``tab_methods``) of plain handler functions over the explorer's services
+(tested without Gradio) and one :class:`~profashion.ui.tabs.Tab` that lays out its components and wires its
+events; ``views`` keeps the views following the query, ``common`` holds what the tabs share.
 
 ``build_demo(catalog, jobs=None)`` lays out whatever models the catalog loaded (no model is named here), and wires
 every compute event to a named API endpoint (``/retrieve``, ``/explore``, ``/embeddings``,
@@ -13,8 +13,8 @@ request raises ``gr.Error`` with one sentence (a toast in the browser, ``AppErro
 and the app keeps serving.
 
 The page shows a Retrieve as one HTML grid (:func:`comparison_html`: the query pinned at the left, one row per
-model), its images served by Gradio's own file route from the gallery folder; ``/retrieve`` still returns a
-gallery, a table and a status for API clients. The views follow the query: a change of query, attribute or
+model), its images served by Gradio's own file route from the gallery folder; ``/retrieve`` also returns the
+hits as JSON, a table and a status for API clients. The views follow the query: a change of query, attribute or
 models recomputes the open tab's view and marks the others out of date until their tab is opened.
 """
 
@@ -39,7 +39,15 @@ from profashion.explorer.jobs import JobManager
 from profashion.explorer.public import PUBLIC, upload_folder
 from profashion.explorer.share import UploadStore, link_query, read_link
 from profashion.retrieval.search import QueryError
-from profashion.ui import tab_embeddings, tab_explore, tab_finetune, tab_results, tab_retrieve, views
+from profashion.ui import (
+    tab_embeddings,
+    tab_explore,
+    tab_finetune,
+    tab_methods,
+    tab_results,
+    tab_retrieve,
+    views,
+)
 from profashion.ui.common import ITEM_CLICK_JS, bounded, guard, model_choices, shield_inputs
 from profashion.ui.common import path_of as _path_of
 from profashion.ui.serving import DirectCallLimit, bound_gradio_cache, gradio_cache_bytes
@@ -48,7 +56,7 @@ from profashion.ui.tabs import Page, Wired
 
 # The page's tabs, in their order: each module declares its own (profashion.ui.tabs.Tab). A new tab is a module
 # and an entry here.
-TABS = [tab_retrieve.TAB, tab_explore.TAB, tab_embeddings.TAB, tab_finetune.TAB, tab_results.TAB]
+TABS = [tab_retrieve.TAB, tab_explore.TAB, tab_embeddings.TAB, tab_finetune.TAB, tab_results.TAB, tab_methods.TAB]
 TAB_IDS = tuple(t.id for t in TABS)
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from profashion.ui.explore_maps import (
     maps_html,
     model_view,
 )
-from profashion.ui.tabs import Page, Tab, View, Wired
+from profashion.ui.tabs import Page, Tab, View, Wired, query_keys
 
 NOTE = (
     "**How to read this.** One row per model, its name at the row's start and its *main map* first: where it looks "
@@ -168,7 +168,7 @@ def wire(page: Page, c: SimpleNamespace) -> Wired:
     gr.on([c.opacity.input, c.opacity.change], None, c.opacity, None, js=OPACITY_JS, api_visibility="private",
           queue=False)
     return Wired(View(c.outputs, lambda ch, own: fn(*ch.values()),
-                      lambda ch, own: [path_of(ch.query), ch.attribute, list(ch.models or []), ch.gallery],
+                      query_keys,
                       c.stale, STALE, event=ev))
 
 

@@ -18,7 +18,7 @@ from profashion.explorer.public import PUBLIC, escape_markdown
 from profashion.retrieval.index import GalleryIndexError
 from profashion.retrieval.search import QueryError
 from profashion.ui.common import ITEM_CLICK_JS, K, comparison_rows, df, event_data, file_url, guard, path_of
-from profashion.ui.tabs import Page, Tab, View, Wired
+from profashion.ui.tabs import Page, Tab, View, Wired, query_keys
 
 NOTE = (
     "**How to read this.** The query is at the rows' left; each row is one model's top-5 for it (the model's name and "
@@ -212,9 +212,7 @@ def wire(page: Page, c: SimpleNamespace) -> Wired:
         found, table, status, hits = fn(*choices.values())
         return found, table, status, hits, hits["html"]
 
-    return Wired(View([*c.outputs, c.grid], compute, lambda ch, own: [path_of(ch.query), ch.attribute,
-                                                                       list(ch.models or []), ch.gallery],
-                      c.stale, STALE, event=ev, shown=(c.hits, c.grid, lambda hits: (hits or {}).get("html", ""))))
+    return Wired(View([*c.outputs, c.grid], compute, query_keys, c.stale, STALE, event=ev, shown=(c.hits, c.grid, lambda hits: (hits or {}).get("html", ""))))
 
 
 def wire_clicks(galleries, c: SimpleNamespace, query, attribute, examples, gallery) -> None:

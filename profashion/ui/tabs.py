@@ -30,6 +30,13 @@ class Choices:
         return self.query, self.attribute, self.models, self.gallery
 
 
+def query_keys(choices: Choices, own: tuple = ()) -> list:
+    """What a view of the query depends on: the query image's path, the attribute, the models, the gallery."""
+    from profashion.ui.common import path_of
+
+    return [path_of(choices.query), choices.attribute, list(choices.models or []), choices.gallery]
+
+
 @dataclasses.dataclass
 class View:
     """A tab whose content follows the shared choices (:mod:`profashion.ui.views`).

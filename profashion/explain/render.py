@@ -130,11 +130,16 @@ def inner_boundaries(labels: np.ndarray, background: int = 0) -> np.ndarray:
 def segmentation_overlay(image, labels, selected: Sequence[int] | None = None,
                          colour=(255, 235, 0), dim: float = 0.3) -> np.ndarray:
     """Segment boundaries drawn on the image; with ``selected``, the other segments are darkened."""
-    rgb = as_rgb(image).copy()
+    rgb = as_rgb(image)
     lab = _labels_at(labels, rgb.shape[:2])
     if selected is not None:
-        keep = np.isin(lab, np.asarray(list(selected), dtype=np.int32))
-        rgb[~keep] = (rgb[~keep].astype(np.float32) * dim).astype(np.uint8)
+        chosen = np.asarray([int(v) for v in selected if 0 <= int(v) <= lab.max()], dtype=np.int64)
+        lut = np.zeros(int(max(lab.max(), 0)) + 1, dtype=bool)  # a look-up by label: np.isin sorts every pixel
+        lut[chosen] = True
+        keep = lut[np.clip(lab, 0, None)] & (lab >= 0)
+        rgb = np.where(keep[..., None], rgb, (rgb.astype(np.float32) * dim).astype(np.uint8))
+    else:
+        rgb = rgb.copy()
     rgb[inner_boundaries(lab)] = colour
     return rgb
 
@@ -257,7 +262,7 @@ def data_uri(image: np.ndarray, fmt: str = "png", quality: int = 88) -> str:
     if fmt == "jpeg":
         im.convert("RGB").save(buf, "JPEG", quality=quality)
     else:
-        im.save(buf, "PNG", optimize=False, compress_level=6)
+        im.save(buf, "PNG", optimize=False, compress_level=1)  # 2x faster than 6 for ~15% more bytes (Explore: 35 a query)
     return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -415,6 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="profashion", description="Attribute-specific fashion retrieval, made visible.")
     sub = p.add_subparsers(dest="command", required=True)
 
+    _add_data_parsers(sub)
+    _add_train_parser(sub)
+    _add_evaluation_parsers(sub)
+    _add_retrieval_parsers(sub)
+    _add_explorer_parsers(sub)
+    return p
+
+
+def _add_data_parsers(sub) -> None:
+    """``profashion generate`` and ``profashion import-csv``: datasets in the split format."""
     g = sub.add_parser("generate", help="generate a dataset")
     gsub = g.add_subparsers(dest="kind", required=True)
     s = gsub.add_parser("synth", help="synthetic garments with attribute masks (the embedded default)")
@@ -444,8 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_cmd_import_csv)
 
-    _add_train_parser(sub)
 
+def _add_evaluation_parsers(sub) -> None:
+    """``eval``, ``compare``, ``localise`` and ``faithfulness``: the numbers of a model."""
     e = sub.add_parser("eval", help="retrieval mAP with the ASEN protocol")
     e.add_argument("--dataset", required=True)
     e.add_argument("--image-root", default=None)
@@ -507,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("--quiet", action="store_true")
     fa.set_defaults(func=_cmd_faithfulness)
 
+
+def _add_retrieval_parsers(sub) -> None:
+    """``index``, ``search``, ``project`` and ``models``: galleries, queries, spaces."""
     ix = sub.add_parser("index", help="embed a gallery under every attribute and build its faiss indexes")
     ix.add_argument("--checkpoint", required=True)
     ix.add_argument("--dataset", required=True)
@@ -549,8 +563,6 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the models and their presets")
     m.set_defaults(func=_cmd_models)
 
-    _add_explorer_parsers(sub)
-    return p
 
 
 def _add_explorer_parsers(sub) -> None:

@@ -103,8 +103,6 @@ cost gives the uniform plan, images smaller than the superpixel window are one s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -119,8 +117,8 @@ from profashion.graph import SemanticAggregation
 from profashion.models.backbones import create_backbone, hub_offline
 from profashion.models.base import ModelConfig, ModelError, RetrievalModel, register
 from profashion.models.presets import DEMO_PROFASHION_SCHEDULE, DEMO_TRUNK, SCRATCH_SCHEDULE, preset
-from profashion.ot import sinkhorn, sinkhorn_unbalanced
-from profashion.superpixels import density_superpixels
+from profashion.models.profashion_ps import PatchToSuperpixel, grid_superpixels  # noqa: F401 (the PS module's)
+from profashion.models.profashion_rp import RegionToPatch
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -172,15 +170,6 @@ class ProFashionConfig(ModelConfig):
         return super().preprocess()
 
 
-def grid_superpixels(height: int, width: int, n_segments: int = 64) -> np.ndarray:
-    """A regular grid of about ``n_segments`` rectangular cells as an (H, W) int32 label map."""
-    g = max(1, int(round(np.sqrt(max(1, n_segments)))))
-    gy, gx = min(g, height), min(g, width)
-    rows = np.minimum(np.arange(height) * gy // max(1, height), gy - 1)
-    cols = np.minimum(np.arange(width) * gx // max(1, width), gx - 1)
-    return (rows[:, None] * gx + cols[None]).astype(np.int32)
-
-
 @register(
     "profashion",
     display='ProFashion',
@@ -202,7 +191,7 @@ def grid_superpixels(height: int, width: int, n_segments: int = 64) -> np.ndarra
                         "open_clip ViT-B/32 (RP) and ViT-B/16 (PS) at 224 px"),
     },
 )
-class ProFashion(RetrievalModel):
+class ProFashion(RegionToPatch, PatchToSuperpixel, RetrievalModel):
     """RP (correlation + OT + crop) -> PS (superpixels in the crop, weighted pooling) -> gated FC -> L2 norm."""
 
     config_class = ProFashionConfig
@@ -243,145 +232,6 @@ class ProFashion(RetrievalModel):
         self._sp_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
         self.find_unused_parameters = not (config.use_lp or config.use_ln)
-
-    # -- attribute side ---------------------------------------------------------------------------------
-    def attribute_vectors(self) -> torch.Tensor:
-        """(A, d) attribute embeddings f_a."""
-        if self.config.attribute_embedding == "clip":
-            return self.text_proj(self.text_embeddings)
-        return self.attribute_table.weight
-
-    # -- RP -----------------------------------------------------------------------------------------------
-    def correlation(self, fmap: torch.Tensor) -> torch.Tensor:
-        """(B, A, N) cosine correlation of every attribute with every patch."""
-        f_img = F.normalize(torch.nan_to_num(self.image_proj(fmap), 0.0, 0.0, 0.0).flatten(2), dim=1, eps=1e-8)
-        f_att = F.normalize(torch.nan_to_num(self.attribute_vectors(), 0.0, 0.0, 0.0), dim=-1, eps=1e-8)
-        return torch.einsum("ad,bdn->ban", f_att, f_img).clamp(-1, 1)
-
-    def transport(self, corr: torch.Tensor, hw: tuple[int, int],
-                  attrs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Patch weights (B, K, N), each row summing to 1, and the raw plan.
-
-        ``corr`` is (B, A, N); ``attrs`` (B, K) picks the attributes whose weights are returned (all when
-        None). For ``"ot"`` the plan is (B, A, N) (all attributes compete); for ``"ot_literal"`` it is
-        (B, K, h, w); attention has no plan.
-        """
-        b, n_attr, n = corr.shape
-        mode = self.config.transport
-        if not self.config.use_rp:
-            k = n_attr if attrs is None else attrs.shape[1]
-            return corr.new_full((b, k, n), 1.0 / n), None
-        if mode in ("ot", "ot_unbalanced"):
-            plan = self._sinkhorn(1.0 - corr, unbalanced=mode == "ot_unbalanced")  # (B, A, N), rows sum to 1/A
-            weights = plan * n_attr
-            if attrs is not None:
-                weights = torch.gather(weights, 1, attrs[..., None].expand(-1, -1, n))
-            return weights, plan
-        picked = corr if attrs is None else torch.gather(corr, 1, attrs[..., None].expand(-1, -1, n))
-        if mode == "attention":
-            return torch.softmax(picked / self.config.attention_temperature, dim=-1), None
-        k = picked.shape[1]
-        plan = self._sinkhorn((1.0 - picked).reshape(b * k, *hw)).view(b, k, *hw)
-        return plan.flatten(2), plan
-
-    def _sinkhorn(self, cost: torch.Tensor, unbalanced: bool = False) -> torch.Tensor:
-        eps, iters = float(self.config.ot_epsilon), int(self.config.ot_max_iter)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an unconverged plan is still a plan
-            if unbalanced:  # rows (attributes) exact, columns (patches) KL-relaxed
-                plan = sinkhorn_unbalanced(cost, epsilon=eps, reg_m=(float("inf"), float(self.config.ot_tau)),
-                                           max_iter=iters, tol=1e-4)
-            else:
-                plan = sinkhorn(cost, epsilon=eps, max_iter=iters, tol=1e-4)
-        return torch.nan_to_num(plan, 0.0, 0.0, 0.0)
-
-    @staticmethod
-    def crop_boxes(weights: torch.Tensor, hw: tuple[int, int], threshold: float) -> torch.Tensor:
-        """(B, K, N) weights -> (B, K, N) boolean crop: the bounding box of patches >= threshold * max."""
-        h, w = hw
-        keep = weights >= threshold * weights.amax(-1, keepdim=True)
-        keep = keep.view(*weights.shape[:2], h, w)
-        rows, cols = keep.any(-1), keep.any(-2)  # (B, K, h), (B, K, w)
-        ar_h = torch.arange(h, device=weights.device)
-        ar_w = torch.arange(w, device=weights.device)
-        big = max(h, w) + 1
-        y0 = torch.where(rows, ar_h, big).amin(-1)
-        y1 = torch.where(rows, ar_h, -1).amax(-1)
-        x0 = torch.where(cols, ar_w, big).amin(-1)
-        x1 = torch.where(cols, ar_w, -1).amax(-1)
-        in_y = (ar_h >= y0[..., None]) & (ar_h <= y1[..., None])
-        in_x = (ar_w >= x0[..., None]) & (ar_w <= x1[..., None])
-        return (in_y[..., :, None] & in_x[..., None, :]).flatten(2)
-
-    # -- PS -----------------------------------------------------------------------------------------------
-    def superpixel_labels(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) long superpixel labels of normalised images (cached by the image's bytes)."""
-        pre = self.preprocess
-        mean = torch.tensor(pre.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(pre.std, device=images.device).view(1, 3, 1, 1)
-        pix = torch.nan_to_num(images.detach() * std + mean, 0.0, 1.0, 0.0)
-        pix = (pix.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        out = []
-        for img in pix:
-            key = hashlib.blake2b(img.tobytes(), digest_size=16).digest() + bytes(str(img.shape), "ascii")
-            labels = self._sp_cache.get(key)
-            if labels is None:
-                labels = self._compute_superpixels(np.ascontiguousarray(img))
-                labels = labels.astype(np.uint8 if labels.max() < 256 else np.int32)
-                if self.config.superpixel_cache > 0:
-                    self._sp_cache[key] = labels
-                    while len(self._sp_cache) > self.config.superpixel_cache:
-                        self._sp_cache.popitem(last=False)
-            else:
-                self._sp_cache.move_to_end(key)
-            out.append(torch.from_numpy(labels.astype(np.int64)))
-        return torch.stack(out).to(images.device)
-
-    def _compute_superpixels(self, img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        if min(h, w) < self.config.superpixel_window:
-            return np.zeros((h, w), np.int32)  # smaller than the density window: one superpixel
-        if self.config.superpixels == "grid":
-            labels = grid_superpixels(h, w, self.config.n_segments)
-        else:
-            labels = np.asarray(density_superpixels(img, n_segments=self.config.n_segments))
-        # relabel to 0..K-1 (a label map with gaps would waste rows)
-        _, labels = np.unique(labels, return_inverse=True)
-        return labels.reshape(h, w).astype(np.int32)
-
-    @staticmethod
-    def superpixel_overlap(labels: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """(B, S, N) number of pixels of superpixel s that fall in patch cell p (nearest cell)."""
-        b, big_h, big_w = labels.shape
-        h, w = hw
-        rows = torch.arange(big_h, device=labels.device) * h // big_h
-        cols = torch.arange(big_w, device=labels.device) * w // big_w
-        cell = (rows[:, None] * w + cols[None]).flatten()  # (H*W,)
-        s = int(labels.max()) + 1
-        n = h * w
-        idx = labels.flatten(1) * n + cell[None]
-        counts = torch.zeros(b, s * n, device=labels.device)
-        counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=counts.dtype))
-        return counts.view(b, s, n)
-
-    def select_superpixels(self, overlap: torch.Tensor, weights: torch.Tensor,
-                           crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean weight (B, K, S) of each superpixel and the selection mask (B, K, S)."""
-        size = overlap.sum(-1)  # (B, S) pixels per superpixel
-        exists = size > 0
-        denom = size.clamp_min(1)[:, None]
-        mean_w = torch.einsum("bsn,bkn->bks", overlap, weights) / denom
-        inside = torch.einsum("bsn,bkn->bks", overlap, crop.to(overlap.dtype)) / denom >= 0.5
-        inside = inside & exists[:, None]
-        w_in = mean_w.detach().masked_fill(~inside, 0)
-        count = inside.sum(-1, keepdim=True).clamp_min(1)
-        avg = w_in.sum(-1, keepdim=True) / count
-        selected = inside & (mean_w.detach() >= avg - 1e-12)
-        none = ~selected.any(-1, keepdim=True)  # a crop with no superpixel in it
-        best = mean_w.detach().masked_fill(~exists[:, None], -1.0).argmax(-1, keepdim=True)
-        fallback = torch.zeros_like(selected).scatter_(-1, best, True)
-        selected = torch.where(none, fallback, selected)
-        return mean_w, selected
 
     # -- the whole model ------------------------------------------------------------------------------
     def _features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

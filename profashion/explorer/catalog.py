@@ -261,101 +261,10 @@ class Explained:
     note: str = ""
 
 
-class Catalog:
-    """The embedded gallery, the discovered models and everything the app asks of them."""
-
-    def __init__(self, checkpoints_root: str | os.PathLike | None = None, cache_root: str | os.PathLike | None = None,
-                 gallery: GallerySpec | str | os.PathLike = GallerySpec(), backend: str = "fp32",
-                 max_points: int = 5000, device: str = "cpu", name: str = "synthetic", title: str | None = None,
-                 description: str = "", use_shipped: bool = True):
-        self.checkpoints_root = Path(checkpoints_root) if checkpoints_root is not None else paths.checkpoints_root()
-        self.cache_root = Path(cache_root) if cache_root is not None else paths.cache_root()
-        # a GallerySpec is generated into the cache; a folder is a dataset shipped as it is (its test split)
-        self.spec = gallery if isinstance(gallery, GallerySpec) else None
-        self.folder = None if isinstance(gallery, GallerySpec) else Path(gallery)
-        self.name = name
-        self.title = title or name
-        self.description = description
-        self.backend = backend
-        self.use_shipped = use_shipped  # start from the indexes shipped beside the checkpoints (retrieval.shipped)
-        self.max_points = max_points
-        self.engine = RetrievalEngine(device)
-        self.models: dict[str, ModelEntry] = {}
-        self.skipped: list[ModelEntry] = []
-        self.dataset: SplitDataset | None = None
-        self.examples: list[Example] = []
-        self._by_hash: dict[str, int] | None = None
-        self._lock = threading.Lock()
-        self._add_lock = threading.Lock()
-        self._ready = threading.Condition()  # served or failed: the waiters of wait_ready look again
-        self._order: list[str] = []  # the models' discovery order
-        self.warming: dict[str, ModelEntry] = {}  # discovered, not yet served (load_models serves them)
-        self.warming_note_text = ""
-        self._results: dict[str, dict] = {}
-        self.familiarity: FamiliarityCheck | None = None  # the gallery's check, once made (ensure_familiarity)
-        # the folders a query file may be read from (None: any, the library's use); the app sets them to what it
-        # serves (confine_queries): a query is a JSON path the caller chose, and /etc/passwd is a path too
-        self.query_roots: tuple[Path, ...] | None = None
-        self.siblings: list[Catalog] = []  # the app's other galleries (Galleries sets them)
-        self._work_root: Path | None = None
-        self._images_digest: str | None = None  # the gallery's image files' digest (retrieval.shipped)
-
-    # -- loading ---------------------------------------------------------------------------------------
-    @property
-    def gallery_root(self) -> Path:
-        """The gallery's dataset folder: the shipped folder, or the generated one in the cache."""
-        return self.folder if self.folder is not None else self.cache_root / self.spec.folder_name()
-
-    @property
-    def work_root(self) -> Path:
-        """Where files drawn from the gallery (framed thumbnails) are kept: the generated gallery's own folder in
-        the cache, a cache folder per shipped gallery (its content's fingerprint in the name), never the shipped
-        folder itself."""
-        if self.folder is None:
-            return self.gallery_root
-        if self.dataset is None:
-            return self.cache_root / f"gallery-{self.name}-unloaded"
-        if self._work_root is None:  # the fingerprint reads the split's files: once
-            fp = dataset_fingerprint(self.dataset, [GALLERY_SPLIT])
-            self._work_root = self.cache_root / f"gallery-{self.name}-{fp[:12]}"
-        return self._work_root
-
-    @property
-    def has_regions(self) -> bool:
-        """Whether the gallery has ground-truth regions (masks) of its attributes."""
-        return self.dataset is not None and self.dataset.mask_root is not None
-
-    @property
-    def served_paths(self) -> list[str]:
-        """The folders the app may serve files from for this gallery (its images, its thumbnails)."""
-        return list(dict.fromkeys([str(self.gallery_root), str(self.work_root)]))
-
-    def public(self, text: str) -> str:
-        """``text`` with no server folder: the checkpoints folder as ``<checkpoints>``, the gallery as its name,
-        the cache as ``<cache>``, any other absolute path by its last part (:func:`public.public_text`)."""
-        from profashion.explorer.public import public_text
-
-        names = [(self.checkpoints_root, "<checkpoints>"), (self.cache_root, "<cache>")]
-        if self.folder is not None:
-            names.append((self.folder, f"<{self.name} gallery>"))
-        return public_text(text, names)
-
-    def load(self, log=None, models: bool = True) -> Catalog:
-        """Generate (or reuse) the gallery and discover its checkpoints; with ``models``, serve them now
-        (:meth:`load_models`). Without, they are listed as warming up until :meth:`load_models` serves them (the
-        app runs it in the background, so that its port answers at once)."""
-        log = log or (lambda msg: None)
-        self.dataset = self._ensure_gallery(log)
-        self._spread = self._shipped_spread()
-        self.examples = self._pick_examples()
-        found = self.discover()
-        self.skipped = [*self.skipped, *(e for e in found if e.error)]
-        with self._ready:
-            self._order = [e.name for e in found if not e.error]
-            self.warming = {e.name: e for e in found if not e.error}
-        if models:
-            self.load_models(log)
-        return self
+class CatalogModels:
+    """A catalog's models: found in its checkpoints folder, served once their gallery index is ready (built in one
+    pass of the shared frozen trunk, or shipped), listed as warming up meanwhile, refused in one sentence when
+    unknown or failed: a part of :class:`Catalog`, which holds the state."""
 
     def load_models(self, log=None) -> None:
         """Serve every model still warming up, each as soon as it is ready (readers see the models one by one):
@@ -463,7 +372,6 @@ class Catalog:
             self.warming = {n: e for n, e in self.warming.items() if n != entry.name}
             self._ready.notify_all()
 
-    # -- warming up --------------------------------------------------------------------------------------
     @property
     def listed(self) -> list[str]:
         """The models a visitor can choose: the served ones and the ones still warming up, in discovery order."""
@@ -497,32 +405,6 @@ class Catalog:
                 if left <= 0:
                     return
                 self._ready.wait(left)
-
-    def _ensure_gallery(self, log) -> SplitDataset:
-        from profashion.data.synth import generate_synth
-
-        root = self.gallery_root
-        if self.folder is not None:  # shipped: loaded as it is, and its images must be there
-            ds = load_dataset(root)
-            split = ds.split(GALLERY_SPLIT) if GALLERY_SPLIT in ds.splits else None
-            if split is None or split.filenames is None or not split.num_images:
-                raise DatasetError(f"the gallery folder {root.name} has no {GALLERY_SPLIT} images "
-                                   f"(filenames_{GALLERY_SPLIT}.txt)")
-            missing = ds.missing_images(GALLERY_SPLIT)
-            if missing:
-                raise DatasetError(f"the gallery folder {root.name} lacks its images (e.g. {missing[0].name})")
-            return ds
-        if not (root / "meta.json").is_file():
-            t0 = time.perf_counter()
-            s = self.spec
-            log(f"generating the embedded gallery ({s.n_train + s.n_valid + s.n_test} synthetic images) in {root}")
-            try:
-                generate_synth(root, s.n_train, s.n_valid, s.n_test, size=s.size, seed=s.seed)
-            except (DatasetError, OSError):
-                if not (root / "meta.json").is_file():  # not another process that finished first
-                    raise
-            log(f"gallery ready in {time.perf_counter() - t0:.1f} s")
-        return load_dataset(root)
 
     def discover(self) -> list[ModelEntry]:
         """Every sub-folder of the checkpoints root with config.json + model.safetensors, by name."""
@@ -608,84 +490,6 @@ class Catalog:
             self._add(entry, log or (lambda msg: None))
             return entry
 
-    def _pick_examples(self, n: int = 8) -> list[Example]:
-        """One gallery image per attribute of EXAMPLE_ATTRIBUTES (in that order, then the schema's others), each
-        showing that attribute clearly: a visible value (index > 0 for the local attributes, whose value 0 is
-        'Invisible') and, where masks exist, the item whose ground-truth region of it is the largest."""
-        from profashion.data.masks import load_attribute_masks
-
-        ds = self.dataset
-        schema = ds.schema
-        values = ds.split(GALLERY_SPLIT).known_values(schema.num_attributes)
-        names = [a for a in EXAMPLE_ATTRIBUTES if a in schema.names]
-        # then the others, where the shipped models differ most first (a trivial attribute, e.g. masterCategory,
-        # that every model gets right teaches nothing as the page's first example)
-        spread = getattr(self, "_spread", None) or {}
-        names += sorted((a for a in schema.names if a not in names), key=lambda a: -spread.get(a, (0.0,))[0])
-        shares = np.zeros(values.shape, np.float64)  # share of each item's image inside each attribute's region
-        has_masks = False
-        for item in range(len(values)):
-            mp = ds.mask_path(GALLERY_SPLIT, item)
-            if mp is None:
-                continue
-            try:
-                masks = load_attribute_masks(mp, schema.num_attributes)
-            except (OSError, ValueError, DatasetError):
-                continue
-            has_masks = True
-            shares[item] = masks.reshape(len(masks), -1).mean(axis=1)
-        chosen: list[Example] = []
-        for name in names:
-            if len(chosen) >= n:
-                break
-            a = schema.attribute_index(name)
-            local = schema.values[a][0].lower() == "invisible"
-            taken = {c.item for c in chosen}
-            ok = [i for i in range(len(values)) if i not in taken and int(values[i, a]) >= (1 if local else 0)
-                  and (not has_masks or shares[i, a] > 0)]
-            if not ok:
-                continue
-            if has_masks:
-                item = max(ok, key=lambda i: (shares[i, a], -i))
-            else:  # no regions (real photos): a common value, alternating the most and the second most common
-                count = collections.Counter(int(values[i, a]) for i in ok)
-                ranked = [v for v, c in count.most_common() if c >= 10] or [count.most_common(1)[0][0]]
-                v = ranked[len(chosen) % 2 if len(ranked) > 1 else 0]
-                item = min(i for i in ok if int(values[i, a]) == v)
-            value = schema.values[a][int(values[item, a])]
-            chosen.append(Example(item, str(ds.image_path(GALLERY_SPLIT, item)),
-                                  f"{name.replace('_', ' ')}: {value}", name))
-        return chosen
-
-    def _shipped_spread(self) -> dict[str, tuple[float, str, str]]:
-        """Per attribute, from the shipped numbers (results.json, checked as the Results tab checks it): (the
-        spread of the models' mAPs, the best model, the worst); empty when nothing is shipped."""
-        from profashion.explorer.results import read_shipped
-
-        rows = (read_shipped(self).data or {}).get("models") or {}
-        spread = {}
-        for a in self.attributes:
-            maps = {n: r["per_attribute"][a] for n, r in rows.items() if a in r.get("per_attribute", {})}
-            if len(maps) > 1:
-                best, worst = max(maps, key=maps.get), min(maps, key=maps.get)
-                spread[a] = (maps[best] - maps[worst], best, worst)
-        return spread
-
-    def default_pair(self) -> tuple[str | None, str | None]:
-        """Embeddings' first pair: on the first example's attribute, the shipped models that differ most (the best
-        and the worst) when both are listed, else the first and the last model listed."""
-        names = self.listed
-        attr = self.examples[0].attribute if self.examples else None
-        _, best, worst = (getattr(self, "_spread", None) or {}).get(attr, (0.0, None, None))
-        if best in names and worst in names and best != worst:
-            return best, worst
-        return (names[0], names[-1]) if names else (None, None)
-
-    # -- what the UI lists -------------------------------------------------------------------------------
-    @property
-    def attributes(self) -> list[str]:
-        return list(self.dataset.schema.names) if self.dataset is not None else []
-
     @property
     def names(self) -> list[str]:
         return list(self.models)
@@ -739,66 +543,12 @@ class Catalog:
             raise QueryError(failed.error or f"model {failed.name!r} cannot serve the gallery")
         raise QueryError(f"unknown model {unknown[0]!r}; loaded models: {', '.join(self.listed)}")
 
-    def attribute_index(self, attribute) -> int:
-        if attribute is None or attribute == "":
-            raise QueryError("no attribute chosen: pick one from the list")
-        return attribute_id(self.dataset.schema, attribute)
 
-    def item_path(self, item: int) -> str:
-        return str(self.dataset.image_path(GALLERY_SPLIT, int(item)))
+class CatalogQueries:
+    """What a catalog answers about a query: the image read only from the served roots, recognised as a gallery
+    item, searched by the chosen models, explained, projected, its neighbours; and the models' numbers measured
+    on the gallery: a part of :class:`Catalog`."""
 
-    def thumbnail(self, item: int, match: bool | None) -> str:
-        """A gallery item's framed thumbnail (green hit, red miss, grey unknown) as a file in the gallery's work
-        folder, drawn once and then served as it is: a Retrieve of eight models sends 40 paths, not 40 images
-        to encode. Its name holds the sha256 of the item's image file (:meth:`_image_key`), so an image changed
-        in place gets a new thumbnail, never the old picture; the one it replaces is removed."""
-        from PIL import Image
-
-        from profashion.explain.render import hit_thumbnail
-
-        item = int(item)
-        kind = {True: "hit", False: "miss", None: "unknown"}[match]
-        source = self.item_path(item)
-        key = self._image_key(item, source)
-        path = self.work_root / "thumbs" / f"{item}-{kind}-{key}.png"
-        if not path.is_file():
-            try:
-                framed = hit_thumbnail(load_image(source), match)
-            except ImageError:
-                framed = np.zeros((64, 64, 3), np.uint8)
-            with atomic_path(path) as tmp:
-                Image.fromarray(framed).save(tmp, format="PNG")
-            for old in path.parent.glob(f"{item}-*.png"):  # every frame of the image's former content (and of
-                if not old.name.endswith(f"-{key}.png"):  # the old id-only names): never served again
-                    old.unlink(missing_ok=True)
-        return str(path)
-
-    @staticmethod
-    def _image_key(item: int, source: str) -> str:
-        """The first 16 hex digits of the sha256 of ``item``'s image file (``"unreadable"`` when it cannot be read).
-
-        Content, not (size, mtime): a rewrite of the same size keeps its mtime when it is copied with its times
-        (``cp -p``, ``rsync -t``, an archive) or lands within the clock's tick. The digest is the app's shared one
-        (:func:`profashion.explorer.public.content_digest`), remembered beside the file's (inode, size, mtime, ctime), so
-        a Retrieve stats its 40 images and hashes none of them again until a file changes (a write always moves
-        ctime, which nothing can set back)."""
-        from profashion.explorer.public import content_digest
-
-        try:
-            return content_digest(source)[:16]
-        except OSError:
-            return "unreadable"
-
-    def item_values(self, item: int) -> dict[str, str]:
-        schema = self.dataset.schema
-        vals = self.dataset.split(GALLERY_SPLIT).known_values(schema.num_attributes)[int(item)]
-        return {schema.names[a]: schema.values[a][int(v)] for a, v in enumerate(vals) if v >= 0}
-
-    @property
-    def num_items(self) -> int:
-        return self.dataset.split(GALLERY_SPLIT).num_images if self.dataset is not None else 0
-
-    # -- queries -----------------------------------------------------------------------------------------
     def check_query(self, path) -> Path:
         """The query file, refused with one clear sentence when missing, too big or not an image."""
         return self.decode_query(path)[0]
@@ -987,7 +737,6 @@ class Catalog:
         scores, ids = index.search_vectors(vec[None], a, k, exclude=[int(item)])
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
 
-    # -- results -----------------------------------------------------------------------------------------
     @on_gpu(duration=120)
     def measured(self, name: str, compute: bool = True) -> dict | None:
         """mAP (percent) per attribute and overall of ``name`` on the gallery dataset's test split
@@ -1021,3 +770,261 @@ class Catalog:
         atomic_write_text(path, json.dumps(res, indent=2) + "\n")
         self._results[key] = res
         return res
+
+
+class Catalog(CatalogModels, CatalogQueries):
+    """The embedded gallery, the discovered models and everything the app asks of them."""
+
+    def __init__(self, checkpoints_root: str | os.PathLike | None = None, cache_root: str | os.PathLike | None = None,
+                 gallery: GallerySpec | str | os.PathLike = GallerySpec(), backend: str = "fp32",
+                 max_points: int = 5000, device: str = "cpu", name: str = "synthetic", title: str | None = None,
+                 description: str = "", use_shipped: bool = True):
+        self.checkpoints_root = Path(checkpoints_root) if checkpoints_root is not None else paths.checkpoints_root()
+        self.cache_root = Path(cache_root) if cache_root is not None else paths.cache_root()
+        # a GallerySpec is generated into the cache; a folder is a dataset shipped as it is (its test split)
+        self.spec = gallery if isinstance(gallery, GallerySpec) else None
+        self.folder = None if isinstance(gallery, GallerySpec) else Path(gallery)
+        self.name = name
+        self.title = title or name
+        self.description = description
+        self.backend = backend
+        self.use_shipped = use_shipped  # start from the indexes shipped beside the checkpoints (retrieval.shipped)
+        self.max_points = max_points
+        self.engine = RetrievalEngine(device)
+        self.models: dict[str, ModelEntry] = {}
+        self.skipped: list[ModelEntry] = []
+        self.dataset: SplitDataset | None = None
+        self.examples: list[Example] = []
+        self._by_hash: dict[str, int] | None = None
+        self._lock = threading.Lock()
+        self._add_lock = threading.Lock()
+        self._ready = threading.Condition()  # served or failed: the waiters of wait_ready look again
+        self._order: list[str] = []  # the models' discovery order
+        self.warming: dict[str, ModelEntry] = {}  # discovered, not yet served (load_models serves them)
+        self.warming_note_text = ""
+        self._results: dict[str, dict] = {}
+        self.familiarity: FamiliarityCheck | None = None  # the gallery's check, once made (ensure_familiarity)
+        # the folders a query file may be read from (None: any, the library's use); the app sets them to what it
+        # serves (confine_queries): a query is a JSON path the caller chose, and /etc/passwd is a path too
+        self.query_roots: tuple[Path, ...] | None = None
+        self.siblings: list[Catalog] = []  # the app's other galleries (Galleries sets them)
+        self._work_root: Path | None = None
+        self._images_digest: str | None = None  # the gallery's image files' digest (retrieval.shipped)
+
+    @property
+    def gallery_root(self) -> Path:
+        """The gallery's dataset folder: the shipped folder, or the generated one in the cache."""
+        return self.folder if self.folder is not None else self.cache_root / self.spec.folder_name()
+
+    @property
+    def work_root(self) -> Path:
+        """Where files drawn from the gallery (framed thumbnails) are kept: the generated gallery's own folder in
+        the cache, a cache folder per shipped gallery (its content's fingerprint in the name), never the shipped
+        folder itself."""
+        if self.folder is None:
+            return self.gallery_root
+        if self.dataset is None:
+            return self.cache_root / f"gallery-{self.name}-unloaded"
+        if self._work_root is None:  # the fingerprint reads the split's files: once
+            fp = dataset_fingerprint(self.dataset, [GALLERY_SPLIT])
+            self._work_root = self.cache_root / f"gallery-{self.name}-{fp[:12]}"
+        return self._work_root
+
+    @property
+    def has_regions(self) -> bool:
+        """Whether the gallery has ground-truth regions (masks) of its attributes."""
+        return self.dataset is not None and self.dataset.mask_root is not None
+
+    @property
+    def served_paths(self) -> list[str]:
+        """The folders the app may serve files from for this gallery (its images, its thumbnails)."""
+        return list(dict.fromkeys([str(self.gallery_root), str(self.work_root)]))
+
+    def public(self, text: str) -> str:
+        """``text`` with no server folder: the checkpoints folder as ``<checkpoints>``, the gallery as its name,
+        the cache as ``<cache>``, any other absolute path by its last part (:func:`public.public_text`)."""
+        from profashion.explorer.public import public_text
+
+        names = [(self.checkpoints_root, "<checkpoints>"), (self.cache_root, "<cache>")]
+        if self.folder is not None:
+            names.append((self.folder, f"<{self.name} gallery>"))
+        return public_text(text, names)
+
+    def load(self, log=None, models: bool = True) -> Catalog:
+        """Generate (or reuse) the gallery and discover its checkpoints; with ``models``, serve them now
+        (:meth:`load_models`). Without, they are listed as warming up until :meth:`load_models` serves them (the
+        app runs it in the background, so that its port answers at once)."""
+        log = log or (lambda msg: None)
+        self.dataset = self._ensure_gallery(log)
+        self._spread = self._shipped_spread()
+        self.examples = self._pick_examples()
+        found = self.discover()
+        self.skipped = [*self.skipped, *(e for e in found if e.error)]
+        with self._ready:
+            self._order = [e.name for e in found if not e.error]
+            self.warming = {e.name: e for e in found if not e.error}
+        if models:
+            self.load_models(log)
+        return self
+
+    def _ensure_gallery(self, log) -> SplitDataset:
+        from profashion.data.synth import generate_synth
+
+        root = self.gallery_root
+        if self.folder is not None:  # shipped: loaded as it is, and its images must be there
+            ds = load_dataset(root)
+            split = ds.split(GALLERY_SPLIT) if GALLERY_SPLIT in ds.splits else None
+            if split is None or split.filenames is None or not split.num_images:
+                raise DatasetError(f"the gallery folder {root.name} has no {GALLERY_SPLIT} images "
+                                   f"(filenames_{GALLERY_SPLIT}.txt)")
+            missing = ds.missing_images(GALLERY_SPLIT)
+            if missing:
+                raise DatasetError(f"the gallery folder {root.name} lacks its images (e.g. {missing[0].name})")
+            return ds
+        if not (root / "meta.json").is_file():
+            t0 = time.perf_counter()
+            s = self.spec
+            log(f"generating the embedded gallery ({s.n_train + s.n_valid + s.n_test} synthetic images) in {root}")
+            try:
+                generate_synth(root, s.n_train, s.n_valid, s.n_test, size=s.size, seed=s.seed)
+            except (DatasetError, OSError):
+                if not (root / "meta.json").is_file():  # not another process that finished first
+                    raise
+            log(f"gallery ready in {time.perf_counter() - t0:.1f} s")
+        return load_dataset(root)
+
+    def _pick_examples(self, n: int = 8) -> list[Example]:
+        """One gallery image per attribute of EXAMPLE_ATTRIBUTES (in that order, then the schema's others), each
+        showing that attribute clearly: a visible value (index > 0 for the local attributes, whose value 0 is
+        'Invisible') and, where masks exist, the item whose ground-truth region of it is the largest."""
+        from profashion.data.masks import load_attribute_masks
+
+        ds = self.dataset
+        schema = ds.schema
+        values = ds.split(GALLERY_SPLIT).known_values(schema.num_attributes)
+        names = [a for a in EXAMPLE_ATTRIBUTES if a in schema.names]
+        # then the others, where the shipped models differ most first (a trivial attribute, e.g. masterCategory,
+        # that every model gets right teaches nothing as the page's first example)
+        spread = getattr(self, "_spread", None) or {}
+        names += sorted((a for a in schema.names if a not in names), key=lambda a: -spread.get(a, (0.0,))[0])
+        shares = np.zeros(values.shape, np.float64)  # share of each item's image inside each attribute's region
+        has_masks = False
+        for item in range(len(values)):
+            mp = ds.mask_path(GALLERY_SPLIT, item)
+            if mp is None:
+                continue
+            try:
+                masks = load_attribute_masks(mp, schema.num_attributes)
+            except (OSError, ValueError, DatasetError):
+                continue
+            has_masks = True
+            shares[item] = masks.reshape(len(masks), -1).mean(axis=1)
+        chosen: list[Example] = []
+        for name in names:
+            if len(chosen) >= n:
+                break
+            a = schema.attribute_index(name)
+            local = schema.values[a][0].lower() == "invisible"
+            taken = {c.item for c in chosen}
+            ok = [i for i in range(len(values)) if i not in taken and int(values[i, a]) >= (1 if local else 0)
+                  and (not has_masks or shares[i, a] > 0)]
+            if not ok:
+                continue
+            if has_masks:
+                item = max(ok, key=lambda i: (shares[i, a], -i))
+            else:  # no regions (real photos): a common value, alternating the most and the second most common
+                count = collections.Counter(int(values[i, a]) for i in ok)
+                ranked = [v for v, c in count.most_common() if c >= 10] or [count.most_common(1)[0][0]]
+                v = ranked[len(chosen) % 2 if len(ranked) > 1 else 0]
+                item = min(i for i in ok if int(values[i, a]) == v)
+            value = schema.values[a][int(values[item, a])]
+            chosen.append(Example(item, str(ds.image_path(GALLERY_SPLIT, item)),
+                                  f"{name.replace('_', ' ')}: {value}", name))
+        return chosen
+
+    def _shipped_spread(self) -> dict[str, tuple[float, str, str]]:
+        """Per attribute, from the shipped numbers (results.json, checked as the Results tab checks it): (the
+        spread of the models' mAPs, the best model, the worst); empty when nothing is shipped."""
+        from profashion.explorer.results import read_shipped
+
+        rows = (read_shipped(self).data or {}).get("models") or {}
+        spread = {}
+        for a in self.attributes:
+            maps = {n: r["per_attribute"][a] for n, r in rows.items() if a in r.get("per_attribute", {})}
+            if len(maps) > 1:
+                best, worst = max(maps, key=maps.get), min(maps, key=maps.get)
+                spread[a] = (maps[best] - maps[worst], best, worst)
+        return spread
+
+    def default_pair(self) -> tuple[str | None, str | None]:
+        """Embeddings' first pair: on the first example's attribute, the shipped models that differ most (the best
+        and the worst) when both are listed, else the first and the last model listed."""
+        names = self.listed
+        attr = self.examples[0].attribute if self.examples else None
+        _, best, worst = (getattr(self, "_spread", None) or {}).get(attr, (0.0, None, None))
+        if best in names and worst in names and best != worst:
+            return best, worst
+        return (names[0], names[-1]) if names else (None, None)
+
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.dataset.schema.names) if self.dataset is not None else []
+
+    def attribute_index(self, attribute) -> int:
+        if attribute is None or attribute == "":
+            raise QueryError("no attribute chosen: pick one from the list")
+        return attribute_id(self.dataset.schema, attribute)
+
+    def item_path(self, item: int) -> str:
+        return str(self.dataset.image_path(GALLERY_SPLIT, int(item)))
+
+    def thumbnail(self, item: int, match: bool | None) -> str:
+        """A gallery item's framed thumbnail (green hit, red miss, grey unknown) as a file in the gallery's work
+        folder, drawn once and then served as it is: a Retrieve of eight models sends 40 paths, not 40 images
+        to encode. Its name holds the sha256 of the item's image file (:meth:`_image_key`), so an image changed
+        in place gets a new thumbnail, never the old picture; the one it replaces is removed."""
+        from PIL import Image
+
+        from profashion.explain.render import hit_thumbnail
+
+        item = int(item)
+        kind = {True: "hit", False: "miss", None: "unknown"}[match]
+        source = self.item_path(item)
+        key = self._image_key(item, source)
+        path = self.work_root / "thumbs" / f"{item}-{kind}-{key}.png"
+        if not path.is_file():
+            try:
+                framed = hit_thumbnail(load_image(source), match)
+            except ImageError:
+                framed = np.zeros((64, 64, 3), np.uint8)
+            with atomic_path(path) as tmp:
+                Image.fromarray(framed).save(tmp, format="PNG")
+            for old in path.parent.glob(f"{item}-*.png"):  # every frame of the image's former content (and of
+                if not old.name.endswith(f"-{key}.png"):  # the old id-only names): never served again
+                    old.unlink(missing_ok=True)
+        return str(path)
+
+    @staticmethod
+    def _image_key(item: int, source: str) -> str:
+        """The first 16 hex digits of the sha256 of ``item``'s image file (``"unreadable"`` when it cannot be read).
+
+        Content, not (size, mtime): a rewrite of the same size keeps its mtime when it is copied with its times
+        (``cp -p``, ``rsync -t``, an archive) or lands within the clock's tick. The digest is the app's shared one
+        (:func:`profashion.explorer.public.content_digest`), remembered beside the file's (inode, size, mtime, ctime), so
+        a Retrieve stats its 40 images and hashes none of them again until a file changes (a write always moves
+        ctime, which nothing can set back)."""
+        from profashion.explorer.public import content_digest
+
+        try:
+            return content_digest(source)[:16]
+        except OSError:
+            return "unreadable"
+
+    def item_values(self, item: int) -> dict[str, str]:
+        schema = self.dataset.schema
+        vals = self.dataset.split(GALLERY_SPLIT).known_values(schema.num_attributes)[int(item)]
+        return {schema.names[a]: schema.values[a][int(v)] for a, v in enumerate(vals) if v >= 0}
+
+    @property
+    def num_items(self) -> int:
+        return self.dataset.split(GALLERY_SPLIT).num_images if self.dataset is not None else 0

@@ -251,27 +251,9 @@ def job_record_problem(job, name: str) -> str | None:
     return None
 
 
-class JobManager:
-    """Launch, watch, stop and resume training jobs under ``jobs_root``; datasets within ``data_roots``.
-
-    ``home`` (the app passes its repository; default: the working folder) is where relative dataset paths
-    start and the trainer runs, and what public names are relative to (``data/...``, ``../shared/data/...``).
-    """
-
-    def __init__(self, jobs_root: str | os.PathLike, data_roots: list[str | os.PathLike],
-                 python: str = sys.executable, on_finished=None, enabled: bool | None = None,
-                 home: str | os.PathLike | None = None):
-        self.root = Path(jobs_root)
-        self.data_roots = [Path(r) for r in data_roots]
-        self.home = Path(home).resolve() if home is not None else Path.cwd()
-        self.enabled = training_enabled() if enabled is None else enabled
-        self.python = python
-        self.on_finished = on_finished  # callback(job dict) once a job finished (the app indexes its checkpoint)
-        self._procs: dict[str, subprocess.Popen] = {}
-        self._lock = threading.RLock()
-        self._gpu = None
-        # on a public Space (SPACE_ID set) the data roots are <data root N>, never data/ or ../shared/data
-        self.hide_layout = bool(os.environ.get("SPACE_ID"))
+class JobOptions:
+    """What a job may train on (the datasets under the data roots, their columns, presets, the GPU) and how
+    server folders are named to visitors: a part of :class:`JobManager`, which holds the state."""
 
     def _public_names(self) -> list[tuple[Path, str]]:
         """(server folder, the name a visitor sees) pairs, the longest folder first: ``data/...`` and
@@ -436,6 +418,11 @@ class JobManager:
         if not real.is_file():
             raise JobError(f"the pretrained weights file {value} does not exist in the data roots")
         return str(real)
+
+
+class JobRecords:
+    """The jobs on disk: each job's record read, checked and brought up to date with its process, its progress,
+    metrics, log, test result and best checkpoint, and publishing: a part of :class:`JobManager`."""
 
     # -- jobs on disk ------------------------------------------------------------------------------------
     def _dir(self, job_id: str) -> Path:
@@ -655,6 +642,29 @@ class JobManager:
     def _check_enabled(self) -> None:
         if not self.enabled:
             raise JobError(TRAINING_OFF)
+
+
+class JobManager(JobOptions, JobRecords):
+    """Launch, watch, stop and resume training jobs under ``jobs_root``; datasets within ``data_roots``.
+
+    ``home`` (the app passes its repository; default: the working folder) is where relative dataset paths
+    start and the trainer runs, and what public names are relative to (``data/...``, ``../shared/data/...``).
+    """
+
+    def __init__(self, jobs_root: str | os.PathLike, data_roots: list[str | os.PathLike],
+                 python: str = sys.executable, on_finished=None, enabled: bool | None = None,
+                 home: str | os.PathLike | None = None):
+        self.root = Path(jobs_root)
+        self.data_roots = [Path(r) for r in data_roots]
+        self.home = Path(home).resolve() if home is not None else Path.cwd()
+        self.enabled = training_enabled() if enabled is None else enabled
+        self.python = python
+        self.on_finished = on_finished  # callback(job dict) once a job finished (the app indexes its checkpoint)
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._lock = threading.RLock()
+        self._gpu = None
+        # on a public Space (SPACE_ID set) the data roots are <data root N>, never data/ or ../shared/data
+        self.hide_layout = bool(os.environ.get("SPACE_ID"))
 
     # -- actions -----------------------------------------------------------------------------------------
     def launch(self, model: str, dataset, preset: str = "demo", epochs=None, triplets_per_epoch=None,

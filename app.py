@@ -147,7 +147,7 @@ def main(defs=None, **catalog_kwargs) -> int:
         sys.meta_path.insert(0, _NoStubRewrite())
     from profashion.device import serving_device
     from profashion.explorer.galleries import Galleries, default_galleries
-    from profashion.explorer.jobs import JobManager, default_data_roots, default_jobs_root
+    from profashion.explorer.jobs import JobManager, default_data_roots, default_jobs_root, private_folders
     from profashion.paths import checkpoints_root
     from profashion.ui import build_demo, launch_kwargs
 
@@ -164,7 +164,8 @@ def main(defs=None, **catalog_kwargs) -> int:
             log(f"skipped: {entry.error}")
     catalog = galleries.default
     data_roots = default_data_roots(catalog.cache_root, [REPO / "data", REPO.parent / "shared" / "data"])
-    jobs = JobManager(default_jobs_root(catalog.cache_root), data_roots, home=REPO)
+    jobs = JobManager(default_jobs_root(catalog.cache_root), data_roots, home=REPO,
+                      private=private_folders(catalog.cache_root))
     demo = build_demo(galleries, jobs)
     starting.close()
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, **launch_kwargs(galleries))

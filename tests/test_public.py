@@ -237,6 +237,49 @@ def test_another_browsers_job_and_an_unknown_id_get_the_same_sentence(tmp_path):
     assert sentences[0] == sentences[1] and "of this browser" in sentences[0]
 
 
+def test_the_fine_tune_form_tells_no_job_or_private_file_from_a_missing_one(tmp_path):
+    """The cache is a data root (the generated galleries live there) and it holds jobs/, uploads/, exports/ and the
+    browser key: the form's dataset check and a job config's pretrained path answered "not a dataset" or an
+    estimate for another browser's existing job, "does not exist" for an unknown id (fourth hostile probe). They
+    are refused as folders outside the data roots, alike whether they exist or not."""
+    from profashion.explorer.jobs import JobError, JobManager, default_data_roots, private_folders
+    from profashion.explorer.public import SECRET_NAME
+    from profashion.ui import tab_finetune
+
+    cache = tmp_path / "cache"
+    jobs = JobManager(cache / "jobs", default_data_roots(cache), private=private_folders(cache))
+    job = "asen-20260101-000000-beef"
+    _job(jobs.root, job, "a" * 32, str(cache / "data" / "synth"))
+    (cache / "uploads").mkdir()
+    (cache / "uploads" / ("f" * 64 + ".img")).write_bytes(b"x")
+    (cache / SECRET_NAME).write_text("k")
+    (cache / "gallery").mkdir()  # a generated gallery in the cache stays usable
+    (cache / "gallery" / "meta.json").write_text("{}")
+    pairs = [(f"{job}", "asen-20260101-000000-dead"), (f"{job}/job.json", "asen-20260101-000000-dead/job.json")]
+    for there, missing in pairs:
+        for root in (str(cache / "jobs"), "<data root 1>/jobs"):
+            said = []
+            for name in (there, missing):
+                with pytest.raises(JobError) as err:
+                    jobs.resolve_dataset(f"{root}/{name}")
+                said.append(str(err.value).replace(name, "NAME"))
+                with pytest.raises(JobError) as err:
+                    jobs._pretrained(f"{root}/{name}".rstrip("/") + ("" if name.endswith(".json") else "/w.safetensors"))
+                said.append(str(err.value).replace(name, "NAME").replace("/w.safetensors", ""))
+            assert said[0] == said[2] and said[1] == said[3] and "outside the allowed data roots" in said[0], said
+    for private in (cache / "uploads" / ("f" * 64 + ".img"), cache / SECRET_NAME, cache / "exports"):
+        with pytest.raises(JobError, match="outside the allowed data roots"):
+            jobs.resolve_dataset(str(private))
+    assert jobs.resolve_dataset(str(cache / "gallery")) == (cache / "gallery").resolve()
+    # the form's dataset event says the same through the page
+    said = []
+    for n in (job, "asen-20260101-000000-dead"):
+        with pytest.raises(JobError) as err:
+            tab_finetune.on_dataset(jobs, f"{cache}/jobs/{n}")
+        said.append(str(err.value).replace(n, "NAME"))
+    assert said[0] == said[1], said
+
+
 def test_list_jobs_names_datasets_and_reasons_by_public_names(tmp_path, monkeypatch):
     from profashion.explorer.jobs import JobManager
     from profashion.ui import tab_finetune

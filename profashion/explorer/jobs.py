@@ -102,6 +102,13 @@ def default_jobs_root(cache_root: str | os.PathLike) -> Path:
     return Path(os.environ.get(ENV_JOBS) or Path(cache_root) / "jobs")
 
 
+def private_folders(cache_root: str | os.PathLike) -> list[Path]:
+    """What the app keeps in its cache that no job may train on or look into (beside the jobs folder): the kept
+    uploads, the exports and the browser-state key."""
+    cache = Path(cache_root)
+    return [cache / "uploads", cache / "exports", cache / "browser-secret"]
+
+
 def default_data_roots(cache_root: str | os.PathLike, roots: list[str | os.PathLike] = ()) -> list[Path]:
     """``PROFASHION_DATA_ROOTS`` (os.pathsep-separated) when set, else ``roots`` (the caller's, e.g. the app's
     folders beside the repository) and the cache root."""
@@ -356,7 +363,8 @@ class JobOptions:
         if ".." in p.parts:
             raise JobError(f"the {what} path {p} contains '..'; give a path inside the allowed data roots ({roots})")
         real = (p if p.is_absolute() else self.home / p).resolve()
-        if not any(real == r.resolve() or real.is_relative_to(r.resolve()) for r in self.data_roots):
+        hidden = any(real == q.resolve() or real.is_relative_to(q.resolve()) for q in self.private)
+        if hidden or not any(real == r.resolve() or real.is_relative_to(r.resolve()) for r in self.data_roots):
             raise JobError(f"the {what} path {p} is outside the allowed data roots ({roots}); set "
                            f"{ENV_DATA_ROOTS} to allow another folder")
         return real
@@ -653,9 +661,12 @@ class JobManager(JobOptions, JobRecords):
 
     def __init__(self, jobs_root: str | os.PathLike, data_roots: list[str | os.PathLike],
                  python: str = sys.executable, on_finished=None, enabled: bool | None = None,
-                 home: str | os.PathLike | None = None):
+                 home: str | os.PathLike | None = None, private: list[str | os.PathLike] = ()):
         self.root = Path(jobs_root)
         self.data_roots = [Path(r) for r in data_roots]
+        # never inside the data roots, though a root may hold them (the cache holds jobs/, uploads/, exports/):
+        # a path there is refused as one outside the roots, so no answer tells whether another's job exists
+        self.private = [self.root, *(Path(p) for p in private)]
         self.home = Path(home).resolve() if home is not None else Path.cwd()
         self.enabled = training_enabled() if enabled is None else enabled
         self.python = python

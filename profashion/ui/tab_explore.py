@@ -116,7 +116,7 @@ def explore(catalog: Catalog, query, attribute, models):
             try:
                 v = model_maps(catalog, name, img, a, item, mask)
             except (ValueError, RuntimeError, QueryError) as exc:
-                views.append(ModelView(name, label, error=f"its maps could not be computed ({exc})"))
+                views.append(ModelView(name, label, error=f"its maps could not be computed ({catalog.public(str(exc))})"))
                 continue
             views.append(v)
             rows += [[label, map_title(pnl.key), round(pnl.score, 1), round(v.share, 1), "yes" if pnl.peak else "no"]

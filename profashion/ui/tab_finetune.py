@@ -34,6 +34,7 @@ from profashion.explorer.jobs import (
     JobManager,
     default_data_roots,
     default_jobs_root,
+    private_folders,
 )
 from profashion.explorer.public import escape_markdown
 from profashion.retrieval.search import QueryError
@@ -104,7 +105,7 @@ def job_manager(catalog, jobs: JobManager | None) -> JobManager:
     when published."""
     if jobs is None:
         cache = _catalogs(catalog)[0].cache_root
-        jobs = JobManager(default_jobs_root(cache), default_data_roots(cache))
+        jobs = JobManager(default_jobs_root(cache), default_data_roots(cache), private=private_folders(cache))
     for job in jobs.published():
         name = job["published"]["name"]
         best = jobs.best_checkpoint(job["id"])

@@ -65,7 +65,7 @@ def methods(catalog: Catalog, query, attribute, models) -> str:
         try:
             panel, error = main_panel(catalog.explain(name, str(p), catalog.attributes[a], item, image=img).panels), ""
         except (ValueError, RuntimeError, QueryError) as exc:
-            panel, error = None, f"its maps could not be computed ({exc})"
+            panel, error = None, f"its maps could not be computed ({catalog.public(str(exc))})"
         cards.append(card_html(entry.label, entry.about, method_pipeline(entry.method), panel, error))
     return f'<div class="pf-methods">{"".join(cards)}</div>'
 

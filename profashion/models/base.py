@@ -387,7 +387,7 @@ def method_pipeline(name: str) -> str:
     -> L2 norm"; "" for an unknown name)."""
     _ensure_registered()
     doc = (_REGISTRY[name][0].__doc__ or "") if name in _REGISTRY else ""
-    return doc.strip().split("\n\n")[0].replace("\n", " ").strip()
+    return doc.strip().split("\n\n")[0].replace("\n", " ").replace("``", "").strip()
 
 
 def _ensure_registered() -> None:

@@ -34,7 +34,7 @@ CSS = """
 .pf-method { display: flex; gap: 10px; border: 1px solid var(--border-color-primary, #e5e7eb); border-radius: 8px;
   padding: 8px; font-size: 13px; line-height: 1.35; }
 .pf-method img { width: 96px; height: auto; image-rendering: auto; border-radius: 4px; flex: none; }
-.pf-method h4 { margin: 0 0 4px; font-size: 14px; }
+.pf-method .pf-mname { display: block; margin: 0 0 4px; font-size: 14px; font-weight: 700; }
 .pf-method code { font-size: 11.5px; white-space: normal; }
 .pf-method .pf-map { color: var(--body-text-color-subdued, #6b7280); margin-top: 4px; }
 """
@@ -48,7 +48,7 @@ def card_html(label: str, about: str, pipeline: str, panel, error: str = "") -> 
                if panel is not None else "")
     what = (f'<div class="pf-map"><b>{e(map_title(panel.key)).capitalize()}</b>: {e(panel.about)}</div>'
             if panel is not None else f'<div class="pf-map">{e(error)}</div>')
-    return (f'<div class="pf-method" data-model="{e(label)}">{picture}<div><h4>{e(label)}</h4>'
+    return (f'<div class="pf-method" data-model="{e(label)}">{picture}<div><span class="pf-mname">{e(label)}</span>'
             f'<div>{e(about.split(": ", 1)[-1])}</div><div><code>{e(pipeline)}</code></div>{what}</div></div>')
 
 

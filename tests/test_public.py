@@ -271,6 +271,13 @@ def test_the_fine_tune_form_tells_no_job_or_private_file_from_a_missing_one(tmp_
         with pytest.raises(JobError, match="outside the allowed data roots"):
             jobs.resolve_dataset(str(private))
     assert jobs.resolve_dataset(str(cache / "gallery")) == (cache / "gallery").resolve()
+    # the time estimate's refusal names the caller's path as given, never the server folder it resolves to
+    for name in (jobs.public(str(cache / "jobs" / job / "w.safetensors")), str(cache / "exports" / "w.safetensors"),
+                 "~/w.safetensors", jobs.public(str(cache / "gallery")) + "/../../w.safetensors"):
+        text = tab_finetune.estimate(jobs, "asen", str(cache / "gallery"), "demo", 1, 64, 8, 0,
+                                     json.dumps({"pretrained": name}), None)
+        assert "would be refused" in text and "pretrained weights path" in text, text
+        assert str(cache) not in text and str(tmp_path) not in text and os.path.expanduser("~") not in text, text
     # the form's dataset event says the same through the page
     said = []
     for n in (job, "asen-20260101-000000-dead"):

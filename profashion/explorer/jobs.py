@@ -360,12 +360,14 @@ class JobOptions:
             raise JobError(f"the {what} path is not a usable path (control characters or over {MAX_PATH_CHARS} "
                            f"characters); give a path inside the allowed data roots ({roots})")
         p = Path(text).expanduser()
+        shown = self.public(str(path).strip())  # as the caller named it (a public name stays one), never expanded
         if ".." in p.parts:
-            raise JobError(f"the {what} path {p} contains '..'; give a path inside the allowed data roots ({roots})")
+            raise JobError(f"the {what} path {shown} contains '..'; give a path inside the allowed data roots "
+                           f"({roots})")
         real = (p if p.is_absolute() else self.home / p).resolve()
         hidden = any(real == q.resolve() or real.is_relative_to(q.resolve()) for q in self.private)
         if hidden or not any(real == r.resolve() or real.is_relative_to(r.resolve()) for r in self.data_roots):
-            raise JobError(f"the {what} path {p} is outside the allowed data roots ({roots}); set "
+            raise JobError(f"the {what} path {shown} is outside the allowed data roots ({roots}); set "
                            f"{ENV_DATA_ROOTS} to allow another folder")
         return real
 

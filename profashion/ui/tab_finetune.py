@@ -477,7 +477,7 @@ def estimate(jobs: JobManager, model, dataset, preset, epochs, triplets, batch, 
         TrainConfig(model=model, dataset="-", preset=preset or "demo", epochs=e, triplets_per_epoch=t,
                     batch_size=b, warmup_steps=w, model_overrides=overrides).resolved()
     except (ValueError, JobError) as exc:
-        return f"**This schedule would be refused:** {exc}."
+        return f"**This schedule would be refused:** {escape_markdown(jobs.public(str(exc)))}."
     if preset != "demo" or model not in STEP_SECONDS:
         return ("_No seconds per step were measured here for this preset; a job's status says the time left "
                 "from its own steps once it runs._")

@@ -278,6 +278,17 @@ def test_the_fine_tune_form_tells_no_job_or_private_file_from_a_missing_one(tmp_
                                      json.dumps({"pretrained": name}), None)
         assert "would be refused" in text and "pretrained weights path" in text, text
         assert str(cache) not in text and str(tmp_path) not in text and os.path.expanduser("~") not in text, text
+    # another account's home: the same sentence whether the account exists or not (expanduser raised for an
+    # unknown one: sixth hostile probe)
+    said = []
+    for name in ("~root/w.safetensors", "~nosuchaccount9/w.safetensors"):
+        with pytest.raises(JobError) as err:
+            jobs._pretrained(name)
+        said.append(str(err.value).replace(name, "NAME"))
+        with pytest.raises(JobError) as err:
+            jobs.resolve_dataset(name.removesuffix("/w.safetensors"))
+        said.append(str(err.value).replace(name.removesuffix("/w.safetensors"), "NAME"))
+    assert said[0] == said[2] and said[1] == said[3] and "outside the allowed data roots" in said[0], said
     # the form's dataset event says the same through the page
     said = []
     for n in (job, "asen-20260101-000000-dead"):

@@ -359,8 +359,13 @@ class JobOptions:
         if len(text) > MAX_PATH_CHARS or any(ord(c) < 32 for c in text):
             raise JobError(f"the {what} path is not a usable path (control characters or over {MAX_PATH_CHARS} "
                            f"characters); give a path inside the allowed data roots ({roots})")
-        p = Path(text).expanduser()
         shown = self.public(str(path).strip())  # as the caller named it (a public name stays one), never expanded
+        if text.startswith("~") and text != "~" and not text.startswith("~/"):
+            # another account's home (~name): refused before it is looked up, so no answer tells whether the
+            # account exists (expanduser raises for an unknown one)
+            raise JobError(f"the {what} path {shown} is outside the allowed data roots ({roots}); set "
+                           f"{ENV_DATA_ROOTS} to allow another folder")
+        p = Path(text).expanduser()
         if ".." in p.parts:
             raise JobError(f"the {what} path {shown} contains '..'; give a path inside the allowed data roots "
                            f"({roots})")

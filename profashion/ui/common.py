@@ -206,7 +206,7 @@ def _refusal_kind(exc: BaseException) -> str:
     return "other"
 
 
-def _failing_input(blocks, block_fn, inputs) -> str | None:
+def _failing_input(block_fn, inputs) -> str | None:
     """The label of the first input whose value alone fails Gradio's checks (only on the failure path)."""
     from gradio import processing_utils
 
@@ -245,7 +245,7 @@ def shield_inputs(blocks: gr.Blocks) -> gr.Blocks:
             return await original(block_fn, inputs, state, explicit_call)
         except Exception as exc:  # noqa: BLE001 - Gradio's refusals have several types
             try:
-                label = _failing_input(blocks, block_fn, list(inputs or ()))
+                label = _failing_input(block_fn, list(inputs or ()))
             except Exception:  # noqa: BLE001
                 label = None
             raise refused_input(label, _refusal_kind(exc)) from None

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+from profashion.ui.common import path_of
+
 
 @dataclasses.dataclass(frozen=True)
 class Choices:
@@ -32,8 +34,6 @@ class Choices:
 
 def query_keys(choices: Choices, own: tuple = ()) -> list:
     """What a view of the query depends on: the query image's path, the attribute, the models, the gallery."""
-    from profashion.ui.common import path_of
-
     return [path_of(choices.query), choices.attribute, list(choices.models or []), choices.gallery]
 
 
